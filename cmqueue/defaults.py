@@ -1,0 +1,68 @@
+"""Default values, one documented constant each.
+
+Every value here can be changed in the inventory (``settings:`` or ``defaults:``) or by an
+environment variable named in ``cmqueue.config``.
+"""
+
+from __future__ import annotations
+
+#: Where the inventory is read from when neither --config nor CMQ_CONFIG is given.
+CONFIG_PATH = "~/.cloudmesh/cmq.yaml"
+
+#: Where cmq keeps its state (history, logs, embedded Redis data, pid records); CMQ_HOME.
+HOME = "~/.cloudmesh/cmq"
+
+#: Jobs a machine runs at once when the inventory does not say.
+SLOTS = 1
+
+#: Directory on the machine where jobs run (created on first use).
+WORKDIR = "~/.cmq"
+
+#: Sessions sshd accepts on one connection (sshd_config MaxSessions, default 10).
+MAX_SESSIONS = 10
+
+#: Sessions per ssh master kept free for cancel/kill/probe commands.
+RESERVED_SESSIONS = 2
+
+#: Seconds an ssh master stays open after its last session.
+CONTROL_PERSIST = 600
+
+#: Seconds ssh waits for a TCP connection before it calls the machine unreachable.
+CONNECT_TIMEOUT = 10
+
+#: Bytes of stdout and of stderr kept in a job's result (the tail); the full output is in
+#: the worker's log files.
+OUTPUT_CAP = 64 * 1024
+
+#: Seconds the broker waits for an acknowledgement before it hands a message out again.
+VISIBILITY_TIMEOUT = 300
+
+#: Seconds between the broker transport's sweeps that hand out unacknowledged messages.
+RESTORE_INTERVAL = 10
+
+#: Seconds a worker's claim on a running job lives without a heartbeat.
+CLAIM_TTL = 30
+
+#: Seconds a job's "done" marker is kept, so a late redelivery is recognised as done.
+DONE_TTL = 7 * 24 * 3600
+
+#: Seconds between a SIGTERM to a timed-out or cancelled job and the SIGKILL.
+KILL_GRACE = 3
+
+#: Seconds between probes of a machine that was found unreachable.
+PROBE_INTERVAL = 2
+
+#: Times a job is moved on after its machine was unreachable before it is declared lost.
+MAX_REROUTES = 20
+
+#: Port the embedded Redis listens on when none is configured (the next free one is used).
+EMBEDDED_REDIS_PORT = 6390
+
+#: Redis stream that carries job events from workers to the history store.
+EVENT_STREAM = "cmq:events"
+
+#: Name of the Celery queue every worker consumes (untargeted jobs).
+SHARED_QUEUE = "cmq.any"
+
+#: Lines of stderr printed for each failed job by ``--wait``.
+FAILURE_TAIL_LINES = 5

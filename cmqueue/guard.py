@@ -1,0 +1,112 @@
+"""Run each job at most once at a time, and never again once it is done.
+
+The Redis transport hands an unacknowledged message out again after its visibility
+timeout, even while the first worker still runs it. Before running, a worker takes a
+claim on the job (a key with a TTL it keeps alive while the job runs). A second copy
+that finds the claim held waits and checks again; one that finds the job done drops
+itself; one that finds the claim expired (its holder died) runs the job. Cancel
+requests live here too, so a job cancelled while queued is dropped when it arrives.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from . import defaults, events
+from .models import Event
+
+CANCEL_CHANNEL = "cmq:cancel"
+
+
+class Verdict(str, Enum):
+    """What a worker should do with a job message it just received."""
+
+    RUN = "run"
+    BUSY = "busy"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+def _claim(job: str) -> str:
+    return f"cmq:claim:{job}"
+
+
+def _done(job: str) -> str:
+    return f"cmq:done:{job}"
+
+
+def _cancel(job: str) -> str:
+    return f"cmq:cancel:{job}"
+
+
+class JobGuard:
+    """Claims, done markers and cancel flags for jobs, kept in the broker's Redis."""
+
+    def __init__(self, client: Any, token: str, stream: str = defaults.EVENT_STREAM,
+                 claim_ttl: int = defaults.CLAIM_TTL, done_ttl: int = defaults.DONE_TTL) -> None:
+        self.client = client
+        self.token = token
+        self.stream = stream
+        self.claim_ttl = int(claim_ttl)
+        self.done_ttl = int(done_ttl)
+
+    def begin(self, job: str, running: Event | None = None) -> Verdict:
+        """Try to claim ``job``; on success also publish ``running`` (one round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.exists(_done(job))
+        pipe.exists(_cancel(job))
+        pipe.set(_claim(job), self.token, nx=True, ex=self.claim_ttl)
+        done, cancelled, claimed = pipe.execute()
+        if done:
+            return Verdict.DONE
+        if cancelled:
+            if claimed:
+                self.client.delete(_claim(job))
+            return Verdict.CANCELLED
+        if not claimed:
+            holder = self.client.get(_claim(job))
+            if holder is not None and holder.decode() != self.token:
+                return Verdict.BUSY
+            self.client.set(_claim(job), self.token, ex=self.claim_ttl)
+        if running is not None:
+            events.publish(self.client, self.stream, running)
+        return Verdict.RUN
+
+    def heartbeat(self, jobs: list[str]) -> None:
+        """Keep the claims of ``jobs`` (running here) alive."""
+        if not jobs:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for job in jobs:
+            pipe.expire(_claim(job), self.claim_ttl)
+        pipe.execute()
+
+    def release(self, job: str, event: Event | None = None) -> None:
+        """Give up the claim (the job will run again later) and publish ``event``."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(_claim(job))
+        if event is not None:
+            events.publish(pipe, self.stream, event)
+        pipe.execute()
+
+    def finish(self, job: str, event: Event) -> None:
+        """Mark ``job`` done, drop the claim and publish its final event, atomically."""
+        pipe = self.client.pipeline(transaction=True)
+        events.publish(pipe, self.stream, event)
+        pipe.set(_done(job), "1", ex=self.done_ttl)
+        pipe.delete(_claim(job))
+        pipe.execute()
+
+    def is_cancelled(self, job: str) -> bool:
+        """Whether a cancel was requested for ``job``."""
+        return bool(self.client.exists(_cancel(job)))
+
+
+def request_cancel(client: Any, jobs: list[str], ttl: int = defaults.DONE_TTL) -> None:
+    """Flag ``jobs`` as cancelled and tell running workers to kill them now."""
+    pipe = client.pipeline(transaction=False)
+    for job in jobs:
+        pipe.set(_cancel(job), "1", ex=ttl)
+        pipe.publish(CANCEL_CHANNEL, job)
+    pipe.execute()

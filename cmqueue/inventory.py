@@ -1,0 +1,374 @@
+"""The inventory: a YAML file that lists machines, how to reach them and their slots.
+
+Loading turns the file into :class:`Inventory` (ordered :class:`Machine` entries) and
+checks every field; an error names the file, the field path and what is wrong, e.g.
+``cmq.yaml: machines.node3.slots: must be a positive integer, got 'four'``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from . import defaults
+from .errors import ConfigError, InsecureFileError, UnknownMachineError
+from .hostlist import HostlistError, expand, expand_list
+
+MODES = ("ssh", "local", "agent")
+HOST_KEY_POLICIES = ("strict", "ask", "accept-new")
+MACHINE_FIELDS = {
+    "host", "port", "user", "identity", "ssh_options", "slots", "labels", "workdir",
+    "env", "mode", "enabled", "host_key_policy", "max_sessions",
+}
+TOP_FIELDS = {"broker", "history", "defaults", "machines", "settings"}
+SETTINGS_FIELDS = {
+    "output_cap", "visibility_timeout", "restore_interval", "claim_ttl", "connect_timeout",
+    "kill_grace", "probe_interval", "max_reroutes", "control_persist",
+}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_LABEL = _NAME
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SECRET_KEYS = re.compile(r"password|secret|token", re.I)
+# ssh options that would switch host key checking off behind the inventory's back.
+_FORBIDDEN_SSH = {
+    "stricthostkeychecking": {"no", "off"},
+    "userknownhostsfile": {"/dev/null"},
+}
+
+
+@dataclass(frozen=True)
+class Machine:
+    """One machine of the inventory, with every field resolved (defaults applied)."""
+
+    name: str
+    host: str
+    port: int | None = None
+    user: str | None = None
+    identity: str | None = None
+    ssh_options: tuple[tuple[str, str], ...] = ()
+    slots: int = defaults.SLOTS
+    labels: tuple[str, ...] = ()
+    workdir: str = defaults.WORKDIR
+    env: tuple[tuple[str, str], ...] = ()
+    mode: str = "ssh"
+    enabled: bool = True
+    host_key_policy: str = "strict"
+    max_sessions: int = defaults.MAX_SESSIONS
+
+    @property
+    def masters(self) -> int:
+        """How many ssh masters keep ``slots`` sessions under sshd's MaxSessions."""
+        per_master = max(1, self.max_sessions - defaults.RESERVED_SESSIONS)
+        return max(1, -(-self.slots // per_master))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON output."""
+        return {
+            "name": self.name, "host": self.host, "port": self.port, "user": self.user,
+            "identity": self.identity, "ssh_options": dict(self.ssh_options),
+            "slots": self.slots, "labels": list(self.labels), "workdir": self.workdir,
+            "env": dict(self.env), "mode": self.mode, "enabled": self.enabled,
+            "host_key_policy": self.host_key_policy,
+        }
+
+
+@dataclass
+class Inventory:
+    """The parsed inventory file: machines in file order plus top-level settings."""
+
+    path: Path
+    machines: dict[str, Machine]
+    broker: str | None = None
+    history: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> dict[str, list[str]]:
+        """Label -> names of the enabled machines that carry it, in inventory order."""
+        out: dict[str, list[str]] = {}
+        for m in self.enabled():
+            for label in m.labels:
+                out.setdefault(label, []).append(m.name)
+        return out
+
+    def enabled(self) -> list[Machine]:
+        """Machines with ``enabled: true``, in inventory order."""
+        return [m for m in self.machines.values() if m.enabled]
+
+    def machine(self, name: str) -> Machine:
+        """The machine called ``name``; UnknownMachineError lists the known ones."""
+        try:
+            return self.machines[name]
+        except KeyError:
+            known = ", ".join(self.machines) or "(none)"
+            raise UnknownMachineError(
+                f"unknown machine {name!r} in {self.path.name}; machines: {known}"
+            ) from None
+
+    def select(self, expr: str) -> list[Machine]:
+        """Machines named by a hostlist expression such as ``node[1-3],gpu1``."""
+        try:
+            names = expand_list(expr)
+        except HostlistError as e:
+            raise UnknownMachineError(f"--on={expr}: {e}") from None
+        if not names:
+            raise UnknownMachineError(f"--on={expr!r} names no machine")
+        return [self.machine(n) for n in names]
+
+    def with_label(self, label: str) -> list[Machine]:
+        """Enabled machines carrying ``label``; UnknownMachineError when there are none."""
+        found = [m for m in self.enabled() if label in m.labels]
+        if not found:
+            known = ", ".join(self.labels) or "(none)"
+            raise UnknownMachineError(
+                f"no enabled machine has label {label!r} in {self.path.name}; labels: {known}"
+            )
+        return found
+
+
+def _fail(path: Path, where: str, msg: str) -> ConfigError:
+    return ConfigError(f"{path.name}: {where}: {msg}" if where else f"{path.name}: {msg}")
+
+
+def _positive_int(path: Path, where: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(path, where, f"must be a positive integer, got {value!r}")
+    return value
+
+
+def _string(path: Path, where: str, value: Any) -> str:
+    if not isinstance(value, (str, int)) or isinstance(value, bool) or str(value) == "":
+        raise _fail(path, where, f"must be a non-empty string, got {value!r}")
+    return str(value)
+
+
+def _mapping(path: Path, where: str, value: Any) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(path, where, f"must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _ssh_options(path: Path, where: str, value: Any) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if isinstance(value, list):
+        pairs = []
+        for i, item in enumerate(value):
+            text = _string(path, f"{where}[{i}]", item)
+            key, sep, val = text.replace("=", " ", 1).partition(" ")
+            if not sep:
+                raise _fail(path, f"{where}[{i}]", f"expected 'Option=value', got {text!r}")
+            pairs.append((key.strip(), val.strip()))
+    elif isinstance(value, dict):
+        pairs = [(str(k), str(v)) for k, v in value.items()]
+    else:
+        raise _fail(path, where, "must be a mapping or a list of 'Option=value'")
+    for key, val in pairs:
+        bad = _FORBIDDEN_SSH.get(key.lower())
+        if bad and val.lower() in bad:
+            raise _fail(
+                path, f"{where}.{key}",
+                f"{key}={val} switches host key checking off; cmq refuses it "
+                "(use host_key_policy: accept-new to accept keys of new hosts)",
+            )
+    return tuple(pairs)
+
+
+def _machine_fields(path: Path, where: str, raw: dict, base: dict) -> dict[str, Any]:
+    merged = {**base, **raw}
+    unknown = set(merged) - MACHINE_FIELDS
+    if unknown:
+        raise _fail(
+            path, f"{where}.{sorted(unknown)[0]}",
+            f"unknown field (known: {', '.join(sorted(MACHINE_FIELDS))})",
+        )
+    out: dict[str, Any] = {}
+    mode = merged.get("mode", "ssh")
+    if mode not in MODES:
+        raise _fail(path, f"{where}.mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+    out["mode"] = mode
+    if "host" in merged:
+        out["host"] = _string(path, f"{where}.host", merged["host"])
+    if merged.get("port") is not None:
+        port = _positive_int(path, f"{where}.port", merged["port"])
+        if port > 65535:
+            raise _fail(path, f"{where}.port", f"must be at most 65535, got {port}")
+        out["port"] = port
+    for key in ("user", "identity", "workdir"):
+        if merged.get(key) is not None:
+            out[key] = _string(path, f"{where}.{key}", merged[key])
+    out["slots"] = _positive_int(path, f"{where}.slots", merged.get("slots", defaults.SLOTS))
+    if "max_sessions" in merged:
+        out["max_sessions"] = _positive_int(path, f"{where}.max_sessions", merged["max_sessions"])
+    labels = merged.get("labels", []) or []
+    if isinstance(labels, str):
+        labels = [labels]
+    if not isinstance(labels, list):
+        raise _fail(path, f"{where}.labels", "must be a list of names")
+    for i, label in enumerate(labels):
+        if not isinstance(label, str) or not _LABEL.match(label):
+            raise _fail(path, f"{where}.labels[{i}]", f"not a valid label name: {label!r}")
+    out["labels"] = tuple(labels)
+    env = _mapping(path, f"{where}.env", merged.get("env"))
+    for k in env:
+        if not isinstance(k, str) or not _ENV_KEY.match(k):
+            raise _fail(path, f"{where}.env", f"not a valid variable name: {k!r}")
+    out["env"] = tuple((k, "" if v is None else str(v)) for k, v in env.items())
+    out["ssh_options"] = _ssh_options(path, f"{where}.ssh_options", merged.get("ssh_options"))
+    enabled = merged.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise _fail(path, f"{where}.enabled", f"must be true or false, got {enabled!r}")
+    out["enabled"] = enabled
+    policy = merged.get("host_key_policy", "strict")
+    if policy not in HOST_KEY_POLICIES:
+        raise _fail(
+            path, f"{where}.host_key_policy",
+            f"must be one of {', '.join(HOST_KEY_POLICIES)}, got {policy!r}",
+        )
+    out["host_key_policy"] = policy
+    return out
+
+
+def _contains_secret(data: Any) -> bool:
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if isinstance(k, str) and _SECRET_KEYS.search(k) and v:
+                return True
+            if _contains_secret(v):
+                return True
+    elif isinstance(data, list):
+        return any(_contains_secret(v) for v in data)
+    elif isinstance(data, str) and "://" in data:
+        try:
+            return bool(urlsplit(data).password)
+        except ValueError:
+            return False
+    return False
+
+
+def check_identity(machine: Machine, path: Path) -> None:
+    """Refuse an identity file that is missing, unreadable or readable by others."""
+    if machine.mode != "ssh" or not machine.identity:
+        return
+    key = Path(machine.identity).expanduser()
+    where = f"machines.{machine.name}.identity"
+    try:
+        st = key.stat()
+        with key.open("rb"):
+            pass
+    except OSError as e:
+        raise _fail(path, where, f"cannot read {key}: {e.strerror}") from None
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise _fail(
+            path, where,
+            f"{key} is accessible by group/others (mode {stat.S_IMODE(st.st_mode):04o}); "
+            f"ssh refuses such keys: chmod 600 {key}",
+        )
+
+
+def parse(text: str, path: Path) -> Inventory:
+    """Parse inventory ``text`` (read from ``path``, used in messages) into an Inventory."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path.name}: {where}invalid YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise _fail(path, "", "must be a mapping with a 'machines:' section")
+    unknown = set(data) - TOP_FIELDS
+    if unknown:
+        raise _fail(path, sorted(unknown)[0], f"unknown section (known: {', '.join(sorted(TOP_FIELDS))})")
+    base = _mapping(path, "defaults", data.get("defaults"))
+    if "host" in base:
+        raise _fail(path, "defaults.host", "a default host makes no sense; give host per machine")
+    _machine_fields(path, "defaults", base, {})
+    raw_machines = _mapping(path, "machines", data.get("machines"))
+    machines: dict[str, Machine] = {}
+    for key, raw in raw_machines.items():
+        key = str(key)
+        where = f"machines.{key}"
+        raw = _mapping(path, where, raw)
+        try:
+            names = expand(key)
+        except HostlistError as e:
+            raise _fail(path, where, str(e)) from None
+        host_expr = raw.get("host")
+        hosts: list[str | None]
+        if host_expr is not None and ("[" in str(host_expr)):
+            try:
+                hosts = list(expand(str(host_expr)))
+            except HostlistError as e:
+                raise _fail(path, f"{where}.host", str(e)) from None
+            if len(hosts) != len(names):
+                raise _fail(
+                    path, f"{where}.host",
+                    f"expands to {len(hosts)} hosts but the name expands to {len(names)} machines",
+                )
+        else:
+            hosts = [host_expr] * len(names)
+        fields = _machine_fields(path, where, {k: v for k, v in raw.items() if k != "host"}, base)
+        for name, host in zip(names, hosts):
+            mwhere = f"machines.{name}"
+            if not _NAME.match(name):
+                raise _fail(path, mwhere, "machine names use letters, digits, '.', '_' and '-'")
+            if name in machines:
+                raise _fail(path, mwhere, "machine defined twice")
+            if fields["mode"] == "ssh" and host is None:
+                host = name
+            machines[name] = Machine(name=name, host=str(host or "localhost"), **fields)
+    settings = _mapping(path, "settings", data.get("settings"))
+    for k, v in settings.items():
+        if k not in SETTINGS_FIELDS:
+            raise _fail(path, f"settings.{k}", f"unknown setting (known: {', '.join(sorted(SETTINGS_FIELDS))})")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            raise _fail(path, f"settings.{k}", f"must be a positive number, got {v!r}")
+    broker = data.get("broker")
+    if broker is not None:
+        broker = _string(path, "broker", broker)
+        if urlsplit(broker).scheme not in ("redis", "rediss", "unix"):
+            raise _fail(path, "broker", f"must be a redis:// URL, got scheme {urlsplit(broker).scheme!r}")
+    history = data.get("history")
+    if history is not None:
+        history = _string(path, "history", history)
+    return Inventory(path=path, machines=machines, broker=broker, history=history, settings=settings)
+
+
+def load(path: str | os.PathLike, check_keys: bool = True) -> Inventory:
+    """Read, check and parse the inventory at ``path``.
+
+    A file that holds secrets (a password in a URL, a key named password/secret/token)
+    and is readable by group or others is refused. With ``check_keys`` every ssh
+    machine's identity file must exist, be readable and be private.
+    """
+    p = Path(path).expanduser()
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: inventory not found (create it, or pass --config / set CMQ_CONFIG)") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read inventory: {e.strerror}") from None
+    inv = parse(text, p)
+    raw = yaml.safe_load(text) or {}
+    mode = stat.S_IMODE(p.stat().st_mode)
+    if _contains_secret(raw) and mode & 0o077:
+        raise InsecureFileError(
+            f"{p.name}: holds secrets but is accessible by group/others "
+            f"(mode {mode:04o}); run: chmod 600 {p}"
+        )
+    if check_keys:
+        for m in inv.enabled():
+            check_identity(m, p)
+    return inv

@@ -1,0 +1,188 @@
+"""The data that travels: job specs, job states, results and events."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class JobStatus(str, Enum):
+    """Where a job is in its life. The last four are final."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+
+    @property
+    def final(self) -> bool:
+        """True for succeeded, failed, cancelled and lost."""
+        return self in FINAL_STATES
+
+    def __str__(self) -> str:
+        return self.value
+
+
+FINAL_STATES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.LOST})
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def new_id(prefix: str = "") -> str:
+    """A short id that sorts by creation time: 8 base-36 chars of ms time + 5 random."""
+    ms = int(time.time() * 1000)
+    head = ""
+    for _ in range(8):
+        ms, r = divmod(ms, 36)
+        head = _ALPHABET[r] + head
+    tail = "".join(secrets.choice(_ALPHABET) for _ in range(5))
+    return f"{prefix}{head}{tail}"
+
+
+@dataclass
+class JobSpec:
+    """What to run, where and how: the message a worker receives.
+
+    ``target`` is ``machine:<name>``, ``label:<name>`` or ``any``; ``queue`` is the Celery
+    queue that target maps to (see :mod:`cmqueue.routing`).
+    """
+
+    id: str
+    command: str
+    target: str = "any"
+    queue: str = ""
+    batch: str = ""
+    timeout: float | None = None
+    retries: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+    attempt: int = 1
+    reroutes: int = 0
+    submitted: float = field(default_factory=time.time)
+    submitter: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (the Celery message body)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        """Inverse of :meth:`to_dict`; unknown keys are ignored."""
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class JobResult:
+    """How a run ended: exit code, output tails, times and where it ran."""
+
+    job: str
+    machine: str
+    exit_code: int | None
+    stdout: str = ""
+    stderr: str = ""
+    started: float | None = None
+    ended: float | None = None
+    reason: str = ""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    log_host: str = ""
+    stdout_log: str = ""
+    stderr_log: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when the command exited 0."""
+        return self.exit_code == 0
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end, when both are known."""
+        if self.started is None or self.ended is None:
+            return None
+        return self.ended - self.started
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for events and JSON output."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobResult:
+        """Inverse of :meth:`to_dict`; unknown keys are ignored."""
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class JobRecord:
+    """A job as the history store knows it: its spec, state and last result."""
+
+    spec: JobSpec
+    state: JobStatus = JobStatus.QUEUED
+    machine: str | None = None
+    exit_code: int | None = None
+    reason: str = ""
+    started: float | None = None
+    ended: float | None = None
+    updated: float = field(default_factory=time.time)
+    result: JobResult | None = None
+
+    @property
+    def id(self) -> str:
+        """The job id."""
+        return self.spec.id
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON output."""
+        return {
+            "id": self.id, "batch": self.spec.batch, "command": self.spec.command,
+            "target": self.spec.target, "state": self.state.value, "machine": self.machine,
+            "exit_code": self.exit_code, "reason": self.reason, "started": self.started,
+            "ended": self.ended, "attempt": self.spec.attempt, "submitted": self.spec.submitted,
+            "duration": (self.ended - self.started) if self.started and self.ended else None,
+            "stdout": self.result.stdout if self.result else "",
+            "stderr": self.result.stderr if self.result else "",
+        }
+
+
+@dataclass
+class Event:
+    """One change of a job's state, as carried on the event stream.
+
+    ``id`` is the stream entry id (``<ms>-<seq>``); ``data`` holds the result for final
+    states and the reason for retrying ones.
+    """
+
+    job: str
+    state: JobStatus
+    ts: float
+    machine: str | None = None
+    attempt: int = 1
+    data: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
+
+
+def stream_id_key(entry_id: str) -> tuple[int, int]:
+    """Sort key of a Redis stream id ``'<ms>-<seq>'``."""
+    if not entry_id:
+        return (0, 0)
+    ms, _, seq = entry_id.partition("-")
+    return (int(ms), int(seq or 0))
+
+
+def next_state(current: JobStatus, new: JobStatus) -> JobStatus | None:
+    """The state after applying an event with ``new`` to a job in ``current``.
+
+    Returns None when the event does not apply: a final state never changes again, and
+    a queued event never undoes running/retrying.
+    """
+    if current.final:
+        return None
+    if new == JobStatus.QUEUED and current != JobStatus.QUEUED:
+        return None
+    return new
