@@ -34,9 +34,10 @@ def decode(entry_id: str | bytes, fields: dict[Any, Any]) -> Event:
 
 
 def make(job: str, state: JobStatus, machine: str | None = None, attempt: int = 1,
-         **data: Any) -> Event:
-    """A new event stamped now."""
-    return Event(job=job, state=state, ts=time.time(), machine=machine, attempt=attempt, data=data)
+         data: dict[str, Any] | None = None, **more: Any) -> Event:
+    """A new event stamped now; ``data`` and ``more`` form its payload."""
+    return Event(job=job, state=state, ts=time.time(), machine=machine, attempt=attempt,
+                 data={**(data or {}), **more})
 
 
 def publish(client: Any, stream: str, event: Event) -> None:

@@ -1,0 +1,22 @@
+"""cmq: run shell jobs and small workflows on a fleet of machines through Celery queues."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .cluster import Cluster, Job
+
+
+def __getattr__(name: str):
+    """Import the API lazily: ``import cmqueue`` stays cheap (no Celery at import)."""
+    if name in ("Cluster", "Job"):
+        from . import cluster
+
+        return getattr(cluster, name)
+    raise AttributeError(name)
+
+
+__all__ = ["Cluster", "Job", "__version__"]

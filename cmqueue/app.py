@@ -1,0 +1,40 @@
+"""The Celery app, built by a factory from the settings. Nothing is created at import."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from . import routing, tasks
+from .config import Settings
+from .defaults import SHARED_QUEUE
+
+
+def create_app(settings: Settings) -> Celery:
+    """A Celery app for ``settings``: queues from the inventory, late acks, prefetch 1."""
+    vt = int(settings.get("visibility_timeout"))
+    app = Celery("cmq", broker=settings.require_broker(), set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        task_queues=routing.all_queues(settings.inventory),
+        task_default_queue=SHARED_QUEUE,
+        task_create_missing_queues=True,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        worker_enable_remote_control=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": vt,
+            "unacked_restore_interval": int(settings.get("restore_interval")),
+            "unacked_restore_throttle": 1,
+        },
+        result_backend=None,
+    )
+    tasks.register(app)
+    app.cmq_settings = settings
+    app.cmq_context = None
+    return app

@@ -1,0 +1,1 @@
+"""The ``cmq`` command line: docopt usage texts are its documentation."""

@@ -1,0 +1,530 @@
+"""One function per ``cmq`` command; each docstring is that command's usage text."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ..config import Settings, resolve
+from ..errors import JobFailedError, ServiceError, UsageError
+from ..models import JobRecord, JobStatus
+from . import output
+
+GLOBAL_OPTIONS = """
+Global options:
+  -c FILE --config=FILE  inventory file (default: $CMQ_CONFIG, else ~/.cloudmesh/cmq.yaml)
+  --broker=URL           broker URL (overrides the inventory and the embedded Redis)
+  --debug                show tracebacks of errors
+  -h --help              show this help
+"""
+
+Args = dict[str, Any]
+
+
+def _settings(args: Args, check_keys: bool = True) -> Settings:
+    return resolve(args.get("--config"), broker=args.get("--broker"), check_keys=check_keys)
+
+
+def _cluster(args: Args, check_keys: bool = True):
+    from ..cluster import Cluster
+
+    return Cluster(_settings(args, check_keys=check_keys))
+
+
+def _number(args: Args, key: str, kind: Callable[[str], Any] = float) -> Any:
+    value = args.get(key)
+    if value is None:
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        raise UsageError(f"{key}={value}: not a valid {'integer' if kind is int else 'number'}") from None
+
+
+# -- services ---------------------------------------------------------------------------------
+def cmd_up(args: Args) -> int:
+    """Start what the inventory needs on this machine.
+
+Usage:
+  cmq up [options]
+
+Starts Redis when the broker is local and nothing answers (or none is configured: then an
+embedded Redis with a generated password and AOF persistence), one worker per enabled ssh
+or local machine (concurrency = slots), and the recorder that keeps the history in step.
+Waits until every worker consumes its queues (or reports its machine unreachable).
+
+Example:
+  cmq up && cmq submit --all --wait uptime
+"""
+    from ..services import Services
+
+    settings = _settings(args)
+    services = Services(settings)
+    url, started = services.ensure_redis()
+    from ..redact import redact_url
+
+    output.err.print(f"broker {redact_url(url)} ({'started' if started else 'already running'})",
+                     markup=False)
+    settings.broker = url
+    states = services.start_workers(url)
+    bad = 0
+    for name, state in states.items():
+        ok = state.startswith("consuming")
+        bad += not ok
+        output.err.print(f"worker {name}: {state}", markup=False)
+    if not states:
+        output.err.print("workers: all already running")
+    return 3 if bad else 0
+
+
+def cmd_down(args: Args) -> int:
+    """Stop exactly the processes `cmq up` started (workers, recorder, embedded Redis).
+
+Usage:
+  cmq down [options] [--grace=S]
+
+Options:
+  --grace=S   seconds running jobs get to finish before workers are killed [default: 10]
+
+A job killed this way is not lost: the broker hands it out again when a worker returns.
+"""
+    from ..services import Services
+
+    settings = _settings(args, check_keys=False)
+    stopped = Services(settings).stop(grace=_number(args, "--grace"))
+    output.err.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def cmd_ps(args: Args) -> int:
+    """Show the services `cmq up` started, with pid and uptime.
+
+Usage:
+  cmq ps [options] [--json]
+
+Options:
+  --json   print JSON
+"""
+    from ..services import Services
+
+    rows = Services(_settings(args, check_keys=False)).table()
+    if args["--json"]:
+        output.print_json(rows)
+        return 0
+    t = output.Table(show_edge=False, header_style="bold")
+    for col in ("service", "pid", "state", "uptime", "log"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["service"], str(r["pid"]), "[green]running[/]" if r["running"] else "[red]stopped[/]",
+                  output.seconds(r["uptime"]), r.get("url") or r["log"])
+    output.out.print(t if rows else "no services recorded; start them with `cmq up`")
+    return 0
+
+
+def cmd_worker(args: Args) -> int:
+    """Run the worker of one machine in the foreground (what `cmq up`, the Procfile and
+agent machines use).
+
+Usage:
+  cmq worker [options] MACHINE [--loglevel=L]
+
+Options:
+  --loglevel=L   Celery log level [default: INFO]
+
+The worker consumes the machine's own queue, its labels' queues and the shared queue,
+with concurrency = slots, prefetch 1 and late acknowledgements.
+"""
+    from ..app import create_app
+    from ..worker import run_worker
+
+    settings = _settings(args)
+    machine = settings.inventory.machine(args["MACHINE"])
+    if not machine.enabled:
+        raise UsageError(f"machine {machine.name} is disabled (enabled: false)")
+    run_worker(create_app(settings), machine, loglevel=args["--loglevel"])
+    return 0
+
+
+def cmd_recorder(args: Args) -> int:
+    """Keep the history store in step with the event stream (started by `cmq up`).
+
+Usage:
+  cmq recorder [options]
+"""
+    import redis
+
+    from ..history import open_store
+    from ..history.sync import sync
+
+    settings = _settings(args, check_keys=False)
+    store = open_store(settings.history)
+    client = redis.Redis.from_url(settings.require_broker())
+    stream = settings.get("event_stream")
+    while True:
+        try:
+            sync(store, client, stream)
+            tip = client.xrevrange(stream, count=1)
+            client.xread({stream: tip[0][0] if tip else "0-0"}, block=5000, count=1)
+        except redis.RedisError as e:
+            print(f"recorder: broker error: {e}; retrying", file=sys.stderr, flush=True)
+            time.sleep(1)
+
+
+# -- machines ---------------------------------------------------------------------------------
+def cmd_machines(args: Args) -> int:
+    """List the machines of the inventory, or probe them.
+
+Usage:
+  cmq machines [options] [--json]
+  cmq machines check [options] [--json] [NAMES]
+
+Options:
+  --json   print JSON
+
+`check` probes the machines in parallel over ssh: reachable, host key accepted, latency
+and slots. NAMES is a hostlist (node[1-3],gpu1); default: every enabled machine.
+Exits 1 if any probed machine is unreachable.
+"""
+    if args["check"]:
+        return _machines_check(args)
+    settings = _settings(args, check_keys=False)
+    live = _machine_states(settings)
+    rows = []
+    for m in settings.inventory.machines.values():
+        row = m.to_dict()
+        row["worker"] = live.get(m.name, {}).get("state", "-")
+        rows.append(row)
+    if args["--json"]:
+        output.print_json(rows)
+        return 0
+    t = output.Table(show_edge=False, header_style="bold")
+    for col in ("machine", "mode", "host", "slots", "labels", "workdir", "worker"):
+        t.add_column(col)
+    for r in rows:
+        host = r["host"] + (f":{r['port']}" if r["port"] else "") if r["mode"] == "ssh" else "-"
+        if r["user"] and r["mode"] == "ssh":
+            host = f"{r['user']}@{host}"
+        name = r["name"] if r["enabled"] else f"[bright_black]{r['name']} (disabled)[/]"
+        t.add_row(name, r["mode"], host, str(r["slots"]), ",".join(r["labels"]), r["workdir"], r["worker"])
+    output.out.print(t)
+    return 0
+
+
+def _machine_states(settings: Settings) -> dict[str, dict[str, str]]:
+    if not settings.broker:
+        return {}
+    import redis
+
+    from ..worker import machine_key
+
+    try:
+        client = redis.Redis.from_url(settings.broker, socket_connect_timeout=1, socket_timeout=1)
+        found = {}
+        for name in settings.inventory.machines:
+            info = client.hgetall(machine_key(name))
+            if info:
+                found[name] = {k.decode(): v.decode() for k, v in info.items()}
+        return found
+    except (redis.RedisError, OSError):
+        return {}
+
+
+def _machines_check(args: Args) -> int:
+    from ..runner import Runner
+    from ..worker import _control_dir
+
+    settings = _settings(args)
+    inv = settings.inventory
+    machines = inv.select(args["NAMES"]) if args["NAMES"] else inv.enabled()
+
+    def probe(m) -> dict[str, Any]:
+        row = {"machine": m.name, "mode": m.mode, "slots": m.slots, "reachable": False,
+               "host_key": "-", "latency_ms": None, "error": ""}
+        if m.mode == "agent":
+            row["error"] = "agent: runs its own worker"
+            return row
+        runner = Runner(m, _control_dir(), settings.log_dir / "jobs" / m.name)
+        try:
+            ok, took, why = runner.probe()
+        finally:
+            runner.close()
+        row.update(reachable=ok, latency_ms=round(took * 1000, 1), error=why if not ok else "")
+        if m.mode == "ssh":
+            row["host_key"] = ("ok" if ok else
+                               "REJECTED" if "host key" in why.lower() else "?")
+        return row
+
+    with ThreadPoolExecutor(max_workers=min(32, max(1, len(machines)))) as pool:
+        rows = list(pool.map(probe, machines))
+    if args["--json"]:
+        output.print_json(rows)
+    else:
+        t = output.Table(show_edge=False, header_style="bold")
+        for col in ("machine", "reachable", "host key", "latency", "slots", "error"):
+            t.add_column(col)
+        for r in rows:
+            t.add_row(r["machine"], "[green]yes[/]" if r["reachable"] else "[red]no[/]", r["host_key"],
+                      f"{r['latency_ms']} ms" if r["latency_ms"] is not None else "-", str(r["slots"]),
+                      r["error"])
+        output.out.print(t)
+    return 0 if all(r["reachable"] or r["mode"] == "agent" for r in rows) else 1
+
+
+# -- jobs -------------------------------------------------------------------------------------
+def cmd_submit(args: Args) -> int:
+    """Submit jobs.
+
+Usage:
+  cmq submit [options] [--env=K=V]... COMMAND...
+
+COMMAND's words are joined with spaces and run by the shell on the machine, in its
+workdir. After COMMAND, `::: ARG...` (or --each=FILE) makes one job per argument: {} is
+replaced by the argument, shell-quoted; {#} by the job number; {.} {/} {//} {/.} as in
+GNU parallel. Without a {} the argument is appended. Options go before COMMAND.
+
+Options:
+  --on=MACHINES   one job on each of these machines (a hostlist: node[1-3],gpu1)
+  --label=L       on any one machine with label L (whichever frees a slot first)
+  --all           one job on every enabled machine
+  --each=FILE     one job per line of FILE ('-' reads standard input)
+  --timeout=S     kill the job (its whole process tree) after S seconds
+  --retries=N     run a failed job again, up to N more times [default: 0]
+  --env=K=V       set a variable in the job's environment (repeatable)
+  --wait          wait for the jobs with a progress view; exit 1 if any failed
+  --json          print the batch and job ids (with --wait: the results) as JSON
+
+Examples:
+  cmq submit --all uname -r
+  cmq submit --label=gpu --timeout=3600 --wait ./train.sh
+  cmq submit --wait 'gzip -9 {}' ::: a.txt b.txt c.txt
+  cmq submit --each=hosts.txt 'ping -c1 {}'
+"""
+    from ..submit import build_specs, parse_env, placement, read_each, summary
+
+    words = args["COMMAND"]
+    if words and words[0] == "--":
+        words = words[1:]
+    if not words:
+        raise UsageError("no COMMAND given; see `cmq submit --help`")
+    command = " ".join(words)
+    after = args[":::"]
+    if after is not None and args["--each"]:
+        raise UsageError("use either ::: ARG... or --each=FILE, not both")
+    arguments = after if after is not None else (read_each(args["--each"]) if args["--each"] else None)
+    retries = _number(args, "--retries", int)
+    c = _cluster(args)
+    with c:
+        where = placement(c.settings.inventory, on=args["--on"], label=args["--label"], everywhere=args["--all"])
+        _, specs = build_specs(command, where, args=arguments, timeout=_number(args, "--timeout"),
+                               retries=retries, env=parse_env(args["--env"]))
+        c.send_specs(specs)
+        if not args["--wait"]:
+            if args["--json"]:
+                output.print_json(summary(specs))
+            else:
+                batch = specs[0].batch
+                if len(specs) == 1:
+                    output.out.print(specs[0].id)
+                else:
+                    output.out.print(f"batch {batch}: {len(specs)} jobs "
+                                     f"({specs[0].id} … {specs[-1].id})")
+            return 0
+        return _wait_and_report(c, [s.id for s in specs], as_json=args["--json"])
+
+
+def _wait_and_report(c, ids: list[str], as_json: bool, timeout: float | None = None) -> int:
+    view = output.ProgressView(len(ids), enabled=not as_json)
+    with view:
+        records = c.wait(ids, timeout=timeout, on_update=view.update)
+    if as_json:
+        output.print_json([r.to_dict() for r in records])
+    elif len(records) == 1 and records[0].result is not None:
+        res = records[0].result
+        sys.stdout.write(res.stdout)
+        sys.stdout.flush()
+        if res.stderr and records[0].state != JobStatus.SUCCEEDED:
+            pass
+        elif res.stderr:
+            sys.stderr.write(res.stderr)
+    not_final = [r for r in records if not r.state.final]
+    bad = [r for r in records if r.state.final and r.state != JobStatus.SUCCEEDED]
+    if bad and not as_json:
+        output.failures(bad)
+    if not_final:
+        output.err.print(f"{len(not_final)} job(s) still not finished after {timeout:g}s")
+        return 1
+    if bad:
+        raise JobFailedError(f"{len(bad)} of {len(records)} job(s) did not succeed", bad)
+    return 0
+
+
+def cmd_wait(args: Args) -> int:
+    """Wait for jobs (ids, batch ids or unique prefixes) with a progress view.
+
+Usage:
+  cmq wait [options] [--timeout=S] [--json] JOB...
+
+Options:
+  --timeout=S   give up after S seconds (exit 1)
+  --json        print the results as JSON
+
+Exits 1 if any job did not succeed.
+"""
+    with _cluster(args, check_keys=False) as c:
+        records = c.status(args["JOB"])
+        return _wait_and_report(c, [r.id for r in records], as_json=args["--json"],
+                                timeout=_number(args, "--timeout"))
+
+
+def cmd_status(args: Args) -> int:
+    """Show the state of jobs.
+
+Usage:
+  cmq status [options] [--json] [JOB...]
+
+Options:
+  --json   print JSON
+
+JOB is a job id, a batch id or a unique prefix of an id. Without JOB: the jobs that are
+not finished, and a count of all jobs by state.
+"""
+    with _cluster(args, check_keys=False) as c:
+        if args["JOB"]:
+            records = c.status(args["JOB"])
+        else:
+            c.refresh()
+            records = [r for r in c.store.jobs() if not r.state.final]
+        if args["--json"]:
+            output.print_json([r.to_dict() for r in records])
+            return 0
+        if records:
+            output.out.print(output.jobs_table(records))
+        if not args["JOB"]:
+            from collections import Counter
+
+            counts = Counter(r.state.value for r in c.store.jobs())
+            output.out.print("  ".join(f"{output.state_text(s)}: {n}" for s, n in sorted(counts.items()))
+                             or "no jobs yet")
+    return 0
+
+
+def cmd_jobs(args: Args) -> int:
+    """List jobs from the history, newest last.
+
+Usage:
+  cmq jobs [options] [--state=S] [--last=N] [--json]
+
+Options:
+  --state=S   only jobs in state S (queued, running, retrying, succeeded, failed,
+              cancelled, lost)
+  --last=N    only the newest N jobs [default: 20]
+  --json      print JSON
+"""
+    state = None
+    if args["--state"]:
+        try:
+            state = JobStatus(args["--state"])
+        except ValueError:
+            raise UsageError(f"--state={args['--state']}: not a state "
+                             f"({', '.join(s.value for s in JobStatus)})") from None
+    last = _number(args, "--last", int)
+    with _cluster(args, check_keys=False) as c:
+        c.refresh()
+        records = c.store.jobs(state=state, last=last)
+        if args["--json"]:
+            output.print_json([r.to_dict() for r in records])
+        else:
+            output.out.print(output.jobs_table(records) if records else "no jobs")
+    return 0
+
+
+def cmd_logs(args: Args) -> int:
+    """Print a job's output (stdout, or stderr with --stderr).
+
+Usage:
+  cmq logs [options] [--stderr] JOB
+
+Options:
+  --stderr   print standard error instead of standard output
+
+The history keeps the last part of each stream (settings.output_cap bytes); the full
+output stays in the worker's log directory and is printed from there when it is on this
+machine.
+"""
+    with _cluster(args, check_keys=False) as c:
+        (rec,) = c.status([args["JOB"]]) if args["JOB"] else []
+        stream = "stderr" if args["--stderr"] else "stdout"
+        res = rec.result
+        if res is None:
+            output.err.print(f"job {rec.id} is {rec.state.value}: no output yet"
+                             + (f" ({rec.reason})" if rec.reason else ""), markup=False)
+            return 0 if not rec.state.final else 1
+        text = getattr(res, stream)
+        truncated = getattr(res, f"{stream}_truncated")
+        log = getattr(res, f"{stream}_log")
+        if truncated and log and res.log_host == socket.gethostname() and Path(log).exists():
+            with open(log, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+            return 0
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        if truncated:
+            output.err.print(f"cmq: output truncated to its last {len(text.encode())} bytes; "
+                             f"full log on {res.log_host}:{log}", markup=False)
+    return 0
+
+
+def cmd_cancel(args: Args) -> int:
+    """Cancel jobs: queued ones never start, running ones are killed on their machine
+(the whole process tree).
+
+Usage:
+  cmq cancel [options] [--json] JOB...
+
+Options:
+  --json   print the jobs' states after cancelling as JSON
+"""
+    with _cluster(args, check_keys=False) as c:
+        records = c.cancel(args["JOB"])
+        if args["--json"]:
+            output.print_json([r.to_dict() for r in records])
+        else:
+            output.out.print(output.jobs_table(records))
+    return 0
+
+
+def cmd_demo(args: Args) -> int:
+    """Start a loopback cluster (sshd's on 127.0.0.x, an embedded Redis, workers) and run a
+demo job across it.
+
+Usage:
+  cmq demo [options] [--machines=N] [--jobs=N] [--keep]
+
+Options:
+  --machines=N   sshd machines to start [default: 3]
+  --jobs=N       jobs to run [default: 24]
+  --keep         leave the cluster running (stop it with `cmq down` and `cmq demo-stop`)
+
+Needs sshd (Debian: openssh-server). Everything lives under $CMQ_HOME/demo.
+"""
+    from ..demo import run_demo
+
+    return run_demo(machines=_number(args, "--machines", int), jobs=_number(args, "--jobs", int),
+                    keep=args["--keep"])
+
+
+COMMANDS: dict[str, Callable[[Args], int]] = {
+    "up": cmd_up, "down": cmd_down, "ps": cmd_ps, "worker": cmd_worker, "recorder": cmd_recorder,
+    "machines": cmd_machines, "submit": cmd_submit, "status": cmd_status, "jobs": cmd_jobs,
+    "logs": cmd_logs, "cancel": cmd_cancel, "wait": cmd_wait, "demo": cmd_demo,
+}
+
+__all__ = ["COMMANDS", "GLOBAL_OPTIONS", "JobRecord", "ServiceError", "os"]

@@ -1,0 +1,135 @@
+"""Tables, JSON and the live progress view of the command line (rich)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..defaults import FAILURE_TAIL_LINES
+from ..models import JobRecord, JobStatus
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+STATE_STYLE = {
+    "queued": "cyan", "running": "yellow", "retrying": "magenta", "succeeded": "green",
+    "failed": "red", "cancelled": "bright_black", "lost": "red",
+}
+
+
+def print_json(data: Any) -> None:
+    """Print ``data`` as JSON on stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def when(ts: float | None) -> str:
+    """Local time of a timestamp, HH:MM:SS."""
+    return time.strftime("%H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def seconds(value: float | None) -> str:
+    """A duration for humans."""
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.1f}s"
+
+
+def state_text(state: JobStatus | str) -> str:
+    """A state with its colour markup."""
+    s = str(state)
+    return f"[{STATE_STYLE.get(s, 'white')}]{s}[/]"
+
+
+def jobs_table(records: Sequence[JobRecord], title: str | None = None) -> Table:
+    """Table of jobs: id, state, machine, exit, times, command, reason."""
+    t = Table(title=title, show_edge=False, header_style="bold")
+    for col in ("job", "state", "machine", "exit", "started", "took", "command", "reason"):
+        t.add_column(col, overflow="fold")
+    for r in records:
+        t.add_row(r.id, state_text(r.state), r.machine or "-",
+                  "-" if r.exit_code is None else str(r.exit_code), when(r.started),
+                  seconds((r.ended - r.started) if r.started and r.ended else None),
+                  _short(r.spec.command, 50), _short(r.reason, 60) if r.reason else "")
+    return t
+
+
+def _short(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def failures(records: Sequence[JobRecord]) -> None:
+    """Print each job that did not succeed: machine, exit code and last stderr lines."""
+    for r in records:
+        if r.state == JobStatus.SUCCEEDED:
+            continue
+        head = (f"[red]✗[/] job {r.id} {state_text(r.state)} on {r.machine or '-'}"
+                f" (exit {r.exit_code if r.exit_code is not None else '-'}): {r.spec.command}")
+        err.print(head)
+        if r.reason:
+            err.print(f"    reason: {r.reason}", markup=False)
+        tail = (r.result.stderr if r.result else "").rstrip().splitlines()[-FAILURE_TAIL_LINES:]
+        for line in tail:
+            err.print(f"    | {line}", markup=False)
+
+
+class ProgressView:
+    """Live view while waiting: one bar (done / failed / running, ETA) and a line per machine."""
+
+    def __init__(self, total: int, enabled: bool = True) -> None:
+        self.total = total
+        self.progress = Progress(
+            TextColumn("[bold]jobs"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), TextColumn("eta"),
+            TimeRemainingColumn(), console=err, transient=False,
+        )
+        self.task = self.progress.add_task("jobs", total=total, counts="")
+        self.machines = Table(show_header=True, show_edge=False, header_style="dim")
+        self.live = Live(Group(self.progress), console=err, refresh_per_second=8,
+                         transient=False) if enabled else None
+        self.latest: list[JobRecord] = []
+
+    def __enter__(self) -> ProgressView:
+        if self.live:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live:
+            self.update(self.latest)
+            self.live.__exit__(*exc)
+
+    def update(self, records: list[JobRecord]) -> None:
+        """Redraw from the current records."""
+        self.latest = records
+        if not self.live:
+            return
+        states = Counter(r.state for r in records)
+        done = sum(states[s] for s in (JobStatus.SUCCEEDED,))
+        bad = sum(states[s] for s in (JobStatus.FAILED, JobStatus.LOST, JobStatus.CANCELLED))
+        running = states[JobStatus.RUNNING]
+        counts = (f"[green]{done} done[/] [red]{bad} failed[/] [yellow]{running} running[/] "
+                  f"[cyan]{states[JobStatus.QUEUED] + states[JobStatus.RETRYING]} queued[/]")
+        self.progress.update(self.task, completed=done + bad, counts=counts)
+        per: dict[str, Counter] = {}
+        for r in records:
+            if r.machine:
+                per.setdefault(r.machine, Counter())[r.state] += 1
+        table = Table(show_edge=False, header_style="dim", box=None)
+        for col in ("machine", "running", "done", "failed"):
+            table.add_column(col, justify="right" if col != "machine" else "left")
+        for name in sorted(per):
+            c = per[name]
+            table.add_row(name, str(c[JobStatus.RUNNING]), str(c[JobStatus.SUCCEEDED]),
+                          str(c[JobStatus.FAILED] + c[JobStatus.LOST] + c[JobStatus.CANCELLED]))
+        self.live.update(Group(self.progress, table))

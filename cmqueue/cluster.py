@@ -1,0 +1,210 @@
+"""The Python API: ``from cmqueue import Cluster``.
+
+    with Cluster.from_config("cmq.yaml") as c:
+        job = c.submit("hostname", on="node1")
+        print(job.wait().stdout)
+        jobs = c.map("gzip -9 {}", ["a.txt", "b.txt"])
+        c.wait(jobs)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import redis
+
+from . import submit as submitting
+from .config import Settings, resolve
+from .errors import ServiceError, UsageError
+from .guard import request_cancel
+from .history import HistoryStore, open_store
+from .models import Event, JobRecord, JobResult, JobSpec, JobStatus
+from .redact import redact_url
+from .waiting import Waiter
+
+
+class Job:
+    """A submitted job. ``wait()`` blocks until it ends and returns its result."""
+
+    def __init__(self, cluster: Cluster, spec: JobSpec) -> None:
+        self.cluster = cluster
+        self.spec = spec
+
+    @property
+    def id(self) -> str:
+        """The job id."""
+        return self.spec.id
+
+    def record(self) -> JobRecord:
+        """The job as the history store knows it now (after applying new events)."""
+        self.cluster.waiter.refresh()
+        rec = self.cluster.store.get(self.id)
+        assert rec is not None
+        return rec
+
+    @property
+    def state(self) -> JobStatus:
+        """The job's current state."""
+        return self.record().state
+
+    def wait(self, timeout: float | None = None) -> JobResult:
+        """Block until the job ends (or ``timeout`` seconds pass) and return its result."""
+        (rec,) = self.cluster.wait([self], timeout=timeout)
+        return result_of(rec)
+
+    @property
+    def result(self) -> JobResult:
+        """The result once the job ended (waits for it)."""
+        return self.wait()
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.spec.target}: {self.spec.command!r}>"
+
+
+def result_of(rec: JobRecord) -> JobResult:
+    """A JobResult for any record: the real one, or one that carries the state's reason."""
+    if rec.result is not None:
+        return rec.result
+    return JobResult(job=rec.id, machine=rec.machine or "", exit_code=rec.exit_code,
+                     started=rec.started, ended=rec.ended, reason=rec.reason or rec.state.value)
+
+
+class Cluster:
+    """The machines of one inventory, its broker and its history."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._app: Any = None
+        self._store: HistoryStore | None = None
+        self._redis: redis.Redis | None = None
+        self._waiter: Waiter | None = None
+
+    @classmethod
+    def from_config(cls, path: str | None = None, broker: str | None = None,
+                    check_keys: bool = True) -> Cluster:
+        """A Cluster for the inventory at ``path`` (default: $CMQ_CONFIG or ~/.cloudmesh/cmq.yaml)."""
+        return cls(resolve(path, broker=broker, check_keys=check_keys))
+
+    # -- parts, made on first use ---------------------------------------------------------
+    @property
+    def redis(self) -> redis.Redis:
+        """A client of the broker's Redis (checked with PING on first use)."""
+        if self._redis is None:
+            url = self.settings.require_broker()
+            client = redis.Redis.from_url(url, socket_connect_timeout=5)
+            try:
+                client.ping()
+            except (redis.RedisError, OSError) as e:
+                raise ServiceError(f"cannot reach the broker at {redact_url(url)}: {e} "
+                                   "(is `cmq up` running?)") from None
+            self._redis = client
+        return self._redis
+
+    @property
+    def app(self) -> Any:
+        """The Celery app (created on first use)."""
+        if self._app is None:
+            from .app import create_app
+
+            self.redis  # noqa: B018 - fail early, with a clear message, if the broker is down
+            self._app = create_app(self.settings)
+        return self._app
+
+    @property
+    def store(self) -> HistoryStore:
+        """The history store."""
+        if self._store is None:
+            self._store = open_store(self.settings.history)
+        return self._store
+
+    @property
+    def waiter(self) -> Waiter:
+        """Follows the event stream into the store."""
+        if self._waiter is None:
+            self._waiter = Waiter(self.store, self.redis, self.settings.get("event_stream"))
+        return self._waiter
+
+    # -- submitting -----------------------------------------------------------------------
+    def _send(self, specs: list[JobSpec]) -> list[Job]:
+        submitting.send(self.app, self.store, specs)
+        return [Job(self, s) for s in specs]
+
+    def submit(self, command: str, on: str | None = None, label: str | None = None,
+               timeout: float | None = None, retries: int = 0,
+               env: dict[str, str] | None = None) -> Job:
+        """Submit one job: on machine ``on``, on any machine with ``label``, or anywhere."""
+        where = submitting.placement(self.settings.inventory, on=on, label=label)
+        if len(where.targets()) != 1:
+            raise UsageError(f"submit() runs one job; {on!r} names {len(where.targets())} "
+                             "machines (use broadcast())")
+        _, specs = submitting.build_specs(command, where, timeout=timeout, retries=retries, env=env)
+        return self._send(specs)[0]
+
+    def broadcast(self, command: str, on: str | None = None, timeout: float | None = None,
+                  retries: int = 0, env: dict[str, str] | None = None) -> list[Job]:
+        """Run ``command`` once on each machine named by ``on`` (default: every enabled one)."""
+        where = submitting.placement(self.settings.inventory, on=on, everywhere=on is None)
+        _, specs = submitting.build_specs(command, where, timeout=timeout, retries=retries, env=env)
+        return self._send(specs)
+
+    def map(self, template: str, args: Iterable[Any], on: str | None = None, label: str | None = None,
+            timeout: float | None = None, retries: int = 0, env: dict[str, str] | None = None) -> list[Job]:
+        """One job per argument, ``{}`` in ``template`` replaced by the quoted argument."""
+        where = submitting.placement(self.settings.inventory, on=on, label=label)
+        _, specs = submitting.build_specs(template, where, args=[str(a) for a in args],
+                                          timeout=timeout, retries=retries, env=env)
+        return self._send(specs)
+
+    def send_specs(self, specs: list[JobSpec]) -> list[Job]:
+        """Record and publish ready-made specs (used by the command line)."""
+        return self._send(specs)
+
+    # -- following ------------------------------------------------------------------------
+    def wait(self, jobs: Sequence[Job | str], timeout: float | None = None,
+             on_update: Callable[[list[JobRecord]], None] | None = None) -> list[JobRecord]:
+        """Block until every job ends (or ``timeout``); returns their records."""
+        ids = [j.id if isinstance(j, Job) else j for j in jobs]
+        return self.waiter.wait(ids, timeout=timeout, on_update=on_update)
+
+    def status(self, refs: Iterable[str] = ()) -> list[JobRecord]:
+        """Records of jobs named by id, batch or prefix (after applying new events)."""
+        self.refresh()
+        return self.store.resolve(refs)
+
+    def refresh(self) -> None:
+        """Apply new events from the broker, if it is reachable (history works without it)."""
+        try:
+            self.waiter.refresh()
+        except (ServiceError, redis.RedisError):
+            pass
+
+    def cancel(self, refs: Iterable[str], wait: float = 10.0) -> list[JobRecord]:
+        """Cancel jobs: queued ones at once, running ones are killed on their machine."""
+        records = self.status(refs)
+        live = [r for r in records if not r.state.final]
+        if live:
+            request_cancel(self.redis, [r.id for r in live])
+            queued = [r for r in live if r.state in (JobStatus.QUEUED, JobStatus.RETRYING)]
+            self.store.apply([Event(job=r.id, state=JobStatus.CANCELLED, ts=time.time(),
+                                    data={"reason": "cancelled before it started"}) for r in queued])
+            running = [r.id for r in live if r.state == JobStatus.RUNNING]
+            if running and wait:
+                self.wait(running, timeout=wait)
+        return self.store.get_many([r.id for r in records])
+
+    def close(self) -> None:
+        """Release connections."""
+        if self._store is not None:
+            self._store.close()
+        if self._redis is not None:
+            self._redis.close()
+        if self._app is not None:
+            self._app.close()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

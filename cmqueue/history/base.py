@@ -1,0 +1,80 @@
+"""The store interface every history backend implements (one contract test covers all)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+
+from ..errors import UnknownJobError
+from ..models import Event, JobRecord, JobStatus
+
+
+class HistoryStore(ABC):
+    """Persistent record of jobs and of the events that moved them.
+
+    Events are applied by :meth:`apply`, which also remembers the stream id it reached
+    (the cursor) in the same transaction, so applying the same events twice changes
+    nothing.
+    """
+
+    @abstractmethod
+    def add(self, records: Iterable[JobRecord]) -> None:
+        """Insert new jobs (state queued); each gets a 'queued' event."""
+
+    @abstractmethod
+    def apply(self, events: list[Event], cursor: str | None = None) -> int:
+        """Apply ``events`` in order; with ``cursor``, skip those at or before the stored
+        cursor and store ``cursor`` as the new one. Returns how many changed a job."""
+
+    @abstractmethod
+    def cursor(self) -> str:
+        """Stream id of the last applied stream event ('' when none)."""
+
+    @abstractmethod
+    def get(self, job_id: str) -> JobRecord | None:
+        """The job with exactly this id, or None."""
+
+    def get_many(self, ids: list[str]) -> list[JobRecord]:
+        """The jobs with these ids that exist (order not guaranteed)."""
+        return [r for r in (self.get(i) for i in ids) if r is not None]
+
+    @abstractmethod
+    def by_prefix(self, prefix: str, limit: int = 2) -> list[JobRecord]:
+        """Jobs whose id starts with ``prefix`` (at most ``limit``)."""
+
+    @abstractmethod
+    def batch(self, batch_id: str) -> list[JobRecord]:
+        """Jobs submitted together under ``batch_id``, in submission order."""
+
+    @abstractmethod
+    def jobs(self, state: JobStatus | None = None, last: int | None = None) -> list[JobRecord]:
+        """Jobs, oldest first; only ``state`` if given; only the newest ``last`` if given."""
+
+    @abstractmethod
+    def events(self, job_id: str) -> list[Event]:
+        """Every event of one job, in the order applied."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection."""
+
+    def resolve(self, refs: Iterable[str]) -> list[JobRecord]:
+        """Jobs named by ids, batch ids or unique id prefixes; UnknownJobError otherwise."""
+        out: dict[str, JobRecord] = {}
+        for ref in refs:
+            rec = self.get(ref)
+            if rec is not None:
+                out[rec.id] = rec
+                continue
+            members = self.batch(ref)
+            if members:
+                out.update((r.id, r) for r in members)
+                continue
+            found = self.by_prefix(ref)
+            if len(found) == 1:
+                out[found[0].id] = found[0]
+            elif not found:
+                raise UnknownJobError(f"no job or batch {ref!r} in the history")
+            else:
+                raise UnknownJobError(f"{ref!r} matches several jobs; give more of the id")
+        return list(out.values())

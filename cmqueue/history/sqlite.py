@@ -1,0 +1,181 @@
+"""SQLite history backend (the default): one file, WAL, safe across processes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..errors import ServiceError
+from ..models import Event, JobRecord, JobResult, JobSpec, JobStatus, next_state, stream_id_key
+from .base import HistoryStore
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, batch TEXT, spec TEXT NOT NULL, state TEXT NOT NULL,
+    machine TEXT, exit_code INTEGER, reason TEXT, submitted REAL, started REAL,
+    ended REAL, updated REAL, attempt INTEGER, result TEXT, seq INTEGER
+);
+CREATE INDEX IF NOT EXISTS jobs_batch ON jobs(batch);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE INDEX IF NOT EXISTS jobs_seq ON jobs(seq);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL, state TEXT NOT NULL,
+    ts REAL, machine TEXT, attempt INTEGER, data TEXT, stream_id TEXT
+);
+CREATE INDEX IF NOT EXISTS events_job ON events(job);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+_COLS = "id, batch, spec, state, machine, exit_code, reason, started, ended, updated, result"
+
+
+def _record(row: tuple) -> JobRecord:
+    (jid, _batch, spec, state, machine, exit_code, reason, started, ended, updated, result) = row
+    return JobRecord(spec=JobSpec.from_dict(json.loads(spec)), state=JobStatus(state), machine=machine,
+                     exit_code=exit_code, reason=reason or "", started=started, ended=ended,
+                     updated=updated or 0.0,
+                     result=JobResult.from_dict(json.loads(result)) if result else None)
+
+
+class SqliteStore(HistoryStore):
+    """History in one SQLite file (WAL mode, so readers never block the recorder)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path).expanduser()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise ServiceError(f"history store {self.path}: {e}") from None
+        self._lock = threading.RLock()
+
+    def _tx(self):
+        return _Transaction(self)
+
+    def add(self, records: Iterable[JobRecord]) -> None:
+        with self._tx() as db:
+            (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs").fetchone()
+            for rec in records:
+                seq += 1
+                s = rec.spec
+                db.execute(
+                    "INSERT INTO jobs (id, batch, spec, state, submitted, updated, attempt, seq)"
+                    " VALUES (?,?,?,?,?,?,?,?)",
+                    (s.id, s.batch, json.dumps(s.to_dict()), rec.state.value, s.submitted,
+                     rec.updated, s.attempt, seq))
+                db.execute("INSERT INTO events (job, state, ts, attempt, data) VALUES (?,?,?,?,?)",
+                           (s.id, rec.state.value, s.submitted, s.attempt,
+                            json.dumps({"target": s.target, "queue": s.queue})))
+
+    def apply(self, events: list[Event], cursor: str | None = None) -> int:
+        changed = 0
+        with self._tx() as db:
+            if cursor is not None:
+                row = db.execute("SELECT value FROM meta WHERE key='cursor'").fetchone()
+                stored = stream_id_key(row[0] if row else "")
+                events = [e for e in events if stream_id_key(e.id) > stored]
+            for ev in events:
+                row = db.execute("SELECT state FROM jobs WHERE id=?", (ev.job,)).fetchone()
+                db.execute("INSERT INTO events (job, state, ts, machine, attempt, data, stream_id)"
+                           " VALUES (?,?,?,?,?,?,?)",
+                           (ev.job, ev.state.value, ev.ts, ev.machine, ev.attempt,
+                            json.dumps(ev.data), ev.id or None))
+                if row is None:
+                    continue
+                new = next_state(JobStatus(row[0]), ev.state)
+                if new is None:
+                    continue
+                changed += 1
+                d = ev.data
+                sets = {"state": new.value, "updated": ev.ts, "attempt": ev.attempt,
+                        "reason": d.get("reason", "")}
+                if ev.machine:
+                    sets["machine"] = ev.machine
+                if new == JobStatus.RUNNING:
+                    sets["started"] = ev.ts
+                    sets["ended"] = None
+                if "exit_code" in d:
+                    sets["exit_code"] = d["exit_code"]
+                    sets["result"] = json.dumps(d)
+                    sets["started"] = d.get("started")
+                    sets["ended"] = d.get("ended")
+                if new.final and "ended" not in sets:
+                    sets["ended"] = ev.ts
+                cols = ", ".join(f"{k}=?" for k in sets)
+                db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*sets.values(), ev.job))
+            if cursor is not None and events:
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('cursor', ?)", (cursor,))
+        return changed
+
+    def cursor(self) -> str:
+        with self._lock:
+            row = self.db.execute("SELECT value FROM meta WHERE key='cursor'").fetchone()
+        return row[0] if row else ""
+
+    def _select(self, where: str, args: tuple = (), tail: str = "") -> list[JobRecord]:
+        with self._lock:
+            rows = self.db.execute(f"SELECT {_COLS} FROM jobs {where} {tail}", args).fetchall()
+        return [_record(r) for r in rows]
+
+    def get(self, job_id: str) -> JobRecord | None:
+        found = self._select("WHERE id=?", (job_id,))
+        return found[0] if found else None
+
+    def get_many(self, ids: list[str]) -> list[JobRecord]:
+        out: list[JobRecord] = []
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            out += self._select(f"WHERE id IN ({','.join('?' * len(chunk))})", tuple(chunk))
+        return out
+
+    def by_prefix(self, prefix: str, limit: int = 2) -> list[JobRecord]:
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return self._select("WHERE id LIKE ? ESCAPE '\\'", (escaped + "%",), f"LIMIT {int(limit)}")
+
+    def batch(self, batch_id: str) -> list[JobRecord]:
+        return self._select("WHERE batch=?", (batch_id,), "ORDER BY seq")
+
+    def jobs(self, state: JobStatus | None = None, last: int | None = None) -> list[JobRecord]:
+        where, args = ("WHERE state=?", (state.value,)) if state else ("", ())
+        if last:
+            found = self._select(where, args, f"ORDER BY seq DESC LIMIT {int(last)}")
+            return list(reversed(found))
+        return self._select(where, args, "ORDER BY seq")
+
+    def events(self, job_id: str) -> list[Event]:
+        with self._lock:
+            rows = self.db.execute("SELECT job, state, ts, machine, attempt, data, stream_id FROM events"
+                                   " WHERE job=? ORDER BY seq", (job_id,)).fetchall()
+        return [Event(job=r[0], state=JobStatus(r[1]), ts=r[2], machine=r[3], attempt=r[4] or 1,
+                      data=json.loads(r[5] or "{}"), id=r[6] or "") for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error), serialised across threads."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.store._lock.acquire()
+        try:
+            self.store.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            self.store._lock.release()
+            raise ServiceError(f"history store {self.store.path}: {e}") from None
+        return self.store.db
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self.store.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.store._lock.release()

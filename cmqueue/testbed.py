@@ -1,0 +1,256 @@
+"""A cluster on loopback for tests, the demo, the benchmarks and the examples.
+
+Real sshd daemons on 127.0.0.x, each with its own host key, port and work directory, a
+client key and a known_hosts filled by ssh-keyscan (host keys stay checked), and a
+private redis-server with a password. Every process is started here and stopped by pid.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import yaml
+
+from .files import write_private
+
+
+def sshd_binary() -> str | None:
+    """Path of sshd, or None when openssh-server is not installed."""
+    return shutil.which("sshd") or next(
+        (p for p in ("/usr/sbin/sshd", "/usr/local/sbin/sshd") if os.path.exists(p)), None)
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether nothing listens on host:port."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port(host: str = "127.0.0.1", start: int = 20000) -> int:
+    """A port on ``host`` nothing listens on (random start, to dodge parallel runs)."""
+    base = start + secrets.randbelow(20000)
+    for port in range(base, base + 2000):
+        if port_free(host, port):
+            return port
+    raise RuntimeError(f"no free port on {host}")
+
+
+def wait_port(host: str, port: int, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
+    """Block until something accepts on host:port (or raise)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {host}:{port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
+    """Send ``sig`` to ``pid`` and all its descendants."""
+    try:
+        parent = psutil.Process(pid)
+        procs = [*parent.children(recursive=True), parent]
+    except psutil.Error:
+        return
+    for p in procs:
+        try:
+            p.send_signal(sig)
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=5)
+
+
+@dataclass
+class Sshd:
+    """One sshd daemon standing in for a machine."""
+
+    name: str
+    address: str
+    port: int
+    root: Path
+    authorized_keys: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def workdir(self) -> Path:
+        """The machine's work directory."""
+        return self.root / "work"
+
+    def start(self) -> None:
+        """Write the config and host key, start sshd in the foreground, wait for the port."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.workdir.mkdir(exist_ok=True)
+        key = self.root / "ssh_host_ed25519_key"
+        if not key.exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        config = self.root / "sshd_config"
+        config.write_text("\n".join([
+            f"ListenAddress {self.address}:{self.port}", f"HostKey {key}", f"PidFile {self.root}/sshd.pid",
+            f"AuthorizedKeysFile {self.authorized_keys}", "UsePAM no", "StrictModes no",
+            "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
+            "PermitRootLogin prohibit-password", "MaxStartups 200:30:400", "MaxSessions 10",
+            "SetEnv SHLVL=1", "LogLevel ERROR", "Subsystem sftp internal-sftp", "",
+        ]))
+        if os.geteuid() == 0:
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        self.proc = subprocess.Popen([sshd_binary(), "-D", "-e", "-f", str(config)],
+                                     stdout=subprocess.DEVNULL, stderr=open(self.root / "sshd.log", "ab"),
+                                     start_new_session=True)
+        wait_port(self.address, self.port, proc=self.proc)
+
+    def stop(self) -> None:
+        """Kill the daemon and every session it runs (the machine 'goes down')."""
+        if self.proc is not None:
+            kill_tree(self.proc.pid)
+            self.proc.wait()
+            self.proc = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the daemon runs."""
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class RedisServer:
+    """A private redis-server on a free loopback port, with a password."""
+
+    root: Path
+    port: int = 0
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    aof: bool = True
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        """redis:// URL with the password."""
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start (or restart, keeping the port, password and AOF data)."""
+        from .services import redis_binary
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = free_port()
+        conf = write_private(self.root / "redis.conf", "\n".join([
+            f"port {self.port}", "bind 127.0.0.1", f"requirepass {self.password}",
+            f"appendonly {'yes' if self.aof else 'no'}", "appendfsync everysec", 'save ""',
+            f"dir {self.root}", f"logfile {self.root / 'redis.log'}", "",
+        ]))
+        self.proc = subprocess.Popen([redis_binary(), str(conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_port("127.0.0.1", self.port, proc=self.proc)
+
+    def stop(self) -> None:
+        """Kill the server (SIGTERM: it writes its AOF and exits)."""
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+
+class LoopbackCluster:
+    """``n`` sshd machines on 127.0.0.(first)..., a client key and a known_hosts file."""
+
+    def __init__(self, root: Path, n: int = 3, slots: int = 2, first: int = 11) -> None:
+        self.root = Path(root)
+        self.slots = slots
+        self.client = self.root / "client"
+        self.key = self.client / "id_ed25519"
+        self.known_hosts = self.client / "known_hosts"
+        self.authorized = self.client / "authorized_keys"
+        addresses = [f"127.0.0.{first + i}" for i in range(n)]
+        port = self._common_port(addresses)
+        self.machines = [Sshd(name=f"m{i + 1}", address=a, port=port, root=self.root / f"m{i + 1}",
+                              authorized_keys=self.authorized) for i, a in enumerate(addresses)]
+
+    @staticmethod
+    def _common_port(addresses: list[str]) -> int:
+        for _ in range(50):
+            port = free_port(addresses[0])
+            if all(port_free(a, port) for a in addresses):
+                return port
+        raise RuntimeError("no port free on every loopback address")
+
+    def start(self) -> LoopbackCluster:
+        """Create keys, start every sshd, and record their host keys with ssh-keyscan."""
+        if sshd_binary() is None:
+            raise RuntimeError("sshd not found (Debian: apt-get install openssh-server)")
+        self.client.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.client, 0o700)
+        if not self.key.exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)], check=True)
+        self.authorized.write_text(self.key.with_suffix(".pub").read_text())
+        for m in self.machines:
+            m.start()
+        lines = []
+        for m in self.machines:
+            r = subprocess.run(["ssh-keyscan", "-t", "ed25519", "-p", str(m.port), m.address],
+                               capture_output=True, text=True, timeout=30)
+            lines += [ln for ln in r.stdout.splitlines() if ln and not ln.startswith("#")]
+        self.known_hosts.write_text("\n".join(lines) + "\n")
+        return self
+
+    def stop(self) -> None:
+        """Stop every sshd."""
+        for m in self.machines:
+            m.stop()
+
+    def machine(self, name: str) -> Sshd:
+        """The sshd called ``name``."""
+        return next(m for m in self.machines if m.name == name)
+
+    def inventory(self, broker: str | None, labels: dict[str, list[str]] | None = None,
+                  settings: dict | None = None, extra: dict | None = None) -> dict:
+        """An inventory (as a dict) for these machines."""
+        machines = {}
+        for m in self.machines:
+            entry = {"host": m.address, "port": m.port, "workdir": str(m.workdir)}
+            if labels and m.name in labels:
+                entry["labels"] = labels[m.name]
+            machines[m.name] = entry
+        machines.update(extra or {})
+        inv: dict = {
+            "defaults": {"user": _user(), "identity": str(self.key), "slots": self.slots,
+                         "ssh_options": {"UserKnownHostsFile": str(self.known_hosts)}},
+            "machines": machines,
+        }
+        if broker:
+            inv["broker"] = broker
+        if settings:
+            inv["settings"] = settings
+        return inv
+
+    def write_inventory(self, path: Path, broker: str | None, **kw) -> Path:
+        """Write :meth:`inventory` as YAML to ``path`` (0600: the broker URL has a password)."""
+        write_private(path, yaml.safe_dump(self.inventory(broker, **kw), sort_keys=False))
+        return path
+
+
+def _user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name

@@ -1,0 +1,62 @@
+"""Follow jobs until they end, keeping the history store in step with the event stream."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .history import HistoryStore
+from .history.sync import sync
+from .models import JobRecord
+
+#: Least seconds between two reads of the store while many jobs are pending (a throttle
+#: that keeps a waiting client from competing with the workers for CPU).
+MIN_INTERVAL = 0.05
+
+
+class Waiter:
+    """Waits for jobs by blocking on the event stream, not by polling."""
+
+    def __init__(self, store: HistoryStore, client: Any, stream: str) -> None:
+        self.store = store
+        self.client = client
+        self.stream = stream
+
+    def refresh(self) -> list:
+        """Apply new events to the store; returns them."""
+        return sync(self.store, self.client, self.stream)
+
+    def wait(self, ids: list[str], timeout: float | None = None,
+             on_update: Callable[[list[JobRecord]], None] | None = None) -> list[JobRecord]:
+        """Block until every job in ``ids`` is final (or ``timeout`` passes); returns the
+        records as they are then. ``on_update`` sees all records after every change."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        records: dict[str, JobRecord] = {}
+        pending = list(ids)
+        while True:
+            # Note the stream's tip before syncing, so an event added meanwhile wakes us.
+            tip = self.client.xrevrange(self.stream, count=1)
+            last_seen = tip[0][0] if tip else "0-0"
+            self.refresh()
+            changed = False
+            for rec in self.store.get_many(pending):
+                old = records.get(rec.id)
+                if old is None or old.state != rec.state or old.updated != rec.updated:
+                    changed = True
+                records[rec.id] = rec
+            pending = [i for i in pending if not (i in records and records[i].state.final)]
+            if changed and on_update:
+                on_update([records[i] for i in ids if i in records])
+            if not pending:
+                return [records[i] for i in ids if i in records]
+            block = 1000
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return [records[i] for i in ids if i in records]
+                block = max(1, min(block, int(left * 1000)))
+            t0 = time.monotonic()
+            self.client.xread({self.stream: last_seen}, block=block, count=1)
+            if len(pending) > 50:
+                time.sleep(max(0.0, MIN_INTERVAL - (time.monotonic() - t0)))

@@ -1,0 +1,253 @@
+"""The worker of one machine: runs jobs, keeps claims alive, reacts to cancels and to
+its machine becoming unreachable.
+
+A machine whose ssh fails is paused: its worker stops consuming every queue, the job
+that hit the failure goes back to the queue it came from (another machine takes it, or
+it waits for this one), and a probe resumes consumption once the machine answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+import redis
+from celery import Celery, Task, signals
+from celery.exceptions import Retry
+
+from . import events, routing
+from .guard import CANCEL_CHANNEL, JobGuard, Verdict
+from .inventory import Machine
+from .models import JobSpec, JobStatus
+from .runner import Runner, RunnerOptions
+
+log = logging.getLogger("cmq.worker")
+
+
+def worker_name(machine: str) -> str:
+    """Celery node name of the worker for ``machine``."""
+    return f"cmq-{machine}@{socket.gethostname()}"
+
+
+def machine_key(machine: str) -> str:
+    """Redis hash where a worker reports its machine's state."""
+    return f"cmq:machine:{machine}"
+
+
+class WorkerContext:
+    """Everything a task needs inside ``cmq worker MACHINE``."""
+
+    def __init__(self, app: Celery, machine: Machine) -> None:
+        s = app.cmq_settings
+        self.app = app
+        self.machine = machine
+        self.settings = s
+        self.hostname = worker_name(machine.name)
+        self.redis = redis.Redis.from_url(s.require_broker(), health_check_interval=30)
+        self.stream = s.get("event_stream")
+        self.guard = JobGuard(self.redis, token=f"{self.hostname}:{os.getpid()}:{time.time()}",
+                              stream=self.stream, claim_ttl=s.get("claim_ttl"))
+        self.runner = Runner(machine, control_dir=_control_dir(), log_dir=s.log_dir / "jobs" / machine.name,
+                             options=RunnerOptions(output_cap=int(s.get("output_cap")),
+                                                   connect_timeout=int(s.get("connect_timeout")),
+                                                   control_persist=int(s.get("control_persist")),
+                                                   kill_grace=float(s.get("kill_grace"))))
+        self.queues = routing.worker_queues(machine)
+        self.paused = threading.Event()
+        self.pause_reason = ""
+        self._stop = threading.Event()
+        self._prober: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        """Open the ssh masters (before the first burst) and start the helper threads."""
+        errors = self.runner.open_masters()
+        if errors:
+            self.pause(f"{self.machine.name} unreachable: {errors[0]}")
+        else:
+            self._report("ready", "")
+        for target, name in ((self._heartbeat, "heartbeat"), (self._listen_cancels, "cancels")):
+            threading.Thread(target=target, name=f"cmq-{name}", daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop helper threads and close the ssh masters."""
+        self._stop.set()
+        self.runner.close()
+        self.runner.close_masters()
+        self._report("stopped", "")
+
+    def _report(self, state: str, reason: str) -> None:
+        try:
+            self.redis.hset(machine_key(self.machine.name), mapping={
+                "state": state, "reason": reason, "since": repr(time.time()),
+                "worker": self.hostname, "pid": str(os.getpid()), "slots": str(self.machine.slots),
+            })
+        except redis.RedisError:
+            log.warning("cannot report machine state to the broker")
+
+    def _heartbeat(self) -> None:
+        period = max(1.0, self.guard.claim_ttl / 3)
+        while not self._stop.wait(period):
+            try:
+                self.guard.heartbeat(self.runner.running_ids())
+                self.redis.hset(machine_key(self.machine.name), "seen", repr(time.time()))
+            except redis.RedisError as e:
+                log.warning("heartbeat failed: %s", e)
+
+    def _listen_cancels(self) -> None:
+        while not self._stop.is_set():
+            try:
+                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(CANCEL_CHANNEL)
+                while not self._stop.is_set():
+                    msg = pubsub.get_message(timeout=1.0)
+                    if msg and msg.get("type") == "message":
+                        job = msg["data"].decode()
+                        if self.runner.cancel(job):
+                            log.info("cancelling job %s", job)
+            except redis.RedisError as e:
+                log.warning("cancel listener: %s; reconnecting", e)
+                self._stop.wait(1.0)
+
+    # -- pause / resume -----------------------------------------------------------------
+    def pause(self, reason: str) -> None:
+        """Stop consuming (the machine is unreachable) and probe until it answers."""
+        if self.paused.is_set():
+            return
+        self.pause_reason = reason
+        self.paused.set()
+        log.warning("pausing: %s", reason)
+        self._report("unreachable", reason)
+        for q in self.queues:
+            self.app.control.cancel_consumer(q, destination=[self.hostname], reply=False)
+        self._prober = threading.Thread(target=self._probe_until_back, name="cmq-probe", daemon=True)
+        self._prober.start()
+
+    def _probe_until_back(self) -> None:
+        interval = float(self.settings.get("probe_interval"))
+        while not self._stop.wait(interval):
+            ok, _, why = self.runner.probe()
+            if ok:
+                self.runner.open_masters()
+                log.warning("%s reachable again: resuming", self.machine.name)
+                self.paused.clear()
+                self._report("consuming", "")
+                for q in self.queues:
+                    self.app.control.add_consumer(q, destination=[self.hostname], reply=False)
+                return
+            self._report("unreachable", why or self.pause_reason)
+
+    def on_ready(self) -> None:
+        """Called once the Celery consumer runs: re-apply a pause decided at start."""
+        if self.paused.is_set():
+            for q in self.queues:
+                self.app.control.cancel_consumer(q, destination=[self.hostname], reply=False)
+        else:
+            self._report("consuming", "")
+
+    # -- the job ------------------------------------------------------------------------
+    def execute(self, task: Task, raw: dict[str, Any]) -> None:
+        """Run one job message: guard, run, publish the outcome, retry or move on.
+
+        Whatever goes wrong here, the job does not vanish: an unexpected error ends it as
+        lost, with the error as the reason.
+        """
+        spec = JobSpec.from_dict(raw)
+        try:
+            self._execute(task, spec)
+        except Retry:
+            raise
+        except Exception as e:
+            log.exception("job %s: worker error", spec.id)
+            self.guard.finish(spec.id, events.make(spec.id, JobStatus.LOST, self.machine.name, spec.attempt,
+                                                    reason=f"worker error: {type(e).__name__}: {e}"))
+
+    def _execute(self, task: Task, spec: JobSpec) -> None:
+        name = self.machine.name
+        if self.paused.is_set():
+            self._move_on(task, spec, self.pause_reason, release=False)
+            return
+        running = events.make(spec.id, JobStatus.RUNNING, name, spec.attempt, worker=self.hostname)
+        verdict = self.guard.begin(spec.id, running)
+        if verdict == Verdict.DONE:
+            return
+        if verdict == Verdict.CANCELLED:
+            self.guard.finish(spec.id, events.make(spec.id, JobStatus.CANCELLED, name, spec.attempt,
+                                                    reason="cancelled before it started"))
+            return
+        if verdict == Verdict.BUSY:
+            # Another worker still runs this job (the broker handed the message out again
+            # after its visibility timeout): look again later, never run it twice.
+            countdown = max(1, min(self.guard.claim_ttl, int(self.settings.get("visibility_timeout")) // 2))
+            raise task.retry(countdown=countdown)
+        from .errors import MachineUnreachableError
+
+        try:
+            result = self.runner.run(spec)
+        except MachineUnreachableError as e:
+            self.pause(str(e))
+            self._move_on(task, spec, str(e), release=True)
+            return
+        data = result.to_dict()
+        if result.reason == "cancelled" or self.guard.is_cancelled(spec.id) and not result.ok:
+            data["reason"] = "cancelled"
+            self.guard.finish(spec.id, events.make(spec.id, JobStatus.CANCELLED, name, spec.attempt, data))
+        elif result.ok:
+            self.guard.finish(spec.id, events.make(spec.id, JobStatus.SUCCEEDED, name, spec.attempt, data))
+        elif spec.attempt <= spec.retries:
+            data["reason"] = f"attempt {spec.attempt} of {spec.retries + 1} failed: {result.reason}"
+            self.guard.release(spec.id, events.make(spec.id, JobStatus.RETRYING, name, spec.attempt, data))
+            spec.attempt += 1
+            raise task.retry(kwargs={"spec": spec.to_dict()}, queue=spec.queue,
+                             countdown=min(2 ** (spec.attempt - 1), 30))
+        else:
+            self.guard.finish(spec.id, events.make(spec.id, JobStatus.FAILED, name, spec.attempt, data))
+
+    def _move_on(self, task: Task, spec: JobSpec, reason: str, release: bool) -> None:
+        """Send a job that could not run here back to its queue, or declare it lost."""
+        name = self.machine.name
+        spec.reroutes += 1
+        limit = int(self.settings.get("max_reroutes"))
+        if spec.reroutes > limit:
+            self.guard.finish(spec.id, events.make(
+                spec.id, JobStatus.LOST, name, spec.attempt,
+                reason=f"lost: moved {limit} times between unreachable machines; last: {reason}"))
+            return
+        event = events.make(spec.id, JobStatus.RETRYING, name, spec.attempt,
+                            reason=f"{reason}; job sent back to {spec.queue}")
+        if release:
+            self.guard.release(spec.id, event)
+        else:
+            events.publish(self.redis, self.stream, event)
+        raise task.retry(kwargs={"spec": spec.to_dict()}, queue=spec.queue, countdown=0)
+
+
+def _control_dir():
+    from pathlib import Path
+
+    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    return Path(base) / f"cmq-{os.getuid()}"
+
+
+def run_worker(app: Celery, machine: Machine, loglevel: str = "INFO") -> None:
+    """Run the worker of ``machine`` in the foreground until it is stopped."""
+    ctx = WorkerContext(app, machine)
+    app.cmq_context = ctx
+    ctx.start()
+
+    @signals.worker_ready.connect(weak=False)
+    def _ready(sender: Any = None, **_: Any) -> None:
+        ctx.on_ready()
+
+    try:
+        app.worker_main([
+            "worker", "-n", ctx.hostname, "-Q", ",".join(ctx.queues), "-c", str(machine.slots),
+            "-P", "threads", "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "-l", loglevel,
+        ])
+    finally:
+        ctx.stop()
