@@ -51,7 +51,7 @@ def expand(expr: str) -> list[str]:
     out = []
     for combo in itertools.product(*ranges):
         name = literal[0]
-        for value, lit in zip(combo, literal[1:]):
+        for value, lit in zip(combo, literal[1:], strict=True):
             name += value + lit
         out.append(name)
     return out

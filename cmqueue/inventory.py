@@ -320,7 +320,7 @@ def parse(text: str, path: Path) -> Inventory:
         else:
             hosts = [host_expr] * len(names)
         fields = _machine_fields(path, where, {k: v for k, v in raw.items() if k != "host"}, base)
-        for name, host in zip(names, hosts):
+        for name, host in zip(names, hosts, strict=True):
             mwhere = f"machines.{name}"
             if not _NAME.match(name):
                 raise _fail(path, mwhere, "machine names use letters, digits, '.', '_' and '-'")

@@ -202,7 +202,7 @@ class Runner:
         elif code:
             reason = f"exit code {code}"
         logs = {}
-        for name, path, cut in (("stdout_log", out_path, out_cut), ("stderr_log", err_path, err_cut)):
+        for name, path in (("stdout_log", out_path), ("stderr_log", err_path)):
             if path.stat().st_size == 0:
                 path.unlink(missing_ok=True)
             else:
