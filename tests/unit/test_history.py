@@ -1,0 +1,94 @@
+"""One contract, run against every history backend."""
+
+import threading
+
+import pytest
+
+from cmqueue.errors import UnknownJobError
+from cmqueue.history import open_store
+from cmqueue.models import Event, JobRecord, JobSpec, JobStatus, new_id
+
+BACKENDS = ["sqlite"]
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request, tmp_path):
+    s = open_store(f"sqlite:///{tmp_path / 'history.db'}")
+    yield s
+    s.close()
+
+
+def _jobs(n, batch="b1"):
+    return [JobRecord(spec=JobSpec(id=new_id(), command=f"echo {i}", batch=batch)) for i in range(n)]
+
+
+def test_added_jobs_are_queued_with_an_event(store):
+    (rec,) = _jobs(1)
+    store.add([rec])
+    got = store.get(rec.id)
+    assert got.state == JobStatus.QUEUED and got.spec.command == "echo 0"
+    assert [e.state for e in store.events(rec.id)] == [JobStatus.QUEUED]
+
+
+def test_events_move_a_job_and_keep_its_result(store):
+    (rec,) = _jobs(1)
+    store.add([rec])
+    store.apply([Event(rec.id, JobStatus.RUNNING, 10.0, "m1", id="1-0"),
+                 Event(rec.id, JobStatus.SUCCEEDED, 11.0, "m1", id="2-0",
+                       data={"exit_code": 0, "stdout": "hi", "started": 10.0, "ended": 11.0, "job": rec.id,
+                             "machine": "m1"})], cursor="2-0")
+    got = store.get(rec.id)
+    assert (got.state, got.machine, got.exit_code, got.result.stdout) == (JobStatus.SUCCEEDED, "m1", 0, "hi")
+    assert got.ended - got.started == 1.0
+    assert store.cursor() == "2-0"
+
+
+def test_applying_the_same_stream_events_twice_changes_nothing(store):
+    (rec,) = _jobs(1)
+    store.add([rec])
+    evs = [Event(rec.id, JobStatus.RUNNING, 1.0, "m1", id="5-0")]
+    assert store.apply(evs, cursor="5-0") == 1
+    assert store.apply(evs, cursor="5-0") == 0
+    assert len(store.events(rec.id)) == 2
+
+
+def test_final_state_is_not_overwritten(store):
+    (rec,) = _jobs(1)
+    store.add([rec])
+    store.apply([Event(rec.id, JobStatus.CANCELLED, 1.0)])
+    store.apply([Event(rec.id, JobStatus.RUNNING, 2.0, "m1", id="9-0")], cursor="9-0")
+    assert store.get(rec.id).state == JobStatus.CANCELLED
+
+
+def test_resolve_by_id_batch_and_prefix(store):
+    recs = _jobs(3, batch="bX")
+    store.add(recs)
+    assert [r.id for r in store.resolve(["bX"])] == [r.id for r in recs]
+    assert store.resolve([recs[1].id[:-1]])[0].id == recs[1].id
+    with pytest.raises(UnknownJobError, match="no job or batch 'zzz'"):
+        store.resolve(["zzz"])
+    with pytest.raises(UnknownJobError, match="several jobs"):
+        store.resolve([recs[0].id[:3]])
+
+
+def test_listing_by_state_and_last(store):
+    recs = _jobs(5)
+    store.add(recs)
+    store.apply([Event(recs[0].id, JobStatus.FAILED, 1.0)])
+    assert [r.id for r in store.jobs(state=JobStatus.FAILED)] == [recs[0].id]
+    assert [r.id for r in store.jobs(last=2)] == [recs[3].id, recs[4].id]
+    assert len(store.get_many([r.id for r in recs] + ["nope"])) == 5
+
+
+def test_concurrent_appliers_apply_each_event_once(store, tmp_path):
+    recs = _jobs(50)
+    store.add(recs)
+    evs = [Event(r.id, JobStatus.RUNNING, 1.0, "m", id=f"{i + 1}-0") for i, r in enumerate(recs)]
+    other = open_store(f"sqlite:///{tmp_path / 'history.db'}")
+    threads = [threading.Thread(target=s.apply, args=(evs,), kwargs={"cursor": evs[-1].id}) for s in (store, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(len(store.events(r.id)) for r in recs) == 100  # one queued + one running each
+    other.close()

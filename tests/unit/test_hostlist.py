@@ -1,0 +1,33 @@
+import pytest
+
+from cmqueue.hostlist import HostlistError, expand, expand_list
+
+
+def test_plain_name_is_itself():
+    assert expand("gpu1") == ["gpu1"]
+
+
+def test_zero_padded_range():
+    assert expand("node[01-04]") == ["node01", "node02", "node03", "node04"]
+
+
+def test_list_and_ranges_mixed():
+    assert expand("n[1,3,5-7]") == ["n1", "n3", "n5", "n6", "n7"]
+
+
+def test_two_brackets_give_the_product():
+    assert expand("r[1-2]-n[1-2]") == ["r1-n1", "r1-n2", "r2-n1", "r2-n2"]
+
+
+def test_range_inside_an_address():
+    assert expand("10.0.0.1[1-4]") == ["10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.14"]
+
+
+@pytest.mark.parametrize("bad", ["n[3-1]", "n[a-c]", "n[1-2", "n[]", "n[1,,2]"])
+def test_bad_expressions_raise(bad):
+    with pytest.raises(HostlistError):
+        expand(bad)
+
+
+def test_comma_list_keeps_commas_inside_brackets():
+    assert expand_list("n[1,2],gpu1") == ["n1", "n2", "gpu1"]

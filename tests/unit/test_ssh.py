@@ -1,0 +1,50 @@
+import shlex
+import subprocess
+
+from cmqueue.inventory import Machine
+from cmqueue.ssh import job_argv, master_argv, ssh_argv, with_env
+
+M = Machine(name="n1", host="10.0.0.1", port=2222, user="ubuntu", identity="/k/id",
+            ssh_options=(("ProxyJump", "bastion"),))
+
+
+def test_argv_has_batchmode_master_and_strict_host_keys():
+    argv = ssh_argv(M, ["true"], control="/run/c/n1-0")
+    assert argv[0] == "ssh"
+    joined = " ".join(argv)
+    for opt in ("BatchMode=yes", "ControlMaster=auto", "ControlPath=/run/c/n1-0", "StrictHostKeyChecking=yes",
+                "ProxyJump=bastion", "-p 2222", "-l ubuntu", "-i /k/id"):
+        assert opt in joined
+    assert "StrictHostKeyChecking=no" not in joined
+    assert argv[-3:] == ["--", "10.0.0.1", "true"]
+
+
+def test_accept_new_is_the_only_relaxation():
+    m = Machine(name="n", host="h", host_key_policy="accept-new")
+    assert "StrictHostKeyChecking=accept-new" in ssh_argv(m, ["true"])
+    m = Machine(name="n", host="h", host_key_policy="ask")
+    assert not any(a.startswith("StrictHostKeyChecking") for a in ssh_argv(m, ["true"]))
+
+
+def test_remote_words_are_quoted_once_each():
+    hostile = "$(touch /tmp/x); \"'\n"
+    argv = ssh_argv(M, ["printf", "%s", hostile])
+    assert shlex.split(argv[-1]) == ["printf", "%s", hostile]
+
+
+def test_master_argv_opens_in_background():
+    argv = master_argv(M, "/run/c/n1-0")
+    assert "-f" in argv and "-N" in argv and "ControlMaster=yes" in argv
+
+
+def test_wrapper_runs_in_workdir_and_keeps_exit_code(tmp_path):
+    r = subprocess.run(job_argv(str(tmp_path / "w"), "j1", "pwd; exit 7"), capture_output=True, text=True)
+    assert r.returncode == 7
+    assert r.stdout.strip() == str(tmp_path / "w")
+    assert not (tmp_path / "w" / ".cmq" / "run" / "j1.pid").exists()
+
+
+def test_env_values_are_quoted(tmp_path):
+    cmd = with_env('printf %s "$V"', {"V": "a b; $(echo no)"})
+    r = subprocess.run(job_argv(str(tmp_path), "j2", cmd), capture_output=True, text=True)
+    assert r.stdout == "a b; $(echo no)"
