@@ -12,7 +12,7 @@ RUN_TASK = "cmq.run"
 def register(app: Celery) -> None:
     """Register cmq's tasks on ``app``."""
 
-    @app.task(name=RUN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
+    @app.task(name=RUN_TASK, bind=True, shared=False, acks_late=True, reject_on_worker_lost=True,
               max_retries=None, ignore_result=True)
     def run(self: Task, spec: dict[str, Any]) -> None:
         """Run one job on this worker's machine (see WorkerContext.execute)."""

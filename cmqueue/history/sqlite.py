@@ -28,12 +28,14 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_job ON events(job);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
-_COLS = "id, batch, spec, state, machine, exit_code, reason, started, ended, updated, result"
+_COLS = "id, batch, spec, state, machine, exit_code, reason, started, ended, updated, result, attempt"
 
 
 def _record(row: tuple) -> JobRecord:
-    (jid, _batch, spec, state, machine, exit_code, reason, started, ended, updated, result) = row
-    return JobRecord(spec=JobSpec.from_dict(json.loads(spec)), state=JobStatus(state), machine=machine,
+    (jid, _batch, spec, state, machine, exit_code, reason, started, ended, updated, result, attempt) = row
+    job_spec = JobSpec.from_dict(json.loads(spec))
+    job_spec.attempt = attempt or job_spec.attempt
+    return JobRecord(spec=job_spec, state=JobStatus(state), machine=machine,
                      exit_code=exit_code, reason=reason or "", started=started, ended=ended,
                      updated=updated or 0.0,
                      result=JobResult.from_dict(json.loads(result)) if result else None)
