@@ -35,7 +35,8 @@ def test_round_trip_through_the_command_line(cmq):
 
 
 def test_untargeted_jobs_spread_over_all_machines(cmq):
-    r = cmq.run("submit", "--wait", "--json", ": {}; sleep 0.3; echo $CMQ_MACHINE", ":::", *map(str, range(12)), check=True)
+    r = cmq.run("submit", "--wait", "--json", ": {}; sleep 0.3; echo $CMQ_MACHINE", ":::", *map(str, range(12)),
+                check=True)
     records = r.json()
     assert {rec["state"] for rec in records} == {"succeeded"}
     assert {rec["machine"] for rec in records} == {"m1", "m2", "m3"}
