@@ -1,0 +1,75 @@
+"""Machines going down, messages handed out twice: no job lost, none run twice."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+
+from ..conftest import make_env, teardown, wait_for
+
+
+@pytest.fixture
+def fresh(tmp_path):
+    cenv = make_env(tmp_path, machines=3, slots=2, first=21)
+    yield cenv
+    teardown(cenv)
+
+
+def test_a_machine_going_down_mid_run_loses_no_job(fresh):
+    tag = uuid.uuid4().hex[:8]
+    with fresh.cluster_api() as c:
+        jobs = c.map(f"echo {tag}-{{}} >> ran.log; sleep 2; echo $CMQ_MACHINE", range(12))
+
+        def running_on_m1():
+            return [r for r in c.status([j.id for j in jobs]) if r.state.value == "running" and r.machine == "m1"]
+
+        victims = wait_for(running_on_m1, timeout=60, what="a job running on m1")
+        fresh.cluster.machine("m1").stop()        # the machine goes down, sessions and all
+        records = c.wait(jobs, timeout=120)
+        assert [r.state.value for r in records] == ["succeeded"] * 12
+        by_id = {r.id: r for r in records}
+        for v in victims:
+            assert by_id[v.id].machine in ("m2", "m3")
+            assert by_id[v.id].result.stdout.strip() == by_id[v.id].machine
+            reasons = [e.data.get("reason", "") for e in c.store.events(v.id) if e.state.value == "retrying"]
+            assert any("m1 unreachable" in r for r in reasons), reasons
+    rows = {r["name"]: r for r in fresh.run("machines", "--json", check=True).json()}
+    assert rows["m1"]["worker"] == "unreachable"
+    # The machine comes back: its worker resumes and pinned work runs there again.
+    fresh.cluster.machine("m1").start()
+    r = fresh.run("submit", "--wait", "--on=m1", "echo back on $CMQ_MACHINE", timeout=120)
+    assert r.code == 0 and r.out == "back on m1\n"
+
+
+def test_pinned_job_waits_for_its_machine_instead_of_failing(fresh):
+    fresh.cluster.machine("m2").stop()
+    with fresh.cluster_api() as c:
+        job = c.submit("echo pinned on $CMQ_MACHINE", on="m2")
+        wait_for(lambda: "unreachable" in str(fresh.run("machines", "--json").out), timeout=60,
+                 what="m2 to be reported unreachable")
+        assert job.state.value in ("queued", "retrying")
+        fresh.cluster.machine("m2").start()
+        res = job.wait(timeout=120)
+    assert res.ok and res.stdout == "pinned on m2\n"
+
+
+def test_a_job_longer_than_the_visibility_timeout_runs_once(tmp_path):
+    cenv = make_env(tmp_path, machines=2, slots=1, first=31,
+                    settings={"visibility_timeout": 2, "restore_interval": 1, "claim_ttl": 3})
+    try:
+        name = f"runs-{uuid.uuid4().hex}.txt"
+        r = cenv.run("submit", "--wait", "--json", f"echo run >> {name}; sleep 7; echo done", timeout=120)
+        assert r.code == 0, r.err
+        (rec,) = r.json()
+        assert rec["stdout"] == "done\n"
+        lines = sum(len((cenv.workdir(m) / name).read_text().splitlines())
+                    for m in ("m1", "m2") if (cenv.workdir(m) / name).exists())
+        assert lines == 1
+        # The broker did hand the message out again: the guard is what kept it from running twice.
+        logs = "".join((cenv.home / "logs" / f"worker-{m}.log").read_text() for m in ("m1", "m2"))
+        received = re.findall(rf"Task cmq\.run\[{rec['id']}\] received", logs)
+        assert len(received) >= 2, logs[-3000:]
+    finally:
+        teardown(cenv)
