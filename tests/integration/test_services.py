@@ -1,0 +1,98 @@
+"""`cmq up` / `cmq ps` / `cmq down` with the embedded Redis and local machines, and a
+history that survives restarts of Redis, workers and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import psutil
+import pytest
+import redis
+
+from ..conftest import make_env, need_services, teardown
+
+
+def cmq(env, *args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "cmqueue", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+@pytest.fixture
+def local_setup(tmp_path):
+    need_services()
+    config = tmp_path / "cmq.yaml"
+    config.write_text(f"""
+machines:
+  here1: {{mode: local, slots: 2, workdir: {tmp_path / 'w1'}}}
+  here2: {{mode: local, slots: 1, workdir: {tmp_path / 'w2'}, labels: [small]}}
+""")
+    env = {**os.environ, "CMQ_CONFIG": str(config), "CMQ_HOME": str(tmp_path / "home")}
+    env.pop("CMQ_BROKER", None)
+    yield env, tmp_path
+    cmq(env, "down", "--grace=2")
+
+
+def test_up_starts_a_password_protected_embedded_redis_and_down_stops_exactly_it(local_setup):
+    env, tmp = local_setup
+    up = cmq(env, "up")
+    assert up.returncode == 0, up.stderr
+    state_file = tmp / "home" / "services.json"
+    assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
+    state = json.loads(state_file.read_text())
+    url = state["redis"]["url"]
+    assert state["redis"]["password"] not in up.stderr + up.stdout    # the password is never printed
+    assert "***" in up.stderr
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=state["redis"]["port"]).ping()
+    assert redis.Redis.from_url(url).ping()
+    assert redis.Redis.from_url(url).config_get("appendonly")["appendonly"] == "yes"
+    assert stat.S_IMODE((tmp / "home" / "redis" / "redis.conf").stat().st_mode) == 0o600
+
+    ps = json.loads(cmq(env, "ps", "--json").stdout)
+    assert {r["service"] for r in ps} == {"redis", "recorder", "worker here1", "worker here2"}
+    assert all(r["running"] for r in ps)
+    pids = {r["pid"] for r in ps}
+
+    r = cmq(env, "submit", "--wait", "--json", "--label=small", "echo $CMQ_MACHINE; pwd")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)[0]["stdout"] == f"here2\n{tmp / 'w2'}\n"
+
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        assert cmq(env, "down").returncode == 0
+        assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
+        assert bystander.poll() is None                  # nothing else was touched
+    finally:
+        bystander.kill()
+    ps = json.loads(cmq(env, "ps", "--json").stdout)
+    assert ps == []
+
+    # A second `up` finds the same Redis (port, password, AOF data) again.
+    assert cmq(env, "up").returncode == 0
+    state2 = json.loads(state_file.read_text())
+    assert state2["redis"]["url"] == url
+
+
+def test_history_survives_restarts_of_redis_workers_and_cli(tmp_path):
+    cenv = make_env(tmp_path, machines=3, slots=1, first=41)
+    try:
+        r = cenv.run("submit", "--wait", "--json", "echo before-restart", check=True)
+        job = r.json()[0]["id"]
+        assert cenv.run("down").code == 0
+        # Submitted while no worker runs: it must wait in Redis, across a Redis restart.
+        queued = cenv.run("submit", "--json", "--on=m1", "echo queued-across-restart", check=True)
+        queued_id = queued.json()["jobs"][0]["id"]
+        cenv.redis.stop()
+        cenv.redis.start()                               # same port, password, AOF directory
+        assert cenv.run("up").code == 0
+        st = cenv.run("status", "--json", job, check=True).json()
+        assert st[0]["state"] == "succeeded" and st[0]["stdout"] == "before-restart\n"
+        w = cenv.run("wait", "--json", "--timeout=60", queued_id)
+        assert w.code == 0, w.err
+        assert w.json()[0]["stdout"] == "queued-across-restart\n"
+    finally:
+        teardown(cenv)
