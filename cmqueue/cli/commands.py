@@ -507,15 +507,22 @@ demo job across it.
 
 Usage:
   cmq demo [options] [--machines=N] [--jobs=N] [--keep]
+  cmq demo --stop [options]
 
 Options:
   --machines=N   sshd machines to start [default: 3]
   --jobs=N       jobs to run [default: 24]
-  --keep         leave the cluster running (stop it with `cmq down` and `cmq demo-stop`)
+  --keep         leave the cluster running after the demo
+  --stop         stop a demo cluster left running with --keep
 
-Needs sshd (Debian: openssh-server). Everything lives under $CMQ_HOME/demo.
+Needs sshd (Debian: openssh-server). Everything lives under $CMQ_HOME/demo; your own
+inventory and services are not touched.
 """
-    from ..demo import run_demo
+    from ..demo import run_demo, stop_demo
+
+    if args["--stop"]:
+        stop_demo()
+        return 0
 
     return run_demo(machines=_number(args, "--machines", int), jobs=_number(args, "--jobs", int),
                     keep=args["--keep"])

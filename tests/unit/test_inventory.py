@@ -110,3 +110,10 @@ def test_missing_or_public_identity_is_refused(tmp_path):
 def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="inventory not found"):
         load(tmp_path / "nope.yaml")
+
+
+def test_the_shipped_example_inventory_is_valid():
+    example = Path(__file__).resolve().parents[2] / "config" / "cmq.example.yaml"
+    inv = parse(example.read_text(), example)
+    assert inv.machine("node04").host == "10.0.0.14"
+    assert not inv.machine("old1").enabled
