@@ -55,10 +55,12 @@ def versions() -> dict[str, str]:
 
 def ssh_config(cluster: LoopbackCluster, path: Path, ctl: Path) -> Path:
     lines = []
+    user = pwd.getpwuid(os.getuid()).pw_name
     for m in cluster.machines:
-        lines += [f"Host {m.name}", f"  HostName {m.address}", f"  Port {m.port}", f"  User {pwd.getpwuid(os.getuid()).pw_name}",
-                  f"  IdentityFile {cluster.key}", "  IdentitiesOnly yes", f"  UserKnownHostsFile {cluster.known_hosts}",
-                  "  StrictHostKeyChecking yes", "  BatchMode yes", "  ControlMaster auto",
+        lines += [f"Host {m.name}", f"  HostName {m.address}", f"  Port {m.port}", f"  User {user}",
+                  f"  IdentityFile {cluster.key}", "  IdentitiesOnly yes",
+                  f"  UserKnownHostsFile {cluster.known_hosts}", "  StrictHostKeyChecking yes",
+                  "  BatchMode yes", "  ControlMaster auto",
                   f"  ControlPath {ctl}/%n", "  ControlPersist 600", ""]
     path.write_text("\n".join(lines))
     return path

@@ -18,6 +18,19 @@ from .models import Event
 
 CANCEL_CHANNEL = "cmq:cancel"
 
+# Check done/cancel, take the claim and announce "running", in one round trip.
+# KEYS: done, cancel, claim, stream. ARGV: token, ttl, then the event's field/value pairs.
+_BEGIN = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'done' end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'cancelled' end
+if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 'busy' end
+  redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[2])
+end
+if #ARGV > 2 then redis.call('XADD', KEYS[4], '*', unpack(ARGV, 3)) end
+return 'run'
+"""
+
 
 class Verdict(str, Enum):
     """What a worker should do with a job message it just received."""
@@ -50,28 +63,17 @@ class JobGuard:
         self.stream = stream
         self.claim_ttl = int(claim_ttl)
         self.done_ttl = int(done_ttl)
+        self._begin = client.register_script(_BEGIN)
 
     def begin(self, job: str, running: Event | None = None) -> Verdict:
         """Try to claim ``job``; on success also publish ``running`` (one round trip)."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.exists(_done(job))
-        pipe.exists(_cancel(job))
-        pipe.set(_claim(job), self.token, nx=True, ex=self.claim_ttl)
-        done, cancelled, claimed = pipe.execute()
-        if done:
-            return Verdict.DONE
-        if cancelled:
-            if claimed:
-                self.client.delete(_claim(job))
-            return Verdict.CANCELLED
-        if not claimed:
-            holder = self.client.get(_claim(job))
-            if holder is not None and holder.decode() != self.token:
-                return Verdict.BUSY
-            self.client.set(_claim(job), self.token, ex=self.claim_ttl)
+        fields: list[str] = []
         if running is not None:
-            events.publish(self.client, self.stream, running)
-        return Verdict.RUN
+            for key, value in events.encode(running).items():
+                fields += [key, value]
+        verdict = self._begin(keys=[_done(job), _cancel(job), _claim(job), self.stream],
+                              args=[self.token, self.claim_ttl, *fields])
+        return Verdict(verdict.decode() if isinstance(verdict, bytes) else verdict)
 
     def heartbeat(self, jobs: list[str]) -> None:
         """Keep the claims of ``jobs`` (running here) alive."""

@@ -25,8 +25,9 @@ MODES = ("ssh", "local", "agent")
 HOST_KEY_POLICIES = ("strict", "ask", "accept-new")
 MACHINE_FIELDS = {
     "host", "port", "user", "identity", "ssh_options", "slots", "labels", "workdir",
-    "env", "mode", "enabled", "host_key_policy", "max_sessions",
+    "env", "mode", "enabled", "host_key_policy", "max_sessions", "transport",
 }
+TRANSPORTS = ("auto", "session", "exec")
 TOP_FIELDS = {"broker", "history", "defaults", "machines", "settings"}
 SETTINGS_FIELDS = {
     "output_cap", "visibility_timeout", "restore_interval", "claim_ttl", "connect_timeout",
@@ -61,6 +62,7 @@ class Machine:
     enabled: bool = True
     host_key_policy: str = "strict"
     max_sessions: int = defaults.MAX_SESSIONS
+    transport: str = "auto"
 
     @property
     def masters(self) -> int:
@@ -75,7 +77,7 @@ class Machine:
             "identity": self.identity, "ssh_options": dict(self.ssh_options),
             "slots": self.slots, "labels": list(self.labels), "workdir": self.workdir,
             "env": dict(self.env), "mode": self.mode, "enabled": self.enabled,
-            "host_key_policy": self.host_key_policy,
+            "host_key_policy": self.host_key_policy, "transport": self.transport,
         }
 
 
@@ -235,6 +237,10 @@ def _machine_fields(path: Path, where: str, raw: dict, base: dict) -> dict[str, 
             f"must be one of {', '.join(HOST_KEY_POLICIES)}, got {policy!r}",
         )
     out["host_key_policy"] = policy
+    transport = merged.get("transport", "auto")
+    if transport not in TRANSPORTS:
+        raise _fail(path, f"{where}.transport", f"must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
+    out["transport"] = transport
     return out
 
 

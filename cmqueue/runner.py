@@ -8,9 +8,11 @@ process group on the machine, not just the local ssh client.
 from __future__ import annotations
 
 import heapq
+import logging
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -23,8 +25,10 @@ from .errors import MachineUnreachableError
 from .files import private_dir
 from .inventory import Machine
 from .models import JobResult, JobSpec
+from .session import BOOTSTRAP, AgentSession, SessionDead
 
 SSH_FAILURE = 255
+log = logging.getLogger("cmq.runner")
 
 
 @dataclass
@@ -40,8 +44,9 @@ class RunnerOptions:
 @dataclass
 class _Running:
     spec: JobSpec
-    proc: subprocess.Popen
+    proc: subprocess.Popen | None
     deadline: float | None
+    session: AgentSession | None = None
     killed: str = ""          # "", "timeout" or "cancel"
     master: int = 0
     done: threading.Event = field(default_factory=threading.Event)
@@ -81,6 +86,9 @@ class Runner:
         self._deadlines: list[tuple[float, str]] = []
         self._wake = threading.Condition(self._lock)
         self._closed = False
+        self._session: AgentSession | None = None
+        self._session_lock = threading.Lock()
+        self.transport = machine.transport if machine.transport != "auto" else "session"
         self._watchdog = threading.Thread(target=self._watch, name=f"cmq-watchdog-{machine.name}",
                                           daemon=True)
         self._watchdog.start()
@@ -135,6 +143,46 @@ class Runner:
         err = (r.stderr.strip().splitlines() or [""])[-1]
         return r.returncode == 0, time.monotonic() - t0, err
 
+    # -- the session transport ----------------------------------------------------------
+    def session(self) -> AgentSession | None:
+        """The machine's agent session (started on first use), or None when this machine
+        runs one ssh client per job (transport: exec, or auto without python3 there)."""
+        if self.transport != "session":
+            return None
+        with self._session_lock:
+            if self._session is not None and not self._session.dead.is_set():
+                return self._session
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+            if self.machine.mode == "ssh":
+                argv = self.argv(["python3", "-u", "-c", BOOTSTRAP], 0)
+            else:
+                argv = [sys.executable, "-u", "-c", BOOTSTRAP]
+            try:
+                self._session = AgentSession(argv, start_timeout=self.options.connect_timeout + 20)
+            except SessionDead as e:
+                ok, _, why = self.probe()
+                if not ok:
+                    raise MachineUnreachableError(f"{self.machine.name} unreachable: {why or e}") from None
+                if self.machine.transport == "session":
+                    raise MachineUnreachableError(f"{self.machine.name}: agent session failed: {e}") from None
+                log.warning("%s: no agent session (%s); running one ssh client per job", self.machine.name, e)
+                self.transport = "exec"
+                return None
+            return self._session
+
+    def start(self) -> list[str]:
+        """Open the masters and the agent session before the first job; returns errors."""
+        errors = self.open_masters()
+        if errors:
+            return errors
+        try:
+            self.session()
+        except MachineUnreachableError as e:
+            return [str(e)]
+        return []
+
     # -- running ------------------------------------------------------------------------
     def _take_master(self) -> int:
         with self._lock:
@@ -152,43 +200,23 @@ class Runner:
         m = self.machine
         job_env = {**dict(m.env), **(env or {}), **spec.env,
                    "CMQ_JOB_ID": spec.id, "CMQ_MACHINE": m.name}
-        command = ssh.with_env(spec.command, job_env)
-        master = self._take_master()
         out_path = self.log_dir / f"{spec.id}.out"
         err_path = self.log_dir / f"{spec.id}.err"
-        try:
-            with out_path.open("wb") as out, err_path.open("wb") as err:
-                started = time.time()
-                proc = subprocess.Popen(self.argv(ssh.job_argv(m.workdir, spec.id, command), master),
-                                        stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                        start_new_session=True)
-                if on_start:
-                    on_start(started)
-                deadline = time.monotonic() + spec.timeout if spec.timeout else None
-                running = _Running(spec, proc, deadline, master=master)
-                with self._lock:
-                    self._running[spec.id] = running
-                    if deadline:
-                        heapq.heappush(self._deadlines, (deadline, spec.id))
-                        self._wake.notify()
-                try:
-                    code = proc.wait()
-                finally:
-                    with self._lock:
-                        self._running.pop(spec.id, None)
-                    running.done.set()
-                ended = time.time()
-        finally:
-            self._release_master(master)
-        if code == SSH_FAILURE and m.mode == "ssh" and not running.killed:
-            ok, _, why = self.probe()
-            if not ok:
-                errline = _tail(err_path, 4096)[0].strip().splitlines()
-                out_path.unlink(missing_ok=True)
-                err_path.unlink(missing_ok=True)
-                raise MachineUnreachableError(
-                    f"{m.name} unreachable: {why or (errline[-1] if errline else 'ssh exit 255')}"
-                )
+        session = self.session()
+        if session is not None:
+            code, started, ended, running = self._run_in_session(session, spec, job_env, out_path, err_path,
+                                                                 on_start)
+        else:
+            code, started, ended, running = self._run_exec(spec, ssh.with_env(spec.command, job_env),
+                                                           out_path, err_path, on_start)
+            if code == SSH_FAILURE and m.mode == "ssh" and not running.killed:
+                ok, _, why = self.probe()
+                if not ok:
+                    errline = _tail(err_path, 4096)[0].strip().splitlines()
+                    out_path.unlink(missing_ok=True)
+                    err_path.unlink(missing_ok=True)
+                    raise MachineUnreachableError(
+                        f"{m.name} unreachable: {why or (errline[-1] if errline else 'ssh exit 255')}")
         cap = self.options.output_cap
         stdout, out_cut = _tail(out_path, cap)
         stderr, err_cut = _tail(err_path, cap)
@@ -211,6 +239,63 @@ class Runner:
                          started=started, ended=ended, reason=reason, stdout_truncated=out_cut,
                          stderr_truncated=err_cut, log_host=socket.gethostname(), **logs)
 
+    def _register(self, running: _Running) -> None:
+        with self._lock:
+            self._running[running.spec.id] = running
+            if running.deadline:
+                heapq.heappush(self._deadlines, (running.deadline, running.spec.id))
+                self._wake.notify()
+
+    def _unregister(self, running: _Running) -> None:
+        with self._lock:
+            self._running.pop(running.spec.id, None)
+        running.done.set()
+
+    def _run_in_session(self, session: AgentSession, spec: JobSpec, env: dict[str, str], out_path: Path,
+                        err_path: Path, on_start: Callable[[float], None] | None):
+        deadline = time.monotonic() + spec.timeout if spec.timeout else None
+        running = _Running(spec, None, deadline, session=session)
+        started = time.time()
+        self._register(running)
+        try:
+            with out_path.open("wb") as out, err_path.open("wb") as err:
+                code, t0, t1 = session.run(spec.id, spec.command, self.machine.workdir, env, out, err,
+                                           on_start=(lambda: on_start(started)) if on_start else None)
+        except SessionDead as e:
+            out_path.unlink(missing_ok=True)
+            err_path.unlink(missing_ok=True)
+            ok, _, why = self.probe()
+            raise MachineUnreachableError(
+                f"{self.machine.name} unreachable: {why or e}" if not ok
+                else f"{self.machine.name}: session lost while the job ran ({e})") from None
+        finally:
+            self._unregister(running)
+        return code, t0 or started, t1 or time.time(), running
+
+    def _run_exec(self, spec: JobSpec, command: str, out_path: Path, err_path: Path,
+                  on_start: Callable[[float], None] | None):
+        m = self.machine
+        master = self._take_master()
+        try:
+            with out_path.open("wb") as out, err_path.open("wb") as err:
+                started = time.time()
+                proc = subprocess.Popen(self.argv(ssh.job_argv(m.workdir, spec.id, command), master),
+                                        stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                        start_new_session=True)
+                if on_start:
+                    on_start(started)
+                deadline = time.monotonic() + spec.timeout if spec.timeout else None
+                running = _Running(spec, proc, deadline, master=master)
+                self._register(running)
+                try:
+                    code = proc.wait()
+                finally:
+                    self._unregister(running)
+                ended = time.time()
+        finally:
+            self._release_master(master)
+        return code, started, ended, running
+
     # -- stopping -----------------------------------------------------------------------
     def running_ids(self) -> list[str]:
         """Ids of the jobs running now."""
@@ -232,6 +317,11 @@ class Runner:
 
     def _kill_now(self, running: _Running) -> None:
         grace = self.options.kill_grace
+        if running.session is not None:
+            running.session.kill(running.spec.id, grace)
+            running.done.wait(grace + 5)
+            return
+        assert running.proc is not None
         argv = self.argv(ssh.kill_argv(self.machine.workdir, running.spec.id, grace), running.master)
         try:
             subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL,
@@ -261,7 +351,11 @@ class Runner:
                 self._kill(job_id, "timeout")
 
     def close(self) -> None:
-        """Stop the watchdog (running jobs are not touched)."""
+        """Stop the watchdog and end the agent session."""
         with self._lock:
             self._closed = True
             self._wake.notify()
+        with self._session_lock:
+            if self._session is not None:
+                self._session.close()
+                self._session = None

@@ -224,7 +224,7 @@ class LoopbackCluster:
         return next(m for m in self.machines if m.name == name)
 
     def inventory(self, broker: str | None, labels: dict[str, list[str]] | None = None,
-                  settings: dict | None = None, extra: dict | None = None) -> dict:
+                  settings: dict | None = None, extra: dict | None = None, transport: str = "auto") -> dict:
         """An inventory (as a dict) for these machines."""
         machines = {}
         for m in self.machines:
@@ -235,6 +235,7 @@ class LoopbackCluster:
         machines.update(extra or {})
         inv: dict = {
             "defaults": {"user": _user(), "identity": str(self.key), "slots": self.slots,
+                         "transport": transport,
                          "ssh_options": {"UserKnownHostsFile": str(self.known_hosts)}},
             "machines": machines,
         }

@@ -65,7 +65,7 @@ class WorkerContext:
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
         """Open the ssh masters (before the first burst) and start the helper threads."""
-        errors = self.runner.open_masters()
+        errors = self.runner.start()
         if errors:
             self.pause(f"{self.machine.name} unreachable: {errors[0]}")
         else:
@@ -132,7 +132,7 @@ class WorkerContext:
         while not self._stop.wait(interval):
             ok, _, why = self.runner.probe()
             if ok:
-                self.runner.open_masters()
+                self.runner.start()
                 log.warning("%s reachable again: resuming", self.machine.name)
                 self.paused.clear()
                 self._report("consuming", "")

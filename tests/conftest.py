@@ -104,13 +104,15 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "
 
 
 def make_env(tmp: Path, machines: int = 3, slots: int = 2, labels: dict | None = None,
-             settings: dict | None = None, first: int = 11, aof: bool = True) -> CmqEnv:
+             settings: dict | None = None, first: int = 11, aof: bool = True,
+             transport: str = "auto") -> CmqEnv:
     """Start redis + sshd's, write the inventory, and run `cmq up`."""
     need_services()
     cluster = LoopbackCluster(tmp / "cluster", n=machines, slots=slots, first=first).start()
     redis = RedisServer(tmp / "redis", aof=aof)
     redis.start()
-    config = cluster.write_inventory(tmp / "cmq.yaml", redis.url, labels=labels, settings=settings)
+    config = cluster.write_inventory(tmp / "cmq.yaml", redis.url, labels=labels, settings=settings,
+                                     transport=transport)
     home = tmp / "home"
     env = {**os.environ, "CMQ_CONFIG": str(config), "CMQ_HOME": str(home)}
     env.pop("CMQ_BROKER", None)
@@ -132,10 +134,16 @@ def teardown(cenv: CmqEnv) -> None:
             cenv.redis.stop()
 
 
-@pytest.fixture(scope="session")
-def cmq(tmp_path_factory) -> Iterator[CmqEnv]:
+#: Both ways a worker reaches its machine: one agent session per machine (the default),
+#: and one ssh client per job (transport: exec, the fallback without python3 there).
+TRANSPORTS = ["session", "exec"]
+
+
+@pytest.fixture(scope="session", params=TRANSPORTS)
+def cmq(request, tmp_path_factory) -> Iterator[CmqEnv]:
     """A shared cluster: 3 sshd machines x 2 slots (m1, m2 labelled cpu), Redis, workers."""
-    cenv = make_env(tmp_path_factory.mktemp("shared"), machines=3, slots=2,
-                    labels={"m1": ["cpu"], "m2": ["cpu"], "m3": ["big"]})
+    first = 11 if request.param == "session" else 15
+    cenv = make_env(tmp_path_factory.mktemp(f"shared-{request.param}"), machines=3, slots=2, first=first,
+                    labels={"m1": ["cpu"], "m2": ["cpu"], "m3": ["big"]}, transport=request.param)
     yield cenv
     teardown(cenv)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 
 import pytest
@@ -10,9 +11,9 @@ import pytest
 from ..conftest import make_env, teardown, wait_for
 
 
-@pytest.fixture
-def fresh(tmp_path):
-    cenv = make_env(tmp_path, machines=3, slots=2, first=21)
+@pytest.fixture(params=["session", "exec"])
+def fresh(request, tmp_path):
+    cenv = make_env(tmp_path, machines=3, slots=2, first=21, transport=request.param)
     yield cenv
     teardown(cenv)
 
@@ -20,10 +21,12 @@ def fresh(tmp_path):
 def test_a_machine_going_down_mid_run_loses_no_job(fresh):
     tag = uuid.uuid4().hex[:8]
     with fresh.cluster_api() as c:
-        jobs = c.map(f"echo {tag}-{{}} >> ran.log; sleep 2; echo $CMQ_MACHINE", range(12))
+        jobs = c.map(f"echo {tag}-{{}} >> ran.log; sleep 4; echo $CMQ_MACHINE", range(12))
 
         def running_on_m1():
-            return [r for r in c.status([j.id for j in jobs]) if r.state.value == "running" and r.machine == "m1"]
+            # Jobs that started on m1 less than 2 s ago are surely still running when it goes down.
+            return [r for r in c.status([j.id for j in jobs]) if r.state.value == "running"
+                    and r.machine == "m1" and time.time() - r.started < 2]
 
         victims = wait_for(running_on_m1, timeout=60, what="a job running on m1")
         fresh.cluster.machine("m1").stop()        # the machine goes down, sessions and all
