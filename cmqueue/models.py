@@ -7,7 +7,7 @@ import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Self
 
 
 class JobStatus(str, Enum):
@@ -45,8 +45,22 @@ def new_id(prefix: str = "") -> str:
     return f"{prefix}{head}{tail}"
 
 
+class PlainData:
+    """Dataclasses that travel as plain dicts (message bodies, events, JSON)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field."""
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Inverse of :meth:`to_dict`; unknown keys are ignored."""
+        names = cls.__dataclass_fields__  # type: ignore[attr-defined]
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
 @dataclass
-class JobSpec:
+class JobSpec(PlainData):
     """What to run, where and how: the message a worker receives.
 
     ``target`` is ``machine:<name>``, ``label:<name>`` or ``any``; ``queue`` is the Celery
@@ -66,19 +80,9 @@ class JobSpec:
     submitted: float = field(default_factory=time.time)
     submitter: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (the Celery message body)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
-        """Inverse of :meth:`to_dict`; unknown keys are ignored."""
-        names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in names})
-
 
 @dataclass
-class JobResult:
+class JobResult(PlainData):
     """How a run ended: exit code, output tails, times and where it ran."""
 
     job: str
@@ -106,16 +110,6 @@ class JobResult:
         if self.started is None or self.ended is None:
             return None
         return self.ended - self.started
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict for events and JSON output."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> JobResult:
-        """Inverse of :meth:`to_dict`; unknown keys are ignored."""
-        names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclass
