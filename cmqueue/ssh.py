@@ -7,6 +7,7 @@ machine gets enough masters that its concurrent sessions stay under sshd's MaxSe
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -70,8 +71,16 @@ def kill_argv(workdir: str, job_id: str, grace: float = defaults.KILL_GRACE) -> 
 
 
 def control_path(control_dir: Path, machine: Machine, index: int) -> str:
-    """ControlPath of master ``index`` of ``machine`` (short: socket paths max ~104 bytes)."""
-    return str(control_dir / f"{machine.name}-{index}")
+    """ControlPath of master ``index`` of ``machine`` (short: socket paths max ~104 bytes).
+
+    The name carries a hash of everything that decides the connection (host, port, user,
+    key, ssh options), so two inventories with a machine of the same name never share a
+    master, and a changed option never reuses a master opened with the old one.
+    """
+    ident = repr((machine.host, machine.port, machine.user, machine.identity, machine.ssh_options,
+                  machine.host_key_policy))
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:10]
+    return str(control_dir / f"{machine.name[:40]}-{digest}-{index}")
 
 
 def ssh_options(machine: Machine, control: str | None, *, persist: int = defaults.CONTROL_PERSIST,

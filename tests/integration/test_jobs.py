@@ -175,3 +175,20 @@ def test_machines_lists_and_checks(cmq):
     checks = cmq.run("machines", "check", "--json", check=True).json()
     assert all(c["reachable"] and c["host_key"] == "ok" for c in checks)
     assert all(c["latency_ms"] > 0 for c in checks)
+
+
+def test_unknown_host_key_is_refused_not_accepted(cmq, tmp_path):
+    import yaml
+
+    inv = yaml.safe_load(cmq.config.read_text())
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    inv["defaults"]["ssh_options"]["UserKnownHostsFile"] = str(empty)
+    config = tmp_path / "cmq.yaml"
+    config.write_text(yaml.safe_dump(inv))
+    config.chmod(0o600)
+    r = cmq.run("--config", str(config), "machines", "check", "--json", "m1")
+    assert r.code == 1
+    (row,) = r.json()
+    assert not row["reachable"] and row["host_key"] == "REJECTED", row
+    assert empty.read_text() == ""            # nothing was added behind the user's back

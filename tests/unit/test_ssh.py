@@ -48,3 +48,15 @@ def test_env_values_are_quoted(tmp_path):
     cmd = with_env('printf %s "$V"', {"V": "a b; $(echo no)"})
     r = subprocess.run(job_argv(str(tmp_path), "j2", cmd), capture_output=True, text=True)
     assert r.stdout == "a b; $(echo no)"
+
+
+def test_control_paths_differ_when_the_connection_differs(tmp_path):
+    from dataclasses import replace
+
+    from cmqueue.ssh import control_path
+
+    a = control_path(tmp_path, M, 0)
+    assert a == control_path(tmp_path, replace(M), 0)
+    assert a != control_path(tmp_path, replace(M, port=2223), 0)
+    assert a != control_path(tmp_path, replace(M, ssh_options=(("UserKnownHostsFile", "/x"),)), 0)
+    assert a != control_path(tmp_path, M, 1)
