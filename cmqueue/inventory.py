@@ -281,15 +281,22 @@ def check_identity(machine: Machine, path: Path) -> None:
         )
 
 
-def parse(text: str, path: Path) -> Inventory:
-    """Parse inventory ``text`` (read from ``path``, used in messages) into an Inventory."""
+def _read_yaml(text: str, path: Path) -> Any:
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"{path.name}: {where}invalid YAML: {problem}") from None
+
+
+def parse(text: str, path: Path) -> Inventory:
+    """Parse inventory ``text`` (read from ``path``, used in messages) into an Inventory."""
+    return _build(_read_yaml(text, path), path)
+
+
+def _build(data: Any, path: Path) -> Inventory:
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -366,8 +373,8 @@ def load(path: str | os.PathLike, check_keys: bool = True) -> Inventory:
         raise ConfigError(f"{p}: inventory not found (create it, or pass --config / set CMQ_CONFIG)") from None
     except OSError as e:
         raise ConfigError(f"{p}: cannot read inventory: {e.strerror}") from None
-    inv = parse(text, p)
-    raw = yaml.safe_load(text) or {}
+    raw = _read_yaml(text, p)
+    inv = _build(raw, p)
     mode = stat.S_IMODE(p.stat().st_mode)
     if _contains_secret(raw) and mode & 0o077:
         raise InsecureFileError(

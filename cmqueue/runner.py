@@ -31,6 +31,12 @@ SSH_FAILURE = 255
 log = logging.getLogger("cmq.runner")
 
 
+def control_dir() -> Path:
+    """The private directory of this user's ssh master sockets (short: socket paths are
+    limited to ~104 bytes): $XDG_RUNTIME_DIR/cmq-UID, else /tmp/cmq-UID."""
+    return Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / f"cmq-{os.getuid()}"
+
+
 @dataclass
 class RunnerOptions:
     """Tunables of a runner (see :mod:`cmqueue.defaults` for each)."""
@@ -107,10 +113,11 @@ class Runner:
             return ssh.ssh_argv(self.machine, remote, self.control(master), **self._ssh_kw())
         return remote
 
-    def open_masters(self) -> list[str]:
-        """Open every master of the machine in parallel; returns error lines (empty: all up)."""
+    def open_masters(self, count: int | None = None) -> list[str]:
+        """Open the first ``count`` masters (default: all) in parallel; returns error lines."""
         if self.machine.mode != "ssh":
             return []
+        count = len(self._sessions) if count is None else count
 
         def open_one(i: int) -> str:
             ctl = self.control(i)
@@ -121,8 +128,8 @@ class Runner:
                                timeout=self.options.connect_timeout + 30)
             return "" if r.returncode == 0 else (r.stderr.strip().splitlines() or ["ssh failed"])[-1]
 
-        with ThreadPoolExecutor(max_workers=len(self._sessions)) as pool:
-            return [e for e in pool.map(open_one, range(len(self._sessions))) if e]
+        with ThreadPoolExecutor(max_workers=count) as pool:
+            return [e for e in pool.map(open_one, range(count)) if e]
 
     def close_masters(self) -> None:
         """Ask every master of the machine to exit."""
@@ -169,12 +176,15 @@ class Runner:
                     raise MachineUnreachableError(f"{self.machine.name}: agent session failed: {e}") from None
                 log.warning("%s: no agent session (%s); running one ssh client per job", self.machine.name, e)
                 self.transport = "exec"
+                self.open_masters()          # exec needs every master before the first burst
                 return None
             return self._session
 
     def start(self) -> list[str]:
-        """Open the masters and the agent session before the first job; returns errors."""
-        errors = self.open_masters()
+        """Open the masters and the agent session before the first job; returns errors.
+
+        The session transport needs only master 0 (one session carries every job)."""
+        errors = self.open_masters(1 if self.transport == "session" else None)
         if errors:
             return errors
         try:

@@ -65,16 +65,23 @@ def ping(url: str, timeout: float = 1.0) -> str:
         return str(e) or "connection refused"
 
 
-def free_port(start: int, host: str = "127.0.0.1") -> int:
+def port_free(host: str, port: int) -> bool:
+    """Whether nothing listens on host:port."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port(start: int, host: str = "127.0.0.1", tries: int = 200) -> int:
     """The first port from ``start`` on which nothing listens."""
-    for port in range(start, start + 200):
-        with socket.socket() as s:
-            try:
-                s.bind((host, port))
-                return port
-            except OSError:
-                continue
-    raise ServiceError(f"no free port in {start}..{start + 199}")
+    for port in range(start, start + tries):
+        if port_free(host, port):
+            return port
+    raise ServiceError(f"no free port on {host} in {start}..{start + tries - 1}")
 
 
 def _identity(pid: int) -> float | None:

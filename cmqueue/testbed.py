@@ -21,6 +21,7 @@ import psutil
 import yaml
 
 from .files import write_private
+from .services import free_port, port_free, redis_binary
 
 
 def sshd_binary() -> str | None:
@@ -29,24 +30,9 @@ def sshd_binary() -> str | None:
         (p for p in ("/usr/sbin/sshd", "/usr/local/sbin/sshd") if os.path.exists(p)), None)
 
 
-def port_free(host: str, port: int) -> bool:
-    """Whether nothing listens on host:port."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-            return True
-        except OSError:
-            return False
-
-
-def free_port(host: str = "127.0.0.1", start: int = 20000) -> int:
-    """A port on ``host`` nothing listens on (random start, to dodge parallel runs)."""
-    base = start + secrets.randbelow(20000)
-    for port in range(base, base + 2000):
-        if port_free(host, port):
-            return port
-    raise RuntimeError(f"no free port on {host}")
+def random_free_port(host: str = "127.0.0.1") -> int:
+    """A free port on ``host`` from a random start (so parallel runs do not collide)."""
+    return free_port(20000 + secrets.randbelow(20000), host=host, tries=2000)
 
 
 def wait_port(host: str, port: int, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
@@ -146,11 +132,9 @@ class RedisServer:
 
     def start(self) -> None:
         """Start (or restart, keeping the port, password and AOF data)."""
-        from .services import redis_binary
-
         self.root.mkdir(parents=True, exist_ok=True)
         if not self.port:
-            self.port = free_port()
+            self.port = random_free_port()
         conf = write_private(self.root / "redis.conf", "\n".join([
             f"port {self.port}", "bind 127.0.0.1", f"requirepass {self.password}",
             f"appendonly {'yes' if self.aof else 'no'}", "appendfsync everysec", 'save ""',
@@ -190,7 +174,7 @@ class LoopbackCluster:
     @staticmethod
     def _common_port(addresses: list[str]) -> int:
         for _ in range(50):
-            port = free_port(addresses[0])
+            port = random_free_port(addresses[0])
             if all(port_free(a, port) for a in addresses):
                 return port
         raise RuntimeError("no port free on every loopback address")

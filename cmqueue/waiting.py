@@ -27,6 +27,22 @@ class Waiter:
         """Apply new events to the store; returns them."""
         return sync(self.store, self.client, self.stream)
 
+    def tip(self) -> str:
+        """Id of the newest stream entry ('0-0' when empty): block on what comes after it."""
+        newest = self.client.xrevrange(self.stream, count=1)
+        return newest[0][0] if newest else "0-0"
+
+    def block(self, after: str, ms: int) -> None:
+        """Return as soon as an entry newer than ``after`` exists, or after ``ms``."""
+        self.client.xread({self.stream: after}, block=ms, count=1)
+
+    def follow(self) -> None:
+        """Keep the store in step with the stream, forever (the recorder)."""
+        while True:
+            after = self.tip()
+            self.refresh()
+            self.block(after, 5000)
+
     def wait(self, ids: list[str], timeout: float | None = None,
              on_update: Callable[[list[JobRecord]], None] | None = None) -> list[JobRecord]:
         """Block until every job in ``ids`` is final (or ``timeout`` passes); returns the
@@ -36,8 +52,7 @@ class Waiter:
         pending = list(ids)
         while True:
             # Note the stream's tip before syncing, so an event added meanwhile wakes us.
-            tip = self.client.xrevrange(self.stream, count=1)
-            last_seen = tip[0][0] if tip else "0-0"
+            last_seen = self.tip()
             self.refresh()
             changed = False
             for rec in self.store.get_many(pending):
@@ -57,6 +72,6 @@ class Waiter:
                     return [records[i] for i in ids if i in records]
                 block = max(1, min(block, int(left * 1000)))
             t0 = time.monotonic()
-            self.client.xread({self.stream: last_seen}, block=block, count=1)
+            self.block(last_seen, block)
             if len(pending) > 50:
                 time.sleep(max(0.0, MIN_INTERVAL - (time.monotonic() - t0)))

@@ -23,7 +23,7 @@ from . import events, routing
 from .guard import CANCEL_CHANNEL, JobGuard, Verdict
 from .inventory import Machine
 from .models import JobSpec, JobStatus
-from .runner import Runner, RunnerOptions
+from .runner import Runner, RunnerOptions, control_dir
 
 log = logging.getLogger("cmq.worker")
 
@@ -51,7 +51,7 @@ class WorkerContext:
         self.stream = s.get("event_stream")
         self.guard = JobGuard(self.redis, token=f"{self.hostname}:{os.getpid()}:{time.time()}",
                               stream=self.stream, claim_ttl=s.get("claim_ttl"))
-        self.runner = Runner(machine, control_dir=_control_dir(), log_dir=s.log_dir / "jobs" / machine.name,
+        self.runner = Runner(machine, control_dir=control_dir(), log_dir=s.log_dir / "jobs" / machine.name,
                              options=RunnerOptions(output_cap=int(s.get("output_cap")),
                                                    connect_timeout=int(s.get("connect_timeout")),
                                                    control_persist=int(s.get("control_persist")),
@@ -224,13 +224,6 @@ class WorkerContext:
         else:
             events.publish(self.redis, self.stream, event)
         raise task.retry(kwargs={"spec": spec.to_dict()}, queue=spec.queue, countdown=0)
-
-
-def _control_dir():
-    from pathlib import Path
-
-    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
-    return Path(base) / f"cmq-{os.getuid()}"
 
 
 def run_worker(app: Celery, machine: Machine, loglevel: str = "INFO") -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 import time
@@ -12,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings, resolve
-from ..errors import JobFailedError, ServiceError, UsageError
-from ..models import JobRecord, JobStatus
+from ..errors import JobFailedError, UsageError
+from ..models import JobStatus
 from . import output
 
 GLOBAL_OPTIONS = """
@@ -160,17 +159,14 @@ Usage:
     import redis
 
     from ..history import open_store
-    from ..history.sync import sync
+    from ..waiting import Waiter
 
     settings = _settings(args, check_keys=False)
-    store = open_store(settings.history)
-    client = redis.Redis.from_url(settings.require_broker())
-    stream = settings.get("event_stream")
+    waiter = Waiter(open_store(settings.history), redis.Redis.from_url(settings.require_broker()),
+                    settings.get("event_stream"))
     while True:
         try:
-            sync(store, client, stream)
-            tip = client.xrevrange(stream, count=1)
-            client.xread({stream: tip[0][0] if tip else "0-0"}, block=5000, count=1)
+            waiter.follow()
         except redis.RedisError as e:
             print(f"recorder: broker error: {e}; retrying", file=sys.stderr, flush=True)
             time.sleep(1)
@@ -236,8 +232,7 @@ def _machine_states(settings: Settings) -> dict[str, dict[str, str]]:
 
 
 def _machines_check(args: Args) -> int:
-    from ..runner import Runner
-    from ..worker import _control_dir
+    from ..runner import Runner, control_dir
 
     settings = _settings(args)
     inv = settings.inventory
@@ -249,7 +244,7 @@ def _machines_check(args: Args) -> int:
         if m.mode == "agent":
             row["error"] = "agent: runs its own worker"
             return row
-        runner = Runner(m, _control_dir(), settings.log_dir / "jobs" / m.name)
+        runner = Runner(m, control_dir(), settings.log_dir / "jobs" / m.name)
         try:
             ok, took, why = runner.probe()
         finally:
@@ -348,9 +343,7 @@ def _wait_and_report(c, ids: list[str], as_json: bool, timeout: float | None = N
         res = records[0].result
         sys.stdout.write(res.stdout)
         sys.stdout.flush()
-        if res.stderr and records[0].state != JobStatus.SUCCEEDED:
-            pass
-        elif res.stderr:
+        if res.stderr and records[0].state == JobStatus.SUCCEEDED:   # a failure prints its own tail
             sys.stderr.write(res.stderr)
     not_final = [r for r in records if not r.state.final]
     bad = [r for r in records if r.state.final and r.state != JobStatus.SUCCEEDED]
@@ -534,4 +527,4 @@ COMMANDS: dict[str, Callable[[Args], int]] = {
     "logs": cmd_logs, "cancel": cmd_cancel, "wait": cmd_wait, "demo": cmd_demo,
 }
 
-__all__ = ["COMMANDS", "GLOBAL_OPTIONS", "JobRecord", "ServiceError", "os"]
+__all__ = ["COMMANDS", "GLOBAL_OPTIONS"]

@@ -94,7 +94,6 @@ class ProgressView:
             TimeRemainingColumn(), console=err, transient=False,
         )
         self.task = self.progress.add_task("jobs", total=total, counts="")
-        self.machines = Table(show_header=True, show_edge=False, header_style="dim")
         self.live = Live(Group(self.progress), console=err, refresh_per_second=8,
                          transient=False) if enabled else None
         self.latest: list[JobRecord] = []
