@@ -12,6 +12,9 @@ CONFIG_PATH = "~/.cloudmesh/cmq.yaml"
 #: Where cmq keeps its state (history, logs, embedded Redis data, pid records); CMQ_HOME.
 HOME = "~/.cloudmesh/cmq"
 
+#: Bytes of staged inputs a machine's input cache may hold (inventory: ``cache: 10GiB``).
+CACHE_CAPACITY = 10 * 1024 ** 3
+
 #: Jobs a machine runs at once when the inventory does not say.
 SLOTS = 1
 

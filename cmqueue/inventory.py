@@ -25,9 +25,11 @@ MODES = ("ssh", "local", "agent")
 HOST_KEY_POLICIES = ("strict", "ask", "accept-new")
 MACHINE_FIELDS = {
     "host", "port", "user", "identity", "ssh_options", "slots", "labels", "workdir",
-    "env", "mode", "enabled", "host_key_policy", "max_sessions", "transport",
+    "env", "mode", "enabled", "host_key_policy", "max_sessions", "transport", "transfer", "cache",
 }
 TRANSPORTS = ("auto", "session", "exec")
+TRANSFER_METHODS = ("auto", "rsync", "tar")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)?\s*$", re.IGNORECASE)
 TOP_FIELDS = {"broker", "history", "defaults", "machines", "settings"}
 SETTINGS_FIELDS = {
     "output_cap", "visibility_timeout", "restore_interval", "claim_ttl", "connect_timeout",
@@ -63,6 +65,8 @@ class Machine:
     host_key_policy: str = "strict"
     max_sessions: int = defaults.MAX_SESSIONS
     transport: str = "auto"
+    transfer: str = "auto"
+    cache: int = defaults.CACHE_CAPACITY
 
     @property
     def masters(self) -> int:
@@ -78,6 +82,7 @@ class Machine:
             "slots": self.slots, "labels": list(self.labels), "workdir": self.workdir,
             "env": dict(self.env), "mode": self.mode, "enabled": self.enabled,
             "host_key_policy": self.host_key_policy, "transport": self.transport,
+            "transfer": self.transfer, "cache": self.cache,
         }
 
 
@@ -241,7 +246,27 @@ def _machine_fields(path: Path, where: str, raw: dict, base: dict) -> dict[str, 
     if transport not in TRANSPORTS:
         raise _fail(path, f"{where}.transport", f"must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
     out["transport"] = transport
+    transfer = merged.get("transfer", "auto")
+    if transfer not in TRANSFER_METHODS:
+        raise _fail(path, f"{where}.transfer",
+                    f"must be one of {', '.join(TRANSFER_METHODS)}, got {transfer!r}")
+    out["transfer"] = transfer
+    if "cache" in merged:
+        out["cache"] = parse_size(merged["cache"], path, f"{where}.cache")
     return out
+
+
+def parse_size(value: Any, path: Path, where: str) -> int:
+    """Bytes from ``10GiB``, ``500M``, ``2.5G`` or a plain integer (powers of 1024)."""
+    if isinstance(value, bool):
+        raise _fail(path, where, f"must be a size such as 10GiB, got {value!r}")
+    if isinstance(value, int) and value >= 0:
+        return value
+    m = _SIZE.match(str(value)) if isinstance(value, str) else None
+    if not m:
+        raise _fail(path, where, f"must be a size such as 10GiB or 500M, got {value!r}")
+    number, unit = float(m.group(1)), m.group(2).upper()
+    return int(number * 1024 ** " KMGTP".index(unit or " "))
 
 
 def _contains_secret(data: Any) -> bool:
