@@ -157,16 +157,29 @@ class Cluster:
                                           timeout=timeout, retries=retries, env=env)
         return self._send(specs)
 
+    def put(self, source: str, machines: str, dest: str = "", recursive: bool = False) -> list[Job]:
+        """Copy local ``source`` to ``dest`` on every machine of the hostlist ``machines``
+        (one transfer job each; relative ``dest`` is under the machine's workdir)."""
+        _, specs = submitting.build_transfers(self.settings.inventory, "put", machines, source, dest, recursive)
+        return self._send(specs)
+
+    def get(self, machines: str, source: str, dest: str = ".", recursive: bool = False) -> list[Job]:
+        """Copy ``source`` from each machine of ``machines`` to local ``dest`` (with several
+        machines, into ``dest/<machine>/``)."""
+        _, specs = submitting.build_transfers(self.settings.inventory, "get", machines, source, dest, recursive)
+        return self._send(specs)
+
     def send_specs(self, specs: list[JobSpec]) -> list[Job]:
         """Record and publish ready-made specs (used by the command line)."""
         return self._send(specs)
 
     # -- following ------------------------------------------------------------------------
     def wait(self, jobs: Sequence[Job | str], timeout: float | None = None,
-             on_update: Callable[[list[JobRecord]], None] | None = None) -> list[JobRecord]:
+             on_update: Callable[[list[JobRecord]], None] | None = None,
+             on_tick: Callable[[], None] | None = None) -> list[JobRecord]:
         """Block until every job ends (or ``timeout``); returns their records."""
         ids = [j.id if isinstance(j, Job) else j for j in jobs]
-        return self.waiter.wait(ids, timeout=timeout, on_update=on_update)
+        return self.waiter.wait(ids, timeout=timeout, on_update=on_update, on_tick=on_tick)
 
     def status(self, refs: Iterable[str] = ()) -> list[JobRecord]:
         """Records of jobs named by id, batch or prefix (after applying new events)."""

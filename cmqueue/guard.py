@@ -10,6 +10,7 @@ requests live here too, so a job cancelled while queued is dropped when it arriv
 
 from __future__ import annotations
 
+import json
 from enum import Enum
 from typing import Any
 
@@ -92,17 +93,38 @@ class JobGuard:
             events.publish(pipe, self.stream, event)
         pipe.execute()
 
-    def finish(self, job: str, event: Event) -> None:
-        """Mark ``job`` done, drop the claim and publish its final event, atomically."""
+    def finish(self, job: str, event: Event, keep: bool = False) -> None:
+        """Mark ``job`` done, drop the claim and publish its final event, atomically.
+
+        With ``keep`` the done marker holds the job's outcome (:func:`outcome_of`), so a
+        redelivered copy of a map member hands the reduce the same outcome again.
+        """
         pipe = self.client.pipeline(transaction=True)
         events.publish(pipe, self.stream, event)
-        pipe.set(_done(job), "1", ex=self.done_ttl)
+        value = json.dumps(outcome_of(event), separators=(",", ":")) if keep else "1"
+        pipe.set(_done(job), value, ex=self.done_ttl)
         pipe.delete(_claim(job))
         pipe.execute()
+
+    def outcome(self, job: str) -> dict[str, Any] | None:
+        """The outcome stored by ``finish(keep=True)``, or None."""
+        raw = self.client.get(_done(job))
+        if not raw or raw in (b"1", "1"):
+            return None
+        return json.loads(raw)
 
     def is_cancelled(self, job: str) -> bool:
         """Whether a cancel was requested for ``job``."""
         return bool(self.client.exists(_cancel(job)))
+
+
+def outcome_of(event: Event) -> dict[str, Any]:
+    """What a reduce needs of a finished job: state, where, exit code, stdout, times."""
+    d = event.data
+    return {"job": event.job, "state": event.state.value, "machine": event.machine,
+            "exit_code": d.get("exit_code"), "stdout": d.get("stdout", ""),
+            "stdout_truncated": bool(d.get("stdout_truncated")), "reason": d.get("reason", ""),
+            "started": d.get("started"), "ended": d.get("ended", event.ts)}
 
 
 def request_cancel(client: Any, jobs: list[str], ttl: int = defaults.DONE_TTL) -> None:

@@ -64,7 +64,9 @@ class JobSpec(PlainData):
     """What to run, where and how: the message a worker receives.
 
     ``target`` is ``machine:<name>``, ``label:<name>`` or ``any``; ``queue`` is the Celery
-    queue that target maps to (see :mod:`cmqueue.routing`).
+    queue that target maps to (see :mod:`cmqueue.routing`). ``kind`` is ``job`` (a shell
+    command), ``put``/``get`` (a transfer, ``params`` says what) or ``reduce``; ``params``
+    also carries a job's staging (``puts``, ``gets``, ``keep``, ``results``).
     """
 
     id: str
@@ -79,6 +81,8 @@ class JobSpec(PlainData):
     reroutes: int = 0
     submitted: float = field(default_factory=time.time)
     submitter: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
+    kind: str = "job"
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -98,6 +102,7 @@ class JobResult(PlainData):
     log_host: str = ""
     stdout_log: str = ""
     stderr_log: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -194,13 +194,15 @@ class Runner:
         return []
 
     # -- running ------------------------------------------------------------------------
-    def _take_master(self) -> int:
+    def take_master(self) -> int:
+        """Index of the least busy master; give it back with :meth:`release_master`."""
         with self._lock:
             i = min(range(len(self._sessions)), key=self._sessions.__getitem__)
             self._sessions[i] += 1
             return i
 
-    def _release_master(self, i: int) -> None:
+    def release_master(self, i: int) -> None:
+        """Give back a master taken with :meth:`take_master`."""
         with self._lock:
             self._sessions[i] -= 1
 
@@ -285,7 +287,7 @@ class Runner:
     def _run_exec(self, spec: JobSpec, command: str, out_path: Path, err_path: Path,
                   on_start: Callable[[float], None] | None):
         m = self.machine
-        master = self._take_master()
+        master = self.take_master()
         try:
             with out_path.open("wb") as out, err_path.open("wb") as err:
                 started = time.time()
@@ -303,7 +305,7 @@ class Runner:
                     self._unregister(running)
                 ended = time.time()
         finally:
-            self._release_master(master)
+            self.release_master(master)
         return code, started, ended, running
 
     # -- stopping -----------------------------------------------------------------------

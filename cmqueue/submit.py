@@ -17,7 +17,7 @@ from .errors import ServiceError, UsageError
 from .history import HistoryStore
 from .inventory import Inventory
 from .models import Event, JobRecord, JobSpec, JobStatus, new_id
-from .tasks import RUN_TASK
+from .tasks import RUN_TASK, TRANSFER_TASK
 
 #: Jobs published per pipelined round trip to the broker.
 PUBLISH_BATCH = 500
@@ -99,6 +99,54 @@ def build_specs(command: str, where: Placement, args: Sequence[str] | None = Non
     return batch, specs
 
 
+#: Extra attempts a transfer gets before it counts as failed.
+TRANSFER_RETRIES = 2
+
+
+def split_remote(spec: str, what: str) -> tuple[str, str]:
+    """``'MACHINES:PATH'`` to (hostlist, path); a clear error when there is no machine."""
+    machines, sep, path = spec.partition(":")
+    if not sep or not machines:
+        raise UsageError(f"{what} {spec!r}: expected MACHINES:PATH (for example m1:data/ or node[1-4]:in)")
+    return machines, path
+
+
+def build_transfers(inventory: Inventory, kind: str, machines: str, source: str, dest: str,
+                    recursive: bool = False, retries: int = TRANSFER_RETRIES) -> tuple[str, list[JobSpec]]:
+    """One put or get spec per machine of the hostlist ``machines``.
+
+    put: ``source`` is local (it must exist), ``dest`` the remote path. get: ``source`` is
+    remote and ``dest`` local; from several machines each lands in ``dest/<machine>/``.
+    """
+    from .transfer import local_size
+
+    chosen = placement(inventory, on=machines).machines
+    batch = new_id("b")
+    if kind == "put":
+        local = Path(source).expanduser().resolve()
+        if not local.exists():
+            raise UsageError(f"{source}: no such file or directory")
+        if local.is_dir() and not recursive:
+            raise UsageError(f"{source} is a directory; use --recursive")
+        total, _ = local_size(local)
+        params = [{"source": str(local), "dest": dest, "recursive": recursive, "total": total} for _ in chosen]
+        words = [f"put {local} -> {m}:{dest or '.'}" for m in chosen]
+    else:
+        local = Path(dest or ".").expanduser().resolve()
+        several = len(chosen) > 1
+        targets = [local / m if several else local for m in chosen]
+        if several:
+            for t in targets:
+                t.mkdir(parents=True, exist_ok=True)
+        params = [{"source": source, "dest": str(t), "recursive": recursive} for t in targets]
+        words = [f"get {m}:{source} -> {t}" for m, t in zip(chosen, targets, strict=True)]
+    now = time.time()
+    specs = [JobSpec(id=new_id(), command=w, target=f"machine:{m}", queue=routing.machine_queue(m), batch=batch,
+                     retries=retries, submitted=now, kind=kind, params=p)
+             for m, w, p in zip(chosen, words, params, strict=True)]
+    return batch, specs
+
+
 def parse_env(pairs: Iterable[str]) -> dict[str, str]:
     """``['K=V', ...]`` to a dict; a clear error for a malformed pair."""
     import re
@@ -116,7 +164,6 @@ def send(app: Celery, store: HistoryStore, specs: list[JobSpec]) -> None:
     """Record ``specs`` as queued, then publish them. Jobs that could not be published
     are recorded as lost with the reason, and ServiceError is raised."""
     store.add(JobRecord(spec=s, state=JobStatus.QUEUED) for s in specs)
-    task = app.tasks[RUN_TASK]
     sent = 0
     try:
         with app.producer_or_acquire() as producer:
@@ -126,6 +173,7 @@ def send(app: Celery, store: HistoryStore, specs: list[JobSpec]) -> None:
                 batch = producer.batch(max_size=PUBLISH_BATCH) if hasattr(producer, "batch") else nullcontext()
                 with batch:
                     for spec in chunk:
+                        task = app.tasks[TRANSFER_TASK if spec.kind in ("put", "get") else RUN_TASK]
                         task.apply_async(kwargs={"spec": spec.to_dict()}, task_id=spec.id, queue=spec.queue,
                                          routing_key=spec.queue, producer=producer, retry=False,
                                          argsrepr="()", kwargsrepr=f"{{spec: {spec.id}: {spec.command[:60]!r}}}")

@@ -7,6 +7,8 @@ from typing import Any
 from celery import Celery, Task
 
 RUN_TASK = "cmq.run"
+TRANSFER_TASK = "cmq.transfer"
+REDUCE_TASK = "cmq.reduce"
 
 
 def register(app: Celery) -> None:
@@ -14,9 +16,25 @@ def register(app: Celery) -> None:
 
     @app.task(name=RUN_TASK, bind=True, shared=False, acks_late=True, reject_on_worker_lost=True,
               max_retries=None, ignore_result=True)
-    def run(self: Task, spec: dict[str, Any]) -> None:
+    def run(self: Task, spec: dict[str, Any]) -> dict[str, Any] | None:
         """Run one job on this worker's machine (see WorkerContext.execute)."""
-        ctx = self.app.cmq_context
-        if ctx is None:
-            raise RuntimeError("cmq.run must run inside `cmq worker`")
-        ctx.execute(self, spec)
+        return _context(self).execute(self, spec)
+
+    @app.task(name=TRANSFER_TASK, bind=True, shared=False, acks_late=True, reject_on_worker_lost=True,
+              max_retries=None, ignore_result=True)
+    def transfer(self: Task, spec: dict[str, Any]) -> dict[str, Any] | None:
+        """Move files between this host and the worker's machine (a put or get spec)."""
+        return _context(self).execute(self, spec)
+
+    @app.task(name=REDUCE_TASK, bind=True, shared=False, acks_late=True, reject_on_worker_lost=True,
+              max_retries=None, ignore_result=True)
+    def reduce(self: Task, outcomes: list[dict[str, Any]], spec: dict[str, Any]) -> None:
+        """The chord callback of a map: reduce the members' outcomes to one value."""
+        _context(self).reduce(self, outcomes, spec)
+
+
+def _context(task: Task) -> Any:
+    ctx = task.app.cmq_context
+    if ctx is None:
+        raise RuntimeError(f"{task.name} must run inside `cmq worker`")
+    return ctx

@@ -73,6 +73,23 @@ class TransferResult(PlainData):
     verified: str = ""
 
 
+def human_bytes(n: float) -> str:
+    """``1.5 MB`` style size (powers of 1000, as rich and rsync print rates)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def describe(r: TransferResult) -> str:
+    """One line: what moved, how fast, and how it was checked."""
+    rate = r.bytes / r.seconds if r.seconds > 0 else 0
+    arrow = f"{r.source} -> {r.machine}:{r.dest}" if r.direction == "put" else f"{r.machine}:{r.source} -> {r.dest}"
+    return (f"{r.direction} {arrow}: {r.files} file(s), {human_bytes(r.bytes)} in {r.seconds:.2f}s "
+            f"({human_bytes(rate)}/s) by {r.method}, verified by {r.verified}")
+
+
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a local file."""
     h = hashlib.sha256()

@@ -13,6 +13,8 @@ from .models import JobRecord
 #: Least seconds between two reads of the store while many jobs are pending (a throttle
 #: that keeps a waiting client from competing with the workers for CPU).
 MIN_INTERVAL = 0.05
+#: Seconds between two ``on_tick`` calls while waiting.
+TICK = 0.25
 
 
 class Waiter:
@@ -44,9 +46,11 @@ class Waiter:
             self.block(after, 5000)
 
     def wait(self, ids: list[str], timeout: float | None = None,
-             on_update: Callable[[list[JobRecord]], None] | None = None) -> list[JobRecord]:
+             on_update: Callable[[list[JobRecord]], None] | None = None,
+             on_tick: Callable[[], None] | None = None) -> list[JobRecord]:
         """Block until every job in ``ids`` is final (or ``timeout`` passes); returns the
-        records as they are then. ``on_update`` sees all records after every change."""
+        records as they are then. ``on_update`` sees all records after every change;
+        ``on_tick`` is called at least every TICK seconds (for views of live counters)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         records: dict[str, JobRecord] = {}
         pending = list(ids)
@@ -66,6 +70,9 @@ class Waiter:
             if not pending:
                 return [records[i] for i in ids if i in records]
             block = 1000
+            if on_tick:
+                on_tick()
+                block = int(TICK * 1000)
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:

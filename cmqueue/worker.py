@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -20,10 +21,13 @@ from celery import Celery, Task, signals
 from celery.exceptions import Retry
 
 from . import events, routing
+from .errors import MachineUnreachableError
 from .guard import CANCEL_CHANNEL, JobGuard, Verdict
 from .inventory import Machine
-from .models import JobSpec, JobStatus
+from .models import JobResult, JobSpec, JobStatus
+from .progress import ProgressReporter
 from .runner import Runner, RunnerOptions, control_dir
+from .transfer import Transfer, TransferError, describe
 
 log = logging.getLogger("cmq.worker")
 
@@ -150,23 +154,27 @@ class WorkerContext:
             self._report("consuming", "")
 
     # -- the job ------------------------------------------------------------------------
-    def execute(self, task: Task, raw: dict[str, Any]) -> None:
-        """Run one job message: guard, run, publish the outcome, retry or move on.
+    def execute(self, task: Task, raw: dict[str, Any]) -> dict[str, Any] | None:
+        """Run one job or transfer message: guard, run, publish the outcome, retry or move on.
 
         Whatever goes wrong here, the job does not vanish: an unexpected error ends it as
-        lost, with the error as the reason.
+        lost, with the error as the reason. Returns the job's outcome when it is a member
+        of a map (the reduce receives it), else None.
         """
         spec = JobSpec.from_dict(raw)
+        member = bool(getattr(task.request, "chord", None))
         try:
-            self._execute(task, spec)
+            self._execute(task, spec, member)
         except Retry:
             raise
         except Exception as e:
             log.exception("job %s: worker error", spec.id)
             self.guard.finish(spec.id, events.make(spec.id, JobStatus.LOST, self.machine.name, spec.attempt,
-                                                    reason=f"worker error: {type(e).__name__}: {e}"))
+                                                    reason=f"worker error: {type(e).__name__}: {e}"),
+                              keep=member)
+        return self.guard.outcome(spec.id) if member else None
 
-    def _execute(self, task: Task, spec: JobSpec) -> None:
+    def _execute(self, task: Task, spec: JobSpec, member: bool = False) -> None:
         name = self.machine.name
         if self.paused.is_set():
             self._move_on(task, spec, self.pause_reason, release=False)
@@ -177,17 +185,15 @@ class WorkerContext:
             return
         if verdict == Verdict.CANCELLED:
             self.guard.finish(spec.id, events.make(spec.id, JobStatus.CANCELLED, name, spec.attempt,
-                                                    reason="cancelled before it started"))
+                                                    reason="cancelled before it started"), keep=member)
             return
         if verdict == Verdict.BUSY:
             # Another worker still runs this job (the broker handed the message out again
             # after its visibility timeout): look again later, never run it twice.
             countdown = max(1, min(self.guard.claim_ttl, int(self.settings.get("visibility_timeout")) // 2))
             raise task.retry(countdown=countdown)
-        from .errors import MachineUnreachableError
-
         try:
-            result = self.runner.run(spec)
+            result = self._transfer(spec) if spec.kind in ("put", "get") else self.runner.run(spec)
         except MachineUnreachableError as e:
             self.pause(str(e))
             self._move_on(task, spec, str(e), release=True)
@@ -195,9 +201,11 @@ class WorkerContext:
         data = result.to_dict()
         if result.reason == "cancelled" or self.guard.is_cancelled(spec.id) and not result.ok:
             data["reason"] = "cancelled"
-            self.guard.finish(spec.id, events.make(spec.id, JobStatus.CANCELLED, name, spec.attempt, data))
+            self.guard.finish(spec.id, events.make(spec.id, JobStatus.CANCELLED, name, spec.attempt, data),
+                              keep=member)
         elif result.ok:
-            self.guard.finish(spec.id, events.make(spec.id, JobStatus.SUCCEEDED, name, spec.attempt, data))
+            self.guard.finish(spec.id, events.make(spec.id, JobStatus.SUCCEEDED, name, spec.attempt, data),
+                              keep=member)
         elif spec.attempt <= spec.retries:
             data["reason"] = f"attempt {spec.attempt} of {spec.retries + 1} failed: {result.reason}"
             self.guard.release(spec.id, events.make(spec.id, JobStatus.RETRYING, name, spec.attempt, data))
@@ -205,7 +213,39 @@ class WorkerContext:
             raise task.retry(kwargs={"spec": spec.to_dict()}, queue=spec.queue,
                              countdown=min(2 ** (spec.attempt - 1), 30))
         else:
-            self.guard.finish(spec.id, events.make(spec.id, JobStatus.FAILED, name, spec.attempt, data))
+            self.guard.finish(spec.id, events.make(spec.id, JobStatus.FAILED, name, spec.attempt, data),
+                              keep=member)
+
+    def _transfer(self, spec: JobSpec) -> JobResult:
+        """Run a put/get message: one transfer between this host and the machine."""
+        p = spec.params
+        master = self.runner.take_master()
+        started = time.time()
+        progress = ProgressReporter(self.redis, spec.id, int(p.get("total") or 0))
+        try:
+            t = self.transfer(master)
+            if spec.kind == "put":
+                moved = t.put(Path(p["source"]), p["dest"], recursive=bool(p.get("recursive")), progress=progress)
+            else:
+                moved = t.get(p["source"], Path(p["dest"]), recursive=bool(p.get("recursive")),
+                              progress=progress)
+        except TransferError as e:
+            ok, _, why = self.runner.probe()
+            if not ok:
+                raise MachineUnreachableError(f"{self.machine.name} unreachable: {why}") from None
+            return JobResult(job=spec.id, machine=self.machine.name, exit_code=None, started=started,
+                             ended=time.time(), reason=f"transfer failed: {e}")
+        finally:
+            self.runner.release_master(master)
+            progress.close()
+        return JobResult(job=spec.id, machine=self.machine.name, exit_code=0, started=started, ended=time.time(),
+                         stdout=describe(moved) + "\n", data=moved.to_dict())
+
+    def transfer(self, master: int = 0) -> Transfer:
+        """A Transfer to this worker's machine through master ``master``."""
+        return Transfer(self.machine, self.runner.control(master) if self.machine.mode == "ssh" else None,
+                        connect_timeout=int(self.settings.get("connect_timeout")),
+                        control_persist=int(self.settings.get("control_persist")))
 
     def _move_on(self, task: Task, spec: JobSpec, reason: str, release: bool) -> None:
         """Send a job that could not run here back to its queue, or declare it lost."""

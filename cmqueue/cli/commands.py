@@ -527,4 +527,13 @@ COMMANDS: dict[str, Callable[[Args], int]] = {
     "logs": cmd_logs, "cancel": cmd_cancel, "wait": cmd_wait, "demo": cmd_demo,
 }
 
+
+def _more_commands() -> None:
+    from . import data
+
+    COMMANDS.update(data.COMMANDS)
+
+
+_more_commands()
+
 __all__ = ["COMMANDS", "GLOBAL_OPTIONS"]

@@ -17,6 +17,8 @@ Commands:
   logs       print a job's output
   cancel     cancel jobs (running ones are killed on their machine)
   wait       wait for jobs, with a progress bar
+  put        copy a local file or tree to machines (verified)
+  get        copy a file or tree from machines (verified)
   demo       start a loopback cluster and run a demo job across it
 
 Options:

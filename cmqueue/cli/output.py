@@ -11,14 +11,22 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from ..defaults import FAILURE_TAIL_LINES
 from ..models import JobRecord, JobStatus
 
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 STATE_STYLE = {
     "queued": "cyan", "running": "yellow", "retrying": "magenta", "succeeded": "green",
@@ -132,3 +140,55 @@ class ProgressView:
             table.add_row(name, str(c[JobStatus.RUNNING]), str(c[JobStatus.SUCCEEDED]),
                           str(c[JobStatus.FAILED] + c[JobStatus.LOST] + c[JobStatus.CANCELLED]))
         self.live.update(Group(self.progress, table))
+
+
+class TransferView:
+    """Live view of transfers: a bar per machine with bytes, rate and state."""
+
+    def __init__(self, specs: Sequence[Any], client: Any, enabled: bool = True) -> None:
+        self.client = client
+        self.enabled = enabled
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+            TextColumn("{task.fields[state]}"), TimeElapsedColumn(), console=err, transient=False,
+            disable=not enabled,
+        )
+        self.tasks = {s.id: self.progress.add_task(f"{s.kind} {s.target.partition(':')[2]}",
+                                                   total=s.params.get("total") or None, state="queued",
+                                                   start=False)
+                      for s in specs}
+
+    def __enter__(self) -> TransferView:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.tick()
+        self.progress.__exit__(*exc)
+
+    def update(self, records: list[JobRecord]) -> None:
+        """Show each transfer's state; a finished one fills its bar."""
+        for r in records:
+            task = self.tasks.get(r.id)
+            if task is None:
+                continue
+            if r.state != JobStatus.QUEUED:
+                self.progress.start_task(task)
+            fields: dict[str, Any] = {"state": state_text(r.state)}
+            if r.state == JobStatus.SUCCEEDED and r.result and r.result.data:
+                size = r.result.data.get("bytes", 0)
+                fields.update(total=size or 1, completed=size or 1)
+            self.progress.update(task, **fields)
+
+    def tick(self) -> None:
+        """Refresh the byte counters the workers report."""
+        if not self.enabled:
+            return
+        from ..progress import read_progress
+
+        try:
+            found = read_progress(self.client, list(self.tasks))
+        except Exception:  # noqa: BLE001 - a view never fails the command
+            return
+        for job, (moved, total) in found.items():
+            self.progress.update(self.tasks[job], completed=moved, total=total or None)
