@@ -9,8 +9,12 @@ from .config import Settings
 from .defaults import SHARED_QUEUE
 
 
-def create_app(settings: Settings) -> Celery:
-    """A Celery app for ``settings``: queues from the inventory, late acks, prefetch 1."""
+def create_app(settings: Settings, worker: bool = False) -> Celery:
+    """A Celery app for ``settings``: queues from the inventory, late acks, prefetch 1.
+
+    Only a ``worker`` app has a result backend: it carries map members' outcomes to their
+    reduce (a chord). Clients follow results on the event stream instead.
+    """
     vt = int(settings.get("visibility_timeout"))
     app = Celery("cmq", broker=settings.require_broker(), set_as_current=False)
     app.conf.update(
@@ -32,7 +36,9 @@ def create_app(settings: Settings) -> Celery:
             "unacked_restore_interval": int(settings.get("restore_interval")),
             "unacked_restore_throttle": 1,
         },
-        result_backend=None,
+        result_backend=settings.require_broker() if worker else None,
+        result_chord_ordered=True,
+        result_expires=int(settings.get("done_ttl")),
     )
     tasks.register(app)
     app.cmq_settings = settings

@@ -157,6 +157,19 @@ class Cluster:
                                           timeout=timeout, retries=retries, env=env)
         return self._send(specs)
 
+    def mapreduce(self, template: str, args: Iterable[Any], reduce: str = "sum", on: str | None = None,
+                  label: str | None = None, timeout: float | None = None, retries: int = 0,
+                  env: dict[str, str] | None = None, allow_failures: bool = False) -> Job:
+        """One job per argument, then a reduce of their outputs (a Celery chord).
+
+        Returns the reduce job: ``.wait().data["value"]`` is the reduced value."""
+        where = submitting.placement(self.settings.inventory, on=on, label=label)
+        _, members = submitting.build_specs(template, where, args=[str(a) for a in args],
+                                            timeout=timeout, retries=retries, env=env)
+        rspec = submitting.build_reduce(members, reduce, allow_failures=allow_failures)
+        submitting.send(self.app, self.store, members, rspec)
+        return Job(self, rspec)
+
     def put(self, source: str, machines: str, dest: str = "", recursive: bool = False) -> list[Job]:
         """Copy local ``source`` to ``dest`` on every machine of the hostlist ``machines``
         (one transfer job each; relative ``dest`` is under the machine's workdir)."""

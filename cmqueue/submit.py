@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
@@ -11,13 +12,14 @@ from typing import Any
 
 from celery import Celery
 from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
 
 from . import placeholders, routing
 from .errors import ServiceError, UsageError
 from .history import HistoryStore
 from .inventory import Inventory
 from .models import Event, JobRecord, JobSpec, JobStatus, new_id
-from .tasks import RUN_TASK, TRANSFER_TASK
+from .tasks import REDUCE_TASK, RUN_TASK, TRANSFER_TASK
 
 #: Jobs published per pipelined round trip to the broker.
 PUBLISH_BATCH = 500
@@ -147,6 +149,22 @@ def build_transfers(inventory: Inventory, kind: str, machines: str, source: str,
     return batch, specs
 
 
+def build_reduce(members: list[JobSpec], reducer: str, allow_failures: bool = False,
+                 cwd: str | None = None) -> JobSpec:
+    """The spec of the reduce that follows ``members`` (checked now: a reducer that cannot
+    be imported is a usage error before anything is sent)."""
+    from . import reducers
+
+    if not members:
+        raise UsageError("a map needs at least one job")
+    cwd = cwd or os.getcwd()
+    reducers.check(reducer, cwd)
+    return JobSpec(id=new_id("r"), command=f"reduce {reducer} of {len(members)} jobs", target="any",
+                   queue=routing.queue_for_target("any"), batch=members[0].batch, kind="reduce",
+                   params={"reducer": reducer, "allow_failures": allow_failures, "cwd": cwd,
+                           "members": len(members)})
+
+
 def parse_env(pairs: Iterable[str]) -> dict[str, str]:
     """``['K=V', ...]`` to a dict; a clear error for a malformed pair."""
     import re
@@ -160,29 +178,52 @@ def parse_env(pairs: Iterable[str]) -> dict[str, str]:
     return env
 
 
-def send(app: Celery, store: HistoryStore, specs: list[JobSpec]) -> None:
+def send(app: Celery, store: HistoryStore, specs: list[JobSpec], reduce_spec: JobSpec | None = None) -> None:
     """Record ``specs`` as queued, then publish them. Jobs that could not be published
-    are recorded as lost with the reason, and ServiceError is raised."""
-    store.add(JobRecord(spec=s, state=JobStatus.QUEUED) for s in specs)
+    are recorded as lost with the reason, and ServiceError is raised.
+
+    With ``reduce_spec`` the specs are a map: they are published as the header of a
+    Celery chord whose callback is the reduce, run once when every member has ended.
+    """
+    store.add(JobRecord(spec=s, state=JobStatus.QUEUED) for s in [*specs, *([reduce_spec] if reduce_spec else [])])
     sent = 0
+    chord: dict[str, Any] = {}
     try:
+        if reduce_spec is not None:
+            chord = _chord(app, reduce_spec, len(specs))
         with app.producer_or_acquire() as producer:
             for start in range(0, len(specs), PUBLISH_BATCH):
                 chunk = specs[start:start + PUBLISH_BATCH]
                 # One pipelined round trip per chunk instead of one per message.
                 batch = producer.batch(max_size=PUBLISH_BATCH) if hasattr(producer, "batch") else nullcontext()
                 with batch:
-                    for spec in chunk:
+                    for i, spec in enumerate(chunk, start):
                         task = app.tasks[TRANSFER_TASK if spec.kind in ("put", "get") else RUN_TASK]
+                        extra = {**chord, "group_index": i} if chord else {}
                         task.apply_async(kwargs={"spec": spec.to_dict()}, task_id=spec.id, queue=spec.queue,
                                          routing_key=spec.queue, producer=producer, retry=False,
-                                         argsrepr="()", kwargsrepr=f"{{spec: {spec.id}: {spec.command[:60]!r}}}")
+                                         argsrepr="()", kwargsrepr=f"{{spec: {spec.id}: {spec.command[:60]!r}}}",
+                                         **extra)
                 sent += len(chunk)
-    except (OperationalError, OSError) as e:
+    except (OperationalError, OSError, RedisError) as e:
+        unsent = specs[sent:] + ([reduce_spec] if reduce_spec else [])
         lost = [Event(job=s.id, state=JobStatus.LOST, ts=time.time(),
-                      data={"reason": f"not sent: broker unreachable ({e})"}) for s in specs[sent:]]
+                      data={"reason": f"not sent: broker unreachable ({e})"}) for s in unsent]
         store.apply(lost)
         raise ServiceError(f"broker unreachable after {sent} of {len(specs)} jobs were sent: {e}") from None
+
+
+def _chord(app: Celery, reduce_spec: JobSpec, size: int) -> dict[str, Any]:
+    """Register a chord of ``size`` members with the reduce as its callback; returns the
+    options each member is published with (what ``celery.chord`` does, minus the result
+    objects a client that follows the event stream does not need)."""
+    from celery.backends.redis import RedisBackend
+
+    group_id = f"cmq-map-{reduce_spec.id}"
+    RedisBackend(app=app, url=app.conf.broker_url).set_chord_size(group_id, size)
+    body = app.tasks[REDUCE_TASK].signature(kwargs={"spec": reduce_spec.to_dict()}, task_id=reduce_spec.id,
+                                            queue=reduce_spec.queue, routing_key=reduce_spec.queue)
+    return {"chord": body, "group_id": group_id}
 
 
 def summary(specs: list[JobSpec]) -> dict[str, Any]:

@@ -20,8 +20,8 @@ import redis
 from celery import Celery, Task, signals
 from celery.exceptions import Retry
 
-from . import events, routing
-from .errors import MachineUnreachableError
+from . import events, reducers, routing
+from .errors import CmqError, MachineUnreachableError
 from .guard import CANCEL_CHANNEL, JobGuard, Verdict
 from .inventory import Machine
 from .models import JobResult, JobSpec, JobStatus
@@ -215,6 +215,39 @@ class WorkerContext:
         else:
             self.guard.finish(spec.id, events.make(spec.id, JobStatus.FAILED, name, spec.attempt, data),
                               keep=member)
+
+    def reduce(self, task: Task, outcomes: list[dict[str, Any] | None], raw: dict[str, Any]) -> None:
+        """The chord callback of a map: reduce the outcomes once, whatever is redelivered."""
+        spec = JobSpec.from_dict(raw)
+        name = self.machine.name
+        running = events.make(spec.id, JobStatus.RUNNING, name, spec.attempt, worker=self.hostname)
+        verdict = self.guard.begin(spec.id, running)
+        if verdict == Verdict.DONE:
+            return
+        if verdict == Verdict.CANCELLED:
+            self.guard.finish(spec.id, events.make(spec.id, JobStatus.CANCELLED, name, spec.attempt,
+                                                    reason="cancelled before it started"))
+            return
+        if verdict == Verdict.BUSY:
+            raise task.retry(countdown=max(1, self.guard.claim_ttl // 2))
+        p = spec.params
+        started = time.time()
+        members = [{k: o.get(k) for k in ("job", "state", "machine", "exit_code", "started", "ended")}
+                   for o in outcomes if o]
+        try:
+            done = reducers.reduce(p["reducer"], outcomes, allow_failures=bool(p.get("allow_failures")),
+                                   cwd=p.get("cwd"))
+        except CmqError as e:
+            result = JobResult(job=spec.id, machine=name, exit_code=None, started=started, ended=time.time(),
+                               reason=f"reduce failed: {e}", data={"members": members})
+            self.guard.finish(spec.id, events.make(spec.id, JobStatus.FAILED, name, spec.attempt,
+                                                    result.to_dict()))
+            return
+        text = reducers.render(done.value)
+        result = JobResult(job=spec.id, machine=name, exit_code=0, started=started, ended=time.time(),
+                           stdout=text if text.endswith("\n") or not text else text + "\n",
+                           data={"value": done.value, "members": members, "skipped": done.skipped})
+        self.guard.finish(spec.id, events.make(spec.id, JobStatus.SUCCEEDED, name, spec.attempt, result.to_dict()))
 
     def _transfer(self, spec: JobSpec) -> JobResult:
         """Run a put/get message: one transfer between this host and the machine."""

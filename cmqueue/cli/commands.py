@@ -146,7 +146,7 @@ with concurrency = slots, prefetch 1 and late acknowledgements.
     machine = settings.inventory.machine(args["MACHINE"])
     if not machine.enabled:
         raise UsageError(f"machine {machine.name} is disabled (enabled: false)")
-    run_worker(create_app(settings), machine, loglevel=args["--loglevel"])
+    run_worker(create_app(settings, worker=True), machine, loglevel=args["--loglevel"])
     return 0
 
 
@@ -529,9 +529,10 @@ COMMANDS: dict[str, Callable[[Args], int]] = {
 
 
 def _more_commands() -> None:
-    from . import data
+    from . import data, mapping
 
     COMMANDS.update(data.COMMANDS)
+    COMMANDS.update(mapping.COMMANDS)
 
 
 _more_commands()

@@ -17,6 +17,7 @@ Commands:
   logs       print a job's output
   cancel     cancel jobs (running ones are killed on their machine)
   wait       wait for jobs, with a progress bar
+  map        one job per argument, then reduce their outputs to one value
   put        copy a local file or tree to machines (verified)
   get        copy a file or tree from machines (verified)
   demo       start a loopback cluster and run a demo job across it
@@ -71,7 +72,7 @@ def leading_options(argv: list[str], takes_value: set[str]) -> tuple[list[str], 
 
 
 SUBMIT_VALUE_OPTIONS = {"--on", "--label", "--each", "--timeout", "--retries", "--env", "-c", "--config",
-                        "--broker"}
+                        "--broker", "--reduce", "--put", "--get"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             raise DocoptExit(f"cmq: unknown command {name!r}; see `cmq --help`")
         sub_argv, after = split_triple_colon([name, *top["<args>"]])
         doc = func.__doc__ or ""
-        if name == "submit":
+        if name in ("submit", "map"):
             opts, words = leading_options(sub_argv[1:], SUBMIT_VALUE_OPTIONS)
             sub_argv = [name, *opts, "--", *words]
         args = docopt(doc + commands.GLOBAL_OPTIONS, argv=sub_argv)

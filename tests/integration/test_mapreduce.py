@@ -1,0 +1,65 @@
+"""Map with a reduce (a Celery chord) on the loopback cluster."""
+
+from __future__ import annotations
+
+
+def test_sum_reduce_through_the_api(cmq):
+    with cmq.cluster_api() as c:
+        job = c.mapreduce("echo {}", range(1, 21), reduce="sum")
+        res = job.wait(timeout=120)
+    assert res.exit_code == 0, res.reason
+    assert res.data["value"] == 210
+    assert len(res.data["members"]) == 20
+    assert {m["state"] for m in res.data["members"]} == {"succeeded"}
+    assert res.stdout == "210\n"
+
+
+def test_map_command_reduces_json_word_counts_in_order(cmq):
+    r = cmq.run("map", "--reduce=json", "--json", "printf '{\"%s\": 1, \"n\": %s}' {} {#}", ":::", "a", "b", "a")
+    assert r.code == 0, r.err
+    out = r.json()
+    assert out["value"] == {"a": 2, "b": 1, "n": 6}
+    assert out["state"] == "succeeded"
+    assert [m["state"] for m in out["members"]] == ["succeeded"] * 3
+    assert all(m["machine"] and m["exit_code"] == 0 and m["duration"] is not None for m in out["members"])
+    r = cmq.run("map", "--reduce=concat", "echo {}", ":::", "x", "y", "z")
+    assert (r.code, r.out) == (0, "x\ny\nz\n")
+
+
+def test_failed_member_fails_the_reduce_and_is_named(cmq):
+    r = cmq.run("map", "--reduce=sum", "--json", "test {} -lt 3 && echo {}", ":::", "1", "2", "3", "4")
+    assert r.code == 1
+    out = r.json()
+    failed = [m["job"] for m in out["members"] if m["state"] == "failed"]
+    assert len(failed) == 2
+    assert out["state"] == "failed"
+    assert all(job in out["reason"] for job in failed)
+    r = cmq.run("map", "--reduce=sum", "--allow-failures", "--json", "test {} -lt 3 && echo {}",
+                ":::", "1", "2", "3", "4")
+    assert r.code == 0, r.err
+    out = r.json()
+    assert out["value"] == 3
+    assert sorted(s["job"] for s in out["skipped"]) == sorted(
+        m["job"] for m in out["members"] if m["state"] == "failed")
+
+
+def test_reducer_errors(cmq, tmp_path):
+    r = cmq.run("map", "--reduce=sum", "echo {}", ":::", "1", "two")
+    assert r.code == 1
+    assert "is not a number" in r.err and "'two'" in r.err and "Traceback" not in r.err
+    bad = tmp_path / "bad_reducer.py"
+    bad.write_text("def explode(values):\n    raise RuntimeError('boom on ' + str(len(values)))\n")
+    r = cmq.run("map", f"--reduce={bad}:explode", "echo {}", ":::", "1", "2")
+    assert r.code == 1
+    assert f"reducer {bad}:explode raised RuntimeError: boom on 2" in r.err
+    r = cmq.run("map", "--reduce=nosuchmodule_xyz:f", "echo {}", ":::", "1")
+    assert r.code == 2 and "cannot import nosuchmodule_xyz" in r.err
+    r = cmq.run("map", f"--reduce={bad}:missing", "echo {}", ":::", "1")
+    assert r.code == 2 and "has no function missing" in r.err
+
+
+def test_user_reducer_from_a_file(cmq, tmp_path):
+    mod = tmp_path / "longest.py"
+    mod.write_text("def pick(values):\n    return max(values, key=len).strip()\n")
+    r = cmq.run("map", f"--reduce={mod}:pick", "echo {}", ":::", "a", "ccc", "bb")
+    assert (r.code, r.out) == (0, "ccc\n"), r.err
