@@ -113,6 +113,10 @@ class JobGuard:
             return None
         return json.loads(raw)
 
+    def is_done(self, job: str) -> bool:
+        """Whether ``job`` has ended (its done marker exists)."""
+        return bool(self.client.exists(_done(job)))
+
     def is_cancelled(self, job: str) -> bool:
         """Whether a cancel was requested for ``job``."""
         return bool(self.client.exists(_cancel(job)))

@@ -43,3 +43,8 @@ def render(template: str, arg: str, seq: int) -> str:
     if not has_placeholder(template):
         return f"{template} {shlex.quote(arg)}"
     return _TOKEN.sub(lambda m: shlex.quote(_value(m.group(1), arg, seq)), template)
+
+
+def render_path(template: str, arg: str, seq: int) -> str:
+    """``template`` (a file name, such as ``--put={}``) filled from ``arg``, unquoted."""
+    return _TOKEN.sub(lambda m: _value(m.group(1), arg, seq), template)

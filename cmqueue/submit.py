@@ -14,7 +14,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
-from . import placeholders, routing
+from . import placeholders, routing, staging
 from .errors import ServiceError, UsageError
 from .history import HistoryStore
 from .inventory import Inventory
@@ -78,8 +78,13 @@ def read_each(path: str) -> list[str]:
 
 def build_specs(command: str, where: Placement, args: Sequence[str] | None = None,
                 timeout: float | None = None, retries: int = 0,
-                env: dict[str, str] | None = None) -> tuple[str, list[JobSpec]]:
-    """A batch id and one spec per (argument x target); no argument list: one per target."""
+                env: dict[str, str] | None = None, puts: Sequence[str] = (), gets: Sequence[str] = (),
+                keep: bool = False, results: str | Path | None = None) -> tuple[str, list[JobSpec]]:
+    """A batch id and one spec per (argument x target); no argument list: one per target.
+
+    ``puts``/``gets`` (``LOCAL[:REMOTE]`` / ``REMOTE[:LOCAL]``, placeholders allowed) make
+    each job run in a directory of its own with those inputs staged and outputs fetched
+    (default into ``results/<job>/``, results defaulting to ./cmq-results)."""
     if not command.strip():
         raise UsageError("the command is empty")
     if timeout is not None and timeout <= 0:
@@ -87,17 +92,24 @@ def build_specs(command: str, where: Placement, args: Sequence[str] | None = Non
     if retries < 0:
         raise UsageError(f"--retries must be 0 or more, got {retries}")
     batch = new_id("b")
-    commands = [command] if args is None else [placeholders.render(command, a, i + 1)
-                                               for i, a in enumerate(args)]
     if args is not None and not args:
         raise UsageError("no arguments after ::: (or the --each file is empty)")
+    items: list[tuple[str | None, int]] = [(None, 1)] if args is None else [(a, i + 1) for i, a in enumerate(args)]
+    staged = bool(puts or gets or keep)
+    hasher = staging.Hasher()
+    results_dir = Path(results or "cmq-results").expanduser().resolve()
+    many = len(items) * len(where.targets()) > 1
     now = time.time()
     specs = []
-    for cmd in commands:
+    for arg, seq in items:
+        cmd = command if arg is None else placeholders.render(command, arg, seq)
         for target in where.targets():
-            specs.append(JobSpec(id=new_id(), command=cmd, target=target,
-                                 queue=routing.queue_for_target(target), batch=batch,
-                                 timeout=timeout, retries=retries, env=dict(env or {}), submitted=now))
+            spec = JobSpec(id=new_id(), command=cmd, target=target, queue=routing.queue_for_target(target),
+                           batch=batch, timeout=timeout, retries=retries, env=dict(env or {}), submitted=now)
+            if staged:
+                spec.params = staging.plan(spec.id, arg, seq, list(puts), list(gets), keep, results_dir,
+                                           hasher, many).params()
+            specs.append(spec)
     return batch, specs
 
 
@@ -189,6 +201,7 @@ def send(app: Celery, store: HistoryStore, specs: list[JobSpec], reduce_spec: Jo
     sent = 0
     chord: dict[str, Any] = {}
     try:
+        _pin_inputs(app, specs)
         if reduce_spec is not None:
             chord = _chord(app, reduce_spec, len(specs))
         with app.producer_or_acquire() as producer:
@@ -211,6 +224,22 @@ def send(app: Celery, store: HistoryStore, specs: list[JobSpec], reduce_spec: Jo
                       data={"reason": f"not sent: broker unreachable ({e})"}) for s in unsent]
         store.apply(lost)
         raise ServiceError(f"broker unreachable after {sent} of {len(specs)} jobs were sent: {e}") from None
+
+
+def _pin_inputs(app: Celery, specs: list[JobSpec]) -> None:
+    """Mark the cached inputs of these jobs as needed until each job ends (never evicted)."""
+    staged = [s for s in specs if s.params.get("inputs")]
+    if not staged:
+        return
+    import redis
+
+    client = redis.Redis.from_url(app.conf.broker_url)
+    pipe = client.pipeline(transaction=False)
+    for spec in staged:
+        for sha in {entry[1] for entry in spec.params["inputs"]}:
+            pipe.sadd(staging.pin_key(sha), spec.id)
+    pipe.execute()
+    client.close()
 
 
 def _chord(app: Celery, reduce_spec: JobSpec, size: int) -> dict[str, Any]:

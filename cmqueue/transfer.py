@@ -245,10 +245,10 @@ class Transfer:
             verified = "rsync whole-file checksum"
         else:
             if src.is_dir():
-                self._pipe_out(["tar", "-C", str(src), "-cf", "-", "."], self.script(_RECEIVE_TREE, target), progress,
+                self.pipe_out(["tar", "-C", str(src), "-cf", "-", "."], self.script(_RECEIVE_TREE, target), progress,
                                what=f"put {src} to {target}")
             else:
-                self._pipe_out(None, self.script(_RECEIVE_FILE, target), progress, what=f"put {src} to {target}",
+                self.pipe_out(None, self.script(_RECEIVE_FILE, target), progress, what=f"put {src} to {target}",
                                source=src)
             self._verify(local_manifest(src), self.remote_manifest(target), f"put {src} to {target}")
             verified = "sha256"
@@ -336,7 +336,7 @@ class Transfer:
             lines = b"".join(err).decode("utf-8", "replace").strip().splitlines()
             raise TransferError(f"{self.machine.name}: {what}: " + (lines[0] if lines else f"rsync exit {code}"))
 
-    def _pipe_out(self, producer: list[str] | None, consumer: list[str], progress: Progress | None, what: str,
+    def pipe_out(self, producer: list[str] | None, consumer: list[str], progress: Progress | None, what: str,
                   source: Path | None = None) -> None:
         """Stream a local file or a local command's output into a remote command."""
         cons = subprocess.Popen(consumer, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

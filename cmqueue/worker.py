@@ -8,6 +8,7 @@ it waits for this one), and a probe resumes consumption once the machine answers
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -20,13 +21,14 @@ import redis
 from celery import Celery, Task, signals
 from celery.exceptions import Retry
 
-from . import events, reducers, routing
+from . import events, reducers, routing, staging
 from .errors import CmqError, MachineUnreachableError
 from .guard import CANCEL_CHANNEL, JobGuard, Verdict
 from .inventory import Machine
 from .models import JobResult, JobSpec, JobStatus
 from .progress import ProgressReporter
 from .runner import Runner, RunnerOptions, control_dir
+from .staging import Stager
 from .transfer import Transfer, TransferError, describe
 
 log = logging.getLogger("cmq.worker")
@@ -165,6 +167,7 @@ class WorkerContext:
         member = bool(getattr(task.request, "chord", None))
         try:
             self._execute(task, spec, member)
+            self._unpin(spec)
         except Retry:
             raise
         except Exception as e:
@@ -193,7 +196,12 @@ class WorkerContext:
             countdown = max(1, min(self.guard.claim_ttl, int(self.settings.get("visibility_timeout")) // 2))
             raise task.retry(countdown=countdown)
         try:
-            result = self._transfer(spec) if spec.kind in ("put", "get") else self.runner.run(spec)
+            if spec.kind in ("put", "get"):
+                result = self._transfer(spec)
+            elif "inputs" in spec.params:
+                result = self._run_staged(spec)
+            else:
+                result = self.runner.run(spec)
         except MachineUnreachableError as e:
             self.pause(str(e))
             self._move_on(task, spec, str(e), release=True)
@@ -203,7 +211,7 @@ class WorkerContext:
             data["reason"] = "cancelled"
             self.guard.finish(spec.id, events.make(spec.id, JobStatus.CANCELLED, name, spec.attempt, data),
                               keep=member)
-        elif result.ok:
+        elif result.ok and not result.data.get("transfer_failed"):
             self.guard.finish(spec.id, events.make(spec.id, JobStatus.SUCCEEDED, name, spec.attempt, data),
                               keep=member)
         elif spec.attempt <= spec.retries:
@@ -248,6 +256,48 @@ class WorkerContext:
                            stdout=text if text.endswith("\n") or not text else text + "\n",
                            data={"value": done.value, "members": members, "skipped": done.skipped})
         self.guard.finish(spec.id, events.make(spec.id, JobStatus.SUCCEEDED, name, spec.attempt, result.to_dict()))
+
+    def _run_staged(self, spec: JobSpec) -> JobResult:
+        """A job with its own directory: stage inputs in, run, fetch outputs, clean up."""
+        p = spec.params
+        master = self.runner.take_master()
+        name = self.machine.name
+        try:
+            stager = Stager(self.transfer(master), self.redis, self.machine.cache)
+            started = time.time()
+            try:
+                report = staging.retrying(lambda: stager.stage_in(spec.id, p["inputs"]), "staging inputs in")
+            except TransferError as e:
+                ok, _, why = self.runner.probe()
+                if not ok:
+                    raise MachineUnreachableError(f"{name} unreachable: {why}") from None
+                stager.remove(spec.id)
+                return JobResult(job=spec.id, machine=name, exit_code=None, started=started, ended=time.time(),
+                                 reason=f"transfer failed: job {spec.id}: {e}", data={"transfer_failed": True})
+            result = self.runner.run(dataclasses.replace(spec, command=stager.command(spec.id, spec.command)))
+            fetched, error = stager.stage_out(spec.id, p.get("outputs", []), required=result.ok)
+            if not p.get("keep"):
+                stager.remove(spec.id)
+        finally:
+            self.runner.release_master(master)
+        result.data.update(staged={"bytes": report.moved, "files": report.files_sent, "hits": len(report.hits),
+                                   "seconds": round(report.seconds, 3)},
+                           cache=report.cache_event(name), fetched=fetched)
+        if report.warning and not result.reason:
+            result.reason = report.warning
+        if error:
+            result.data["transfer_failed"] = True
+            result.reason = f"transfer failed: job {spec.id}: {error}"
+        return result
+
+    def _unpin(self, spec: JobSpec) -> None:
+        """The job ended (or was dropped): its cached inputs may be evicted again."""
+        shas = {entry[1] for entry in spec.params.get("inputs", [])}
+        if shas and self.guard.is_done(spec.id):
+            pipe = self.redis.pipeline(transaction=False)
+            for sha in shas:
+                pipe.srem(staging.pin_key(sha), spec.id)
+            pipe.execute()
 
     def _transfer(self, spec: JobSpec) -> JobResult:
         """Run a put/get message: one transfer between this host and the machine."""

@@ -276,10 +276,11 @@ def cmd_submit(args: Args) -> int:
     """Submit jobs.
 
 Usage:
-  cmq submit [options] [--env=K=V]... COMMAND...
+  cmq submit [options] [--env=K=V]... [--put=LOCAL]... [--get=REMOTE]... COMMAND...
 
 COMMAND's words are joined with spaces and run by the shell on the machine, in its
-workdir. After COMMAND, `::: ARG...` (or --each=FILE) makes one job per argument: {} is
+workdir (with --put/--get/--keep: in a directory of its own, <workdir>/jobs/<id>/,
+removed afterwards unless --keep). After COMMAND, `::: ARG...` (or --each=FILE) makes one job per argument: {} is
 replaced by the argument, shell-quoted; {#} by the job number; {.} {/} {//} {/.} as in
 GNU parallel. Without a {} the argument is appended. Options go before COMMAND.
 
@@ -291,6 +292,12 @@ Options:
   --timeout=S     kill the job (its whole process tree) after S seconds
   --retries=N     run a failed job again, up to N more times [default: 0]
   --env=K=V       set a variable in the job's environment (repeatable)
+  --put=LOCAL     stage LOCAL[:REMOTE] (a file or tree) into the job's directory before
+                  it runs, through the machine's input cache (repeatable; {} etc. allowed)
+  --get=REMOTE    fetch REMOTE[:LOCAL] from the job's directory after it ends (default
+                  LOCAL: RESULTS/<job>/REMOTE; repeatable)
+  --results=DIR   where fetched outputs go [default: cmq-results]
+  --keep          keep the job's directory on the machine
   --wait          wait for the jobs with a progress view; exit 1 if any failed
   --json          print the batch and job ids (with --wait: the results) as JSON
 
@@ -299,6 +306,7 @@ Examples:
   cmq submit --label=gpu --timeout=3600 --wait ./train.sh
   cmq submit --wait 'gzip -9 {}' ::: a.txt b.txt c.txt
   cmq submit --each=hosts.txt 'ping -c1 {}'
+  cmq submit --put=data.csv --get=report.pdf --wait 'python3 report.py data.csv'
 """
     from ..submit import build_specs, parse_env, placement, read_each, summary
 
@@ -317,7 +325,7 @@ Examples:
     with c:
         where = placement(c.settings.inventory, on=args["--on"], label=args["--label"], everywhere=args["--all"])
         _, specs = build_specs(command, where, args=arguments, timeout=_number(args, "--timeout"),
-                               retries=retries, env=parse_env(args["--env"]))
+                               retries=retries, env=parse_env(args["--env"]), **staging_options(args))
         c.send_specs(specs)
         if not args["--wait"]:
             if args["--json"]:
@@ -331,6 +339,12 @@ Examples:
                                      f"({specs[0].id} … {specs[-1].id})")
             return 0
         return _wait_and_report(c, [s.id for s in specs], as_json=args["--json"])
+
+
+def staging_options(args: Args) -> dict[str, Any]:
+    """build_specs' staging keywords from --put/--get/--keep/--results."""
+    return {"puts": args.get("--put") or [], "gets": args.get("--get") or [], "keep": bool(args.get("--keep")),
+            "results": args.get("--results")}
 
 
 def _wait_and_report(c, ids: list[str], as_json: bool, timeout: float | None = None) -> int:

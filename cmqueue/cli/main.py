@@ -72,7 +72,7 @@ def leading_options(argv: list[str], takes_value: set[str]) -> tuple[list[str], 
 
 
 SUBMIT_VALUE_OPTIONS = {"--on", "--label", "--each", "--timeout", "--retries", "--env", "-c", "--config",
-                        "--broker", "--reduce", "--put", "--get"}
+                        "--broker", "--reduce", "--put", "--get", "--results"}
 
 
 def main(argv: list[str] | None = None) -> int:

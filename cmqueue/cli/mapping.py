@@ -12,7 +12,7 @@ from rich.text import Text
 from ..errors import JobFailedError, UsageError
 from ..models import JobRecord, JobStatus
 from . import output
-from .commands import Args, _cluster, _number
+from .commands import Args, _cluster, _number, staging_options
 
 #: Seconds between two recomputations of the partial value on screen.
 PARTIAL_INTERVAL = 0.3
@@ -74,7 +74,7 @@ def cmd_map(args: Args) -> int:
     """Run one job per argument and reduce their outputs to one value.
 
 Usage:
-  cmq map [options] [--env=K=V]... TEMPLATE...
+  cmq map [options] [--env=K=V]... [--put=LOCAL]... [--get=REMOTE]... TEMPLATE...
 
 TEMPLATE is a command with {} placeholders (as for `cmq submit`), run once per argument
 given after ::: or by --each=FILE. When every job has ended, a reduce (a Celery chord
@@ -98,12 +98,17 @@ Options:
   --timeout=S       kill a job after S seconds
   --retries=N       run a failed job again, up to N more times [default: 0]
   --env=K=V         set a variable in the jobs' environment (repeatable)
+  --put=LOCAL       stage LOCAL[:REMOTE] into each job's directory (as for submit;
+                    with LOCAL {} each job gets its own argument)
+  --get=REMOTE      fetch REMOTE[:LOCAL] from each job's directory
+  --results=DIR     where fetched outputs go [default: cmq-results]
+  --keep            keep the jobs' directories on the machines
   --no-wait         print the map's ids and return
   --json            print the value with every job's machine, exit code and time
 
 Examples:
   cmq map --reduce=sum 'wc -l < {}' ::: /data/part-*
-  cmq map --reduce=json --each=shards.txt 'python3 count.py {}'
+  cmq map --reduce=json --put=count.py --put={} 'python3 count.py {/}' ::: shards/*
 """
     import os
 
@@ -128,7 +133,7 @@ Examples:
                              "or give the machines a label and use --label")
         batch, members = build_specs(" ".join(words), where, args=arguments,
                                      timeout=_number(args, "--timeout"), retries=_number(args, "--retries", int),
-                                     env=parse_env(args["--env"]))
+                                     env=parse_env(args["--env"]), **staging_options(args))
         rspec = build_reduce(members, reducer, allow_failures=args["--allow-failures"], cwd=os.getcwd())
         send(c.app, c.store, members, rspec)
         if args["--no-wait"]:

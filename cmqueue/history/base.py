@@ -55,6 +55,15 @@ class HistoryStore(ABC):
         """Every event of one job, in the order applied."""
 
     @abstractmethod
+    def cache_update(self, machine: str, added: list[list] = (), used: list[str] = (), evicted: list[str] = (),
+                     ts: float | None = None) -> None:
+        """Record inputs cached on ``machine`` ([sha, size] pairs), used again, or evicted."""
+
+    @abstractmethod
+    def cache_entries(self, machine: str | None = None) -> list[dict]:
+        """Cached inputs (machine, sha, size, added, last_used), least recently used first."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release the connection."""
 

@@ -27,6 +27,10 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_job ON events(job);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS cache (
+    machine TEXT NOT NULL, sha TEXT NOT NULL, size INTEGER, added REAL, last_used REAL,
+    PRIMARY KEY (machine, sha)
+);
 """
 _COLS = "id, batch, spec, state, machine, exit_code, reason, started, ended, updated, result, attempt"
 
@@ -87,6 +91,10 @@ class SqliteStore(HistoryStore):
                            " VALUES (?,?,?,?,?,?,?)",
                            (ev.job, ev.state.value, ev.ts, ev.machine, ev.attempt,
                             json.dumps(ev.data), ev.id or None))
+                cache = (ev.data.get("data") or {}).get("cache")
+                if isinstance(cache, dict) and cache.get("machine"):
+                    self._cache_update(db, cache["machine"], cache.get("added", []), cache.get("used", []),
+                                       cache.get("evicted", []), ev.ts)
                 if row is None:
                     continue
                 new = next_state(JobStatus(row[0]), ev.state)
@@ -155,6 +163,30 @@ class SqliteStore(HistoryStore):
                                    " WHERE job=? ORDER BY seq", (job_id,)).fetchall()
         return [Event(job=r[0], state=JobStatus(r[1]), ts=r[2], machine=r[3], attempt=r[4] or 1,
                       data=json.loads(r[5] or "{}"), id=r[6] or "") for r in rows]
+
+    @staticmethod
+    def _cache_update(db: sqlite3.Connection, machine: str, added, used, evicted, ts: float) -> None:
+        for sha, size in added:
+            db.execute("INSERT INTO cache (machine, sha, size, added, last_used) VALUES (?,?,?,?,?)"
+                       " ON CONFLICT (machine, sha) DO UPDATE SET last_used=excluded.last_used",
+                       (machine, sha, size, ts, ts))
+        for sha in used:
+            db.execute("UPDATE cache SET last_used=? WHERE machine=? AND sha=?", (ts, machine, sha))
+        for sha in evicted:
+            db.execute("DELETE FROM cache WHERE machine=? AND sha=?", (machine, sha))
+
+    def cache_update(self, machine, added=(), used=(), evicted=(), ts=None) -> None:
+        import time
+
+        with self._tx() as db:
+            self._cache_update(db, machine, added, used, evicted, ts or time.time())
+
+    def cache_entries(self, machine: str | None = None) -> list[dict]:
+        where, args = ("WHERE machine=?", (machine,)) if machine else ("", ())
+        with self._lock:
+            rows = self.db.execute(f"SELECT machine, sha, size, added, last_used FROM cache {where}"
+                                   " ORDER BY last_used, sha", args).fetchall()
+        return [dict(zip(("machine", "sha", "size", "added", "last_used"), r, strict=True)) for r in rows]
 
     def close(self) -> None:
         with self._lock:

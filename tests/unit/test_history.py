@@ -92,3 +92,21 @@ def test_concurrent_appliers_apply_each_event_once(store, tmp_path):
         t.join()
     assert sum(len(store.events(r.id)) for r in recs) == 100  # one queued + one running each
     other.close()
+
+
+def test_cache_entries_follow_job_events(store):
+    (rec,) = _jobs(1)
+    store.add([rec])
+    cache = {"machine": "m1", "added": [["aa", 10], ["bb", 20]], "used": [], "evicted": []}
+    store.apply([Event(rec.id, JobStatus.SUCCEEDED, 5.0, "m1", id="1-0", data={"exit_code": 0, "data": {"cache": cache}})],
+                cursor="1-0")
+    assert [(e["sha"], e["size"], e["last_used"]) for e in store.cache_entries("m1")] == [("aa", 10, 5.0),
+                                                                                          ("bb", 20, 5.0)]
+    store.cache_update("m1", used=["aa"], evicted=["bb"], ts=9.0)
+    store.cache_update("m2", added=[["aa", 10]], ts=7.0)
+    assert [(e["machine"], e["sha"], e["last_used"]) for e in store.cache_entries()] == [("m2", "aa", 7.0),
+                                                                                         ("m1", "aa", 9.0)]
+    # The same events applied again (a second reader) change nothing.
+    store.apply([Event(rec.id, JobStatus.SUCCEEDED, 5.0, "m1", id="1-0", data={"data": {"cache": cache}})],
+                cursor="1-0")
+    assert len(store.cache_entries("m1")) == 1
