@@ -25,7 +25,7 @@ from typing import Any
 
 from . import placeholders
 from .errors import UsageError
-from .transfer import Transfer, TransferError, sha256_file, walk_files
+from .transfer import Transfer, TransferError, error_line, sha256_file, walk_files
 
 #: Attempts of one staging step (in or out) before the job fails as a transfer failure.
 TRANSFER_ATTEMPTS = 3
@@ -123,9 +123,12 @@ _CHECK = (
     "if [ $m = 1 ]; then find \"$c\" -maxdepth 1 -type f -printf 'have %f %s %T@\\n'; fi"
 )
 _RECEIVE = (
-    'c="$1"; i="$c/.in-$2"; n="$3"; shift 3; '
+    'c="$1"; i="$c/.in-$2"; need="$3"; n="$4"; shift 4; '
     'while [ "$n" -gt 0 ]; do rm -f -- "$c/$1"; shift; n=$((n-1)); done; '
-    'rm -rf -- "$i"; mkdir -p -- "$i" && tar -C "$i" -xf - || { rm -rf -- "$i"; exit 4; }; '
+    'rm -rf -- "$i"; mkdir -p -- "$i" && tar -C "$i" -xf - || { rm -rf -- "$i"; '
+    'free=$(df -Pk "$c" 2>/dev/null | awk \'NR==2{print $4}\'); '
+    '[ -n "$free" ] && [ $((free*1024)) -lt "$need" ] && '
+    'echo "No space left on device: $need bytes to store, $((free*1024)) free under $c" >&2; exit 4; }; '
     'cd -- "$i" || exit 4; r=0; '
     'for f in *; do [ -f "$f" ] || continue; s=$(sha256sum < "$f" | cut -d" " -f1); '
     'if [ "$s" = "$f" ]; then mv -f -- "$f" "../$f"; else echo "cmq: checksum mismatch on $f" >&2; r=5; fi; done; '
@@ -169,6 +172,11 @@ def retrying(step: Callable[[], Any], what: str, attempts: int = TRANSFER_ATTEMP
     raise AssertionError("unreachable")
 
 
+def _names(shas: list[str], local_of: dict[str, str]) -> str:
+    names = [os.path.basename(local_of[s]) for s in shas[:3]]
+    return ", ".join(names) + (f" and {len(shas) - 3} more input(s)" if len(shas) > 3 else "")
+
+
 class Stager:
     """Stages one machine's jobs through its cache (thread safe: no shared state)."""
 
@@ -189,8 +197,7 @@ class Stager:
     def _run(self, script: str, *args: str, input: bytes | None = None, what: str) -> str:
         proc = self.t.run(script, *args, input=input)
         if proc.returncode != 0:
-            lines = (proc.stderr or b"").decode("utf-8", "replace").strip().splitlines()
-            detail = lines[-1] if lines else f"exit {proc.returncode}"
+            detail = error_line(proc.stderr, f"exit {proc.returncode}")
             raise TransferError(f"{self.t.machine.name}: {what}: {detail}")
         return proc.stdout.decode("utf-8", "replace")
 
@@ -222,7 +229,7 @@ class Stager:
             if uncached:
                 report.warning = (f"input cache on {self.t.machine.name} is full (capacity {self.capacity} bytes, "
                                   "the rest pinned by queued or running jobs): inputs staged without caching")
-            self._send(job, missing, evict, local_of)
+            self._send(job, missing, evict, local_of, need)
             report.moved = need
             report.files_sent = len(missing)
             report.added = [] if uncached else [[s, size_of[s]] for s in missing]
@@ -244,12 +251,7 @@ class Stager:
         if usage + need <= self.capacity:
             return [], False
         candidates = sorted((mtime, sha) for sha, (_, mtime) in entries.items() if sha not in wanted)
-        pinned: set[str] = set()
-        if candidates:
-            pipe = self.redis.pipeline(transaction=False)
-            for _, sha in candidates:
-                pipe.scard(pin_key(sha))
-            pinned = {sha for (_, sha), n in zip(candidates, pipe.execute(), strict=True) if n}
+        pinned = self._pinned([sha for _, sha in candidates])
         evict = []
         for _, sha in candidates:
             if usage + need <= self.capacity:
@@ -260,7 +262,7 @@ class Stager:
             usage -= entries[sha][0]
         return evict, usage + need > self.capacity
 
-    def _send(self, job: str, missing: list[str], evict: list[str], local_of: dict[str, str]) -> None:
+    def _send(self, job: str, missing: list[str], evict: list[str], local_of: dict[str, str], need: int) -> None:
         with tempfile.TemporaryDirectory(prefix="cmq-stage-") as tmp:
             for sha in missing:
                 os.symlink(local_of[sha], os.path.join(tmp, sha))
@@ -268,8 +270,8 @@ class Stager:
             listing.write_text("".join(f"{sha}\n" for sha in missing))
             try:
                 self.t.pipe_out(["tar", "-C", tmp, "-ch", "-f", "-", "-T", str(listing)],
-                                self.t.script(_RECEIVE, self.cache, job, str(len(evict)), *evict), None,
-                                what="sending inputs")
+                                self.t.script(_RECEIVE, self.cache, job, str(need), str(len(evict)), *evict), None,
+                                what=f"sending {_names(missing, local_of)}")
             except TransferError as e:
                 if "checksum mismatch" in str(e):
                     bad = str(e).rsplit(" ", 1)[-1]
@@ -293,6 +295,26 @@ class Stager:
                 if required or "no such file" not in str(e):
                     return fetched, f"fetching {remote} to {local}: {e}"
         return fetched, ""
+
+    def clear(self) -> tuple[list[str], list[str]]:
+        """Empty the machine's cache except inputs pinned by queued or running jobs;
+        returns (removed, kept) sha256s."""
+        out = self._run('mkdir -p -- "$1" && find "$1" -maxdepth 1 -type f -printf "%f\\n"', self.cache,
+                        what="listing the input cache")
+        shas = [line for line in out.splitlines() if len(line) == 64]
+        pinned = self._pinned(shas)
+        removed = [s for s in shas if s not in pinned]
+        for i in range(0, len(removed), CHUNK):
+            self._run(_FORGET, self.cache, *removed[i:i + CHUNK], what="clearing the input cache")
+        return removed, sorted(pinned)
+
+    def _pinned(self, shas: list[str]) -> set[str]:
+        if not shas:
+            return set()
+        pipe = self.redis.pipeline(transaction=False)
+        for sha in shas:
+            pipe.scard(pin_key(sha))
+        return {sha for sha, n in zip(shas, pipe.execute(), strict=True) if n}
 
     def remove(self, job: str) -> None:
         """Remove the job's directory on the machine."""

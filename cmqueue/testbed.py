@@ -208,8 +208,9 @@ class LoopbackCluster:
         return next(m for m in self.machines if m.name == name)
 
     def inventory(self, broker: str | None, labels: dict[str, list[str]] | None = None,
-                  settings: dict | None = None, extra: dict | None = None, transport: str = "auto") -> dict:
-        """An inventory (as a dict) for these machines."""
+                  settings: dict | None = None, extra: dict | None = None, transport: str = "auto",
+                  fields: dict | None = None) -> dict:
+        """An inventory (as a dict) for these machines; ``fields`` go into ``defaults:``."""
         machines = {}
         for m in self.machines:
             entry = {"host": m.address, "port": m.port, "workdir": str(m.workdir)}
@@ -220,7 +221,7 @@ class LoopbackCluster:
         inv: dict = {
             "defaults": {"user": _user(), "identity": str(self.key), "slots": self.slots,
                          "transport": transport,
-                         "ssh_options": {"UserKnownHostsFile": str(self.known_hosts)}},
+                         "ssh_options": {"UserKnownHostsFile": str(self.known_hosts)}, **(fields or {})},
             "machines": machines,
         }
         if broker:

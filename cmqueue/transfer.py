@@ -54,6 +54,14 @@ _SEND_TREE = 'tar -C "$1" -cf - .'
 _SEND_FILE = 'cat -- "$1"'
 
 
+def error_line(stderr: bytes | None, fallback: str) -> str:
+    """The line of a failed command's stderr that says what went wrong (tar's closing
+    "Exiting with failure status" says nothing)."""
+    lines = [ln for ln in (stderr or b"").decode("utf-8", "replace").strip().splitlines()
+             if ln.strip() and "Exiting with failure status" not in ln]
+    return lines[-1] if lines else fallback
+
+
 class TransferError(CmqError):
     """A transfer failed; the message names the machine and the path."""
 
@@ -190,8 +198,7 @@ class Transfer:
 
     def _fail(self, what: str, proc: subprocess.CompletedProcess | None = None, detail: str = "") -> TransferError:
         if proc is not None and not detail:
-            lines = (proc.stderr or b"").decode("utf-8", "replace").strip().splitlines()
-            detail = lines[-1] if lines else f"exit code {proc.returncode}"
+            detail = error_line(proc.stderr, f"exit code {proc.returncode}")
         return TransferError(f"{self.machine.name}: {what}: {detail}")
 
     def probe(self, path: str) -> str:
@@ -372,8 +379,7 @@ class Transfer:
             if prod is not None and prod.wait() != 0:
                 raise TransferError(f"{self.machine.name}: {what}: local tar failed")
         if code != 0:
-            lines = err.decode("utf-8", "replace").strip().splitlines()
-            raise TransferError(f"{self.machine.name}: {what}: " + (lines[-1] if lines else f"exit {code}"))
+            raise TransferError(f"{self.machine.name}: {what}: " + error_line(err, f"exit {code}"))
 
     def _pipe_in(self, producer: list[str], consumer: list[str] | None, progress: Progress | None, what: str,
                  dest: Path | None = None) -> None:
@@ -404,9 +410,7 @@ class Transfer:
         if code != 0 or local != 0:
             if part is not None:
                 part.unlink(missing_ok=True)
-            lines = err.decode("utf-8", "replace").strip().splitlines()
-            raise TransferError(f"{self.machine.name}: {what}: "
-                                + (lines[-1] if lines else f"exit {code or local}"))
+            raise TransferError(f"{self.machine.name}: {what}: " + error_line(err, f"exit {code or local}"))
         if part is not None and dest is not None:
             os.replace(part, dest)
 

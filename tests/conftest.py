@@ -105,14 +105,14 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "
 
 def make_env(tmp: Path, machines: int = 3, slots: int = 2, labels: dict | None = None,
              settings: dict | None = None, first: int = 11, aof: bool = True,
-             transport: str = "auto") -> CmqEnv:
+             transport: str = "auto", fields: dict | None = None) -> CmqEnv:
     """Start redis + sshd's, write the inventory, and run `cmq up`."""
     need_services()
     cluster = LoopbackCluster(tmp / "cluster", n=machines, slots=slots, first=first).start()
     redis = RedisServer(tmp / "redis", aof=aof)
     redis.start()
     config = cluster.write_inventory(tmp / "cmq.yaml", redis.url, labels=labels, settings=settings,
-                                     transport=transport)
+                                     transport=transport, fields=fields)
     home = tmp / "home"
     env = {**os.environ, "CMQ_CONFIG": str(config), "CMQ_HOME": str(home)}
     env.pop("CMQ_BROKER", None)

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..errors import JobFailedError
 from ..models import JobStatus
+from ..transfer import human_bytes
 from . import output
 from .commands import Args, _cluster, _number
 
@@ -87,4 +88,93 @@ Examples:
     return _transfer(args, "get", machines, source, args["DST"] or ".")
 
 
-COMMANDS: dict[str, Any] = {"put": cmd_put, "get": cmd_get}
+def cmd_cache(args: Args) -> int:
+    """Show or clear the input cache of the machines (what staged jobs' inputs left there).
+
+Usage:
+  cmq cache ls [options] [--json] [MACHINES]
+  cmq cache usage [options] [--json] [MACHINES]
+  cmq cache clear [options] [--json] [MACHINES]
+
+An input staged with --put is kept once per machine under <workdir>/cache/<sha256>, up
+to the machine's `cache:` capacity (inventory; default 10GiB), least recently used first
+out. `ls` and `usage` read the history store; `clear` empties the caches over ssh, except
+inputs of queued or running jobs. MACHINES is a hostlist (default: every machine).
+
+Options:
+  --json   print JSON
+"""
+    import time
+
+    with _cluster(args) as c:
+        inv = c.settings.inventory
+        machines = inv.select(args["MACHINES"]) if args["MACHINES"] else list(inv.machines.values())
+        c.refresh()
+        if args["clear"]:
+            return _cache_clear(c, [m for m in machines if m.mode != "agent"], args["--json"])
+        names = {m.name for m in machines}
+        entries = [e for e in c.store.cache_entries() if e["machine"] in names]
+        if args["ls"]:
+            if args["--json"]:
+                output.print_json(entries)
+                return 0
+            t = output.Table(show_edge=False, header_style="bold")
+            for col in ("machine", "input (sha256)", "size", "cached", "last used"):
+                t.add_column(col)
+            for e in entries:
+                t.add_row(e["machine"], e["sha"][:16], human_bytes(e["size"]),
+                          time.strftime("%Y-%m-%d %H:%M", time.localtime(e["added"])),
+                          time.strftime("%Y-%m-%d %H:%M", time.localtime(e["last_used"])))
+            output.out.print(t if entries else "no cached inputs")
+            return 0
+        rows = []
+        for m in machines:
+            mine = [e for e in entries if e["machine"] == m.name]
+            used = sum(e["size"] for e in mine)
+            rows.append({"machine": m.name, "entries": len(mine), "bytes": used, "capacity": m.cache,
+                         "percent": round(100 * used / m.cache, 1) if m.cache else None})
+        if args["--json"]:
+            output.print_json(rows)
+            return 0
+        t = output.Table(show_edge=False, header_style="bold")
+        for col in ("machine", "inputs", "used", "capacity", "%"):
+            t.add_column(col, justify="left" if col == "machine" else "right")
+        for r in rows:
+            t.add_row(r["machine"], str(r["entries"]), human_bytes(r["bytes"]), human_bytes(r["capacity"]),
+                      f"{r['percent']}")
+        output.out.print(t)
+    return 0
+
+
+def _cache_clear(c: Any, machines: list[Any], as_json: bool) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..runner import control_dir
+    from ..ssh import control_path
+    from ..staging import Stager
+    from ..transfer import Transfer, TransferError
+
+    def clear(m: Any) -> dict[str, Any]:
+        ctl = control_path(control_dir(), m, 0) if m.mode == "ssh" else None
+        try:
+            removed, kept = Stager(Transfer(m, ctl), c.redis, m.cache).clear()
+        except TransferError as e:
+            return {"machine": m.name, "removed": 0, "kept": 0, "error": str(e)}
+        c.store.cache_update(m.name, evicted=removed)
+        return {"machine": m.name, "removed": len(removed), "kept": len(kept), "error": ""}
+
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(machines)))) as pool:
+        rows = list(pool.map(clear, machines))
+    if as_json:
+        output.print_json(rows)
+    else:
+        for r in rows:
+            if r["error"]:
+                output.err.print(f"{r['machine']}: {r['error']}", markup=False)
+            else:
+                output.out.print(f"{r['machine']}: removed {r['removed']} input(s)"
+                                 + (f", kept {r['kept']} needed by queued or running jobs" if r["kept"] else ""))
+    return 1 if any(r["error"] for r in rows) else 0
+
+
+COMMANDS: dict[str, Any] = {"put": cmd_put, "get": cmd_get, "cache": cmd_cache}

@@ -20,6 +20,7 @@ Commands:
   map        one job per argument, then reduce their outputs to one value
   put        copy a local file or tree to machines (verified)
   get        copy a file or tree from machines (verified)
+  cache      show or clear the machines' input caches
   demo       start a loopback cluster and run a demo job across it
 
 Options:

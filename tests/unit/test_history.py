@@ -98,8 +98,8 @@ def test_cache_entries_follow_job_events(store):
     (rec,) = _jobs(1)
     store.add([rec])
     cache = {"machine": "m1", "added": [["aa", 10], ["bb", 20]], "used": [], "evicted": []}
-    store.apply([Event(rec.id, JobStatus.SUCCEEDED, 5.0, "m1", id="1-0", data={"exit_code": 0, "data": {"cache": cache}})],
-                cursor="1-0")
+    done = Event(rec.id, JobStatus.SUCCEEDED, 5.0, "m1", id="1-0", data={"exit_code": 0, "data": {"cache": cache}})
+    store.apply([done], cursor="1-0")
     assert [(e["sha"], e["size"], e["last_used"]) for e in store.cache_entries("m1")] == [("aa", 10, 5.0),
                                                                                           ("bb", 20, 5.0)]
     store.cache_update("m1", used=["aa"], evicted=["bb"], ts=9.0)
