@@ -159,13 +159,15 @@ class Cluster:
 
     def mapreduce(self, template: str, args: Iterable[Any], reduce: str = "sum", on: str | None = None,
                   label: str | None = None, timeout: float | None = None, retries: int = 0,
-                  env: dict[str, str] | None = None, allow_failures: bool = False) -> Job:
+                  env: dict[str, str] | None = None, allow_failures: bool = False,
+                  puts: Sequence[str] = (), gets: Sequence[str] = ()) -> Job:
         """One job per argument, then a reduce of their outputs (a Celery chord).
 
-        Returns the reduce job: ``.wait().data["value"]`` is the reduced value."""
+        ``puts``/``gets`` stage data as ``cmq map --put/--get`` do (``"{}"`` stages each
+        job's own argument). Returns the reduce job: ``.wait().data["value"]`` is the value."""
         where = submitting.placement(self.settings.inventory, on=on, label=label)
         _, members = submitting.build_specs(template, where, args=[str(a) for a in args],
-                                            timeout=timeout, retries=retries, env=env)
+                                            timeout=timeout, retries=retries, env=env, puts=puts, gets=gets)
         rspec = submitting.build_reduce(members, reduce, allow_failures=allow_failures)
         submitting.send(self.app, self.store, members, rspec)
         return Job(self, rspec)

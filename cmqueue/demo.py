@@ -7,10 +7,12 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .cli import output
-from .config import home_dir, resolve
+from .config import Settings, home_dir, resolve
 from .errors import ServiceError
 from .files import read_json, write_json_private
 from .testbed import LoopbackCluster, kill_tree, sshd_binary
@@ -37,21 +39,21 @@ def stop_demo() -> None:
     (root / "sshd-pids.json").unlink(missing_ok=True)
 
 
-def run_demo(machines: int = 3, jobs: int = 24, keep: bool = False) -> int:
-    """Start the loopback cluster, run ``jobs`` jobs across it, show where each ran."""
-    from .cluster import Cluster
+@contextmanager
+def loopback_stack(machines: int = 3, keep: bool = False, slots: int = 2) -> Iterator[Settings]:
+    """A running loopback cluster: ``machines`` sshd's on 127.0.0.51..., an embedded Redis
+    and a worker per machine; yields its settings, stops it all afterwards (unless ``keep``)."""
     from .services import Services
 
     if sshd_binary() is None:
         raise ServiceError("the demo needs sshd: apt-get install openssh-server")
-    if machines < 1 or jobs < 1:
-        raise ServiceError("--machines and --jobs must be at least 1")
+    if machines < 1:
+        raise ServiceError("--machines must be at least 1")
     stop_demo()
     root = _demo_root()
-    t0 = time.monotonic()
-    output.err.print(f"[bold]cmq demo[/]: {machines} sshd machines on 127.0.0.51-{50 + machines}, "
+    output.err.print(f"[bold]loopback cluster[/]: {machines} sshd machines on 127.0.0.51-{50 + machines}, "
                      f"files under {root}")
-    cluster = LoopbackCluster(root / "cluster", n=machines, slots=2, first=51).start()
+    cluster = LoopbackCluster(root / "cluster", n=machines, slots=slots, first=51).start()
     write_json_private(root / "sshd-pids.json", [m.proc.pid for m in cluster.machines])
     config = cluster.write_inventory(root / "cmq.yaml", broker=None)
     os.environ["CMQ_HOME"] = str(root / "home")
@@ -64,13 +66,31 @@ def run_demo(machines: int = 3, jobs: int = 24, keep: bool = False) -> int:
         states = services.start_workers(url)
         for name, state in states.items():
             output.err.print(f"  worker {name}: {state}", markup=False)
-        with Cluster(settings) as c:
-            started = time.monotonic()
-            submitted = c.map(DEMO_JOB, range(1, jobs + 1))
-            view = output.ProgressView(len(submitted))
-            with view:
-                records = c.wait(submitted, on_update=view.update)
-            took = time.monotonic() - started
+        yield settings
+    finally:
+        if not keep:
+            services.stop(grace=3)
+            cluster.stop()
+            (root / "sshd-pids.json").unlink(missing_ok=True)
+        else:
+            output.err.print("left running (--keep); stop it with `cmq demo --stop`")
+
+
+def run_demo(machines: int = 3, jobs: int = 24, keep: bool = False) -> int:
+    """Start the loopback cluster, run ``jobs`` jobs across it, show where each ran."""
+    from .cluster import Cluster
+
+    if jobs < 1:
+        raise ServiceError("--jobs must be at least 1")
+    root = _demo_root()
+    t0 = time.monotonic()
+    with loopback_stack(machines, keep) as settings, Cluster(settings) as c:
+        started = time.monotonic()
+        submitted = c.map(DEMO_JOB, range(1, jobs + 1))
+        view = output.ProgressView(len(submitted))
+        with view:
+            records = c.wait(submitted, on_update=view.update)
+        took = time.monotonic() - started
         t = output.Table(title="results", show_edge=False, header_style="bold")
         for col in ("job", "machine", "state", "output"):
             t.add_column(col)
@@ -82,14 +102,7 @@ def run_demo(machines: int = 3, jobs: int = 24, keep: bool = False) -> int:
         ok = sum(r.state.value == "succeeded" for r in records)
         output.out.print(f"{ok}/{len(records)} jobs succeeded in {took:.2f}s across "
                          + ", ".join(f"{m}: {n}" for m, n in sorted(per.items())))
-        output.out.print(f"try it yourself:  CMQ_CONFIG={config} CMQ_HOME={root / 'home'} cmq jobs")
+        output.out.print(f"try it yourself:  CMQ_CONFIG={root / 'cmq.yaml'} CMQ_HOME={root / 'home'} cmq jobs")
         (root / "last-demo.json").write_text(json.dumps({"jobs": len(records), "succeeded": ok,
                                                         "seconds": round(time.monotonic() - t0, 2)}))
         return 0 if ok == len(records) else 1
-    finally:
-        if not keep:
-            services.stop(grace=3)
-            cluster.stop()
-            (root / "sshd-pids.json").unlink(missing_ok=True)
-        else:
-            output.err.print("left running (--keep); stop it with `cmq demo --stop`")
