@@ -133,13 +133,17 @@ class Cluster:
 
     def submit(self, command: str, on: str | None = None, label: str | None = None,
                timeout: float | None = None, retries: int = 0,
-               env: dict[str, str] | None = None) -> Job:
-        """Submit one job: on machine ``on``, on any machine with ``label``, or anywhere."""
+               env: dict[str, str] | None = None, puts: Sequence[str] = (), gets: Sequence[str] = (),
+               keep: bool = False) -> Job:
+        """Submit one job: on machine ``on``, on any machine with ``label``, or anywhere.
+
+        ``puts``/``gets``/``keep`` stage data as ``cmq submit --put/--get/--keep`` do."""
         where = submitting.placement(self.settings.inventory, on=on, label=label)
         if len(where.targets()) != 1:
             raise UsageError(f"submit() runs one job; {on!r} names {len(where.targets())} "
                              "machines (use broadcast())")
-        _, specs = submitting.build_specs(command, where, timeout=timeout, retries=retries, env=env)
+        _, specs = submitting.build_specs(command, where, timeout=timeout, retries=retries, env=env,
+                                          puts=puts, gets=gets, keep=keep)
         return self._send(specs)[0]
 
     def broadcast(self, command: str, on: str | None = None, timeout: float | None = None,

@@ -96,3 +96,20 @@ def test_history_survives_restarts_of_redis_workers_and_cli(tmp_path):
         assert w.json()[0]["stdout"] == "queued-across-restart\n"
     finally:
         teardown(cenv)
+
+
+def test_local_machines_put_get_and_stage_data(local_setup):
+    env, tmp = local_setup
+    assert cmq(env, "up").returncode == 0
+    src = tmp / "in.txt"
+    src.write_text("local data\n")
+    r = cmq(env, "put", str(src), "here1:inbox/")
+    assert r.returncode == 0, r.stderr
+    assert (tmp / "w1" / "inbox" / "in.txt").read_text() == "local data\n"
+    r = cmq(env, "get", "here1:inbox/in.txt", str(tmp / "back.txt"))
+    assert r.returncode == 0 and (tmp / "back.txt").read_text() == "local data\n"
+    r = cmq(env, "submit", "--wait", "--on=here2", f"--put={src}", "--get=n.txt", f"--results={tmp / 'res'}",
+            "--json", "wc -l < in.txt > n.txt")
+    assert r.returncode == 0, r.stderr
+    job = json.loads(r.stdout)[0]["id"]
+    assert (tmp / "res" / job / "n.txt").read_text().strip() == "1"
