@@ -117,3 +117,26 @@ def test_the_shipped_example_inventory_is_valid():
     inv = parse(example.read_text(), example)
     assert inv.machine("node04").host == "10.0.0.14"
     assert not inv.machine("old1").enabled
+
+
+def test_cache_capacity_and_transfer_method():
+    inv = parse("""
+defaults: {cache: 2GiB}
+machines:
+  a: {}
+  b: {cache: 500M, transfer: tar}
+  c: {cache: 1.5K}
+  d: {cache: 1024}
+""", P)
+    assert [inv.machine(n).cache for n in "abcd"] == [2 << 30, 500 << 20, 1536, 1024]
+    assert (inv.machine("a").transfer, inv.machine("b").transfer) == ("auto", "tar")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("machines: {n1: {cache: lots}}", "machines.n1.cache: must be a size such as 10GiB"),
+    ("machines: {n1: {cache: true}}", "machines.n1.cache: must be a size such as 10GiB"),
+    ("machines: {n1: {transfer: ftp}}", "machines.n1.transfer: must be one of auto, rsync, tar"),
+])
+def test_bad_cache_or_transfer_is_named(text, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        parse(text, P)
