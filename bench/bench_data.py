@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench_jobs import ssh_config, timed, versions  # noqa: E402
+from bench_jobs import report, ssh_config, timed, versions  # noqa: E402
 
 from cmqueue.testbed import LoopbackCluster, RedisServer  # noqa: E402
 
@@ -165,14 +165,9 @@ def main() -> None:
               f"  plain group        {best(reduce_t['group']):8.2f}",
               f"  with sum reduce    {best(reduce_t['chord']):8.2f}   overhead = "
               f"{100 * (best(reduce_t['chord']) / best(reduce_t['group']) - 1):+.1f}% (target <= +20%)"]
-    print("\n".join(lines))
     v = versions()
     v["rsync"] = subprocess.run(["rsync", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-    print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
-    if opts.record:
-        with (HERE / "RESULTS.md").open("a") as f:
-            f.write(f"\n## bench_data.py — {time.strftime('%Y-%m-%d %H:%M')}\n\n```\n" + "\n".join(lines)
-                    + "\n```\n" + "versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + "\n")
+    report("bench_data.py", lines, v, opts.record)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,16 @@ def versions() -> dict[str, str]:
     }
 
 
+def report(script: str, lines: list[str], v: dict[str, str], record: bool) -> None:
+    """Print the figures and versions; with ``record`` append them to RESULTS.md."""
+    print("\n".join(lines))
+    print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
+    if record:
+        with (HERE / "RESULTS.md").open("a") as f:
+            f.write(f"\n## {script} — {time.strftime('%Y-%m-%d %H:%M')}\n\n```\n" + "\n".join(lines)
+                    + "\n```\n" + "versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + "\n")
+
+
 def ssh_config(cluster: LoopbackCluster, path: Path, ctl: Path) -> Path:
     lines = []
     user = pwd.getpwuid(os.getuid()).pw_name
@@ -156,12 +166,7 @@ def main() -> None:
         " (target <= +15 ms)",
         f"  cmq CLI submit --wait  {lat['cli']:7.1f} ms   (includes starting Python)",
     ]
-    print("\n".join(lines))
-    print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
-    if opts.record:
-        with (HERE / "RESULTS.md").open("a") as f:
-            f.write(f"\n## bench_jobs.py — {time.strftime('%Y-%m-%d %H:%M')}\n\n```\n" + "\n".join(lines)
-                    + "\n```\n" + "versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + "\n")
+    report("bench_jobs.py", lines, v, opts.record)
 
 
 if __name__ == "__main__":

@@ -177,24 +177,33 @@ class WorkerContext:
                               keep=member)
         return self.guard.outcome(spec.id) if member else None
 
+    def _claim(self, task: Task, spec: JobSpec, member: bool = False) -> bool:
+        """Claim ``spec`` and announce it running: True to go on. A job already done is
+        dropped, one cancelled while queued ends as cancelled, and one that another
+        worker still runs is looked at again later (never run twice)."""
+        name = self.machine.name
+        running = events.make(spec.id, JobStatus.RUNNING, name, spec.attempt, worker=self.hostname)
+        verdict = self.guard.begin(spec.id, running)
+        if verdict == Verdict.DONE:
+            return False
+        if verdict == Verdict.CANCELLED:
+            self.guard.finish(spec.id, events.make(spec.id, JobStatus.CANCELLED, name, spec.attempt,
+                                                    reason="cancelled before it started"), keep=member)
+            return False
+        if verdict == Verdict.BUSY:
+            # The broker handed the message out again after its visibility timeout while
+            # another worker still runs it.
+            countdown = max(1, min(self.guard.claim_ttl, int(self.settings.get("visibility_timeout")) // 2))
+            raise task.retry(countdown=countdown)
+        return True
+
     def _execute(self, task: Task, spec: JobSpec, member: bool = False) -> None:
         name = self.machine.name
         if self.paused.is_set():
             self._move_on(task, spec, self.pause_reason, release=False)
             return
-        running = events.make(spec.id, JobStatus.RUNNING, name, spec.attempt, worker=self.hostname)
-        verdict = self.guard.begin(spec.id, running)
-        if verdict == Verdict.DONE:
+        if not self._claim(task, spec, member):
             return
-        if verdict == Verdict.CANCELLED:
-            self.guard.finish(spec.id, events.make(spec.id, JobStatus.CANCELLED, name, spec.attempt,
-                                                    reason="cancelled before it started"), keep=member)
-            return
-        if verdict == Verdict.BUSY:
-            # Another worker still runs this job (the broker handed the message out again
-            # after its visibility timeout): look again later, never run it twice.
-            countdown = max(1, min(self.guard.claim_ttl, int(self.settings.get("visibility_timeout")) // 2))
-            raise task.retry(countdown=countdown)
         try:
             if spec.kind in ("put", "get"):
                 result = self._transfer(spec)
@@ -228,16 +237,8 @@ class WorkerContext:
         """The chord callback of a map: reduce the outcomes once, whatever is redelivered."""
         spec = JobSpec.from_dict(raw)
         name = self.machine.name
-        running = events.make(spec.id, JobStatus.RUNNING, name, spec.attempt, worker=self.hostname)
-        verdict = self.guard.begin(spec.id, running)
-        if verdict == Verdict.DONE:
+        if not self._claim(task, spec):
             return
-        if verdict == Verdict.CANCELLED:
-            self.guard.finish(spec.id, events.make(spec.id, JobStatus.CANCELLED, name, spec.attempt,
-                                                    reason="cancelled before it started"))
-            return
-        if verdict == Verdict.BUSY:
-            raise task.retry(countdown=max(1, self.guard.claim_ttl // 2))
         p = spec.params
         started = time.time()
         members = [{k: o.get(k) for k in ("job", "state", "machine", "exit_code", "started", "ended")}
