@@ -2,19 +2,44 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
+from celery.backends.redis import RedisBackend
 
 from . import routing, tasks
 from .config import Settings
 from .defaults import SHARED_QUEUE
 
 
-def create_app(settings: Settings, worker: bool = False) -> Celery:
+class PublishingBackend(RedisBackend):
+    """The result backend of a client that publishes workflows: it registers chords, but
+    never subscribes to results (they are followed on the event stream)."""
+
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        """Do not subscribe to the task's result."""
+
+    def add_pending_result(self, result: Any, *args: Any, **kwargs: Any) -> Any:
+        """Do not wait for the result."""
+        return result
+
+    def remove_pending_result(self, result: Any) -> Any:
+        """Nothing to unsubscribe from."""
+        return result
+
+
+def create_app(settings: Settings, worker: bool = False, publisher: bool = False) -> Celery:
     """A Celery app for ``settings``: queues from the inventory, late acks, prefetch 1.
 
     Only a ``worker`` app has a result backend: it carries map members' outcomes to their
-    reduce (a chord). Clients follow results on the event stream instead.
+    reduce (a chord). Clients follow results on the event stream instead; a ``publisher``
+    (it publishes workflows' chords) has a backend that registers chords and nothing else.
     """
+    backend = None
+    if worker:
+        backend = settings.require_broker()
+    elif publisher:
+        backend = f"cmqueue.app:PublishingBackend+{settings.require_broker()}"
     vt = int(settings.get("visibility_timeout"))
     app = Celery("cmq", broker=settings.require_broker(), set_as_current=False)
     app.conf.update(
@@ -36,7 +61,7 @@ def create_app(settings: Settings, worker: bool = False) -> Celery:
             "unacked_restore_interval": int(settings.get("restore_interval")),
             "unacked_restore_throttle": 1,
         },
-        result_backend=settings.require_broker() if worker else None,
+        result_backend=backend,
         result_chord_ordered=True,
         result_expires=int(settings.get("done_ttl")),
     )

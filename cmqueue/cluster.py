@@ -71,12 +71,45 @@ def result_of(rec: JobRecord) -> JobResult:
                      started=rec.started, ended=rec.ended, reason=rec.reason or rec.state.value)
 
 
+class Workflow:
+    """A started workflow: ``wait()`` blocks until its steps end and returns its value."""
+
+    def __init__(self, cluster: Cluster, workflow_id: str) -> None:
+        self.cluster = cluster
+        self.id = workflow_id
+
+    @property
+    def state(self) -> str:
+        """running, failing, suspended or succeeded."""
+        wfs = self.cluster.workflows
+        return wfs.state(wfs.resolve(self.id))
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """Wait for the steps; the workflow's value (WorkflowError if it did not succeed)."""
+        from .errors import JobFailedError
+
+        wfs = self.cluster.workflows
+        wf = wfs.resolve(self.id)
+        steps = wfs.wait(wf, timeout=timeout)
+        state = wfs.state(wf, steps)
+        if state != "succeeded":
+            bad = [s.record for s in steps if s.record and s.state != "succeeded"]
+            raise JobFailedError(f"workflow {self.id} {state}: " + ", ".join(
+                f"{s.name} {s.state}" for s in steps if s.state != "succeeded"), bad)
+        return wfs.value(wf, steps)
+
+    def resume(self) -> list[str]:
+        """Run again what did not succeed; returns the steps sent."""
+        return self.cluster.workflows.resume(self.id)[1]
+
+
 class Cluster:
     """The machines of one inventory, its broker and its history."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._app: Any = None
+        self._results_app: Any = None
         self._store: HistoryStore | None = None
         self._redis: redis.Redis | None = None
         self._waiter: Waiter | None = None
@@ -175,6 +208,40 @@ class Cluster:
         rspec = submitting.build_reduce(members, reduce, allow_failures=allow_failures)
         submitting.send(self.app, self.store, members, rspec)
         return Job(self, rspec)
+
+    @property
+    def workflows(self) -> Any:
+        """Workflows of this cluster (start, resume, retry, cancel, show)."""
+        from .workflow.engine import Workflows
+
+        return Workflows(self)
+
+    @property
+    def results_app(self) -> Any:
+        """A Celery app with the result backend (workflows publish chords with it)."""
+        if self._results_app is None:
+            from .app import create_app
+
+            self._results_app = create_app(self.settings, publisher=True)
+        return self._results_app
+
+    def run(self, expr: str, tasks: Any = None, reducer: str = "add") -> Workflow:
+        """Start workflow ``expr``. ``tasks``: a tasks file path, a module, or a dict of
+        name -> command; the inventory's ``tasks:`` are always there too."""
+        wfs = self.workflows
+        plan = wfs.plan(expr, self.tasks(tasks), reducer=reducer, source=str(getattr(tasks, "__file__", tasks) or ""))
+        return Workflow(self, wfs.start(plan))
+
+    def tasks(self, tasks: Any = None) -> dict[str, Any]:
+        """Task definitions: the inventory's, plus those of ``tasks`` (see :meth:`run`)."""
+        from .workflow import tasks as taskdefs
+
+        found = taskdefs.from_inventory(self.settings.inventory.tasks, self.settings.inventory.path)
+        if isinstance(tasks, dict):
+            found.update(taskdefs.from_inventory(tasks, self.settings.inventory.path))
+        elif tasks is not None:
+            found.update(taskdefs.load_file(getattr(tasks, "__file__", tasks)))
+        return found
 
     def put(self, source: str, machines: str, dest: str = "", recursive: bool = False) -> list[Job]:
         """Copy local ``source`` to ``dest`` on every machine of the hostlist ``machines``

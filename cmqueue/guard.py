@@ -122,6 +122,11 @@ class JobGuard:
         return bool(self.client.exists(_cancel(job)))
 
 
+def suspended_key(workflow: str) -> str:
+    """Redis key holding why ``workflow`` is suspended (absent while it may go on)."""
+    return f"cmq:wf:{workflow}:suspended"
+
+
 def outcome_of(event: Event) -> dict[str, Any]:
     """What a reduce needs of a finished job: state, where, exit code, stdout, times."""
     d = event.data

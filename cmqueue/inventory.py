@@ -30,7 +30,7 @@ MACHINE_FIELDS = {
 TRANSPORTS = ("auto", "session", "exec")
 TRANSFER_METHODS = ("auto", "rsync", "tar")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)?\s*$", re.IGNORECASE)
-TOP_FIELDS = {"broker", "history", "defaults", "machines", "settings"}
+TOP_FIELDS = {"broker", "history", "defaults", "machines", "settings", "tasks"}
 SETTINGS_FIELDS = {
     "output_cap", "visibility_timeout", "restore_interval", "claim_ttl", "connect_timeout",
     "kill_grace", "probe_interval", "max_reroutes", "control_persist",
@@ -95,6 +95,7 @@ class Inventory:
     broker: str | None = None
     history: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    tasks: dict[str, Any] = field(default_factory=dict)
 
     @property
     def labels(self) -> dict[str, list[str]]:
@@ -381,7 +382,12 @@ def _build(data: Any, path: Path) -> Inventory:
     history = data.get("history")
     if history is not None:
         history = _string(path, "history", history)
-    return Inventory(path=path, machines=machines, broker=broker, history=history, settings=settings)
+    tasks = _mapping(path, "tasks", data.get("tasks"))
+    from .workflow.tasks import from_inventory
+
+    from_inventory(tasks, path)          # checked now: errors name the file and the field
+    return Inventory(path=path, machines=machines, broker=broker, history=history, settings=settings,
+                     tasks=tasks)
 
 
 def load(path: str | os.PathLike, check_keys: bool = True) -> Inventory:

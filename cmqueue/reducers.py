@@ -3,7 +3,8 @@
 Built in: ``sum``, ``min``, ``max`` (each job prints a number), ``concat`` (the outputs
 joined in job order), ``lines`` (every non-empty output line, in job order) and ``json``
 (each job prints JSON; numbers add, strings and lists concatenate, objects merge key by
-key with the same rules - word counts add up). ``MODULE:FUNC`` or ``path/to/file.py:FUNC``
+key with the same rules - word counts add up) and ``add`` (the workflow ``+``: as json,
+but an output that is not JSON counts as text, so text concatenates). ``MODULE:FUNC`` or ``path/to/file.py:FUNC``
 names a function of your own, called with the list of outputs (strings, in job order),
 returning anything JSON can hold.
 
@@ -24,7 +25,7 @@ from typing import Any
 
 from .errors import CmqError, UsageError
 
-BUILTIN = ("sum", "concat", "lines", "json", "min", "max")
+BUILTIN = ("sum", "concat", "lines", "json", "min", "max", "add")
 
 
 class ReduceError(CmqError):
@@ -92,6 +93,21 @@ def _fold_json(outcomes: Sequence[dict[str, Any]]) -> Any:
     return acc
 
 
+def _value(o: dict[str, Any]) -> Any:
+    text = o.get("stdout") or ""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _fold_add(outcomes: Sequence[dict[str, Any]]) -> Any:
+    acc: Any = None
+    for o in outcomes:
+        acc = combine(acc, _value(o), _where(o))
+    return acc
+
+
 _BUILTINS: dict[str, Callable[[Sequence[dict[str, Any]]], Any]] = {
     "sum": lambda os_: sum((_number(o) for o in os_), 0),
     "min": lambda os_: min((_number(o) for o in os_), default=None),
@@ -99,6 +115,7 @@ _BUILTINS: dict[str, Callable[[Sequence[dict[str, Any]]], Any]] = {
     "concat": lambda os_: "".join(o.get("stdout") or "" for o in os_),
     "lines": lambda os_: [ln for o in os_ for ln in (o.get("stdout") or "").splitlines() if ln.strip()],
     "json": _fold_json,
+    "add": _fold_add,
 }
 
 

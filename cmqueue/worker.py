@@ -23,7 +23,7 @@ from celery.exceptions import Retry
 
 from . import events, reducers, routing, staging
 from .errors import CmqError, MachineUnreachableError
-from .guard import CANCEL_CHANNEL, JobGuard, Verdict
+from .guard import CANCEL_CHANNEL, JobGuard, Verdict, suspended_key
 from .inventory import Machine
 from .models import JobResult, JobSpec, JobStatus
 from .progress import ProgressReporter
@@ -164,10 +164,11 @@ class WorkerContext:
         of a map (the reduce receives it), else None.
         """
         spec = JobSpec.from_dict(raw)
-        member = bool(getattr(task.request, "chord", None))
+        member = bool(getattr(task.request, "chord", None)) or "workflow" in spec.params
         try:
             self._execute(task, spec, member)
             self._unpin(spec)
+            self._suspend_on_failure(spec)
         except Retry:
             raise
         except Exception as e:
@@ -197,12 +198,34 @@ class WorkerContext:
             raise task.retry(countdown=countdown)
         return True
 
+    def _suspended(self, spec: JobSpec, keep: bool) -> bool:
+        """A step of a suspended workflow does not start: it ends cancelled, saying why."""
+        wf = spec.params.get("workflow")
+        why = self.redis.get(suspended_key(wf)) if wf else None
+        if not why:
+            return False
+        self.guard.finish(spec.id, events.make(spec.id, JobStatus.CANCELLED, self.machine.name, spec.attempt,
+                                                reason=f"not started: workflow {wf} suspended ({why.decode()})"),
+                          keep=keep)
+        return True
+
+    def _suspend_on_failure(self, spec: JobSpec) -> None:
+        """A workflow step that did not succeed suspends its workflow: later steps do not start."""
+        wf = spec.params.get("workflow")
+        if not wf:
+            return
+        done = self.guard.outcome(spec.id)
+        if done and done["state"] != "succeeded" and "not started: workflow" not in (done.get("reason") or ""):
+            self.redis.set(suspended_key(wf), f"step {spec.params.get('step')} {done['state']}", nx=True)
+
     def _execute(self, task: Task, spec: JobSpec, member: bool = False) -> None:
         name = self.machine.name
         if self.paused.is_set():
             self._move_on(task, spec, self.pause_reason, release=False)
             return
         if not self._claim(task, spec, member):
+            return
+        if self._suspended(spec, member):
             return
         try:
             if spec.kind in ("put", "get"):
@@ -237,10 +260,13 @@ class WorkerContext:
         """The chord callback of a map: reduce the outcomes once, whatever is redelivered."""
         spec = JobSpec.from_dict(raw)
         name = self.machine.name
-        if not self._claim(task, spec):
+        if not self._claim(task, spec, member="workflow" in spec.params) or self._suspended(spec, True):
             return
         p = spec.params
         started = time.time()
+        if "operands" in p:            # a workflow's `+`: its operands' outcomes, stored or known
+            known = p.get("known") or {}
+            outcomes = [known.get(name) or self.guard.outcome(job) for name, job in p["operands"].items()]
         members = [{k: o.get(k) for k in ("job", "state", "machine", "exit_code", "started", "ended")}
                    for o in outcomes if o]
         try:
@@ -250,13 +276,15 @@ class WorkerContext:
             result = JobResult(job=spec.id, machine=name, exit_code=None, started=started, ended=time.time(),
                                reason=f"reduce failed: {e}", data={"members": members})
             self.guard.finish(spec.id, events.make(spec.id, JobStatus.FAILED, name, spec.attempt,
-                                                    result.to_dict()))
+                                                    result.to_dict()), keep="workflow" in p)
+            self._suspend_on_failure(spec)
             return
         text = reducers.render(done.value)
         result = JobResult(job=spec.id, machine=name, exit_code=0, started=started, ended=time.time(),
                            stdout=text if text.endswith("\n") or not text else text + "\n",
                            data={"value": done.value, "members": members, "skipped": done.skipped})
-        self.guard.finish(spec.id, events.make(spec.id, JobStatus.SUCCEEDED, name, spec.attempt, result.to_dict()))
+        self.guard.finish(spec.id, events.make(spec.id, JobStatus.SUCCEEDED, name, spec.attempt, result.to_dict()),
+                          keep="workflow" in p)
 
     def _run_staged(self, spec: JobSpec) -> JobResult:
         """A job with its own directory: stage inputs in, run, fetch outputs, clean up."""

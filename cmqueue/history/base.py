@@ -64,6 +64,27 @@ class HistoryStore(ABC):
         """Cached inputs (machine, sha, size, added, last_used), least recently used first."""
 
     @abstractmethod
+    def add_workflow(self, workflow: dict, steps: list[dict]) -> None:
+        """Record a new workflow (id, expr, source, created, reducer, final) and its steps
+        (name, kind, seq, spec, operands, job)."""
+
+    @abstractmethod
+    def set_step_jobs(self, workflow: str, jobs: dict[str, dict]) -> None:
+        """Point steps at new jobs: {step name: {"job": id, "spec": spec dict, "operands": ...}}."""
+
+    @abstractmethod
+    def workflow(self, workflow_id: str) -> dict | None:
+        """The workflow with its steps (in order), or None."""
+
+    @abstractmethod
+    def workflows(self, last: int | None = None) -> list[dict]:
+        """Workflows without their steps, oldest first (only the newest ``last``)."""
+
+    @abstractmethod
+    def workflow_ids(self, prefix: str, limit: int = 2) -> list[str]:
+        """Ids of workflows starting with ``prefix``."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release the connection."""
 

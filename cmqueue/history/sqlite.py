@@ -31,6 +31,13 @@ CREATE TABLE IF NOT EXISTS cache (
     machine TEXT NOT NULL, sha TEXT NOT NULL, size INTEGER, added REAL, last_used REAL,
     PRIMARY KEY (machine, sha)
 );
+CREATE TABLE IF NOT EXISTS workflows (
+    id TEXT PRIMARY KEY, expr TEXT, source TEXT, created REAL, reducer TEXT, final TEXT
+);
+CREATE TABLE IF NOT EXISTS steps (
+    wf TEXT NOT NULL, name TEXT NOT NULL, kind TEXT, seq INTEGER, spec TEXT, operands TEXT, job TEXT,
+    PRIMARY KEY (wf, name)
+);
 """
 _COLS = "id, batch, spec, state, machine, exit_code, reason, started, ended, updated, result, attempt"
 
@@ -187,6 +194,50 @@ class SqliteStore(HistoryStore):
             rows = self.db.execute(f"SELECT machine, sha, size, added, last_used FROM cache {where}"
                                    " ORDER BY last_used, sha", args).fetchall()
         return [dict(zip(("machine", "sha", "size", "added", "last_used"), r, strict=True)) for r in rows]
+
+    def add_workflow(self, workflow: dict, steps: list[dict]) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO workflows (id, expr, source, created, reducer, final) VALUES (?,?,?,?,?,?)",
+                       (workflow["id"], workflow["expr"], workflow.get("source", ""), workflow["created"],
+                        workflow.get("reducer", "add"), json.dumps(workflow.get("final", []))))
+            for st in steps:
+                db.execute("INSERT INTO steps (wf, name, kind, seq, spec, operands, job) VALUES (?,?,?,?,?,?,?)",
+                           (workflow["id"], st["name"], st["kind"], st["seq"], json.dumps(st["spec"]),
+                            json.dumps(st.get("operands", [])), st["job"]))
+
+    def set_step_jobs(self, workflow: str, jobs: dict[str, dict]) -> None:
+        with self._tx() as db:
+            for name, st in jobs.items():
+                db.execute("UPDATE steps SET job=?, spec=? WHERE wf=? AND name=?",
+                           (st["job"], json.dumps(st["spec"]), workflow, name))
+
+    def workflow(self, workflow_id: str) -> dict | None:
+        with self._lock:
+            row = self.db.execute("SELECT id, expr, source, created, reducer, final FROM workflows WHERE id=?",
+                                  (workflow_id,)).fetchone()
+            if row is None:
+                return None
+            steps = self.db.execute("SELECT name, kind, seq, spec, operands, job FROM steps WHERE wf=? ORDER BY seq",
+                                    (workflow_id,)).fetchall()
+        wf = dict(zip(("id", "expr", "source", "created", "reducer", "final"), row, strict=True))
+        wf["final"] = json.loads(wf["final"] or "[]")
+        wf["steps"] = [{"name": n, "kind": k, "seq": q, "spec": json.loads(sp), "operands": json.loads(o or "[]"),
+                        "job": j} for n, k, q, sp, o, j in steps]
+        return wf
+
+    def workflows(self, last: int | None = None) -> list[dict]:
+        with self._lock:
+            rows = self.db.execute("SELECT id, expr, source, created, reducer, final FROM workflows"
+                                   " ORDER BY created DESC" + (f" LIMIT {int(last)}" if last else "")).fetchall()
+        return [dict(zip(("id", "expr", "source", "created", "reducer", "final"), r, strict=True))
+                for r in reversed(rows)]
+
+    def workflow_ids(self, prefix: str, limit: int = 2) -> list[str]:
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        with self._lock:
+            rows = self.db.execute(f"SELECT id FROM workflows WHERE id LIKE ? ESCAPE '\\' LIMIT {int(limit)}",
+                                   (escaped + "%",)).fetchall()
+        return [r[0] for r in rows]
 
     def close(self) -> None:
         with self._lock:

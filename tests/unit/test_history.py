@@ -110,3 +110,19 @@ def test_cache_entries_follow_job_events(store):
     store.apply([Event(rec.id, JobStatus.SUCCEEDED, 5.0, "m1", id="1-0", data={"data": {"cache": cache}})],
                 cursor="1-0")
     assert len(store.cache_entries("m1")) == 1
+
+
+def test_workflows_and_their_steps(store):
+    store.add_workflow({"id": "wabc", "expr": "a; b", "source": "t.py", "created": 1.0, "final": ["b"]},
+                       [{"name": "a", "kind": "task", "seq": 0, "spec": {"id": "j1"}, "job": "j1"},
+                        {"name": "b", "kind": "task", "seq": 1, "spec": {"id": "j2"}, "job": "j2"}])
+    store.add_workflow({"id": "wabd", "expr": "c", "created": 2.0, "final": ["c"]},
+                       [{"name": "c", "kind": "task", "seq": 0, "spec": {"id": "j3"}, "job": "j3"}])
+    wf = store.workflow("wabc")
+    assert (wf["expr"], wf["final"], [s["job"] for s in wf["steps"]]) == ("a; b", ["b"], ["j1", "j2"])
+    store.set_step_jobs("wabc", {"b": {"job": "j9", "spec": {"id": "j9"}}})
+    assert [s["job"] for s in store.workflow("wabc")["steps"]] == ["j1", "j9"]
+    assert [w["id"] for w in store.workflows()] == ["wabc", "wabd"]
+    assert [w["id"] for w in store.workflows(last=1)] == ["wabd"]
+    assert store.workflow_ids("wab") == ["wabc", "wabd"] and store.workflow_ids("wabd") == ["wabd"]
+    assert store.workflow("nope") is None

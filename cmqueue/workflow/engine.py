@@ -1,0 +1,194 @@
+"""Start, follow, resume, retry and cancel workflows. Their steps are jobs (batch = the
+workflow id); the workflow and its steps live in the history store, so everything here
+works again after the controller, the workers and Redis were restarted.
+
+A failed step suspends its workflow (a flag in Redis, set by the worker): steps that
+have not started end as cancelled with the reason, running siblings finish. ``resume``
+runs the steps that did not succeed, with new job ids, and hands the results of the
+succeeded ones to the ``+`` steps that need them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ServiceError, UsageError
+from ..guard import suspended_key
+from ..models import JobRecord, JobSpec, JobStatus, new_id
+from .expr import parse
+from .plan import Plan, Step, build, canvas
+
+
+def outcome(rec: JobRecord) -> dict[str, Any]:
+    """A step's result as a ``+`` consumes it (the shape workers store)."""
+    res = rec.result
+    return {"job": rec.id, "state": rec.state.value, "machine": rec.machine, "exit_code": rec.exit_code,
+            "stdout": res.stdout if res else "", "stdout_truncated": bool(res and res.stdout_truncated),
+            "reason": rec.reason, "started": rec.started, "ended": rec.ended}
+
+
+@dataclass
+class StepView:
+    """A step as `cmq show` prints it."""
+
+    name: str
+    kind: str
+    record: JobRecord | None
+
+    @property
+    def state(self) -> str:
+        """The state of the step's latest job ('queued' before it is known)."""
+        return self.record.state.value if self.record else "queued"
+
+
+def workflow_state(states: list[str]) -> str:
+    """running; failing (a step failed while others still run); suspended (a step did
+    not succeed and nothing runs: `cmq resume` goes on); or succeeded."""
+    active = any(s in ("queued", "running", "retrying") for s in states)
+    bad = any(s in ("failed", "lost", "cancelled") for s in states)
+    if active:
+        return "failing" if bad else "running"
+    return "suspended" if bad else "succeeded"
+
+
+class Workflows:
+    """Workflows of one cluster (``Cluster.workflows``)."""
+
+    def __init__(self, cluster: Any) -> None:
+        self.c = cluster
+
+    # -- starting -------------------------------------------------------------------------
+    def plan(self, text: str, tasks: dict, reducer: str = "add", source: str = "") -> Plan:
+        """The plan of ``text`` (nothing is sent)."""
+        return build(text, tasks, self.c.settings.inventory, reducer=reducer, source=source)
+
+    def start(self, plan: Plan) -> str:
+        """Record the workflow and its steps, then publish its canvas; returns its id."""
+        self.c.store.add_workflow(plan.record(), [s.to_dict() for s in plan.steps.values()])
+        self._publish(plan, [s.spec for s in plan.steps.values()], reuse=set())
+        return plan.id
+
+    def _publish(self, plan: Plan, specs: list[JobSpec], reuse: set[str]) -> None:
+        from kombu.exceptions import OperationalError
+        from redis.exceptions import RedisError
+
+        from ..models import Event
+        from ..submit import _pin_inputs
+
+        self.c.store.add(JobRecord(spec=s, state=JobStatus.QUEUED) for s in specs)
+        sig = canvas(plan, self.c.results_app, reuse)
+        try:
+            self.c.redis.delete(suspended_key(plan.id))
+            _pin_inputs(self.c.app, specs)
+            if sig is not None:
+                sig.apply_async()
+        except (OperationalError, OSError, RedisError) as e:
+            self.c.store.apply([Event(job=s.id, state=JobStatus.LOST, ts=time.time(),
+                                      data={"reason": f"not sent: broker unreachable ({e})"}) for s in specs])
+            raise ServiceError(f"broker unreachable; workflow {plan.id} was not started: {e}") from None
+
+    # -- reading --------------------------------------------------------------------------
+    def resolve(self, ref: str) -> dict:
+        """The workflow named by an id or a unique prefix of one."""
+        store = self.c.store
+        wf = store.workflow(ref)
+        if wf is None:
+            ids = store.workflow_ids(ref)
+            if len(ids) != 1:
+                from ..errors import UnknownJobError
+
+                raise UnknownJobError(f"no workflow {ref!r}" if not ids else f"{ref!r} matches several workflows")
+            wf = store.workflow(ids[0])
+        return wf
+
+    def steps(self, wf: dict) -> list[StepView]:
+        """The steps with the records of their latest jobs."""
+        self.c.refresh()
+        records = {r.id: r for r in self.c.store.get_many([s["job"] for s in wf["steps"]])}
+        return [StepView(s["name"], s["kind"], records.get(s["job"])) for s in wf["steps"]]
+
+    def state(self, wf: dict, steps: list[StepView] | None = None) -> str:
+        """The workflow's state from its steps' states."""
+        steps = steps if steps is not None else self.steps(wf)
+        return workflow_state([s.state for s in steps])
+
+    def value(self, wf: dict, steps: list[StepView]) -> Any:
+        """The workflow's result: its final step's value (a list for a final ``|``)."""
+        by_name = {s.name: s for s in steps}
+        values = []
+        for name in wf["final"]:
+            rec = by_name[name].record
+            res = rec.result if rec else None
+            if res is None:
+                values.append(None)
+            elif "value" in res.data:
+                values.append(res.data["value"])
+            else:
+                values.append(res.stdout)
+        return values[0] if len(values) == 1 else values
+
+    def wait(self, wf: dict, timeout: float | None = None, on_update: Any = None) -> list[StepView]:
+        """Block until every step's latest job is final (or ``timeout``)."""
+        self.c.wait([s["job"] for s in wf["steps"]], timeout=timeout, on_update=on_update)
+        return self.steps(self.c.store.workflow(wf["id"]))
+
+    # -- resume / retry / cancel ----------------------------------------------------------
+    def _rebuild(self, wf: dict) -> Plan:
+        steps = {}
+        for s in wf["steps"]:
+            steps[s["name"]] = Step(s["name"], s["kind"], s["seq"], JobSpec.from_dict(s["spec"]), s["operands"])
+        return Plan(id=wf["id"], expr=wf["expr"], tree=parse(wf["expr"]), steps=steps, final=wf["final"],
+                    reducer=wf["reducer"], source=wf["source"])
+
+    def resume(self, ref: str, only: str | None = None) -> tuple[str, list[str]]:
+        """Run again the steps that did not succeed (or just step ``only``); returns the
+        workflow id and the names of the steps sent."""
+        wf = self.resolve(ref)
+        views = self.steps(wf)
+        unfinished = [v.name for v in views if v.state in ("queued", "running", "retrying")]
+        if unfinished:
+            raise UsageError(f"workflow {wf['id']} still runs steps {', '.join(unfinished)}; "
+                             "wait for them or cancel it first")
+        plan = self._rebuild(wf)
+        if only is not None:
+            if only not in plan.steps:
+                raise UsageError(f"workflow {wf['id']} has no step {only!r}; steps: {', '.join(plan.steps)}")
+            again = {only}
+        else:
+            again = {v.name for v in views if v.state != "succeeded"}
+        if not again:
+            return wf["id"], []
+        by_name = {v.name: v for v in views}
+        new_specs: dict[str, JobSpec] = {}
+        for name in plan.steps:                       # task steps first get their new ids
+            step = plan.steps[name]
+            if name in again and step.kind == "task":
+                step.spec.id = new_id()
+                step.spec.attempt = 1
+                step.spec.submitted = time.time()
+                new_specs[name] = step.spec
+        for name in plan.steps:
+            step = plan.steps[name]
+            if name in again and step.kind == "sum":
+                known = {o: outcome(by_name[o].record) for o in step.operands
+                         if o not in again and by_name[o].record is not None}
+                step.spec.id = new_id("r")
+                step.spec.params = {**step.spec.params, "known": known,
+                                    "operands": {o: plan.steps[o].spec.id for o in step.operands}}
+                new_specs[name] = step.spec
+        self.c.store.set_step_jobs(wf["id"], {n: {"job": s.id, "spec": s.to_dict()} for n, s in new_specs.items()})
+        self._publish(plan, list(new_specs.values()), reuse=set(plan.steps) - again)
+        return wf["id"], sorted(again, key=lambda n: plan.steps[n].seq)
+
+    def cancel(self, ref: str) -> dict:
+        """Suspend the workflow and cancel its steps that have not ended."""
+        from ..guard import request_cancel
+
+        wf = self.resolve(ref)
+        self.c.redis.set(suspended_key(wf["id"]), "cancelled by the user")
+        live = [v.record.id for v in self.steps(wf) if v.record and not v.record.state.final]
+        if live:
+            request_cancel(self.c.redis, live)
+        return wf
