@@ -490,8 +490,9 @@ machine.
 
 
 def cmd_cancel(args: Args) -> int:
-    """Cancel jobs: queued ones never start, running ones are killed on their machine
-(the whole process tree).
+    """Cancel jobs or workflows: queued jobs never start, running ones are killed on their
+machine (the whole process tree). A workflow is suspended and its unfinished steps
+cancelled (`cmq resume` goes on later).
 
 Usage:
   cmq cancel [options] [--json] JOB...
@@ -499,8 +500,19 @@ Usage:
 Options:
   --json   print the jobs' states after cancelling as JSON
 """
+    from ..errors import UnknownJobError
+
     with _cluster(args, check_keys=False) as c:
-        records = c.cancel(args["JOB"])
+        jobs: list[str] = []
+        for ref in args["JOB"]:
+            try:
+                c.store.resolve([ref])
+                jobs.append(ref)
+            except UnknownJobError:
+                wf = c.workflows.cancel(ref)           # not a job: a workflow, or the error
+                output.err.print(f"workflow {wf['id']} suspended; its unfinished steps are cancelled", markup=False)
+                jobs += [s["job"] for s in wf["steps"]]
+        records = c.cancel(jobs)
         if args["--json"]:
             output.print_json([r.to_dict() for r in records])
         else:
@@ -543,10 +555,11 @@ COMMANDS: dict[str, Callable[[Args], int]] = {
 
 
 def _more_commands() -> None:
-    from . import data, mapping
+    from . import data, mapping, workflows
 
     COMMANDS.update(data.COMMANDS)
     COMMANDS.update(mapping.COMMANDS)
+    COMMANDS.update(workflows.COMMANDS)
 
 
 _more_commands()

@@ -15,12 +15,18 @@ Commands:
   status     show the state of jobs
   jobs       list jobs from the history
   logs       print a job's output
-  cancel     cancel jobs (running ones are killed on their machine)
+  cancel     cancel jobs or workflows (running jobs are killed on their machine)
   wait       wait for jobs, with a progress bar
   map        one job per argument, then reduce their outputs to one value
   put        copy a local file or tree to machines (verified)
   get        copy a file or tree from machines (verified)
   cache      show or clear the machines' input caches
+  run        run a workflow: (a | b | c); d; a + b + c + d
+  plan       show what a workflow would do, running nothing
+  workflows  list workflows
+  show       a workflow's tree with each step's state and result
+  resume     run a workflow's failed and unfinished steps again
+  retry      run one step of a workflow again
   demo       start a loopback cluster and run a demo job across it
 
 Options:
