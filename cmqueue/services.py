@@ -85,8 +85,13 @@ def free_port(start: int, host: str = "127.0.0.1", tries: int = 200) -> int:
 
 
 def _identity(pid: int) -> float | None:
+    """Start time of a running process; None when it is gone or a zombie (a killed
+    process nobody reaped yet is dead for us: PID 1 of a container may never reap it)."""
     try:
-        return psutil.Process(pid).create_time()
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc.create_time()
     except psutil.Error:
         return None
 

@@ -165,9 +165,8 @@ def c(): return f"echo c start 0 >> {{LOG}}; echo 3"
         assert env.run("up").code == 0                       # they come back, as after a crash
         # b's message comes back after the visibility timeout; its second run finds the marker
         # and fails, which suspends the workflow: c and the sum do not start.
-        r = env.run("resume", wf)
         shown = wait_for(lambda: (lambda o: o if o["state"] == "suspended" else None)(
-            env.run("show", "--json", wf).json()), timeout=120, what="the workflow to be suspended")
+            env.run("show", "--json", wf).json()), timeout=40, what="the workflow to be suspended")
         assert {s["name"]: s["state"] for s in shown["steps"]}["a"] == "succeeded"
         (tmp_path / "b.marker.ok").touch()
         r = env.run("resume", "--wait", "--json", wf, timeout=180)
