@@ -506,12 +506,13 @@ Options:
         jobs: list[str] = []
         for ref in args["JOB"]:
             try:
-                c.store.resolve([ref])
-                jobs.append(ref)
+                wf = c.workflows.resolve(ref)
             except UnknownJobError:
-                wf = c.workflows.cancel(ref)           # not a job: a workflow, or the error
-                output.err.print(f"workflow {wf['id']} suspended; its unfinished steps are cancelled", markup=False)
-                jobs += [s["job"] for s in wf["steps"]]
+                jobs.append(ref)                       # not a workflow: jobs (or the error)
+                continue
+            c.workflows.cancel(wf["id"])
+            output.err.print(f"workflow {wf['id']} suspended; its unfinished steps are cancelled", markup=False)
+            jobs += [s["job"] for s in wf["steps"]]
         records = c.cancel(jobs)
         if args["--json"]:
             output.print_json([r.to_dict() for r in records])

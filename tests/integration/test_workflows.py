@@ -169,6 +169,11 @@ def c(): return f"echo c start 0 >> {{LOG}}; echo 3"
             env.run("show", "--json", wf).json()), timeout=40, what="the workflow to be suspended")
         assert {s["name"]: s["state"] for s in shown["steps"]}["a"] == "succeeded"
         (tmp_path / "b.marker.ok").touch()
+        # Everything restarts before the resume: workers, Redis (AOF) and the CLI.
+        assert env.run("down", "--grace=2").code == 0
+        env.redis.stop()
+        env.redis.start()
+        assert env.run("up").code == 0
         r = env.run("resume", "--wait", "--json", wf, timeout=180)
         assert r.code == 0, r.err
         assert r.json()["value"] == 6
@@ -176,3 +181,17 @@ def c(): return f"echo c start 0 >> {{LOG}}; echo 3"
         assert runs.count("a") == 1 and runs.count("c") == 1 and runs.count("b") >= 3
     finally:
         teardown(env)
+
+
+def test_cancel_a_workflow(cmq, tmp_path):
+    tasks, log = _tasks(tmp_path, uuid.uuid4().hex[:8])
+    tasks.write_text(tasks.read_text().replace("def notacommand(): return 42\n", ""))
+    wf = cmq.run("run", f"--tasks={tasks}", "a; d").out.strip()
+    r = cmq.run("cancel", wf)
+    assert r.code == 0 and f"workflow {wf} suspended" in r.err
+    shown = wait_for(lambda: (lambda o: o if o["state"] == "suspended" else None)(
+        cmq.run("show", "--json", wf).json()), timeout=60, what="the workflow to be suspended")
+    assert {s["name"]: s["state"] for s in shown["steps"]}["d"] == "cancelled"
+    assert "d" not in (_events(log) if os.path.exists(log) else {})
+    if os.path.exists(log):
+        os.unlink(log)
