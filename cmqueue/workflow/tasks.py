@@ -120,6 +120,8 @@ def from_inventory(raw: Mapping[str, Any] | None, path: Path) -> dict[str, TaskD
             entry = {"command": entry}
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: must be a command or a mapping with a command")
+        if True in entry:          # YAML 1.1 reads an unquoted `on:` key as true
+            entry = {("on" if k is True else k): v for k, v in entry.items()}
         unknown = set(entry) - TASK_FIELDS
         if unknown:
             raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown field (known: {', '.join(sorted(TASK_FIELDS))})")
