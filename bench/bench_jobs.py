@@ -97,7 +97,7 @@ def main() -> None:
     cluster = LoopbackCluster(root / "cluster", n=4, slots=4, first=61).start()
     redis_srv = RedisServer(root / "redis")
     redis_srv.start()
-    config = cluster.write_inventory(root / "cmq.yaml", redis_srv.url)
+    config = cluster.write_inventory(root / "cmq.yaml", redis_srv.url, settings={"flower_port": 0})
     env = {**os.environ, "CMQ_CONFIG": str(config), "CMQ_HOME": str(root / "home")}
     cmq = [sys.executable, "-m", "cmqueue"]
     ctl = root / "ctl"

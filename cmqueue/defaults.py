@@ -61,6 +61,9 @@ MAX_REROUTES = 20
 #: Port the embedded Redis listens on when none is configured (the next free one is used).
 EMBEDDED_REDIS_PORT = 6390
 
+#: Port Flower (the web view) listens on, on 127.0.0.1; 0: `cmq up` starts no Flower.
+FLOWER_PORT = 5555
+
 #: Redis stream that carries job events from workers to the history store.
 EVENT_STREAM = "cmq:events"
 

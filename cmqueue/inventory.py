@@ -33,7 +33,7 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)?\s*$", re.IGNORECASE
 TOP_FIELDS = {"broker", "history", "defaults", "machines", "settings", "tasks"}
 SETTINGS_FIELDS = {
     "output_cap", "visibility_timeout", "restore_interval", "claim_ttl", "connect_timeout",
-    "kill_grace", "probe_interval", "max_reroutes", "control_persist",
+    "kill_grace", "probe_interval", "max_reroutes", "control_persist", "flower_port",
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _LABEL = _NAME
@@ -372,7 +372,10 @@ def _build(data: Any, path: Path) -> Inventory:
     for k, v in settings.items():
         if k not in SETTINGS_FIELDS:
             raise _fail(path, f"settings.{k}", f"unknown setting (known: {', '.join(sorted(SETTINGS_FIELDS))})")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+        if k == "flower_port":
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 65535:
+                raise _fail(path, f"settings.{k}", f"must be a port number (0: no Flower), got {v!r}")
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
             raise _fail(path, f"settings.{k}", f"must be a positive number, got {v!r}")
     broker = data.get("broker")
     if broker is not None:

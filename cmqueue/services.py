@@ -216,14 +216,37 @@ class Services:
         client.close()
         return result
 
+    def start_flower(self, url: str, timeout: float = 30) -> tuple[str, bool]:
+        """Start Flower (if not running) on 127.0.0.1:flower_port; returns (its URL,
+        started_now). ServiceError when the port is taken or Flower does not come up."""
+        port = int(self.settings.get("flower_port"))
+        where = f"http://127.0.0.1:{port}"
+        state = self.records()
+        if alive(state.get("flower")):
+            return where, False
+        if not port_free("127.0.0.1", port):
+            raise ServiceError(f"flower: port {port} on 127.0.0.1 is in use; Flower not started "
+                               "(choose another with settings: flower_port)")
+        rec = self._spawn(self._cmq_argv("flower", f"--port={port}"), self.settings.log_dir / "flower.log",
+                          broker=url)
+        state["flower"] = rec
+        self._save(state)
+        deadline = time.monotonic() + timeout
+        while port_free("127.0.0.1", port):
+            if not alive(rec) or time.monotonic() > deadline:
+                raise ServiceError(f"flower did not start; see {rec['log']}")
+            time.sleep(0.1)
+        return where, True
+
     def stop(self, grace: float = 10) -> list[str]:
         """Stop exactly the processes recorded by ``cmq up``; returns what was stopped."""
         state = self.records()
         stopped: list[str] = []
         targets: list[tuple[str, dict[str, Any]]] = [
             (f"worker {n}", r) for n, r in (state.get("workers") or {}).items()]
-        if state.get("recorder"):
-            targets.append(("recorder", state["recorder"]))
+        for name in ("recorder", "flower"):
+            if state.get(name):
+                targets.append((name, state[name]))
         self._terminate([t for t in targets if alive(t[1])], grace, stopped)
         if state.get("redis") and alive(state["redis"]):
             self._terminate([("redis", state["redis"])], grace, stopped)
@@ -257,8 +280,9 @@ class Services:
         items: list[tuple[str, dict[str, Any]]] = []
         if state.get("redis", {}).get("pid"):
             items.append(("redis", state["redis"]))
-        if state.get("recorder"):
-            items.append(("recorder", state["recorder"]))
+        for name in ("recorder", "flower"):
+            if state.get(name):
+                items.append((name, state[name]))
         items += [(f"worker {n}", r) for n, r in (state.get("workers") or {}).items()]
         for name, rec in items:
             up = alive(rec)

@@ -215,7 +215,7 @@ def send(app: Celery, store: HistoryStore, specs: list[JobSpec], reduce_spec: Jo
                         extra = {**chord, "group_index": i} if chord else {}
                         task.apply_async(kwargs={"spec": spec.to_dict()}, task_id=spec.id, queue=spec.queue,
                                          routing_key=spec.queue, producer=producer, retry=False,
-                                         argsrepr="()", kwargsrepr=f"{{spec: {spec.id}: {spec.command[:60]!r}}}",
+                                         argsrepr="()", kwargsrepr=f"{spec.target} {spec.command[:80]!r}",
                                          **extra)
                 sent += len(chunk)
     except (OperationalError, OSError, RedisError) as e:

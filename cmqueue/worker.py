@@ -388,11 +388,13 @@ def run_worker(app: Celery, machine: Machine, loglevel: str = "INFO") -> None:
     def _ready(sender: Any = None, **_: Any) -> None:
         ctx.on_ready()
 
+    # With Flower in the inventory (settings: flower_port), tasks send events from the start.
+    events_flag = ["-E"] if int(app.cmq_settings.get("flower_port")) else []
     try:
         app.worker_main([
             "worker", "-n", ctx.hostname, "-Q", ",".join(ctx.queues), "-c", str(machine.slots),
             "-P", "threads", "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "-l", loglevel,
+            *events_flag, "-l", loglevel,
         ])
     finally:
         ctx.stop()

@@ -111,6 +111,8 @@ def make_env(tmp: Path, machines: int = 3, slots: int = 2, labels: dict | None =
     cluster = LoopbackCluster(tmp / "cluster", n=machines, slots=slots, first=first).start()
     redis = RedisServer(tmp / "redis", aof=aof)
     redis.start()
+    # Flower only where a test asks for it (settings: flower_port): it would enable task events.
+    settings = {"flower_port": 0, **(settings or {})}
     config = cluster.write_inventory(tmp / "cmq.yaml", redis.url, labels=labels, settings=settings,
                                      transport=transport, fields=fields)
     home = tmp / "home"

@@ -55,8 +55,10 @@ Usage:
 
 Starts Redis when the broker is local and nothing answers (or none is configured: then an
 embedded Redis with a generated password and AOF persistence), one worker per enabled ssh
-or local machine (concurrency = slots), and the recorder that keeps the history in step.
-Waits until every worker consumes its queues (or reports its machine unreachable).
+or local machine (concurrency = slots), the recorder that keeps the history in step, and
+Flower on 127.0.0.1:5555 (settings: flower_port; 0 for none) behind a login that is
+printed when it is made (`cmq flower --show-login` shows it again). Waits until every
+worker consumes its queues (or reports its machine unreachable).
 
 Example:
   cmq up && cmq submit --all --wait uptime
@@ -79,6 +81,14 @@ Example:
         output.err.print(f"worker {name}: {state}", markup=False)
     if not states:
         output.err.print("workers: all already running")
+    if int(settings.get("flower_port")):
+        from ..flower import login
+
+        where, started = services.start_flower(url)
+        user, password, created = login(settings)
+        shown = f"login {user} / {password} (shown once; `cmq flower --show-login`)" if created else \
+            "login: `cmq flower --show-login`"
+        output.err.print(f"flower {where} ({'started' if started else 'already running'}); {shown}", markup=False)
     return 3 if bad else 0
 
 
@@ -147,6 +157,37 @@ with concurrency = slots, prefetch 1 and late acknowledgements.
     if not machine.enabled:
         raise UsageError(f"machine {machine.name} is disabled (enabled: false)")
     run_worker(create_app(settings, worker=True), machine, loglevel=args["--loglevel"])
+    return 0
+
+
+def cmd_flower(args: Args) -> int:
+    """Run Flower, the web view of queues, workers and tasks, in the foreground (`cmq up`
+starts it in the background).
+
+Usage:
+  cmq flower [options] [--port=P]
+  cmq flower --show-login [options]
+
+Flower listens on 127.0.0.1 only and asks for a login, made on first start and kept in
+~/.cloudmesh/cmq/flower/login (0600). Its task history is kept on disk (flower.db) and
+survives a restart. Its REST API (same login) lists and inspects tasks:
+  curl -u cmq:PASSWORD http://127.0.0.1:5555/api/tasks
+
+Options:
+  --port=P        port (default: settings: flower_port, 5555)
+  --show-login    print the login (user and password) and exit
+"""
+    from ..flower import login, serve
+
+    settings = _settings(args, check_keys=False)
+    if args["--show-login"]:
+        user, password, _ = login(settings, create=False)
+        output.out.print(f"{user} {password}", markup=False)
+        return 0
+    from ..app import create_app
+
+    port = _number(args, "--port", int) or int(settings.get("flower_port")) or 5555
+    serve(create_app(settings), settings, port)
     return 0
 
 
@@ -550,6 +591,7 @@ inventory and services are not touched.
 
 COMMANDS: dict[str, Callable[[Args], int]] = {
     "up": cmd_up, "down": cmd_down, "ps": cmd_ps, "worker": cmd_worker, "recorder": cmd_recorder,
+    "flower": cmd_flower,
     "machines": cmd_machines, "submit": cmd_submit, "status": cmd_status, "jobs": cmd_jobs,
     "logs": cmd_logs, "cancel": cmd_cancel, "wait": cmd_wait, "demo": cmd_demo,
 }

@@ -10,6 +10,7 @@ Commands:
   down       stop exactly what `cmq up` started
   ps         show the services `cmq up` started
   worker     run the worker of one machine in the foreground
+  flower     run Flower (the web view) in the foreground; --show-login
   machines   list the machines; `cmq machines check` probes them
   submit     submit jobs (one command, per machine, or per argument)
   status     show the state of jobs

@@ -26,6 +26,7 @@ def local_setup(tmp_path):
     need_services()
     config = tmp_path / "cmq.yaml"
     config.write_text(f"""
+settings: {{flower_port: 0}}
 machines:
   here1: {{mode: local, slots: 2, workdir: {tmp_path / 'w1'}}}
   here2: {{mode: local, slots: 1, workdir: {tmp_path / 'w2'}, labels: [small]}}

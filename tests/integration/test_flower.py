@@ -1,0 +1,148 @@
+"""Flower started by `cmq up`: behind a login, showing our workers and tasks in a real
+(headless) Chromium, and its REST API answering curl with the login."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from cmqueue.testbed import random_free_port
+
+from ..conftest import make_env, need, teardown, wait_for
+
+CHROMIUM = shutil.which("chromium")
+
+
+def _curl(port: int, path: str, auth: str | None) -> tuple[int, str]:
+    argv = ["curl", "-s", "-w", "\n%{http_code}", *(["-u", auth] if auth else []), f"http://127.0.0.1:{port}{path}"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout
+    body, _, code = out.rpartition("\n")
+    return int(code), body
+
+
+@pytest.fixture(scope="module")
+def flower_env(tmp_path_factory):
+    port = random_free_port()
+    env = make_env(tmp_path_factory.mktemp("flower"), machines=2, slots=2, first=101,
+                   settings={"flower_port": port})
+    env.port = port
+    yield env
+    teardown(env)
+
+
+def test_login_is_private_and_required(flower_env):
+    env = flower_env
+    login = env.home / "flower" / "login"
+    assert oct(login.stat().st_mode & 0o777) == "0o600"
+    user, password = env.run("flower", "--show-login", check=True).out.split()
+    assert password not in _all_command_lines()            # not on any process's command line
+    assert _curl(env.port, "/api/workers", None)[0] == 401
+    assert _curl(env.port, "/api/workers", f"{user}:wrong")[0] == 401
+    assert _curl(env.port, "/api/workers", f"{user}:{password}")[0] == 200
+
+
+def _all_command_lines() -> str:
+    import psutil
+
+    lines = []
+    for p in psutil.process_iter():
+        try:
+            lines.append(" ".join(p.cmdline()))
+        except psutil.Error:
+            pass
+    return "\n".join(lines)
+
+
+def test_flower_shows_our_workers_and_tasks_in_a_browser(flower_env):
+    need("chromium", CHROMIUM is not None)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    need("playwright (pip)", sync_playwright is not None)
+
+    env = flower_env
+    user, password = env.run("flower", "--show-login", check=True).out.split()
+    auth = f"{user}:{password}"
+    wait_for(lambda: {"cmq-m1", "cmq-m2"} <= {w.split("@")[0] for w in json.loads(
+        _curl(env.port, "/api/workers?refresh=1", auth)[1] or "{}")}, timeout=60, what="Flower to see both workers")
+    tag = uuid.uuid4().hex[:10]
+    r = env.run("submit", "--wait", "--json", f"echo flower-{tag}-{{}}", ":::", "1", "2")
+    assert r.code == 0, r.err
+    ids = [j["id"] for j in r.json()]
+    wait_for(lambda: all(i in json.loads(_curl(env.port, "/api/tasks", auth)[1] or "{}") for i in ids),
+             timeout=60, what="Flower to record the tasks")
+    tasks = json.loads(_curl(env.port, "/api/tasks", auth)[1])
+    assert f"flower-{tag}" in tasks[ids[0]]["kwargs"] and tasks[ids[0]]["state"] == "SUCCESS"
+    shots = Path(os.environ.get("CMQ_SCREENSHOT_DIR") or env.root)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            from playwright.sync_api import Error
+
+            with pytest.raises(Error, match="ERR_INVALID_AUTH_CREDENTIALS"):   # the browser got a 401
+                browser.new_page().goto(f"http://127.0.0.1:{env.port}/workers")
+            page = browser.new_context(http_credentials={"username": user, "password": password}).new_page()
+            assert page.goto(f"http://127.0.0.1:{env.port}/workers").status == 200
+            page.wait_for_selector("text=cmq-m1@", timeout=30_000)
+            assert "cmq-m2@" in page.content()
+            page.screenshot(path=str(shots / "flower-workers.png"))
+            assert page.goto(f"http://127.0.0.1:{env.port}/tasks").status == 200
+            page.wait_for_selector(f"text=flower-{tag}-1", timeout=30_000)
+            assert ids[0] in page.content() and "cmq.run" in page.content()
+            page.screenshot(path=str(shots / "flower-tasks.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+def test_rest_api_with_curl(flower_env):
+    env = flower_env
+    user, password = env.run("flower", "--show-login", check=True).out.split()
+    r = env.run("submit", "--wait", "--json", "--on=m2", "echo via-rest")
+    job = r.json()[0]["id"]
+    auth = f"{user}:{password}"
+    wait_for(lambda: _curl(env.port, f"/api/task/info/{job}", auth)[0] == 200, timeout=60, what="the task in Flower")
+    info = json.loads(_curl(env.port, f"/api/task/info/{job}", auth)[1])
+    assert info["state"] == "SUCCESS" and info["worker"].startswith("cmq-m2@") and "via-rest" in info["kwargs"]
+
+
+def test_port_in_use_is_a_clear_error(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        env = None
+        try:
+            with pytest.raises(AssertionError) as e:
+                env = make_env(tmp_path, machines=1, slots=1, first=103, settings={"flower_port": port})
+            assert f"flower: port {port} on 127.0.0.1 is in use" in str(e.value)
+            assert "Traceback" not in str(e.value)
+        finally:
+            if env is not None:
+                teardown(env)
+
+
+def test_task_history_survives_a_flower_restart(flower_env):
+    import signal
+
+    env = flower_env
+    user, password = env.run("flower", "--show-login", check=True).out.split()
+    auth = f"{user}:{password}"
+    job = env.run("submit", "--wait", "--json", "echo before-restart").json()[0]["id"]
+    wait_for(lambda: job in json.loads(_curl(env.port, "/api/tasks", auth)[1] or "{}"), timeout=60,
+             what="Flower to record the task")
+    pid = json.loads((env.home / "services.json").read_text())["flower"]["pid"]
+    os.kill(pid, signal.SIGTERM)                   # Flower writes its state to flower.db and exits
+    wait_for(lambda: _curl(env.port, "/api/tasks", auth)[0] == 0, timeout=30, what="Flower to stop")
+    assert env.run("up").code == 0                 # starts Flower again (and nothing else)
+    assert _curl(env.port, "/api/workers", None)[0] == 401
+    tasks = json.loads(_curl(env.port, "/api/tasks", auth)[1])
+    assert job in tasks and "before-restart" in tasks[job]["kwargs"]
