@@ -55,7 +55,7 @@ def loopback_stack(machines: int = 3, keep: bool = False, slots: int = 2) -> Ite
                      f"files under {root}")
     cluster = LoopbackCluster(root / "cluster", n=machines, slots=slots, first=51).start()
     write_json_private(root / "sshd-pids.json", [m.proc.pid for m in cluster.machines])
-    config = cluster.write_inventory(root / "cmq.yaml", broker=None)
+    config = cluster.write_inventory(root / "cmq.yaml", broker=None, settings={"flower_port": 0})
     os.environ["CMQ_HOME"] = str(root / "home")
     settings = resolve(str(config))
     services = Services(settings)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -132,16 +133,16 @@ class Services:
         return {"pid": proc.pid, "created": created, "log": str(log), "argv": argv[:4]}
 
     # -- redis ----------------------------------------------------------------------------
-    def ensure_redis(self) -> tuple[str, bool]:
-        """The broker URL, starting the embedded Redis if needed; (url, started_now)."""
+    def redis_config(self) -> tuple[str, Path | None]:
+        """The broker URL and, when cmq runs that Redis (embedded, or a local URL with a
+        password that does not answer), its config file, written 0600 with the password.
+        The URL, port and password are recorded so every later command finds them."""
         configured = self.settings.inventory.broker or os.environ.get("CMQ_BROKER")
         state = self.records()
         if configured:
-            if not ping(configured):
-                return configured, False
             parts = urlsplit(configured)
             if parts.hostname not in LOCAL_HOSTS:
-                raise ServiceError(f"broker {redact_url(configured)} does not answer: {ping(configured)}")
+                return configured, None
             if not parts.password:
                 raise ConfigError(
                     f"{self.settings.inventory.path.name}: broker: cmq starts Redis only with a "
@@ -150,8 +151,6 @@ class Services:
             url = configured
         else:
             rec = state.get("redis") or {}
-            if rec.get("url") and not ping(rec["url"]):
-                return rec["url"], False
             port = rec.get("port") or free_port(defaults.EMBEDDED_REDIS_PORT)
             password = rec.get("password") or secrets.token_urlsafe(32)
             url = f"redis://:{password}@127.0.0.1:{port}/0"
@@ -161,17 +160,53 @@ class Services:
             "appendonly yes", "appendfsync everysec", 'save ""', f"dir {data}",
             "daemonize no", f"logfile {data / 'redis.log'}", "",
         ]))
+        if not configured:
+            state = self.records()
+            state["redis"] = {**(state.get("redis") or {}), "url": url, "port": port, "password": password}
+            self._save(state)
+        return url, conf
+
+    def ensure_redis(self) -> tuple[str, bool]:
+        """The broker URL, starting the embedded Redis if needed; (url, started_now)."""
+        configured = self.settings.inventory.broker or os.environ.get("CMQ_BROKER")
+        if configured and not ping(configured):
+            return configured, False
+        if configured and urlsplit(configured).hostname not in LOCAL_HOSTS:
+            raise ServiceError(f"broker {redact_url(configured)} does not answer: {ping(configured)}")
+        rec = self.records().get("redis") or {}
+        if not configured and rec.get("url") and not ping(rec["url"]):
+            return rec["url"], False
+        url, conf = self.redis_config()
+        assert conf is not None
         rec = self._spawn([redis_binary(), str(conf)], self.settings.log_dir / "redis.out")
-        rec.update(url=url, port=port, password=password)
+        rec.update(url=url, port=urlsplit(url).port, password=urlsplit(url).password)
         deadline = time.monotonic() + 15
         while ping(url):
             if time.monotonic() > deadline or not alive(rec):
-                raise ServiceError(f"Redis did not start on port {port}; see {data / 'redis.log'}")
+                raise ServiceError(f"Redis did not start on port {urlsplit(url).port}; see {conf.parent / 'redis.log'}")
             time.sleep(0.05)
         state = self.records()
         state["redis"] = rec
         self._save(state)
         return url, True
+
+    def procfile(self) -> str:
+        """A Procfile (honcho, foreman) that runs this inventory's stack in the foreground:
+        Redis when cmq runs it, the recorder, Flower and a worker per machine."""
+        url, conf = self.redis_config()
+        cmq = f"cmq --config {shlex.quote(str(self.settings.inventory.path))}"
+        lines = ["# Made by `cmq procfile` for " + str(self.settings.inventory.path) + "; run: honcho start",
+                 "# The broker's password is in the (0600) Redis config and cmq's home, not here."]
+        if conf is not None:
+            lines.append(f"redis: {redis_binary()} {shlex.quote(str(conf))}")
+        lines.append(f"recorder: {cmq} recorder")
+        port = int(self.settings.get("flower_port"))
+        if port:
+            lines.append(f"flower: {cmq} flower --port={port}")
+        for m in self.settings.inventory.enabled():
+            if m.mode != "agent":
+                lines.append(f"worker-{m.name}: {cmq} worker {m.name}")
+        return "\n".join(lines) + "\n"
 
     # -- workers and recorder ---------------------------------------------------------------
     def _cmq_argv(self, *args: str) -> list[str]:

@@ -111,6 +111,25 @@ A job killed this way is not lost: the broker hands it out again when a worker r
     return 0
 
 
+def cmd_procfile(args: Args) -> int:
+    """Print a Procfile that runs this inventory's stack in the foreground (honcho, foreman).
+
+Usage:
+  cmq procfile [options]
+
+One line per process: Redis (when cmq runs it: embedded, or a local broker URL with a
+password; its 0600 config holds the password), the recorder, Flower (settings:
+flower_port; 0 for none) and a worker per enabled machine. Nothing is started.
+
+Example:
+  cmq procfile > Procfile && honcho start
+"""
+    from ..services import Services
+
+    sys.stdout.write(Services(_settings(args, check_keys=False)).procfile())
+    return 0
+
+
 def cmd_ps(args: Args) -> int:
     """Show the services `cmq up` started, with pid and uptime.
 
@@ -591,7 +610,7 @@ inventory and services are not touched.
 
 COMMANDS: dict[str, Callable[[Args], int]] = {
     "up": cmd_up, "down": cmd_down, "ps": cmd_ps, "worker": cmd_worker, "recorder": cmd_recorder,
-    "flower": cmd_flower,
+    "flower": cmd_flower, "procfile": cmd_procfile,
     "machines": cmd_machines, "submit": cmd_submit, "status": cmd_status, "jobs": cmd_jobs,
     "logs": cmd_logs, "cancel": cmd_cancel, "wait": cmd_wait, "demo": cmd_demo,
 }

@@ -9,6 +9,7 @@ Commands:
   up         start Redis if needed, one worker per machine, and the recorder
   down       stop exactly what `cmq up` started
   ps         show the services `cmq up` started
+  procfile   print a Procfile for the stack (honcho start)
   worker     run the worker of one machine in the foreground
   flower     run Flower (the web view) in the foreground; --show-login
   machines   list the machines; `cmq machines check` probes them

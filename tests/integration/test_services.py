@@ -114,3 +114,38 @@ def test_local_machines_put_get_and_stage_data(local_setup):
     assert r.returncode == 0, r.stderr
     job = json.loads(r.stdout)[0]["id"]
     assert (tmp / "res" / job / "n.txt").read_text().strip() == "1"
+
+
+def test_procfile_runs_the_whole_stack_under_honcho(local_setup):
+    import shutil
+    import signal
+    import time
+
+    env, tmp = local_setup
+    honcho = shutil.which("honcho", path=os.path.dirname(sys.executable))
+    from ..conftest import need
+
+    need("honcho (pip)", honcho is not None)
+    r = cmq(env, "procfile")
+    assert r.returncode == 0, r.stderr
+    lines = dict(line.split(": ", 1) for line in r.stdout.splitlines() if not line.startswith("#"))
+    assert set(lines) == {"redis", "recorder", "worker-here1", "worker-here2"}
+    assert json.loads((tmp / "home" / "services.json").read_text())["redis"]["password"] not in r.stdout
+    (tmp / "Procfile").write_text(r.stdout)
+    path_env = {**env, "PATH": os.path.dirname(sys.executable) + os.pathsep + env["PATH"]}
+    proc = subprocess.Popen([honcho, "start", "-f", str(tmp / "Procfile")], cwd=tmp, env=path_env,
+                            stdout=open(tmp / "honcho.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            rows = cmq(env, "machines", "--json")
+            states = {m["name"]: m["worker"] for m in json.loads(rows.stdout or "[]")} if rows.returncode == 0 else {}
+            if states and all(s == "consuming" for s in states.values()):
+                break
+            assert time.monotonic() < deadline, (tmp / "honcho.log").read_text()[-3000:]
+            time.sleep(0.2)
+        r = cmq(env, "submit", "--wait", "--on=here2", "echo from honcho on $CMQ_MACHINE")
+        assert (r.returncode, r.stdout) == (0, "from honcho on here2\n"), r.stderr
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
