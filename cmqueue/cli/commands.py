@@ -184,7 +184,7 @@ def cmd_flower(args: Args) -> int:
 starts it in the background).
 
 Usage:
-  cmq flower [options] [--port=P]
+  cmq flower [options] [--port=P] [--address=A]
   cmq flower --show-login [options]
 
 Flower listens on 127.0.0.1 only and asks for a login, made on first start and kept in
@@ -194,6 +194,8 @@ survives a restart. Its REST API (same login) lists and inspects tasks:
 
 Options:
   --port=P        port (default: settings: flower_port, 5555)
+  --address=A     address to listen on; anything but loopback exposes Flower (login
+                  still required) [default: 127.0.0.1]
   --show-login    print the login (user and password) and exit
 """
     from ..flower import login, serve
@@ -206,7 +208,7 @@ Options:
     from ..app import create_app
 
     port = _number(args, "--port", int) or int(settings.get("flower_port")) or 5555
-    serve(create_app(settings), settings, port)
+    serve(create_app(settings), settings, port, address=args["--address"])
     return 0
 
 
