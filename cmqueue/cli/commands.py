@@ -551,6 +551,36 @@ machine.
     return 0
 
 
+def cmd_top(args: Args) -> int:
+    """Watch the cluster: machines with slots used and free, queue depths per machine and
+label, the jobs running now; refreshed in place until Ctrl-C.
+
+Usage:
+  cmq top [options] [--interval=S] [--once] [--json]
+
+Options:
+  --interval=S   seconds between refreshes [default: 1]
+  --once         print one snapshot and exit
+  --json         print one snapshot as JSON and exit
+"""
+    from rich.live import Live
+
+    from ..top import snapshot
+
+    interval = _number(args, "--interval")
+    with _cluster(args, check_keys=False) as c:
+        if args["--json"]:
+            output.print_json(snapshot(c))
+            return 0
+        if args["--once"]:
+            output.out.print(output.top_view(snapshot(c)))
+            return 0
+        with Live(output.top_view(snapshot(c)), console=output.out, refresh_per_second=4, screen=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(output.top_view(snapshot(c)))
+
+
 def cmd_cancel(args: Args) -> int:
     """Cancel jobs or workflows: queued jobs never start, running ones are killed on their
 machine (the whole process tree). A workflow is suspended and its unfinished steps
@@ -614,7 +644,7 @@ COMMANDS: dict[str, Callable[[Args], int]] = {
     "up": cmd_up, "down": cmd_down, "ps": cmd_ps, "worker": cmd_worker, "recorder": cmd_recorder,
     "flower": cmd_flower, "procfile": cmd_procfile,
     "machines": cmd_machines, "submit": cmd_submit, "status": cmd_status, "jobs": cmd_jobs,
-    "logs": cmd_logs, "cancel": cmd_cancel, "wait": cmd_wait, "demo": cmd_demo,
+    "logs": cmd_logs, "cancel": cmd_cancel, "top": cmd_top, "wait": cmd_wait, "demo": cmd_demo,
 }
 
 

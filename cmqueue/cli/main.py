@@ -19,6 +19,7 @@ Commands:
   logs       print a job's output
   cancel     cancel jobs or workflows (running jobs are killed on their machine)
   wait       wait for jobs, with a progress bar
+  top        watch machines, slots, queues and running jobs
   map        one job per argument, then reduce their outputs to one value
   put        copy a local file or tree to machines (verified)
   get        copy a file or tree from machines (verified)

@@ -192,3 +192,27 @@ class TransferView:
             return
         for job, (moved, total) in found.items():
             self.progress.update(self.tasks[job], completed=moved, total=total or None)
+
+
+def top_view(snap: dict[str, Any]) -> Group:
+    """`cmq top`'s screen: machines, queues, running jobs."""
+    machines = Table(title="machines", show_edge=False, header_style="bold", title_justify="left")
+    for col in ("machine", "worker", "slots", "used", "free", "queued", "labels"):
+        machines.add_column(col, justify="left" if col in ("machine", "worker", "labels") else "right")
+    for m in snap["machines"]:
+        worker = m["state"] + (f" ({m['reason']})" if m["reason"] else "")
+        colour = "green" if m["state"] == "consuming" else "yellow" if m["state"] == "ready" else "red"
+        machines.add_row(m["machine"], f"[{colour}]{worker}[/]", str(m["slots"]), str(m["used"]), str(m["free"]),
+                         str(m["queued"]), ",".join(m["labels"]))
+    queues = Table(title="queues", show_edge=False, header_style="bold", title_justify="left")
+    queues.add_column("queue")
+    queues.add_column("waiting", justify="right")
+    for q in snap["queues"]:
+        queues.add_row(q["queue"], str(q["waiting"]))
+    running = Table(title=f"running ({len(snap['running'])})", show_edge=False, header_style="bold",
+                    title_justify="left")
+    for col in ("job", "machine", "for", "command"):
+        running.add_column(col, overflow="ellipsis", no_wrap=True)
+    for r in snap["running"][:30]:
+        running.add_row(r["job"], r["machine"] or "-", seconds(r["for"]), r["command"])
+    return Group(machines, queues, running)

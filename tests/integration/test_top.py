@@ -1,0 +1,27 @@
+"""`cmq top`: slots used and free, queue depths and running jobs, from the live cluster."""
+
+from __future__ import annotations
+
+import uuid
+
+from ..conftest import wait_for
+
+
+def test_top_shows_busy_slots_and_waiting_jobs(cmq):
+    tag = uuid.uuid4().hex[:8]
+    r = cmq.run("submit", "--json", "--on=m3", f"sleep 30 # {tag}-{{}}", ":::", "1", "2", "3", "4")
+    ids = [j["id"] for j in r.json()["jobs"]]
+    try:
+        def busy():
+            snap = cmq.run("top", "--json").json()
+            m3 = next(m for m in snap["machines"] if m["machine"] == "m3")
+            return snap if (m3["used"], m3["free"], m3["queued"]) == (2, 0, 2) else None
+
+        snap = wait_for(busy, timeout=60, what="m3 to run 2 jobs with 2 waiting")
+        assert sum(1 for r in snap["running"] if tag in r["command"]) == 2
+        assert next(q for q in snap["queues"] if q["queue"] == "cmq.m.m3")["waiting"] == 2
+        assert next(m for m in snap["machines"] if m["machine"] == "m3")["state"] == "consuming"
+        screen = cmq.run("top", "--once")
+        assert screen.code == 0 and "machines" in screen.out and "cmq.m.m3" in screen.out
+    finally:
+        cmq.run("cancel", *ids)
