@@ -209,7 +209,7 @@ class LoopbackCluster:
 
     def inventory(self, broker: str | None, labels: dict[str, list[str]] | None = None,
                   settings: dict | None = None, extra: dict | None = None, transport: str = "auto",
-                  fields: dict | None = None) -> dict:
+                  fields: dict | None = None, history: str | None = None) -> dict:
         """An inventory (as a dict) for these machines; ``fields`` go into ``defaults:``."""
         machines = {}
         for m in self.machines:
@@ -226,6 +226,8 @@ class LoopbackCluster:
         }
         if broker:
             inv["broker"] = broker
+        if history:
+            inv["history"] = history
         if settings:
             inv["settings"] = settings
         return inv

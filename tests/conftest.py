@@ -105,7 +105,7 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "
 
 def make_env(tmp: Path, machines: int = 3, slots: int = 2, labels: dict | None = None,
              settings: dict | None = None, first: int = 11, aof: bool = True,
-             transport: str = "auto", fields: dict | None = None) -> CmqEnv:
+             transport: str = "auto", fields: dict | None = None, history: str | None = None) -> CmqEnv:
     """Start redis + sshd's, write the inventory, and run `cmq up`."""
     need_services()
     cluster = LoopbackCluster(tmp / "cluster", n=machines, slots=slots, first=first).start()
@@ -114,7 +114,7 @@ def make_env(tmp: Path, machines: int = 3, slots: int = 2, labels: dict | None =
     # Flower only where a test asks for it (settings: flower_port): it would enable task events.
     settings = {"flower_port": 0, **(settings or {})}
     config = cluster.write_inventory(tmp / "cmq.yaml", redis.url, labels=labels, settings=settings,
-                                     transport=transport, fields=fields)
+                                     transport=transport, fields=fields, history=history)
     home = tmp / "home"
     env = {**os.environ, "CMQ_CONFIG": str(config), "CMQ_HOME": str(home)}
     env.pop("CMQ_BROKER", None)
@@ -149,3 +149,29 @@ def cmq(request, tmp_path_factory) -> Iterator[CmqEnv]:
                     labels={"m1": ["cpu"], "m2": ["cpu"], "m3": ["big"]}, transport=request.param)
     yield cenv
     teardown(cenv)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def mongo_url():
+    """A MongoDB to test against: CMQ_TEST_MONGO_URL (a real one), else a mongoeco server
+    (MongoDB wire protocol, in memory; needs Python 3.13: .ci/setup makes .venv-mongoeco)."""
+    real = os.environ.get("CMQ_TEST_MONGO_URL")
+    if real:
+        yield real.rstrip("/")
+        return
+    python = Path(os.environ.get("CMQ_MONGOECO_PYTHON") or ROOT / ".venv-mongoeco" / "bin" / "python")
+    need("mongoeco (.venv-mongoeco, made by .ci/setup)", python.exists())
+    from cmqueue.testbed import random_free_port, wait_port
+
+    port = random_free_port()
+    proc = subprocess.Popen([str(python), str(ROOT / "tests" / "support" / "mongoeco_server.py"), str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_port("127.0.0.1", port, proc=proc)
+        yield f"mongodb://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -1,7 +1,7 @@
 """The history store: every job's spec, state changes and result, kept after restarts.
 
-``open_store(url)`` picks the backend from the URL scheme (``sqlite:///path``; MongoDB is
-meant to plug in behind the same :class:`HistoryStore` contract).
+``open_store(url)`` picks the backend from the URL scheme: ``sqlite:///path`` (the
+default) or ``mongodb://host[:port]/database``; both pass the same contract tests.
 """
 
 from __future__ import annotations
@@ -16,7 +16,12 @@ def open_store(url: str) -> HistoryStore:
         from .sqlite import SqliteStore
 
         return SqliteStore(url[len("sqlite:///"):])
-    raise ConfigError(f"history: unsupported URL {url.split(':', 1)[0]!r} (use sqlite:///PATH)")
+    if url.startswith(("mongodb://", "mongodb+srv://")):
+        from .mongo import MongoStore
+
+        return MongoStore(url)
+    raise ConfigError(f"history: unsupported URL {url.split(':', 1)[0]!r} "
+                      "(use sqlite:///PATH or mongodb://HOST/DATABASE)")
 
 
 __all__ = ["HistoryStore", "open_store"]

@@ -4,9 +4,40 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from typing import Any
 
 from ..errors import UnknownJobError
-from ..models import Event, JobRecord, JobStatus
+from ..models import Event, JobRecord, JobStatus, next_state
+
+
+def job_changes(current: JobStatus, ev: Event) -> dict[str, Any] | None:
+    """The job fields an event changes (``result`` as a dict), or None when it does not
+    apply (see :func:`cmqueue.models.next_state`). Shared by every backend."""
+    new = next_state(current, ev.state)
+    if new is None:
+        return None
+    d = ev.data
+    sets: dict[str, Any] = {"state": new.value, "updated": ev.ts, "attempt": ev.attempt,
+                            "reason": d.get("reason", "")}
+    if ev.machine:
+        sets["machine"] = ev.machine
+    if new == JobStatus.RUNNING:
+        sets["started"] = ev.ts
+        sets["ended"] = None
+    if "exit_code" in d:
+        sets["exit_code"] = d["exit_code"]
+        sets["result"] = d
+        sets["started"] = d.get("started")
+        sets["ended"] = d.get("ended")
+    if new.final and "ended" not in sets:
+        sets["ended"] = ev.ts
+    return sets
+
+
+def cache_change(ev: Event) -> dict[str, Any] | None:
+    """The input-cache change an event carries (staged jobs), if any."""
+    cache = (ev.data.get("data") or {}).get("cache")
+    return cache if isinstance(cache, dict) and cache.get("machine") else None
 
 
 class HistoryStore(ABC):

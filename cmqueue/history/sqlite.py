@@ -9,8 +9,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import ServiceError
-from ..models import Event, JobRecord, JobResult, JobSpec, JobStatus, next_state, stream_id_key
-from .base import HistoryStore
+from ..models import Event, JobRecord, JobResult, JobSpec, JobStatus, stream_id_key
+from .base import HistoryStore, cache_change, job_changes
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -98,31 +98,18 @@ class SqliteStore(HistoryStore):
                            " VALUES (?,?,?,?,?,?,?)",
                            (ev.job, ev.state.value, ev.ts, ev.machine, ev.attempt,
                             json.dumps(ev.data), ev.id or None))
-                cache = (ev.data.get("data") or {}).get("cache")
-                if isinstance(cache, dict) and cache.get("machine"):
+                cache = cache_change(ev)
+                if cache:
                     self._cache_update(db, cache["machine"], cache.get("added", []), cache.get("used", []),
                                        cache.get("evicted", []), ev.ts)
                 if row is None:
                     continue
-                new = next_state(JobStatus(row[0]), ev.state)
-                if new is None:
+                sets = job_changes(JobStatus(row[0]), ev)
+                if sets is None:
                     continue
                 changed += 1
-                d = ev.data
-                sets = {"state": new.value, "updated": ev.ts, "attempt": ev.attempt,
-                        "reason": d.get("reason", "")}
-                if ev.machine:
-                    sets["machine"] = ev.machine
-                if new == JobStatus.RUNNING:
-                    sets["started"] = ev.ts
-                    sets["ended"] = None
-                if "exit_code" in d:
-                    sets["exit_code"] = d["exit_code"]
-                    sets["result"] = json.dumps(d)
-                    sets["started"] = d.get("started")
-                    sets["ended"] = d.get("ended")
-                if new.final and "ended" not in sets:
-                    sets["ended"] = ev.ts
+                if "result" in sets:
+                    sets["result"] = json.dumps(sets["result"])
                 cols = ", ".join(f"{k}=?" for k in sets)
                 db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*sets.values(), ev.job))
             if cursor is not None and events:
