@@ -165,8 +165,11 @@ class WorkerContext:
         """
         spec = JobSpec.from_dict(raw)
         member = bool(getattr(task.request, "chord", None)) or "workflow" in spec.params
+        # cmq's own clients record a job before they publish it (and stamp "submitted");
+        # a job sent some other way (Flower's REST API) is announced with its spec.
+        announce = "submitted" not in raw
         try:
-            self._execute(task, spec, member)
+            self._execute(task, spec, member, announce)
             self._unpin(spec)
             self._suspend_on_failure(spec)
         except Retry:
@@ -178,12 +181,13 @@ class WorkerContext:
                               keep=member)
         return self.guard.outcome(spec.id) if member else None
 
-    def _claim(self, task: Task, spec: JobSpec, member: bool = False) -> bool:
+    def _claim(self, task: Task, spec: JobSpec, member: bool = False, announce: bool = False) -> bool:
         """Claim ``spec`` and announce it running: True to go on. A job already done is
         dropped, one cancelled while queued ends as cancelled, and one that another
         worker still runs is looked at again later (never run twice)."""
         name = self.machine.name
-        running = events.make(spec.id, JobStatus.RUNNING, name, spec.attempt, worker=self.hostname)
+        extra = {"spec": spec.to_dict()} if announce else {}
+        running = events.make(spec.id, JobStatus.RUNNING, name, spec.attempt, worker=self.hostname, **extra)
         verdict = self.guard.begin(spec.id, running)
         if verdict == Verdict.DONE:
             return False
@@ -218,12 +222,12 @@ class WorkerContext:
         if done and done["state"] != "succeeded" and "not started: workflow" not in (done.get("reason") or ""):
             self.redis.set(suspended_key(wf), f"step {spec.params.get('step')} {done['state']}", nx=True)
 
-    def _execute(self, task: Task, spec: JobSpec, member: bool = False) -> None:
+    def _execute(self, task: Task, spec: JobSpec, member: bool = False, announce: bool = False) -> None:
         name = self.machine.name
         if self.paused.is_set():
             self._move_on(task, spec, self.pause_reason, release=False)
             return
-        if not self._claim(task, spec, member):
+        if not self._claim(task, spec, member, announce):
             return
         if self._suspended(spec, member):
             return

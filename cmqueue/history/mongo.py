@@ -106,9 +106,18 @@ class MongoStore(HistoryStore):
         return changed
 
     def _move(self, ev: Event) -> int:
-        """Apply one event to its job by compare-and-set on the state; 1 if it changed it."""
+        """Apply one event to its job by compare-and-set on the state; 1 if it changed it.
+        A job sent without a cmq client is recorded from the spec its first event carries."""
         for _ in range(5):
             job = self.db.jobs.find_one({"_id": ev.job}, {"state": 1})
+            if job is None and isinstance(ev.data.get("spec"), dict):
+                from pymongo.errors import DuplicateKeyError
+
+                try:
+                    self.add([JobRecord(spec=JobSpec.from_dict(ev.data["spec"]))])
+                except (DuplicateKeyError, ServiceError):
+                    pass
+                job = self.db.jobs.find_one({"_id": ev.job}, {"state": 1})
             if job is None:
                 return 0
             sets = job_changes(JobStatus(job["state"]), ev)

@@ -94,6 +94,9 @@ class SqliteStore(HistoryStore):
                 events = [e for e in events if stream_id_key(e.id) > stored]
             for ev in events:
                 row = db.execute("SELECT state FROM jobs WHERE id=?", (ev.job,)).fetchone()
+                if row is None and isinstance(ev.data.get("spec"), dict):
+                    self._adopt(db, JobSpec.from_dict(ev.data["spec"]))
+                    row = (JobStatus.QUEUED.value,)
                 db.execute("INSERT INTO events (job, state, ts, machine, attempt, data, stream_id)"
                            " VALUES (?,?,?,?,?,?,?)",
                            (ev.job, ev.state.value, ev.ts, ev.machine, ev.attempt,
@@ -157,6 +160,15 @@ class SqliteStore(HistoryStore):
                                    " WHERE job=? ORDER BY seq", (job_id,)).fetchall()
         return [Event(job=r[0], state=JobStatus(r[1]), ts=r[2], machine=r[3], attempt=r[4] or 1,
                       data=json.loads(r[5] or "{}"), id=r[6] or "") for r in rows]
+
+    @staticmethod
+    def _adopt(db: sqlite3.Connection, s: JobSpec) -> None:
+        """Record a job that was sent without a cmq client (its first event carries its spec)."""
+        (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()
+        db.execute("INSERT INTO jobs (id, batch, spec, state, submitted, updated, attempt, seq)"
+                   " VALUES (?,?,?,?,?,?,?,?)",
+                   (s.id, s.batch, json.dumps(s.to_dict()), JobStatus.QUEUED.value, s.submitted, s.submitted,
+                    s.attempt, seq))
 
     @staticmethod
     def _cache_update(db: sqlite3.Connection, machine: str, added, used, evicted, ts: float) -> None:

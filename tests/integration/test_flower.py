@@ -146,3 +146,25 @@ def test_task_history_survives_a_flower_restart(flower_env):
     assert _curl(env.port, "/api/workers", None)[0] == 401
     tasks = json.loads(_curl(env.port, "/api/tasks", auth)[1])
     assert job in tasks and "before-restart" in tasks[job]["kwargs"]
+
+
+def test_submit_through_flowers_rest_api_with_curl(flower_env):
+    """The README's curl example: another language submits a cmq job through Flower."""
+    env = flower_env
+    user, password = env.run("flower", "--show-login", check=True).out.split()
+    job = f"rest-{uuid.uuid4().hex[:10]}"
+    body = json.dumps({"kwargs": {"spec": {"id": job, "command": "echo from curl on $CMQ_MACHINE",
+                                           "target": "machine:m1", "queue": "cmq.m.m1"}},
+                       "queue": "cmq.m.m1", "task_id": job})
+    out = subprocess.run(["curl", "-s", "-u", f"{user}:{password}", "-X", "POST", "-H",
+                          "Content-Type: application/json", "-d", body,
+                          f"http://127.0.0.1:{env.port}/api/task/async-apply/cmq.run"],
+                         capture_output=True, text=True, timeout=30).stdout
+    assert json.loads(out)["task-id"] == job
+    # cmq learns of the job from its first event (it was not submitted by a cmq client).
+    wait_for(lambda: env.run("status", job).code == 0, timeout=60, what="the job in cmq's history")
+    r = env.run("wait", "--json", "--timeout=60", job)
+    assert r.code == 0, r.err
+    (rec,) = r.json()
+    assert (rec["state"], rec["machine"], rec["stdout"]) == ("succeeded", "m1", "from curl on m1\n")
+    assert _curl(env.port, f"/api/task/info/{job}", f"{user}:{password}")[0] == 200

@@ -130,3 +130,12 @@ def test_workflows_and_their_steps(store):
     assert [w["id"] for w in store.workflows(last=1)] == ["wabd"]
     assert store.workflow_ids("wab") == ["wabc", "wabd"] and store.workflow_ids("wabd") == ["wabd"]
     assert store.workflow("nope") is None
+
+
+def test_a_job_sent_without_a_cmq_client_is_recorded_from_its_first_event(store):
+    spec = {"id": "rest-1", "command": "hostname", "target": "machine:m1", "queue": "cmq.m.m1", "submitted": 3.0}
+    store.apply([Event("rest-1", JobStatus.RUNNING, 4.0, "m1", id="7-0", data={"spec": spec}),
+                 Event("rest-1", JobStatus.SUCCEEDED, 5.0, "m1", id="8-0",
+                       data={"exit_code": 0, "stdout": "m1\n", "job": "rest-1", "machine": "m1"})], cursor="8-0")
+    rec = store.get("rest-1")
+    assert (rec.state, rec.spec.command, rec.result.stdout) == (JobStatus.SUCCEEDED, "hostname", "m1\n")
