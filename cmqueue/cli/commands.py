@@ -206,7 +206,14 @@ Options:
         output.out.print(f"{user} {password}", markup=False)
         return 0
     from ..app import create_app
+    from ..errors import ServiceError
+    from ..redact import redact_url
+    from ..services import ping
 
+    problem = ping(settings.require_broker())
+    if problem:
+        raise ServiceError(f"flower: broker {redact_url(settings.broker)} does not answer ({problem}); "
+                           "start it with `cmq up`")
     port = _number(args, "--port", int) or int(settings.get("flower_port")) or 5555
     serve(create_app(settings), settings, port, address=args["--address"])
     return 0

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -168,3 +169,19 @@ def test_submit_through_flowers_rest_api_with_curl(flower_env):
     (rec,) = r.json()
     assert (rec["state"], rec["machine"], rec["stdout"]) == ("succeeded", "m1", "from curl on m1\n")
     assert _curl(env.port, f"/api/task/info/{job}", f"{user}:{password}")[0] == 200
+
+
+def test_flower_without_redis_says_so(tmp_path):
+    port = random_free_port()
+    config = tmp_path / "cmq.yaml"
+    config.write_text(f"broker: redis://:secret@127.0.0.1:{port}/0\nmachines:\n  here: {{mode: local}}\n")
+    config.chmod(0o600)
+    env = {**os.environ, "CMQ_HOME": str(tmp_path / "home")}
+    env.pop("CMQ_BROKER", None)
+    for argv, message in ((["flower", f"--port={random_free_port()}"], "cmq: flower: broker redis://:***@"),
+                          (["flower", "--show-login"], "no Flower login yet")):
+        r = subprocess.run([sys.executable, "-m", "cmqueue", "--config", str(config), *argv], capture_output=True,
+                           text=True, env=env, timeout=60)
+        assert r.returncode == 3, r.stderr
+        assert message in r.stderr and r.stderr.count("\n") == 1
+        assert "Traceback" not in r.stderr and "secret" not in r.stderr
