@@ -7,6 +7,7 @@ checks every field; an error names the file, the field path and what is wrong, e
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import stat
@@ -195,10 +196,8 @@ def _machine_fields(path: Path, where: str, raw: dict, base: dict) -> dict[str, 
     merged = {**base, **raw}
     unknown = set(merged) - MACHINE_FIELDS
     if unknown:
-        raise _fail(
-            path, f"{where}.{sorted(unknown)[0]}",
-            f"unknown field (known: {', '.join(sorted(MACHINE_FIELDS))})",
-        )
+        key = sorted(map(str, unknown))[0]
+        raise _fail(path, f"{where}.{key}", _unknown("field", key, MACHINE_FIELDS))
     out: dict[str, Any] = {}
     mode = merged.get("mode", "ssh")
     if mode not in MODES:
@@ -307,14 +306,53 @@ def check_identity(machine: Machine, path: Path) -> None:
         )
 
 
+def _unknown(what: str, key: str, known: set[str]) -> str:
+    """'unknown field (did you mean 'slots'?; known: ...)'."""
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown {what} ({hint}known: {', '.join(sorted(known))})"
+
+
+#: Nodes an inventory may hold once its aliases (``*name``) are expanded: anchors for
+#: shared defaults are fine; a "billion laughs" document is refused before anything walks it.
+MAX_NODES = 100_000
+
+
+def _expanded_size(data: Any, limit: int) -> int:
+    """How many nodes ``data`` has with every alias expanded, counting each shared object
+    once per reference without walking it again (so the count itself stays cheap)."""
+    memo: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        key = id(node)
+        if key not in memo:
+            memo[key] = 0                   # a cycle (not possible from safe_load) counts once
+            items = list(node.items()) if isinstance(node, dict) else [(None, v) for v in node]
+            total = 1
+            for k, v in items:
+                total += size(k) + size(v)
+                if total > limit:
+                    break
+            memo[key] = total
+        return memo[key]
+
+    return size(data)
+
+
 def _read_yaml(text: str, path: Path) -> Any:
     try:
-        return yaml.safe_load(text)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        problem = getattr(e, "problem", None) or (str(e).splitlines() or ["?"])[0]
         raise ConfigError(f"{path.name}: {where}invalid YAML: {problem}") from None
+    if _expanded_size(data, MAX_NODES) > MAX_NODES:
+        raise ConfigError(f"{path.name}: more than {MAX_NODES} values once its aliases (*name) are expanded; "
+                          "an inventory does not need that many")
+    return data
 
 
 def parse(text: str, path: Path) -> Inventory:
@@ -329,7 +367,8 @@ def _build(data: Any, path: Path) -> Inventory:
         raise _fail(path, "", "must be a mapping with a 'machines:' section")
     unknown = set(data) - TOP_FIELDS
     if unknown:
-        raise _fail(path, sorted(unknown)[0], f"unknown section (known: {', '.join(sorted(TOP_FIELDS))})")
+        key = sorted(map(str, unknown))[0]
+        raise _fail(path, key, _unknown("section", key, TOP_FIELDS))
     base = _mapping(path, "defaults", data.get("defaults"))
     if "host" in base:
         raise _fail(path, "defaults.host", "a default host makes no sense; give host per machine")
@@ -371,7 +410,7 @@ def _build(data: Any, path: Path) -> Inventory:
     settings = _mapping(path, "settings", data.get("settings"))
     for k, v in settings.items():
         if k not in SETTINGS_FIELDS:
-            raise _fail(path, f"settings.{k}", f"unknown setting (known: {', '.join(sorted(SETTINGS_FIELDS))})")
+            raise _fail(path, f"settings.{k}", _unknown("setting", str(k), SETTINGS_FIELDS))
         if k == "flower_port":
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 65535:
                 raise _fail(path, f"settings.{k}", f"must be a port number (0: no Flower), got {v!r}")

@@ -140,3 +140,36 @@ machines:
 def test_bad_cache_or_transfer_is_named(text, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         parse(text, P)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("machines: {n1: {slot: 2}}", "machines.n1.slot: unknown field (did you mean 'slots'?"),
+    ("machine: {n1: {}}", "machine: unknown section (did you mean 'machines'?"),
+    ("settings: {visibility_timout: 3}\nmachines: {}", "settings.visibility_timout: unknown setting "
+     "(did you mean 'visibility_timeout'?"),
+    ("machines: {n1: {colour: red}}", "machines.n1.colour: unknown field (known:"),
+])
+def test_unknown_keys_suggest_the_closest_known_one(text, message):
+    with pytest.raises(ConfigError) as e:
+        parse(text, P)
+    assert message in str(e.value)
+
+
+def test_an_alias_bomb_is_refused_quickly(tmp_path):
+    import time
+
+    lines = ['broker: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, 9):
+        lines.append(f"x{i}: &a{i} [" + ",".join([f"*{'a' if i == 1 else 'a' + str(i - 1)}"] * 9) + "]")
+    lines.append("machines: {n1: {labels: *a8}}")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines))
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match="bomb.yaml: more than 100000 values once its aliases"):
+        load(path, check_keys=False)
+    assert time.monotonic() - t0 < 2
+
+
+def test_anchors_for_shared_settings_still_work():
+    inv = parse("defaults: &d {slots: 2}\nmachines:\n  a: *d\n  b: {<<: *d, labels: [x]}\n", P)
+    assert (inv.machine("a").slots, inv.machine("b").slots, inv.machine("b").labels) == (2, 2, ("x",))
