@@ -126,7 +126,7 @@ class Runner:
             r = subprocess.run(ssh.master_argv(self.machine, ctl, **self._ssh_kw()),
                                capture_output=True, text=True, stdin=subprocess.DEVNULL,
                                timeout=self.options.connect_timeout + 30)
-            return "" if r.returncode == 0 else (r.stderr.strip().splitlines() or ["ssh failed"])[-1]
+            return "" if r.returncode == 0 else (ssh.explain_failure(r.stderr, self.machine) or "ssh failed")
 
         with ThreadPoolExecutor(max_workers=count) as pool:
             return [e for e in pool.map(open_one, range(count)) if e]
@@ -147,7 +147,8 @@ class Runner:
                                timeout=timeout or self.options.connect_timeout + 5)
         except subprocess.TimeoutExpired:
             return False, time.monotonic() - t0, "timed out"
-        err = (r.stderr.strip().splitlines() or [""])[-1]
+        err = ssh.explain_failure(r.stderr, self.machine) if self.machine.mode == "ssh" else \
+            (r.stderr.strip().splitlines() or [""])[-1]
         return r.returncode == 0, time.monotonic() - t0, err
 
     # -- the session transport ----------------------------------------------------------

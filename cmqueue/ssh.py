@@ -135,3 +135,16 @@ def check_master_argv(machine: Machine, control: str) -> list[str]:
 def exit_master_argv(machine: Machine, control: str) -> list[str]:
     """argv that tells master ``control`` to exit."""
     return ["ssh", "-o", f"ControlPath={control}", "-O", "exit", "--", machine.host]
+
+
+def explain_failure(stderr: str, machine: Machine) -> str:
+    """One line saying why ssh failed; host key problems in words a user can act on."""
+    target = f"[{machine.host}]:{machine.port}" if machine.port else machine.host
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
+        return (f"host key of {target} has CHANGED: refused (if the change is expected, remove the old key: "
+                f"ssh-keygen -R '{target}', then accept the new one)")
+    if "Host key verification failed" in stderr or "No matching host key" in stderr:
+        return (f"host key of {target} is unknown: refused (check it and add it to known_hosts, "
+                f"e.g. ssh-keyscan, or set host_key_policy: accept-new)")
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""

@@ -321,6 +321,7 @@ def _machines_check(args: Args) -> int:
         row.update(reachable=ok, latency_ms=round(took * 1000, 1), error=why if not ok else "")
         if m.mode == "ssh":
             row["host_key"] = ("ok" if ok else
+                               "CHANGED" if "has CHANGED" in why else
                                "REJECTED" if "host key" in why.lower() else "?")
         return row
 
