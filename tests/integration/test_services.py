@@ -62,6 +62,23 @@ def test_up_starts_a_password_protected_embedded_redis_and_down_stops_exactly_it
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)[0]["stdout"] == f"here2\n{tmp / 'w2'}\n"
 
+    # Loopback only, and the password is nowhere to be read: not in logs, `cmq ps` or any
+    # process's arguments (the workers get the broker URL through their environment).
+    listening = {c.laddr.ip for c in psutil.Process(state["redis"]["pid"]).net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN}
+    assert listening == {"127.0.0.1"}
+    password = state["redis"]["password"]
+    seen = cmq(env, "ps").stdout + cmq(env, "ps", "--json").stdout
+    for log in (tmp / "home" / "logs").rglob("*"):
+        if log.is_file():
+            seen += log.read_text(errors="replace")
+    for p in psutil.process_iter():
+        try:
+            seen += " ".join(p.cmdline())
+        except psutil.Error:
+            pass
+    assert password not in seen
+
     bystander = subprocess.Popen(["sleep", "60"])
     try:
         assert cmq(env, "down").returncode == 0
