@@ -217,3 +217,13 @@ def test_changed_host_key_is_refused_with_a_clear_message(cmq, tmp_path):
     assert (row["reachable"], row["host_key"]) == (False, "CHANGED"), row
     assert f"host key of [{m1.address}]:{m1.port} has CHANGED: refused" in row["error"]
     assert known.read_text() == before            # the recorded key was not replaced
+
+
+def test_non_utf8_and_newlines_in_arguments_and_binary_output(cmq):
+    r = cmq.run("submit", "--wait", "--json", "printf '%s' {} | od -An -tx1", ":::", "a\udcffb", "x\ny")
+    assert r.code == 0, r.err
+    assert sorted(j["stdout"].strip() for j in r.json()) == ["61 ff 62", "78 0a 79"]   # byte for byte
+    r = cmq.run("submit", "--wait", "--json", "head -c 3000000 /dev/urandom")
+    assert r.code == 0, r.err
+    (rec,) = r.json()
+    assert rec["state"] == "succeeded" and 0 < len(rec["stdout"].encode("utf-8", "surrogateescape")) <= 4 * 65536
