@@ -225,6 +225,7 @@ class Services:
                               self.settings.log_dir / f"worker-{m.name}.log", broker=url)
             workers[m.name] = rec
             started[m.name] = rec["pid"]
+            self._save(state)        # recorded at once: a `cmq up` killed now leaves no stray worker
         if not alive(state.get("recorder")):
             state["recorder"] = self._spawn(self._cmq_argv("recorder"), self.settings.log_dir / "recorder.log",
                                             broker=url)
