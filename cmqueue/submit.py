@@ -246,10 +246,10 @@ def _chord(app: Celery, reduce_spec: JobSpec, size: int) -> dict[str, Any]:
     """Register a chord of ``size`` members with the reduce as its callback; returns the
     options each member is published with (what ``celery.chord`` does, minus the result
     objects a client that follows the event stream does not need)."""
-    from celery.backends.redis import RedisBackend
+    from .app import PublishingBackend
 
     group_id = f"cmq-map-{reduce_spec.id}"
-    RedisBackend(app=app, url=app.conf.broker_url).set_chord_size(group_id, size)
+    PublishingBackend(app=app, url=app.conf.broker_url).set_chord_size(group_id, size)
     body = app.tasks[REDUCE_TASK].signature(kwargs={"spec": reduce_spec.to_dict()}, task_id=reduce_spec.id,
                                             queue=reduce_spec.queue, routing_key=reduce_spec.queue)
     return {"chord": body, "group_id": group_id}

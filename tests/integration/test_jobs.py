@@ -177,36 +177,11 @@ def test_machines_lists_and_checks(cmq):
     assert all(c["latency_ms"] > 0 for c in checks)
 
 
-def test_unknown_host_key_is_refused_not_accepted(cmq, tmp_path):
+def _check_with_known_hosts(cmq, tmp_path, known):
+    """`cmq machines check m1` through a copy of the inventory that trusts ``known``."""
     import yaml
 
     inv = yaml.safe_load(cmq.config.read_text())
-    empty = tmp_path / "known_hosts"
-    empty.write_text("")
-    inv["defaults"]["ssh_options"]["UserKnownHostsFile"] = str(empty)
-    config = tmp_path / "cmq.yaml"
-    config.write_text(yaml.safe_dump(inv))
-    config.chmod(0o600)
-    r = cmq.run("--config", str(config), "machines", "check", "--json", "m1")
-    assert r.code == 1
-    (row,) = r.json()
-    assert not row["reachable"] and row["host_key"] == "REJECTED", row
-    assert empty.read_text() == ""            # nothing was added behind the user's back
-
-
-def test_changed_host_key_is_refused_with_a_clear_message(cmq, tmp_path):
-    import subprocess
-
-    import yaml
-
-    inv = yaml.safe_load(cmq.config.read_text())
-    m1 = cmq.cluster.machine("m1")
-    key = tmp_path / "impostor"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    kind, blob = key.with_suffix(".pub").read_text().split()[:2]
-    known = tmp_path / "known_hosts"
-    known.write_text(f"[{m1.address}]:{m1.port} {kind} {blob}\n")
-    before = known.read_text()
     inv["defaults"]["ssh_options"]["UserKnownHostsFile"] = str(known)
     config = tmp_path / "cmq.yaml"
     config.write_text(yaml.safe_dump(inv))
@@ -214,6 +189,28 @@ def test_changed_host_key_is_refused_with_a_clear_message(cmq, tmp_path):
     r = cmq.run("--config", str(config), "machines", "check", "--json", "m1")
     assert r.code == 1
     (row,) = r.json()
+    return row
+
+
+def test_unknown_host_key_is_refused_not_accepted(cmq, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    row = _check_with_known_hosts(cmq, tmp_path, empty)
+    assert not row["reachable"] and row["host_key"] == "REJECTED", row
+    assert empty.read_text() == ""            # nothing was added behind the user's back
+
+
+def test_changed_host_key_is_refused_with_a_clear_message(cmq, tmp_path):
+    import subprocess
+
+    m1 = cmq.cluster.machine("m1")
+    key = tmp_path / "impostor"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    kind, blob = key.with_suffix(".pub").read_text().split()[:2]
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[{m1.address}]:{m1.port} {kind} {blob}\n")
+    before = known.read_text()
+    row = _check_with_known_hosts(cmq, tmp_path, known)
     assert (row["reachable"], row["host_key"]) == (False, "CHANGED"), row
     assert f"host key of [{m1.address}]:{m1.port} has CHANGED: refused" in row["error"]
     assert known.read_text() == before            # the recorded key was not replaced
