@@ -11,6 +11,7 @@ requests live here too, so a job cancelled while queued is dropped when it arriv
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -19,17 +20,18 @@ from .models import Event
 
 CANCEL_CHANNEL = "cmq:cancel"
 
-# Check done/cancel, take the claim and announce "running", in one round trip.
-# KEYS: done, cancel, claim, stream. ARGV: token, ttl, then the event's field/value pairs.
+# Check done/cancel, take the claim, note the start and announce "running", in one round
+# trip. KEYS: done, cancel, claim, stream, started. ARGV: token, claim ttl, start mark,
+# mark ttl, then the event's field/value pairs. Returns 'run|<mark of an earlier start
+# that never ended>' (empty when there was none), or 'done', 'cancelled', 'busy'.
 _BEGIN = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'done' end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'cancelled' end
-if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'EX', ARGV[2]) then
-  if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 'busy' end
-  redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[2])
-end
-if #ARGV > 2 then redis.call('XADD', KEYS[4], '*', unpack(ARGV, 3)) end
-return 'run'
+if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'EX', ARGV[2]) then return 'busy' end
+local earlier = redis.call('GET', KEYS[5]) or ''
+redis.call('SET', KEYS[5], ARGV[3], 'EX', ARGV[4])
+if #ARGV > 4 then redis.call('XADD', KEYS[4], '*', unpack(ARGV, 5)) end
+return 'run|' .. earlier
 """
 
 
@@ -54,6 +56,20 @@ def _cancel(job: str) -> str:
     return f"cmq:cancel:{job}"
 
 
+def _started(job: str) -> str:
+    return f"cmq:started:{job}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answer of :meth:`JobGuard.begin`: what to do, and for a job to run, the mark
+    of an earlier start that never ended (its worker or machine was lost mid-run), so
+    that the job is known, and reported, to have possibly run twice."""
+
+    verdict: Verdict
+    earlier: str = ""
+
+
 class JobGuard:
     """Claims, done markers and cancel flags for jobs, kept in the broker's Redis."""
 
@@ -66,15 +82,19 @@ class JobGuard:
         self.done_ttl = int(done_ttl)
         self._begin = client.register_script(_BEGIN)
 
-    def begin(self, job: str, running: Event | None = None) -> Verdict:
-        """Try to claim ``job``; on success also publish ``running`` (one round trip)."""
+    def begin(self, job: str, running: Event | None = None, mark: str = "") -> Claim:
+        """Try to claim ``job``; on success note ``mark`` (who starts it) as its start and
+        publish ``running``, in one round trip. A start noted earlier and never ended by
+        :meth:`finish` or :meth:`release` comes back as ``Claim.earlier``."""
         fields: list[str] = []
         if running is not None:
             for key, value in events.encode(running).items():
                 fields += [key, value]
-        verdict = self._begin(keys=[_done(job), _cancel(job), _claim(job), self.stream],
-                              args=[self.token, self.claim_ttl, *fields])
-        return Verdict(verdict.decode() if isinstance(verdict, bytes) else verdict)
+        answer = self._begin(keys=[_done(job), _cancel(job), _claim(job), self.stream, _started(job)],
+                             args=[self.token, self.claim_ttl, mark or "?", self.done_ttl, *fields])
+        answer = answer.decode() if isinstance(answer, bytes) else answer
+        verdict, _, earlier = answer.partition("|")
+        return Claim(Verdict(verdict), earlier)
 
     def heartbeat(self, jobs: list[str]) -> None:
         """Keep the claims of ``jobs`` (running here) alive."""
@@ -85,10 +105,17 @@ class JobGuard:
             pipe.expire(_claim(job), self.claim_ttl)
         pipe.execute()
 
-    def release(self, job: str, event: Event | None = None) -> None:
-        """Give up the claim (the job will run again later) and publish ``event``."""
+    def release(self, job: str, event: Event | None = None, ended: bool = True) -> None:
+        """Give up the claim (the job will run again later) and publish ``event``.
+
+        ``ended``: the run is known to have ended (a failed attempt). False when it may
+        still have run partly (its machine went away mid-run): the next start then
+        reports it as a possible second run.
+        """
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(_claim(job))
+        if ended:
+            pipe.delete(_started(job))
         if event is not None:
             events.publish(pipe, self.stream, event)
         pipe.execute()
@@ -103,7 +130,7 @@ class JobGuard:
         events.publish(pipe, self.stream, event)
         value = json.dumps(outcome_of(event), separators=(",", ":")) if keep else "1"
         pipe.set(_done(job), value, ex=self.done_ttl)
-        pipe.delete(_claim(job))
+        pipe.delete(_claim(job), _started(job))
         pipe.execute()
 
     def outcome(self, job: str) -> dict[str, Any] | None:

@@ -146,6 +146,7 @@ class JobRecord:
             "duration": (self.ended - self.started) if self.started and self.ended else None,
             "stdout": self.result.stdout if self.result else "",
             "stderr": self.result.stderr if self.result else "",
+            "reran_after": self.result.data.get("reran_after") if self.result else None,
         }
 
 

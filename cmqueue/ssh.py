@@ -86,8 +86,14 @@ def control_path(control_dir: Path, machine: Machine, index: int) -> str:
 def ssh_options(machine: Machine, control: str | None, *, persist: int = defaults.CONTROL_PERSIST,
                 connect_timeout: int = defaults.CONNECT_TIMEOUT) -> list[str]:
     """The ``-o``/``-p``/``-l``/``-i`` options for ``machine``, without host or command."""
-    argv = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(connect_timeout)}",
-            "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]
+    # ssh keeps the first value given for an option: the inventory's ssh_options win
+    # over these defaults by leaving them out.
+    mine = {key.lower() for key, _ in machine.ssh_options}
+    argv = ["-o", "BatchMode=yes"]
+    for key, value in (("ConnectTimeout", int(connect_timeout)), ("ServerAliveInterval", 15),
+                       ("ServerAliveCountMax", 3)):
+        if key.lower() not in mine:
+            argv += ["-o", f"{key}={value}"]
     if control:
         argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={control}",
                  "-o", f"ControlPersist={int(persist)}"]

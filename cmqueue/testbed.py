@@ -74,6 +74,8 @@ class Sshd:
     root: Path
     authorized_keys: Path
     proc: subprocess.Popen | None = None
+    #: A network namespace to run the daemon in (its address is then on a veth there).
+    netns: str | None = None
 
     @property
     def workdir(self) -> Path:
@@ -97,7 +99,8 @@ class Sshd:
         ]))
         if os.geteuid() == 0:
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-        self.proc = subprocess.Popen([sshd_binary(), "-D", "-e", "-f", str(config)],
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        self.proc = subprocess.Popen([*prefix, sshd_binary(), "-D", "-e", "-f", str(config)],
                                      stdout=subprocess.DEVNULL, stderr=open(self.root / "sshd.log", "ab"),
                                      start_new_session=True)
         wait_port(self.address, self.port, proc=self.proc)
@@ -197,6 +200,13 @@ class LoopbackCluster:
             lines += [ln for ln in r.stdout.splitlines() if ln and not ln.startswith("#")]
         self.known_hosts.write_text("\n".join(lines) + "\n")
         return self
+
+    def add(self, name: str, address: str, netns: str | None = None) -> Sshd:
+        """Add a machine at ``address`` (in namespace ``netns``) before :meth:`start`."""
+        m = Sshd(name=name, address=address, port=self.machines[0].port, root=self.root / name,
+                 authorized_keys=self.authorized, netns=netns)
+        self.machines.append(m)
+        return m
 
     def stop(self) -> None:
         """Stop every sshd."""

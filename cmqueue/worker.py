@@ -181,26 +181,28 @@ class WorkerContext:
                               keep=member)
         return self.guard.outcome(spec.id) if member else None
 
-    def _claim(self, task: Task, spec: JobSpec, member: bool = False, announce: bool = False) -> bool:
-        """Claim ``spec`` and announce it running: True to go on. A job already done is
-        dropped, one cancelled while queued ends as cancelled, and one that another
-        worker still runs is looked at again later (never run twice)."""
+    def _claim(self, task: Task, spec: JobSpec, member: bool = False, announce: bool = False) -> str | None:
+        """Claim ``spec`` and announce it running. Returns None when the job must not run
+        here: one already done is dropped, one cancelled while queued ends as cancelled,
+        and one that another worker still runs is looked at again later (never run twice).
+        Otherwise returns the machine of an earlier start of the job that never ended
+        (its worker or machine was lost mid-run), or "" when there was none."""
         name = self.machine.name
         extra = {"spec": spec.to_dict()} if announce else {}
         running = events.make(spec.id, JobStatus.RUNNING, name, spec.attempt, worker=self.hostname, **extra)
-        verdict = self.guard.begin(spec.id, running)
-        if verdict == Verdict.DONE:
-            return False
-        if verdict == Verdict.CANCELLED:
+        claim = self.guard.begin(spec.id, running, mark=name)
+        if claim.verdict == Verdict.DONE:
+            return None
+        if claim.verdict == Verdict.CANCELLED:
             self.guard.finish(spec.id, events.make(spec.id, JobStatus.CANCELLED, name, spec.attempt,
                                                     reason="cancelled before it started"), keep=member)
-            return False
-        if verdict == Verdict.BUSY:
+            return None
+        if claim.verdict == Verdict.BUSY:
             # The broker handed the message out again after its visibility timeout while
             # another worker still runs it.
             countdown = max(1, min(self.guard.claim_ttl, int(self.settings.get("visibility_timeout")) // 2))
             raise task.retry(countdown=countdown)
-        return True
+        return claim.earlier
 
     def _suspended(self, spec: JobSpec, keep: bool) -> bool:
         """A step of a suspended workflow does not start: it ends cancelled, saying why."""
@@ -227,7 +229,8 @@ class WorkerContext:
         if self.paused.is_set():
             self._move_on(task, spec, self.pause_reason, release=False)
             return
-        if not self._claim(task, spec, member, announce):
+        earlier = self._claim(task, spec, member, announce)
+        if earlier is None:
             return
         if self._suspended(spec, member):
             return
@@ -243,6 +246,8 @@ class WorkerContext:
             self._move_on(task, spec, str(e), release=True)
             return
         data = result.to_dict()
+        if earlier:
+            note_rerun(data, earlier)
         if result.reason == "cancelled" or self.guard.is_cancelled(spec.id) and not result.ok:
             data["reason"] = "cancelled"
             self.guard.finish(spec.id, events.make(spec.id, JobStatus.CANCELLED, name, spec.attempt, data),
@@ -376,10 +381,18 @@ class WorkerContext:
         event = events.make(spec.id, JobStatus.RETRYING, name, spec.attempt,
                             reason=f"{reason}; job sent back to {spec.queue}")
         if release:
-            self.guard.release(spec.id, event)
+            self.guard.release(spec.id, event, ended=False)   # it may have run partly there
         else:
             events.publish(self.redis, self.stream, event)
         raise task.retry(kwargs={"spec": spec.to_dict()}, queue=spec.queue, countdown=0)
+
+
+def note_rerun(data: dict[str, Any], earlier: str) -> None:
+    """Mark a job's outcome ``data`` as a second run: an earlier start on machine
+    ``earlier`` never ended (lost worker or machine), so its side effects may be doubled."""
+    data.setdefault("data", {})["reran_after"] = earlier
+    note = f"ran again: its start on {earlier} was cut off (worker or machine lost); it may have run twice"
+    data["reason"] = f"{note}; {data['reason']}" if data.get("reason") else note
 
 
 def run_worker(app: Celery, machine: Machine, loglevel: str = "INFO") -> None:

@@ -105,10 +105,15 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "
 
 def make_env(tmp: Path, machines: int = 3, slots: int = 2, labels: dict | None = None,
              settings: dict | None = None, first: int = 11, aof: bool = True,
-             transport: str = "auto", fields: dict | None = None, history: str | None = None) -> CmqEnv:
-    """Start redis + sshd's, write the inventory, and run `cmq up`."""
+             transport: str = "auto", fields: dict | None = None, history: str | None = None,
+             prepare: Callable[[LoopbackCluster], None] | None = None) -> CmqEnv:
+    """Start redis + sshd's, write the inventory, and run `cmq up`. ``prepare`` may change
+    the cluster (add machines, mount work directories) before its daemons start."""
     need_services()
-    cluster = LoopbackCluster(tmp / "cluster", n=machines, slots=slots, first=first).start()
+    cluster = LoopbackCluster(tmp / "cluster", n=machines, slots=slots, first=first)
+    if prepare:
+        prepare(cluster)
+    cluster.start()
     redis = RedisServer(tmp / "redis", aof=aof)
     redis.start()
     # Flower only where a test asks for it (settings: flower_port): it would enable task events.

@@ -59,7 +59,9 @@ def test_pinned_job_waits_for_its_machine_instead_of_failing(fresh):
 
 
 def test_a_job_longer_than_the_visibility_timeout_runs_once(tmp_path):
-    cenv = make_env(tmp_path, machines=2, slots=1, first=31,
+    # One machine with two slots: the copy handed out again reaches the worker that is
+    # running the job, which must not take it for its own and run it a second time.
+    cenv = make_env(tmp_path, machines=1, slots=2, first=31,
                     settings={"visibility_timeout": 2, "restore_interval": 1, "claim_ttl": 3})
     try:
         name = f"runs-{uuid.uuid4().hex}.txt"
@@ -67,37 +69,12 @@ def test_a_job_longer_than_the_visibility_timeout_runs_once(tmp_path):
         assert r.code == 0, r.err
         (rec,) = r.json()
         assert rec["stdout"] == "done\n"
-        lines = sum(len((cenv.workdir(m) / name).read_text().splitlines())
-                    for m in ("m1", "m2") if (cenv.workdir(m) / name).exists())
-        assert lines == 1
+        assert len((cenv.workdir("m1") / name).read_text().splitlines()) == 1
+        assert not rec["reran_after"]
         # The broker did hand the message out again: the guard is what kept it from running twice.
-        logs = "".join((cenv.home / "logs" / f"worker-{m}.log").read_text() for m in ("m1", "m2"))
+        logs = (cenv.home / "logs" / "worker-m1.log").read_text()
         received = re.findall(rf"Task cmq\.run\[{rec['id']}\] received", logs)
         assert len(received) >= 2, logs[-3000:]
     finally:
         teardown(cenv)
 
-
-def test_a_thousand_queued_jobs_survive_a_restart_of_everything_and_run_once(tmp_path):
-    cenv = make_env(tmp_path, machines=2, slots=4, first=111)
-    try:
-        assert cenv.run("down", "--grace=2").code == 0           # no worker, no recorder
-        log = f"runs-{uuid.uuid4().hex}.log"
-        r = cenv.run("submit", "--json", f"echo $CMQ_JOB_ID {{}} >> {log}", ":::", *map(str, range(1000)))
-        assert r.code == 0, r.err
-        submitted = r.json()
-        ids = {j["id"] for j in submitted["jobs"]}
-        assert len(ids) == 1000
-        cenv.redis.stop()                                         # the broker restarts (AOF) too
-        cenv.redis.start()
-        assert cenv.run("up").code == 0
-        r = cenv.run("wait", "--timeout=300", submitted["batch"], timeout=360)
-        assert r.code == 0, r.err[-2000:]
-        runs = [ln for m in ("m1", "m2") if (cenv.workdir(m) / log).exists()
-                for ln in (cenv.workdir(m) / log).read_text().splitlines()]
-        runs = [ln.split()[0] for ln in runs]
-        assert len(runs) == 1000 and set(runs) == ids            # every job ran, none twice
-        status = cenv.run("status", "--json", submitted["batch"]).json()
-        assert {s["state"] for s in status} == {"succeeded"}
-    finally:
-        teardown(cenv)

@@ -60,3 +60,13 @@ def test_control_paths_differ_when_the_connection_differs(tmp_path):
     assert a != control_path(tmp_path, replace(M, port=2223), 0)
     assert a != control_path(tmp_path, replace(M, ssh_options=(("UserKnownHostsFile", "/x"),)), 0)
     assert a != control_path(tmp_path, M, 1)
+
+
+def test_inventory_ssh_options_override_the_keepalive_and_timeout_defaults():
+    # ssh keeps the first value of an option, so a default given first would win.
+    m = Machine(name="n", host="h", ssh_options=(("serveraliveinterval", "2"), ("ConnectTimeout", "3")))
+    argv = ssh_argv(m, ["true"])
+    opts = [argv[i + 1] for i, a in enumerate(argv) if a == "-o"]
+    assert "serveraliveinterval=2" in opts and "ServerAliveInterval=15" not in opts
+    assert "ConnectTimeout=3" in opts and not any(o.startswith("ConnectTimeout=1") for o in opts)
+    assert "ServerAliveCountMax=3" in opts
