@@ -30,6 +30,7 @@ from . import defaults
 from .config import Settings
 from .errors import ConfigError, ServiceError
 from .files import private_dir, read_json, write_json_private, write_private
+from .lease import holder, process_started
 from .redact import redact_url
 from .worker import machine_key
 
@@ -85,23 +86,11 @@ def free_port(start: int, host: str = "127.0.0.1", tries: int = 200) -> int:
     raise ServiceError(f"no free port on {host} in {start}..{start + tries - 1}")
 
 
-def _identity(pid: int) -> float | None:
-    """Start time of a running process; None when it is gone or a zombie (a killed
-    process nobody reaped yet is dead for us: PID 1 of a container may never reap it)."""
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return proc.create_time()
-    except psutil.Error:
-        return None
-
-
 def alive(record: dict[str, Any] | None) -> bool:
     """Whether the process of a service record still runs (same pid and start time)."""
     if not record or "pid" not in record:
         return False
-    created = _identity(record["pid"])
+    created = process_started(record["pid"])
     return created is not None and abs(created - record.get("created", -1)) < 1.0
 
 
@@ -129,7 +118,7 @@ class Services:
         with log.open("ab") as out:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True, env=env)
-        created = _identity(proc.pid) or time.time()
+        created = process_started(proc.pid) or time.time()
         return {"pid": proc.pid, "created": created, "log": str(log), "argv": argv[:4]}
 
     # -- redis ----------------------------------------------------------------------------
@@ -218,8 +207,11 @@ class Services:
         state = self.records()
         workers = state.setdefault("workers", {})
         started: dict[str, float] = {}
+        client = redis.Redis.from_url(url)
         for m in self.settings.inventory.enabled():
             if m.mode == "agent" or alive(workers.get(m.name)):
+                continue
+            if self._adopt(client, state, m.name):
                 continue
             rec = self._spawn(self._cmq_argv("worker", m.name),
                               self.settings.log_dir / f"worker-{m.name}.log", broker=url)
@@ -230,7 +222,6 @@ class Services:
             state["recorder"] = self._spawn(self._cmq_argv("recorder"), self.settings.log_dir / "recorder.log",
                                             broker=url)
         self._save(state)
-        client = redis.Redis.from_url(url)
         result: dict[str, str] = {}
         deadline = time.monotonic() + timeout
         waiting = dict(started)
@@ -241,8 +232,13 @@ class Services:
                     result[name] = info["state"] + (f": {info.get('reason')}" if info.get("reason") else "")
                     del waiting[name]
                 elif not alive(workers[name]):
-                    result[name] = f"exited; see {workers[name]['log']}"
-                    del waiting[name]
+                    # Refused because a worker of this machine already runs here, unrecorded
+                    # (still starting when we looked): that one is adopted; else it failed.
+                    if self._adopt(client, state, name):
+                        waiting[name] = workers[name]["pid"]
+                    else:
+                        result[name] = f"exited; see {workers[name]['log']}"
+                        del waiting[name]
             if waiting and time.monotonic() > deadline:
                 for name in waiting:
                     result[name] = f"not ready after {timeout:g}s; see {workers[name]['log']}"
@@ -251,6 +247,21 @@ class Services:
                 time.sleep(0.1)
         client.close()
         return result
+
+    def _adopt(self, client: redis.Redis, state: dict[str, Any], machine: str) -> bool:
+        """Record the live local holder of ``machine``'s worker lease as its worker.
+
+        A `cmq up` killed between starting a worker and recording it leaves that worker
+        running unrecorded; the next `cmq up` adopts it rather than start a second one
+        (which would refuse to run anyway: one worker per machine)."""
+        lease = holder(client, machine)
+        if not lease or not lease.alive():
+            return False
+        state["workers"][machine] = {"pid": lease.pid, "created": lease.created, "adopted": True,
+                                     "log": str(self.settings.log_dir / f"worker-{machine}.log"),
+                                     "argv": self._cmq_argv("worker", machine)[:4]}
+        self._save(state)
+        return True
 
     def start_flower(self, url: str, timeout: float = 30) -> tuple[str, bool]:
         """Start Flower (if not running) on 127.0.0.1:flower_port; returns (its URL,

@@ -25,6 +25,7 @@ from . import events, reducers, routing, staging
 from .errors import CmqError, MachineUnreachableError
 from .guard import CANCEL_CHANNEL, JobGuard, Verdict, suspended_key
 from .inventory import Machine
+from .lease import WorkerLease
 from .models import JobResult, JobSpec, JobStatus
 from .progress import ProgressReporter
 from .runner import Runner, RunnerOptions, control_dir
@@ -67,10 +68,13 @@ class WorkerContext:
         self.pause_reason = ""
         self._stop = threading.Event()
         self._prober: threading.Thread | None = None
+        self.lease = WorkerLease(self.redis, machine.name)
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
-        """Open the ssh masters (before the first burst) and start the helper threads."""
+        """Take the machine's lease (one worker per machine, else ServiceError), open the
+        ssh masters (before the first burst) and start the helper threads."""
+        self.lease.take()
         errors = self.runner.start()
         if errors:
             self.pause(f"{self.machine.name} unreachable: {errors[0]}")
@@ -85,6 +89,10 @@ class WorkerContext:
         self.runner.close()
         self.runner.close_masters()
         self._report("stopped", "")
+        try:
+            self.lease.release()
+        except redis.RedisError:
+            log.warning("cannot release the lease of %s: it expires by itself", self.machine.name)
 
     def _report(self, state: str, reason: str) -> None:
         try:
@@ -96,9 +104,11 @@ class WorkerContext:
             log.warning("cannot report machine state to the broker")
 
     def _heartbeat(self) -> None:
-        period = max(1.0, self.guard.claim_ttl / 3)
+        period = max(1.0, min(self.guard.claim_ttl, self.lease.ttl) / 3)
         while not self._stop.wait(period):
             try:
+                if not self.lease.keep():
+                    log.error("the lease of %s was lost: another worker may serve this machine", self.machine.name)
                 self.guard.heartbeat(self.runner.running_ids())
                 self.redis.hset(machine_key(self.machine.name), "seen", repr(time.time()))
             except redis.RedisError as e:

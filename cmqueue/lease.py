@@ -1,0 +1,143 @@
+"""One worker per machine: a lease in the broker's Redis.
+
+A worker takes its machine's lease before it consumes anything and keeps it alive with
+its heartbeat. A second worker for the same machine (say `cmq up` was killed between
+starting a worker and recording it, then run again) refuses to start and names the
+holder, so a machine's slot cap is never doubled. A lease whose holder died on this
+host is taken over at once; one held from another host is waited for until it expires.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import psutil
+
+from . import defaults
+from .errors import ServiceError
+
+# KEYS: lease. ARGV: new value, ttl, the value it may replace ('' for none).
+_TAKE = """
+local cur = redis.call('GET', KEYS[1])
+if cur == false or cur == ARGV[3] then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return ''
+end
+return cur
+"""
+# KEYS: lease. ARGV: our value, ttl. 1 when still ours (and renewed).
+_KEEP = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('EXPIRE', KEYS[1], ARGV[2]) return 1 end
+return 0
+"""
+_DROP = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def lease_key(machine: str) -> str:
+    """Redis key of ``machine``'s worker lease."""
+    return f"cmq:worker-lease:{machine}"
+
+
+def process_started(pid: int) -> float | None:
+    """Start time of a running process; None when it is gone or a zombie (a killed
+    process nobody reaped yet is dead for us: PID 1 of a container may never reap it)."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc.create_time()
+    except psutil.Error:
+        return None
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lease: host name, pid and the process's start time."""
+
+    host: str
+    pid: int
+    created: float
+
+    @classmethod
+    def me(cls) -> Holder:
+        """This process."""
+        return cls(socket.gethostname(), os.getpid(), process_started(os.getpid()) or time.time())
+
+    @classmethod
+    def parse(cls, raw: Any) -> Holder | None:
+        """From the stored JSON (bytes or str); None when unreadable."""
+        try:
+            d = json.loads(raw)
+            return cls(str(d["host"]), int(d["pid"]), float(d["created"]))
+        except (TypeError, ValueError, KeyError):
+            return None
+
+    def dump(self) -> str:
+        """The stored JSON."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    def alive(self) -> bool | None:
+        """Whether the holder still runs: known only on its own host (else None)."""
+        if self.host != socket.gethostname():
+            return None
+        created = process_started(self.pid)
+        return created is not None and abs(created - self.created) < 1.0
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} on {self.host}"
+
+
+def holder(client: Any, machine: str) -> Holder | None:
+    """The current holder of ``machine``'s lease, if any."""
+    return Holder.parse(client.get(lease_key(machine)))
+
+
+class WorkerLease:
+    """The lease of one machine's worker, held by this process."""
+
+    def __init__(self, client: Any, machine: str, ttl: int = defaults.WORKER_LEASE_TTL) -> None:
+        self.client = client
+        self.machine = machine
+        self.ttl = int(ttl)
+        self.me = Holder.me().dump()
+        self._take = client.register_script(_TAKE)
+        self._keep = client.register_script(_KEEP)
+        self._drop = client.register_script(_DROP)
+
+    def take(self, wait: float | None = None) -> None:
+        """Take the lease, or raise ServiceError naming the worker that holds it. A dead
+        holder on this host is replaced; one on another host is waited for (up to
+        ``wait`` seconds, default the lease's TTL and a little)."""
+        key = lease_key(self.machine)
+        deadline = time.monotonic() + (self.ttl + 2 if wait is None else wait)
+        replace = ""
+        while True:
+            current = self._take(keys=[key], args=[self.me, self.ttl, replace])
+            if not current:
+                return
+            current = current.decode() if isinstance(current, bytes) else current
+            other = Holder.parse(current)
+            state = other.alive() if other else False
+            if state is False:
+                replace = current        # its holder died: take it over, unless it changed meanwhile
+                continue
+            if state is True or time.monotonic() >= deadline:
+                raise ServiceError(f"worker {self.machine}: another worker of this machine runs ({other}); "
+                                   "not starting a second one")
+            time.sleep(0.5)
+
+    def keep(self) -> bool:
+        """Renew the lease; False when it is no longer ours."""
+        return bool(self._keep(keys=[lease_key(self.machine)], args=[self.me, self.ttl]))
+
+    def release(self) -> None:
+        """Give the lease up (only if it is still ours)."""
+        self._drop(keys=[lease_key(self.machine)], args=[self.me])

@@ -1,0 +1,57 @@
+"""The worker lease against a real Redis: one live worker per machine."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+import redis
+
+from cmqueue.errors import ServiceError
+from cmqueue.lease import Holder, WorkerLease, holder, lease_key
+from cmqueue.testbed import RedisServer
+
+from ..conftest import need_services
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    need_services()
+    server = RedisServer(tmp_path_factory.mktemp("lease-redis"))
+    server.start()
+    yield redis.Redis.from_url(server.url)
+    server.stop()
+
+
+def test_a_second_worker_of_a_live_one_is_refused_naming_it(client):
+    first = WorkerLease(client, "m1")
+    first.take()
+    with pytest.raises(ServiceError, match=r"worker m1: another worker of this machine runs \(pid \d+ on "):
+        WorkerLease(client, "m1").take(wait=0)
+    assert holder(client, "m1") == Holder.parse(first.me)
+    first.release()
+    assert holder(client, "m1") is None
+
+
+def test_the_lease_of_a_dead_worker_here_is_taken_over_at_once(client):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    client.set(lease_key("m2"), Holder(Holder.me().host, gone.pid, time.time() - 100).dump(), ex=60)
+    t = time.monotonic()
+    lease = WorkerLease(client, "m2")
+    lease.take()
+    assert time.monotonic() - t < 1 and holder(client, "m2") == Holder.parse(lease.me)
+    assert lease.keep()
+    lease.release()
+
+
+def test_a_lease_held_from_another_host_is_waited_for_until_it_expires(client):
+    client.set(lease_key("m3"), Holder("elsewhere.example", 4242, 1.0).dump(), ex=2)
+    with pytest.raises(ServiceError, match="pid 4242 on elsewhere.example"):
+        WorkerLease(client, "m3").take(wait=0.5)
+    lease = WorkerLease(client, "m3")
+    lease.take(wait=10)                                  # the holder stopped renewing it
+    assert holder(client, "m3") == Holder.parse(lease.me)
+    client.set(lease_key("m3"), Holder("elsewhere.example", 4242, 1.0).dump(), ex=60)
+    assert not lease.keep()                              # no longer ours: keep says so
