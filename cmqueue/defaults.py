@@ -45,8 +45,8 @@ RESTORE_INTERVAL = 10
 
 #: Seconds a worker's claim on a running job lives without a heartbeat.
 CLAIM_TTL = 30
-#: Seconds a machine's worker lease lasts without renewal (see cmqueue.lease).
-WORKER_LEASE_TTL = 15
+#: Seconds a worker's or recorder's lease lasts without renewal (see cmqueue.lease).
+LEASE_TTL = 15
 
 #: Seconds a job's "done" marker is kept, so a late redelivery is recognised as done.
 DONE_TTL = 7 * 24 * 3600

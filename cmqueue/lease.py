@@ -1,17 +1,20 @@
-"""One worker per machine: a lease in the broker's Redis.
+"""One worker per machine, one recorder per history store: leases in the broker's Redis.
 
 A worker takes its machine's lease before it consumes anything and keeps it alive with
-its heartbeat. A second worker for the same machine (say `cmq up` was killed between
-starting a worker and recording it, then run again) refuses to start and names the
-holder, so a machine's slot cap is never doubled. A lease whose holder died on this
-host is taken over at once; one held from another host is waited for until it expires.
+its heartbeat; the recorder does the same for its history store. A second one (say
+`cmq up` was killed between starting a worker and recording it, then run again) refuses
+to start and names the holder, so a machine's slot cap is never doubled and no process
+is left running unrecorded. A lease whose holder died on this host is taken over at
+once; one held from another host is waited for until it expires.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -41,9 +44,19 @@ return 0
 """
 
 
-def lease_key(machine: str) -> str:
-    """Redis key of ``machine``'s worker lease."""
-    return f"cmq:worker-lease:{machine}"
+def lease_key(name: str) -> str:
+    """Redis key of lease ``name``."""
+    return f"cmq:lease:{name}"
+
+
+def worker_lease(machine: str) -> str:
+    """The lease name of ``machine``'s worker."""
+    return f"worker:{machine}"
+
+
+def recorder_lease(history: str) -> str:
+    """The lease name of the recorder of history store ``history`` (its URL)."""
+    return "recorder:" + hashlib.sha256(history.encode()).hexdigest()[:16]
 
 
 def process_started(pid: int) -> float | None:
@@ -95,17 +108,19 @@ class Holder:
         return f"pid {self.pid} on {self.host}"
 
 
-def holder(client: Any, machine: str) -> Holder | None:
-    """The current holder of ``machine``'s lease, if any."""
-    return Holder.parse(client.get(lease_key(machine)))
+def holder(client: Any, name: str) -> Holder | None:
+    """The current holder of lease ``name``, if any."""
+    return Holder.parse(client.get(lease_key(name)))
 
 
-class WorkerLease:
-    """The lease of one machine's worker, held by this process."""
+class Lease:
+    """Lease ``name`` held by this process; ``what`` names the role in errors
+    ("worker m1: another one runs ...")."""
 
-    def __init__(self, client: Any, machine: str, ttl: int = defaults.WORKER_LEASE_TTL) -> None:
+    def __init__(self, client: Any, name: str, what: str, ttl: int = defaults.LEASE_TTL) -> None:
         self.client = client
-        self.machine = machine
+        self.name = name
+        self.what = what
         self.ttl = int(ttl)
         self.me = Holder.me().dump()
         self._take = client.register_script(_TAKE)
@@ -116,7 +131,7 @@ class WorkerLease:
         """Take the lease, or raise ServiceError naming the worker that holds it. A dead
         holder on this host is replaced; one on another host is waited for (up to
         ``wait`` seconds, default the lease's TTL and a little)."""
-        key = lease_key(self.machine)
+        key = lease_key(self.name)
         deadline = time.monotonic() + (self.ttl + 2 if wait is None else wait)
         replace = ""
         while True:
@@ -136,8 +151,24 @@ class WorkerLease:
 
     def keep(self) -> bool:
         """Renew the lease; False when it is no longer ours."""
-        return bool(self._keep(keys=[lease_key(self.machine)], args=[self.me, self.ttl]))
+        return bool(self._keep(keys=[lease_key(self.name)], args=[self.me, self.ttl]))
 
     def release(self) -> None:
         """Give the lease up (only if it is still ours)."""
-        self._drop(keys=[lease_key(self.machine)], args=[self.me])
+        self._drop(keys=[lease_key(self.name)], args=[self.me])
+
+    def hold(self, on_error: Any = None) -> threading.Thread:
+        """Renew the lease every third of its TTL in a daemon thread (for a process that
+        has no heartbeat of its own); ``on_error(exc)`` is told of broker errors."""
+        def renew() -> None:
+            while True:
+                time.sleep(self.ttl / 3)
+                try:
+                    self.keep()
+                except Exception as e:  # noqa: BLE001 - the broker may be restarting
+                    if on_error:
+                        on_error(e)
+
+        thread = threading.Thread(target=renew, name=f"cmq-lease-{self.name}", daemon=True)
+        thread.start()
+        return thread

@@ -30,7 +30,7 @@ from . import defaults
 from .config import Settings
 from .errors import ConfigError, ServiceError
 from .files import private_dir, read_json, write_json_private, write_private
-from .lease import holder, process_started
+from .lease import holder, process_started, recorder_lease, worker_lease
 from .redact import redact_url
 from .worker import machine_key
 
@@ -211,14 +211,15 @@ class Services:
         for m in self.settings.inventory.enabled():
             if m.mode == "agent" or alive(workers.get(m.name)):
                 continue
-            if self._adopt(client, state, m.name):
+            if self._adopt(client, state, m.name, worker_lease(m.name)):
                 continue
             rec = self._spawn(self._cmq_argv("worker", m.name),
                               self.settings.log_dir / f"worker-{m.name}.log", broker=url)
             workers[m.name] = rec
             started[m.name] = rec["pid"]
             self._save(state)        # recorded at once: a `cmq up` killed now leaves no stray worker
-        if not alive(state.get("recorder")):
+        recorder = recorder_lease(self.settings.history)
+        if not alive(state.get("recorder")) and not self._adopt(client, state, "recorder", recorder):
             state["recorder"] = self._spawn(self._cmq_argv("recorder"), self.settings.log_dir / "recorder.log",
                                             broker=url)
         self._save(state)
@@ -234,7 +235,7 @@ class Services:
                 elif not alive(workers[name]):
                     # Refused because a worker of this machine already runs here, unrecorded
                     # (still starting when we looked): that one is adopted; else it failed.
-                    if self._adopt(client, state, name):
+                    if self._adopt(client, state, name, worker_lease(name)):
                         waiting[name] = workers[name]["pid"]
                     else:
                         result[name] = f"exited; see {workers[name]['log']}"
@@ -245,21 +246,28 @@ class Services:
                 break
             if waiting:
                 time.sleep(0.1)
+        if not alive(state.get("recorder")):
+            self._adopt(client, state, "recorder", recorder)   # ours refused: an unrecorded one runs
         client.close()
         return result
 
-    def _adopt(self, client: redis.Redis, state: dict[str, Any], machine: str) -> bool:
-        """Record the live local holder of ``machine``'s worker lease as its worker.
+    def _adopt(self, client: redis.Redis, state: dict[str, Any], role: str, lease_name: str) -> bool:
+        """Record the live local holder of lease ``lease_name`` as our ``role`` (a
+        machine's worker, or "recorder").
 
-        A `cmq up` killed between starting a worker and recording it leaves that worker
+        A `cmq up` killed between starting a process and recording it leaves that process
         running unrecorded; the next `cmq up` adopts it rather than start a second one
-        (which would refuse to run anyway: one worker per machine)."""
-        lease = holder(client, machine)
+        (which would refuse to run anyway: see :mod:`cmqueue.lease`)."""
+        lease = holder(client, lease_name)
         if not lease or not lease.alive():
             return False
-        state["workers"][machine] = {"pid": lease.pid, "created": lease.created, "adopted": True,
-                                     "log": str(self.settings.log_dir / f"worker-{machine}.log"),
-                                     "argv": self._cmq_argv("worker", machine)[:4]}
+        argv = self._cmq_argv("recorder") if role == "recorder" else self._cmq_argv("worker", role)
+        log = self.settings.log_dir / ("recorder.log" if role == "recorder" else f"worker-{role}.log")
+        record = {"pid": lease.pid, "created": lease.created, "adopted": True, "log": str(log), "argv": argv[:4]}
+        if role == "recorder":
+            state["recorder"] = record
+        else:
+            state["workers"][role] = record
         self._save(state)
         return True
 

@@ -25,7 +25,7 @@ from . import events, reducers, routing, staging
 from .errors import CmqError, MachineUnreachableError
 from .guard import CANCEL_CHANNEL, JobGuard, Verdict, suspended_key
 from .inventory import Machine
-from .lease import WorkerLease
+from .lease import Lease, worker_lease
 from .models import JobResult, JobSpec, JobStatus
 from .progress import ProgressReporter
 from .runner import Runner, RunnerOptions, control_dir
@@ -68,7 +68,7 @@ class WorkerContext:
         self.pause_reason = ""
         self._stop = threading.Event()
         self._prober: threading.Thread | None = None
-        self.lease = WorkerLease(self.redis, machine.name)
+        self.lease = Lease(self.redis, worker_lease(machine.name), what=f"worker {machine.name}")
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:

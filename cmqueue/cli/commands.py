@@ -228,11 +228,16 @@ Usage:
     import redis
 
     from ..history import open_store
+    from ..lease import Lease, recorder_lease
+    from ..redact import redact_url
     from ..waiting import Waiter
 
     settings = _settings(args, check_keys=False)
-    waiter = Waiter(open_store(settings.history), redis.Redis.from_url(settings.require_broker()),
-                    settings.get("event_stream"))
+    client = redis.Redis.from_url(settings.require_broker())
+    lease = Lease(client, recorder_lease(settings.history), what=f"recorder of {redact_url(settings.history)}")
+    lease.take()                                 # one recorder per history store
+    lease.hold(on_error=lambda e: print(f"recorder: cannot renew its lease: {e}", file=sys.stderr, flush=True))
+    waiter = Waiter(open_store(settings.history), client, settings.get("event_stream"))
     while True:
         try:
             waiter.follow()
@@ -476,16 +481,15 @@ not finished, and a count of all jobs by state.
             records = c.status(args["JOB"])
         else:
             c.refresh()
-            records = [r for r in c.store.jobs() if not r.state.final]
+            records = sorted((r for s in JobStatus if not s.final for r in c.store.jobs(state=s)),
+                             key=lambda r: r.spec.submitted)
         if args["--json"]:
             output.print_json([r.to_dict() for r in records])
             return 0
         if records:
             output.out.print(output.jobs_table(records))
         if not args["JOB"]:
-            from collections import Counter
-
-            counts = Counter(r.state.value for r in c.store.jobs())
+            counts = c.store.counts()
             output.out.print("  ".join(f"{output.state_text(s)}: {n}" for s, n in sorted(counts.items()))
                              or "no jobs yet")
     return 0

@@ -48,7 +48,7 @@ def cmd_run(args: Args) -> int:
     """Run a workflow: `|` in parallel, `;` in sequence, `+` adds results.
 
 Usage:
-  cmq run [options] [--tasks=FILE] [--reduce=R] [--wait] [--json] EXPR
+  cmq run [options] [--tasks=FILE] [--reduce=R] [--wait] [--json] [--] EXPR
 
 EXPR is an expression over task names, such as '(a | b | c); d; a + b + c + d': a, b and
 c run in parallel, then d, then the four results are added (numbers add, text
@@ -126,7 +126,7 @@ def cmd_plan(args: Args) -> int:
     """Show what a workflow would do, without running anything.
 
 Usage:
-  cmq plan [options] [--tasks=FILE] [--reduce=R] [--json] EXPR
+  cmq plan [options] [--tasks=FILE] [--reduce=R] [--json] [--] EXPR
 
 Prints the tree, the order in which steps start (steps on one line start together),
 where each task may run, and which names are reused (a name seen again is the same run;

@@ -82,6 +82,10 @@ class HistoryStore(ABC):
         """Jobs, oldest first; only ``state`` if given; only the newest ``last`` if given."""
 
     @abstractmethod
+    def counts(self) -> dict[str, int]:
+        """How many jobs are in each state (states with none are left out)."""
+
+    @abstractmethod
     def events(self, job_id: str) -> list[Event]:
         """Every event of one job, in the order applied."""
 

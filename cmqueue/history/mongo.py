@@ -155,6 +155,9 @@ class MongoStore(HistoryStore):
             return [_record(d) for d in reversed(docs)]
         return [_record(d) for d in self.db.jobs.find(query).sort("seq", 1)]
 
+    def counts(self) -> dict[str, int]:
+        return {d["_id"]: d["n"] for d in self.db.jobs.aggregate([{"$group": {"_id": "$state", "n": {"$sum": 1}}}])}
+
     def events(self, job_id: str) -> list[Event]:
         docs = self.db.events.find({"job": job_id}).sort("seq", 1)
         return [Event(job=d["job"], state=JobStatus(d["state"]), ts=d["ts"], machine=d.get("machine"),

@@ -154,6 +154,10 @@ class SqliteStore(HistoryStore):
             return list(reversed(found))
         return self._select(where, args, "ORDER BY seq")
 
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+
     def events(self, job_id: str) -> list[Event]:
         with self._lock:
             rows = self.db.execute("SELECT job, state, ts, machine, attempt, data, stream_id FROM events"

@@ -54,15 +54,22 @@ def running_on(cenv: CmqEnv, batch: str, machine: str, log: Path) -> list[str]:
     return [r["id"] for r in rows if r["state"] == "running" and r["machine"] == machine and r["id"] in marks]
 
 
-def workers_of(home: Path) -> dict[str, int]:
-    """Live `cmq worker NAME` processes per machine that belong to cmq home ``home``."""
+def services_of(home: Path) -> dict[str, int]:
+    """Live cmq processes that belong to cmq home ``home``: `worker NAME` counted per
+    machine, and the recorder."""
     found: dict[str, int] = {}
     for p in psutil.process_iter(["cmdline"]):
         try:
             argv = p.info["cmdline"] or []
-            if "cmqueue" in argv and "worker" in argv and p.environ().get("CMQ_HOME") == str(home):
+            if "cmqueue" not in argv or p.environ().get("CMQ_HOME") != str(home):
+                continue
+            if "worker" in argv:
                 name = argv[argv.index("worker") + 1]
-                found[name] = found.get(name, 0) + 1
+            elif "recorder" in argv:
+                name = "recorder"
+            else:
+                continue
+            found[name] = found.get(name, 0) + 1
         except (psutil.Error, IndexError):
             continue
     return found
@@ -104,7 +111,7 @@ def test_cmq_up_killed_while_starting_workers(tmp_path):
         again = cenv.run("up")
         assert again.code == 0, again.out + again.err
         tally = finish(cenv, "kill -9 of `cmq up` mid-start", sub["batch"], log, t0)
-        assert workers_of(cenv.home) == {"m1": 1, "m2": 1}        # none missing, none twice
+        assert services_of(cenv.home) == {"m1": 1, "m2": 1, "recorder": 1}   # none missing, none twice
     finally:
         teardown(cenv)
     tally.check()

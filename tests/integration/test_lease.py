@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from cmqueue.errors import ServiceError
-from cmqueue.lease import Holder, WorkerLease, holder, lease_key
+from cmqueue.lease import Holder, Lease, holder, lease_key, worker_lease
 from cmqueue.testbed import RedisServer
 
 from ..conftest import need_services
@@ -24,34 +24,39 @@ def client(tmp_path_factory):
     server.stop()
 
 
+def lease(client, machine):
+    return Lease(client, worker_lease(machine), what=f"worker {machine}")
+
+
 def test_a_second_worker_of_a_live_one_is_refused_naming_it(client):
-    first = WorkerLease(client, "m1")
+    first = lease(client, "m1")
     first.take()
-    with pytest.raises(ServiceError, match=r"worker m1: another worker of this machine runs \(pid \d+ on "):
-        WorkerLease(client, "m1").take(wait=0)
-    assert holder(client, "m1") == Holder.parse(first.me)
+    with pytest.raises(ServiceError, match=r"worker m1: another one runs \(pid \d+ on "):
+        lease(client, "m1").take(wait=0)
+    assert holder(client, worker_lease("m1")) == Holder.parse(first.me)
     first.release()
-    assert holder(client, "m1") is None
+    assert holder(client, worker_lease("m1")) is None
 
 
 def test_the_lease_of_a_dead_worker_here_is_taken_over_at_once(client):
     gone = subprocess.Popen(["true"])
     gone.wait()
-    client.set(lease_key("m2"), Holder(Holder.me().host, gone.pid, time.time() - 100).dump(), ex=60)
+    client.set(lease_key(worker_lease("m2")), Holder(Holder.me().host, gone.pid, time.time() - 100).dump(), ex=60)
     t = time.monotonic()
-    lease = WorkerLease(client, "m2")
-    lease.take()
-    assert time.monotonic() - t < 1 and holder(client, "m2") == Holder.parse(lease.me)
-    assert lease.keep()
-    lease.release()
+    mine = lease(client, "m2")
+    mine.take()
+    assert time.monotonic() - t < 1 and holder(client, worker_lease("m2")) == Holder.parse(mine.me)
+    assert mine.keep()
+    mine.release()
 
 
 def test_a_lease_held_from_another_host_is_waited_for_until_it_expires(client):
-    client.set(lease_key("m3"), Holder("elsewhere.example", 4242, 1.0).dump(), ex=2)
+    key = lease_key(worker_lease("m3"))
+    client.set(key, Holder("elsewhere.example", 4242, 1.0).dump(), ex=2)
     with pytest.raises(ServiceError, match="pid 4242 on elsewhere.example"):
-        WorkerLease(client, "m3").take(wait=0.5)
-    lease = WorkerLease(client, "m3")
-    lease.take(wait=10)                                  # the holder stopped renewing it
-    assert holder(client, "m3") == Holder.parse(lease.me)
-    client.set(lease_key("m3"), Holder("elsewhere.example", 4242, 1.0).dump(), ex=60)
-    assert not lease.keep()                              # no longer ours: keep says so
+        lease(client, "m3").take(wait=0.5)
+    mine = lease(client, "m3")
+    mine.take(wait=10)                                   # the holder stopped renewing it
+    assert holder(client, worker_lease("m3")) == Holder.parse(mine.me)
+    client.set(key, Holder("elsewhere.example", 4242, 1.0).dump(), ex=60)
+    assert not mine.keep()                               # no longer ours: keep says so

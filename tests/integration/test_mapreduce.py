@@ -63,3 +63,24 @@ def test_user_reducer_from_a_file(cmq, tmp_path):
     mod.write_text("def pick(values):\n    return max(values, key=len).strip()\n")
     r = cmq.run("map", f"--reduce={mod}:pick", "echo {}", ":::", "a", "ccc", "bb")
     assert (r.code, r.out) == (0, "ccc\n"), r.err
+
+
+def test_a_ten_thousand_argument_map_reduces_every_member_once(tmp_path):
+    from ..conftest import make_env, teardown
+
+    cenv = make_env(tmp_path, machines=2, slots=4, first=151)
+    try:
+        args = tmp_path / "args.txt"
+        args.write_text("".join(f"{i}\n" for i in range(1, 10001)))
+        r = cenv.run("map", "--reduce=sum", "--json", f"--each={args}", "echo {}", timeout=600)
+        assert r.code == 0, r.err[-2000:]
+        out = r.json()
+        assert out["value"] == 50005000
+        assert len(out["members"]) == 10000 and {m["state"] for m in out["members"]} == {"succeeded"}
+        assert len({m["job"] for m in out["members"]}) == 10000
+        (reduce,) = cenv.run("status", "--json", out["reduce"]).json()
+        assert reduce["state"] == "succeeded" and reduce["stdout"] == "50005000\n"
+        batch = cenv.run("status", "--json", out["map"]).json()
+        assert len(batch) == 10000 and {r["state"] for r in batch} == {"succeeded"}
+    finally:
+        teardown(cenv)

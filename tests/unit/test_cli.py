@@ -96,3 +96,38 @@ def test_unreachable_broker_is_exit_3_and_hides_the_password(inv, tmp_path):
 def test_unknown_command():
     r = cmq("frobnicate")
     assert r.returncode == 2 and "unknown command 'frobnicate'" in r.stderr
+
+
+TASKS = "def a(): return 'echo 1'\ndef b(): return 'echo 2'\ndef c(): return 'echo 3'\ndef d(): return 'echo 4'\n"
+
+
+def test_fuzzed_expressions_through_the_cli_give_a_plan_or_one_line_error(inv, tmp_path, capsys, monkeypatch):
+    """Any text as `cmq plan EXPR`: exit 0 with a plan, or exit 2 with one line naming the
+    column; never a traceback, an internal error or a hang."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from cmqueue.cli.main import main
+
+    tasks = tmp_path / "tasks.py"
+    tasks.write_text(TASKS)
+    monkeypatch.setenv("CMQ_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("CMQ_BROKER", raising=False)
+    pieces = st.sampled_from(["a", "b", "c", "d", "zz", "(", ")", "|", ";", "+", " ", "\n", "$(x)", "'", "é", "\x00"])
+    texts = st.one_of(st.lists(pieces, max_size=25).map("".join), st.text(max_size=40))
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(texts)
+    def check(expr):
+        capsys.readouterr()
+        code = main(["--config", str(inv), "plan", f"--tasks={tasks}", "--", expr])
+        out, err = capsys.readouterr()
+        assert "Traceback" not in err and "internal error" not in err, (expr, err)
+        if code == 0:
+            assert out.strip(), expr
+        else:
+            assert code == 2, (expr, code, err)
+            lines = [ln for ln in err.splitlines() if ln.strip()]
+            assert len(lines) == 1 and lines[0].startswith("cmq: "), (expr, err)
+
+    check()

@@ -84,6 +84,13 @@ def test_listing_by_state_and_last(store):
     assert len(store.get_many([r.id for r in recs] + ["nope"])) == 5
 
 
+def test_counts_by_state(store):
+    recs = _jobs(4)
+    store.add(recs)
+    store.apply([Event(recs[0].id, JobStatus.FAILED, 1.0), Event(recs[1].id, JobStatus.RUNNING, 1.0)])
+    assert store.counts() == {"queued": 2, "failed": 1, "running": 1}
+
+
 def test_concurrent_appliers_apply_each_event_once(store, tmp_path):
     recs = _jobs(50)
     store.add(recs)
