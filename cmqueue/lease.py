@@ -145,8 +145,7 @@ class Lease:
                 replace = current        # its holder died: take it over, unless it changed meanwhile
                 continue
             if state is True or time.monotonic() >= deadline:
-                raise ServiceError(f"worker {self.machine}: another worker of this machine runs ({other}); "
-                                   "not starting a second one")
+                raise ServiceError(f"{self.what}: another one runs ({other}); not starting a second one")
             time.sleep(0.5)
 
     def keep(self) -> bool:

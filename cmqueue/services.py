@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,10 +27,11 @@ from urllib.parse import urlsplit
 import psutil
 import redis
 
-from . import defaults
+from . import defaults, ssh
 from .config import Settings
-from .errors import ConfigError, ServiceError
+from .errors import CmqError, ConfigError, ServiceError
 from .files import private_dir, read_json, write_json_private, write_private
+from .inventory import Machine
 from .lease import holder, process_started, recorder_lease, worker_lease
 from .redact import redact_url
 from .worker import machine_key
@@ -293,12 +295,87 @@ class Services:
             time.sleep(0.1)
         return where, True
 
+    # -- tunnels to agent machines -----------------------------------------------------------
+    def start_tunnel(self, machine: Machine, url: str, port: int | None = None, timeout: float = 30) -> int:
+        """Hold ``ssh -N -R 127.0.0.1:PORT:127.0.0.1:<redis port>`` to agent ``machine``
+        (recorded like a worker), so its worker reaches the broker on its own loopback
+        while Redis stays on ours. Reuses ``port`` (the port of an earlier join) or finds
+        a free one; returns it. A running tunnel is kept."""
+        state = self.records()
+        tunnels = state.setdefault("tunnels", {})
+        rec = tunnels.get(machine.name)
+        if alive(rec) and (port is None or rec.get("port") == port):
+            return int(rec["port"])
+        target = urlsplit(url)
+        if target.hostname not in LOCAL_HOSTS:
+            raise ConfigError(f"machine {machine.name}: agents reach the broker through an ssh tunnel from "
+                              f"this machine, but the broker {redact_url(url)} is elsewhere")
+        candidates = [port] if port else [secrets.choice(range(20000, 60000)) for _ in range(5)]
+        why = ""
+        for candidate in candidates:
+            forward = f"127.0.0.1:{candidate}:127.0.0.1:{target.port or 6379}"
+            argv = ssh.ssh_argv(replace(machine, mode="ssh"), None, control=None)
+            argv = [*argv[:-3], "-o", "ExitOnForwardFailure=yes", "-R", forward, *argv[-3:]]
+            rec = self._spawn(argv, self.settings.log_dir / f"tunnel-{machine.name}.log")
+            rec["port"] = candidate
+            tunnels[machine.name] = rec
+            self._save(state)
+            why = self._tunnel_ready(machine, rec, timeout)
+            if not why:
+                return candidate
+        raise ServiceError(f"machine {machine.name}: no tunnel to the broker: {why}")
+
+    def _tunnel_ready(self, machine: Machine, rec: dict[str, Any], timeout: float) -> str:
+        """"" once the machine can connect to the tunnel's port, else why not."""
+        probe = f"python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {rec['port']}), 3)'"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not alive(rec):
+                return "ssh exited; see " + rec["log"]
+            r = subprocess.run(ssh.ssh_argv(replace(machine, mode="ssh"), ["sh", "-c", probe]),
+                               capture_output=True, text=True, timeout=timeout)
+            if r.returncode == 0:
+                return ""
+            time.sleep(0.3)
+        return f"port {rec['port']} not reachable on the machine after {timeout:g}s"
+
+    def stop_tunnel(self, name: str) -> None:
+        """Stop the tunnel to agent ``name`` and forget that it joined."""
+        state = self.records()
+        rec = (state.get("tunnels") or {}).pop(name, None)
+        (state.get("agents") or {}).pop(name, None)
+        if rec and alive(rec):
+            self._terminate([(f"tunnel {name}", rec)], 5, [])
+        self._save(state)
+
+    def ensure_tunnels(self, url: str) -> dict[str, str]:
+        """Reopen the tunnel of every joined agent (after `cmq down` or a reboot)."""
+        result = {}
+        for name, agent in (self.records().get("agents") or {}).items():
+            machine = self.settings.inventory.machines.get(name)
+            if machine is None:
+                result[name] = "not in the inventory any more; `cmq machines leave` it"
+                continue
+            try:
+                port = self.start_tunnel(machine, url, port=int(agent["port"]))
+                result[name] = f"tunnel on its 127.0.0.1:{port}"
+            except CmqError as e:
+                result[name] = str(e)
+        return result
+
+    def record_agent(self, name: str, info: dict[str, Any]) -> None:
+        """Remember that agent ``name`` joined (its tunnel port and supervisor)."""
+        state = self.records()
+        state.setdefault("agents", {})[name] = info
+        self._save(state)
+
     def stop(self, grace: float = 10) -> list[str]:
         """Stop exactly the processes recorded by ``cmq up``; returns what was stopped."""
         state = self.records()
         stopped: list[str] = []
         targets: list[tuple[str, dict[str, Any]]] = [
             (f"worker {n}", r) for n, r in (state.get("workers") or {}).items()]
+        targets += [(f"tunnel {n}", r) for n, r in (state.get("tunnels") or {}).items()]
         for name in ("recorder", "flower"):
             if state.get(name):
                 targets.append((name, state[name]))
@@ -306,8 +383,12 @@ class Services:
         if state.get("redis") and alive(state["redis"]):
             self._terminate([("redis", state["redis"])], grace, stopped)
         # Keep the Redis password and port so the next `cmq up` finds its AOF data again.
+        # Joined agents stay joined: the next `cmq up` opens their tunnels again.
         keep = {k: v for k, v in (state.get("redis") or {}).items() if k in ("url", "port", "password")}
-        self._save({"redis": keep} if keep else {})
+        kept: dict[str, Any] = {"redis": keep} if keep else {}
+        if state.get("agents"):
+            kept["agents"] = state["agents"]
+        self._save(kept)
         return stopped
 
     @staticmethod
@@ -339,6 +420,7 @@ class Services:
             if state.get(name):
                 items.append((name, state[name]))
         items += [(f"worker {n}", r) for n, r in (state.get("workers") or {}).items()]
+        items += [(f"tunnel {n}", r) for n, r in (state.get("tunnels") or {}).items()]
         for name, rec in items:
             up = alive(rec)
             row = {"service": name, "pid": rec.get("pid"), "running": up,

@@ -219,13 +219,16 @@ class LoopbackCluster:
 
     def inventory(self, broker: str | None, labels: dict[str, list[str]] | None = None,
                   settings: dict | None = None, extra: dict | None = None, transport: str = "auto",
-                  fields: dict | None = None, history: str | None = None) -> dict:
-        """An inventory (as a dict) for these machines; ``fields`` go into ``defaults:``."""
+                  fields: dict | None = None, history: str | None = None,
+                  machine_fields: dict[str, dict] | None = None) -> dict:
+        """An inventory (as a dict) for these machines; ``fields`` go into ``defaults:``,
+        ``machine_fields[name]`` into that machine's entry."""
         machines = {}
         for m in self.machines:
             entry = {"host": m.address, "port": m.port, "workdir": str(m.workdir)}
             if labels and m.name in labels:
                 entry["labels"] = labels[m.name]
+            entry.update((machine_fields or {}).get(m.name, {}))
             machines[m.name] = entry
         machines.update(extra or {})
         inv: dict = {

@@ -279,7 +279,7 @@ class WorkerContext:
         """The chord callback of a map: reduce the outcomes once, whatever is redelivered."""
         spec = JobSpec.from_dict(raw)
         name = self.machine.name
-        if not self._claim(task, spec, member="workflow" in spec.params) or self._suspended(spec, True):
+        if self._claim(task, spec, member="workflow" in spec.params) is None or self._suspended(spec, True):
             return
         p = spec.params
         started = time.time()

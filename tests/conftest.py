@@ -106,7 +106,8 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "
 def make_env(tmp: Path, machines: int = 3, slots: int = 2, labels: dict | None = None,
              settings: dict | None = None, first: int = 11, aof: bool = True,
              transport: str = "auto", fields: dict | None = None, history: str | None = None,
-             prepare: Callable[[LoopbackCluster], None] | None = None) -> CmqEnv:
+             prepare: Callable[[LoopbackCluster], None] | None = None,
+             machine_fields: dict[str, dict] | None = None) -> CmqEnv:
     """Start redis + sshd's, write the inventory, and run `cmq up`. ``prepare`` may change
     the cluster (add machines, mount work directories) before its daemons start."""
     need_services()
@@ -119,7 +120,8 @@ def make_env(tmp: Path, machines: int = 3, slots: int = 2, labels: dict | None =
     # Flower only where a test asks for it (settings: flower_port): it would enable task events.
     settings = {"flower_port": 0, **(settings or {})}
     config = cluster.write_inventory(tmp / "cmq.yaml", redis.url, labels=labels, settings=settings,
-                                     transport=transport, fields=fields, history=history)
+                                     transport=transport, fields=fields, history=history,
+                                     machine_fields=machine_fields)
     home = tmp / "home"
     env = {**os.environ, "CMQ_CONFIG": str(config), "CMQ_HOME": str(home)}
     env.pop("CMQ_BROKER", None)

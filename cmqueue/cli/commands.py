@@ -73,6 +73,8 @@ Example:
     output.err.print(f"broker {redact_url(url)} ({'started' if started else 'already running'})",
                      markup=False)
     settings.broker = url
+    for name, state in services.ensure_tunnels(url).items():
+        output.err.print(f"agent {name}: {state}", markup=False)
     states = services.start_workers(url)
     bad = 0
     for name, state in states.items():
@@ -253,6 +255,8 @@ def cmd_machines(args: Args) -> int:
 Usage:
   cmq machines [options] [--json]
   cmq machines check [options] [--json] [NAMES]
+  cmq machines join [options] NAME
+  cmq machines leave [options] NAME
 
 Options:
   --json   print JSON
@@ -260,9 +264,29 @@ Options:
 `check` probes the machines in parallel over ssh: reachable, host key accepted, latency
 and slots. NAMES is a hostlist (node[1-3],gpu1); default: every enabled machine.
 Exits 1 if any probed machine is unreachable.
+
+`join` makes a machine with `mode: agent` run its own worker: over ssh it installs
+cmqueue there from a wheelhouse built here, writes the worker's config (0600) and starts
+`cmq worker NAME` under systemd or a pidfile supervisor, in <workdir>/.cmq/agent/. The
+worker reaches the broker through an ssh tunnel from here, which `cmq up` reopens.
+`leave` stops that worker, removes its config and closes the tunnel.
 """
     if args["check"]:
         return _machines_check(args)
+    if args["join"] or args["leave"]:
+        from ..join import Agents
+
+        agents = Agents(_settings(args))
+        name = args["NAME"]
+        if args["leave"]:
+            agents.leave(name)
+            output.err.print(f"machine {name}: left (worker stopped, config removed, tunnel closed)",
+                             markup=False)
+            return 0
+        info = agents.join(name)
+        output.err.print(f"machine {name}: joined; worker pid {info['pid']} under {info['supervisor']}, "
+                         f"broker through an ssh tunnel to its 127.0.0.1:{info['port']}", markup=False)
+        return 0
     settings = _settings(args, check_keys=False)
     live = _machine_states(settings)
     rows = []
