@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -52,9 +53,10 @@ def agent_machine(settings: Settings, name: str) -> Machine:
     return machine
 
 
-def build_wheelhouse(home: Path) -> Path:
-    """Wheels of cmqueue (from this source tree) and of everything it needs, in
-    ``home/wheelhouse``; dependencies already there are reused."""
+def build_wheelhouse(home: Path, python_version: str | None = None) -> Path:
+    """Wheels of cmqueue (from this source tree) and of everything it needs on a Python
+    of ``python_version`` (the machine's, as "3.11.2"), in ``home/wheelhouse``;
+    dependencies already there are reused."""
     if not (SOURCE / "pyproject.toml").exists() or not SCRIPTS.is_dir():
         raise ConfigError(f"cmq machines join builds a wheel of cmqueue from its source tree; {SOURCE} "
                           "has no pyproject.toml and workers/ (install cmqueue from a checkout)")
@@ -62,12 +64,47 @@ def build_wheelhouse(home: Path) -> Path:
     house.mkdir(parents=True, exist_ok=True)
     for old in house.glob("cmqueue-*.whl"):
         old.unlink()
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
-                        "--wheel-dir", str(house), "--find-links", str(house), str(SOURCE)],
-                       capture_output=True, text=True)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    r = subprocess.run([*pip, "wheel", "--quiet", "--wheel-dir", str(house), "--find-links", str(house),
+                        str(SOURCE)], capture_output=True, text=True)
+    # Dependencies are chosen by markers such as python_full_version < "3.11.3": add what
+    # the machine's own Python needs beyond this one's (wheels only).
+    for _ in range(5):
+        missing = missing_requirements(house, python_version) if r.returncode == 0 and python_version else []
+        if not missing:
+            break
+        r = subprocess.run([*pip, "download", "--quiet", "--dest", str(house), "--find-links", str(house),
+                            "--only-binary=:all:", f"--python-version={python_version}", *missing],
+                           capture_output=True, text=True)
     if r.returncode != 0:
         raise ServiceError(f"building the wheelhouse for agents failed: {error_line(r.stderr.encode(), 'pip failed')}")
     return house
+
+
+def missing_requirements(house: Path, python_version: str) -> list[str]:
+    """Requirements of the wheels in ``house`` that apply on Python ``python_version``
+    and that no wheel there provides."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    env = {"python_full_version": python_version,
+           "python_version": ".".join(python_version.split(".")[:2]), "extra": ""}
+    wheels = list(house.glob("*.whl"))
+    have = {canonicalize_name(w.name.split("-")[0]) for w in wheels}
+    missing: dict[str, str] = {}
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as z:
+            meta = next((n for n in z.namelist() if n.endswith(".dist-info/METADATA")), None)
+            text = z.read(meta).decode("utf-8", "replace") if meta else ""
+        for line in text.splitlines():
+            if not line.startswith("Requires-Dist:"):
+                continue
+            req = Requirement(line.split(":", 1)[1].strip())
+            name = canonicalize_name(req.name)
+            if name in have or (req.marker and not req.marker.evaluate(env)):
+                continue
+            missing[name] = f"{req.name}{req.specifier}"
+    return sorted(missing.values())
 
 
 def agent_config(settings: Settings, machine: Machine, broker: str) -> str:
@@ -102,12 +139,27 @@ class Agents:
             raise ServiceError(f"machine {machine.name}: {script}: {error_line(r.stderr, f'exit code {r.returncode}')}")
         return r.stdout.decode(errors="replace")
 
+    def _python_version(self, machine: Machine) -> str:
+        """The full version of the machine's python3 ("3.11.2")."""
+        argv = ssh.ssh_argv(replace(machine, mode="ssh"),
+                            ["python3", "-c", "import platform; print(platform.python_version())"])
+        r = subprocess.run(argv, capture_output=True, timeout=60)
+        if r.returncode != 0:
+            raise ServiceError(f"machine {machine.name}: python3 is needed there: "
+                               f"{error_line(r.stderr, f'exit code {r.returncode}')}")
+        version = r.stdout.decode().strip()
+        mine = ".".join(map(str, sys.version_info[:2]))
+        if not version.startswith(mine + "."):
+            raise ServiceError(f"machine {machine.name}: its python3 is {version}, this one is {mine}: "
+                               "wheels built here need the same minor version there")
+        return version
+
     def join(self, name: str, timeout: float = 180) -> dict[str, Any]:
         """Make ``name`` an agent worker; returns what was done (port, supervisor, pid)."""
         machine = agent_machine(self.settings, name)
         url, _ = self.services.ensure_redis()
         port = self.services.start_tunnel(machine, url)
-        house = build_wheelhouse(self.settings.home)
+        house = build_wheelhouse(self.settings.home, self._python_version(machine))
         agent_url = _with_port(url, port)
         transfer = self._transfer(machine)
         with tempfile.TemporaryDirectory(prefix="cmq-agent-") as tmp:
