@@ -511,7 +511,7 @@ not finished, and a count of all jobs by state.
             output.print_json([r.to_dict() for r in records])
             return 0
         if records:
-            output.out.print(output.jobs_table(records))
+            output.print_jobs(records)
         if not args["JOB"]:
             counts = c.store.counts()
             output.out.print("  ".join(f"{output.state_text(s)}: {n}" for s, n in sorted(counts.items()))
@@ -545,7 +545,7 @@ Options:
         if args["--json"]:
             output.print_json([r.to_dict() for r in records])
         else:
-            output.out.print(output.jobs_table(records) if records else "no jobs")
+            output.print_jobs(records) if records else output.out.print("no jobs")
     return 0
 
 
@@ -645,7 +645,7 @@ Options:
         if args["--json"]:
             output.print_json([r.to_dict() for r in records])
         else:
-            output.out.print(output.jobs_table(records))
+            output.print_jobs(records)
     return 0
 
 

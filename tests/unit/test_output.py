@@ -1,0 +1,38 @@
+"""Job lists: a table for short ones, the same columns as plain lines for long ones."""
+
+import io
+import time
+
+from cmqueue.cli import output
+from cmqueue.models import JobRecord, JobSpec, JobStatus, new_id
+
+
+def _records(n):
+    now = time.time()
+    return [JobRecord(spec=JobSpec(id=new_id(), command=f"echo {i}", batch="b"), state=JobStatus.FAILED,
+                      machine="m1", exit_code=1, started=now, ended=now + 2, reason="exit code 1")
+            for i in range(n)]
+
+
+def test_a_long_job_list_is_printed_fast_as_plain_aligned_lines(monkeypatch):
+    buf = io.StringIO()
+    monkeypatch.setattr(output.out, "file", buf)
+    recs = _records(5000)
+    t = time.perf_counter()
+    output.print_jobs(recs)
+    assert time.perf_counter() - t < 2          # a rich table of 5,000 rows takes ~6 s
+    lines = buf.getvalue().splitlines()
+    assert lines[0].split() == ["job", "state", "machine", "exit", "started", "took", "command", "reason"]
+    assert len(lines) == 5001
+    first = lines[1].split()
+    assert first[:4] == [recs[0].id, "failed", "m1", "1"] and "echo 0" in lines[1] and "exit code 1" in lines[1]
+    assert len({line.index("failed") for line in lines[1:]}) == 1       # columns line up
+
+
+def test_a_short_job_list_is_a_table(monkeypatch):
+    buf = io.StringIO()
+    monkeypatch.setattr(output.out, "file", buf)
+    recs = _records(3)
+    output.print_jobs(recs)
+    text = buf.getvalue()
+    assert all(r.id in text for r in recs) and "command" in text
