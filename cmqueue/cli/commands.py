@@ -287,12 +287,17 @@ worker reaches the broker through an ssh tunnel from here, which `cmq up` reopen
         output.err.print(f"machine {name}: joined; worker pid {info['pid']} under {info['supervisor']}, "
                          f"broker through an ssh tunnel to its 127.0.0.1:{info['port']}", markup=False)
         return 0
+    from ..services import Services
+
     settings = _settings(args, check_keys=False)
     live = _machine_states(settings)
+    joined = Services(settings).records().get("agents") or {}
     rows = []
     for m in settings.inventory.machines.values():
         row = m.to_dict()
         row["worker"] = live.get(m.name, {}).get("state", "-")
+        if m.mode == "agent":
+            row["joined"] = m.name in joined
         rows.append(row)
     if args["--json"]:
         output.print_json(rows)
@@ -301,9 +306,12 @@ worker reaches the broker through an ssh tunnel from here, which `cmq up` reopen
     for col in ("machine", "mode", "host", "slots", "labels", "workdir", "worker"):
         t.add_column(col)
     for r in rows:
-        host = r["host"] + (f":{r['port']}" if r["port"] else "") if r["mode"] == "ssh" else "-"
-        if r["user"] and r["mode"] == "ssh":
+        remote = r["mode"] in ("ssh", "agent")
+        host = r["host"] + (f":{r['port']}" if r["port"] else "") if remote else "-"
+        if r["user"] and remote:
             host = f"{r['user']}@{host}"
+        if r["mode"] == "agent" and not r["joined"]:
+            r["worker"] = "not joined (`cmq machines join`)"
         name = r["name"] if r["enabled"] else f"[bright_black]{r['name']} (disabled)[/]"
         t.add_row(name, r["mode"], host, str(r["slots"]), ",".join(r["labels"]), r["workdir"], r["worker"])
     output.out.print(t)

@@ -33,6 +33,8 @@ def test_join_runs_jobs_on_the_machine_through_a_tunnel_then_leave(tmp_path):
         assert r.code == 0, r.err
         assert "machine m2: joined" in r.err and "pidfile" in r.err
         port = int(r.err.rsplit("127.0.0.1:", 1)[1].split()[0])
+        rows = {row["name"]: row for row in cenv.run("machines", "--json", check=True).json()}
+        assert rows["m2"]["joined"] is True and rows["m2"]["worker"] == "consuming"
         assert stat.S_IMODE((agent_dir / "cmq.yaml").stat().st_mode) == 0o600
         (worker,) = wait_for(lambda: agent_workers(agent_dir), timeout=30, what="the agent's worker")
         # It runs from the venv made on the machine, and its broker is the tunnel's port
@@ -66,6 +68,8 @@ def test_join_runs_jobs_on_the_machine_through_a_tunnel_then_leave(tmp_path):
         assert r.code == 0, r.err
         wait_for(lambda: not agent_workers(agent_dir), timeout=30, what="the worker to stop")
         assert not (agent_dir / "cmq.yaml").exists()
+        listing = cenv.run("machines", check=True).out
+        assert "not joined" in listing
     finally:
         cenv.run("machines", "leave", "m2", timeout=120)
         teardown(cenv)
