@@ -159,6 +159,14 @@ class Agents:
         machine = agent_machine(self.settings, name)
         url, _ = self.services.ensure_redis()
         port = self.services.start_tunnel(machine, url)
+        try:
+            return self._install(machine, url, port, timeout)
+        except BaseException:
+            self.services.stop_tunnel(name)      # a failed join leaves no tunnel behind
+            raise
+
+    def _install(self, machine: Machine, url: str, port: int, timeout: float) -> dict[str, Any]:
+        name = machine.name
         house = build_wheelhouse(self.settings.home, self._python_version(machine))
         agent_url = _with_port(url, port)
         transfer = self._transfer(machine)

@@ -4,6 +4,7 @@ broker through the controller's tunnel; a killed worker is restarted; `leave` un
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -75,11 +76,20 @@ def test_join_runs_jobs_on_the_machine_through_a_tunnel_then_leave(tmp_path):
         teardown(cenv)
 
 
-def test_join_refuses_a_machine_that_is_not_an_agent(tmp_path):
-    cenv = make_env(tmp_path, machines=1, slots=1, first=164)
+def test_join_refuses_a_non_agent_and_a_failed_join_leaves_no_tunnel(tmp_path):
+    cenv = make_env(tmp_path, machines=2, slots=1, first=164,
+                    machine_fields={"m2": {"mode": "agent", "workdir": "/proc/cmq-cannot-be-here"}})
     try:
         r = cenv.run("machines", "join", "m1")
         assert r.code == 2 and "machine m1: join needs `mode: agent`" in r.err, r.err
         assert len(r.err.strip().splitlines()) == 1
+        # m2's files cannot be written: the join fails with one line, and cleans up.
+        r = cenv.run("machines", "join", "m2", timeout=900)
+        assert r.code != 0 and r.err.startswith("cmq: ") and "Traceback" not in r.err, r.err
+        assert "cannot create /proc/cmq-cannot-be-here/.cmq/agent" in r.err, r.err
+        services = json.loads((cenv.home / "services.json").read_text())
+        assert "m2" not in (services.get("tunnels") or {}) and "m2" not in (services.get("agents") or {})
+        assert not [p for p in psutil.process_iter(["cmdline"]) if "-R" in (p.info["cmdline"] or [])
+                    and any(a.endswith(cenv.cluster.machine("m2").address) for a in p.info["cmdline"])]
     finally:
         teardown(cenv)
