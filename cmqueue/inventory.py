@@ -11,7 +11,7 @@ import difflib
 import os
 import re
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -74,6 +74,10 @@ class Machine:
         """How many ssh masters keep ``slots`` sessions under sshd's MaxSessions."""
         per_master = max(1, self.max_sessions - defaults.RESERVED_SESSIONS)
         return max(1, -(-self.slots // per_master))
+
+    def over_ssh(self) -> Machine:
+        """This machine as reached over ssh from here (an agent is, to join it)."""
+        return self if self.mode == "ssh" else replace(self, mode="ssh")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON output."""

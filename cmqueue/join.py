@@ -18,7 +18,6 @@ import sys
 import tempfile
 import time
 import zipfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -127,13 +126,13 @@ class Agents:
         self.services = Services(settings)
 
     def _transfer(self, machine: Machine) -> Transfer:
-        return Transfer(replace(machine, mode="ssh"), None,
+        return Transfer(machine.over_ssh(), None,
                         connect_timeout=int(self.settings.get("connect_timeout")))
 
     def _run(self, machine: Machine, script: str, *args: str, timeout: float = 300) -> str:
         """Run ``script`` of the agent directory with ``AGENT_DIR NAME args`` on the machine."""
         where = remote_path(machine.workdir, AGENT_DIR)
-        argv = ssh.ssh_argv(replace(machine, mode="ssh"), ["sh", f"{where}/{script}", where, machine.name, *args])
+        argv = ssh.ssh_argv(machine.over_ssh(), ["sh", f"{where}/{script}", where, machine.name, *args])
         r = subprocess.run(argv, capture_output=True, timeout=timeout)
         if r.returncode != 0:
             raise ServiceError(f"machine {machine.name}: {script}: {error_line(r.stderr, f'exit code {r.returncode}')}")
@@ -141,7 +140,7 @@ class Agents:
 
     def _python_version(self, machine: Machine) -> str:
         """The full version of the machine's python3 ("3.11.2")."""
-        argv = ssh.ssh_argv(replace(machine, mode="ssh"),
+        argv = ssh.ssh_argv(machine.over_ssh(),
                             ["python3", "-c", "import platform; print(platform.python_version())"])
         r = subprocess.run(argv, capture_output=True, timeout=60)
         if r.returncode != 0:

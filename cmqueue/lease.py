@@ -71,6 +71,13 @@ def process_started(pid: int) -> float | None:
         return None
 
 
+def is_running(pid: int, created: float) -> bool:
+    """Whether process ``pid`` runs and is the one started at ``created`` (not a later
+    process that got the same pid)."""
+    started = process_started(pid)
+    return started is not None and abs(started - created) < 1.0
+
+
 @dataclass(frozen=True)
 class Holder:
     """Who holds a lease: host name, pid and the process's start time."""
@@ -101,8 +108,7 @@ class Holder:
         """Whether the holder still runs: known only on its own host (else None)."""
         if self.host != socket.gethostname():
             return None
-        created = process_started(self.pid)
-        return created is not None and abs(created - self.created) < 1.0
+        return is_running(self.pid, self.created)
 
     def __str__(self) -> str:
         return f"pid {self.pid} on {self.host}"

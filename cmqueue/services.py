@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,7 +31,7 @@ from .config import Settings
 from .errors import CmqError, ConfigError, ServiceError
 from .files import private_dir, read_json, write_json_private, write_private
 from .inventory import Machine
-from .lease import holder, process_started, recorder_lease, worker_lease
+from .lease import holder, is_running, process_started, recorder_lease, worker_lease
 from .redact import redact_url
 from .worker import machine_key
 
@@ -92,8 +91,7 @@ def alive(record: dict[str, Any] | None) -> bool:
     """Whether the process of a service record still runs (same pid and start time)."""
     if not record or "pid" not in record:
         return False
-    created = process_started(record["pid"])
-    return created is not None and abs(created - record.get("created", -1)) < 1.0
+    return is_running(record["pid"], record.get("created", -1))
 
 
 class Services:
@@ -314,7 +312,7 @@ class Services:
         why = ""
         for candidate in candidates:
             forward = f"127.0.0.1:{candidate}:127.0.0.1:{target.port or 6379}"
-            argv = ssh.ssh_argv(replace(machine, mode="ssh"), None, control=None)
+            argv = ssh.ssh_argv(machine.over_ssh(), None, control=None)
             argv = [*argv[:-3], "-o", "ExitOnForwardFailure=yes", "-R", forward, *argv[-3:]]
             rec = self._spawn(argv, self.settings.log_dir / f"tunnel-{machine.name}.log")
             rec["port"] = candidate
@@ -332,7 +330,7 @@ class Services:
         while time.monotonic() < deadline:
             if not alive(rec):
                 return "ssh exited; see " + rec["log"]
-            r = subprocess.run(ssh.ssh_argv(replace(machine, mode="ssh"), ["sh", "-c", probe]),
+            r = subprocess.run(ssh.ssh_argv(machine.over_ssh(), ["sh", "-c", probe]),
                                capture_output=True, text=True, timeout=timeout)
             if r.returncode == 0:
                 return ""
