@@ -57,3 +57,10 @@ class MachineUnreachableError(CmqError):
     """The ssh client could not reach the machine (exit 255 and the probe failed)."""
 
     exit_code = 1
+
+
+class VagrantError(CmqError):
+    """Vagrant could not bring VMs up, halt or destroy them; the message gives its reason
+    and which VMs are running."""
+
+    exit_code = 1
