@@ -458,7 +458,33 @@ def load(path: str | os.PathLike, check_keys: bool = True) -> Inventory:
             f"{p.name}: holds secrets but is accessible by group/others "
             f"(mode {mode:04o}); run: chmod 600 {p}"
         )
+    _merge_companion(inv, p)
     if check_keys:
         for m in inv.enabled():
             check_identity(m, p)
     return inv
+
+
+def companion_path(path: Path) -> Path:
+    """The file beside the inventory ``path`` that lists machines added by
+    ``cmq vagrant up`` (``cmq.yaml`` -> ``cmq.vagrant.yaml``)."""
+    return path.with_name(f"{path.stem}.vagrant.yaml")
+
+
+def _merge_companion(inv: Inventory, path: Path) -> None:
+    """Add the machines of the companion file, if there is one, after the inventory's own."""
+    extra_path = companion_path(path)
+    try:
+        text = extra_path.read_text()
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ConfigError(f"{extra_path}: cannot read: {e.strerror}") from None
+    raw = _read_yaml(text, extra_path)
+    if not isinstance(raw, dict) or set(raw) - {"machines"}:
+        raise _fail(extra_path, "", "may hold only a 'machines:' section (it is written by `cmq vagrant up`)")
+    extra = _build(raw, extra_path)
+    for name, machine in extra.machines.items():
+        if name in inv.machines:
+            raise _fail(extra_path, f"machines.{name}", f"also defined in {path.name}; rename one of them")
+        inv.machines[name] = machine

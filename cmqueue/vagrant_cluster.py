@@ -33,6 +33,7 @@ import yaml
 
 from .errors import ConfigError, UsageError, VagrantError
 from .files import write_private
+from .inventory import companion_path
 
 PROVIDERS = ("libvirt", "virtualbox")
 MODES = ("agent", "ssh")
@@ -119,11 +120,6 @@ class ClusterPaths:
     def machines(self) -> Path:
         """The inventory's companion file that lists the VMs as machines."""
         return companion_path(self.inventory)
-
-
-def companion_path(inventory: Path) -> Path:
-    """The file beside ``inventory`` that holds its Vagrant VMs (``cmq.vagrant.yaml``)."""
-    return inventory.with_name(f"{inventory.stem}.vagrant.yaml")
 
 
 def render(spec: ClusterSpec, paths: ClusterPaths) -> str:

@@ -693,11 +693,12 @@ COMMANDS: dict[str, Callable[[Args], int]] = {
 
 
 def _more_commands() -> None:
-    from . import data, mapping, workflows
+    from . import data, mapping, vagrant, workflows
 
     COMMANDS.update(data.COMMANDS)
     COMMANDS.update(mapping.COMMANDS)
     COMMANDS.update(workflows.COMMANDS)
+    COMMANDS.update(vagrant.COMMANDS)
 
 
 _more_commands()

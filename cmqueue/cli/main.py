@@ -30,6 +30,7 @@ Commands:
   show       a workflow's tree with each step's state and result
   resume     run a workflow's failed and unfinished steps again
   retry      run one step of a workflow again
+  vagrant    boot N Vagrant VMs as machines vm1..vmN; status, halt, destroy
   demo       start a loopback cluster and run a demo job across it
 
 Options:
