@@ -35,7 +35,10 @@ from .errors import ConfigError, UsageError, VagrantError
 from .files import write_private
 from .inventory import companion_path
 
+#: Providers the Vagrantfile template has settings for; any other installed provider
+#: works with its own defaults.
 PROVIDERS = ("libvirt", "virtualbox")
+_PROVIDER = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 MODES = ("agent", "ssh")
 #: How libvirt runs the VMs: KVM, software emulation (TCG), or KVM when /dev/kvm is usable.
 ACCELS = ("auto", "kvm", "tcg")
@@ -44,8 +47,10 @@ DEFAULT_BOX = "debian/bookworm64"
 LABEL = "vagrant"
 TEMPLATE = Path(__file__).with_name("templates") / "Vagrantfile.template"
 _BOX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+~-]*$")
-#: What vagrant prints when a box is neither installed nor found in a catalogue.
-_NO_BOX = re.compile(r"could not be found|couldn't be found|could not be accessed", re.I)
+#: What vagrant prints when a box is neither installed nor found in a catalogue...
+_NO_BOX = re.compile(r"box .*(could not be found|couldn't be found|could not be accessed)", re.I)
+#: ... and when the provider asked for is not installed or cannot run here.
+_NO_PROVIDER = re.compile(r"provider .*(could not be found|isn't usable|is not usable)", re.I)
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class ClusterSpec:
     cpus: int = 1
     boot_timeout: int = 600
     accel: str = "auto"
+    workdir: str | None = None
 
     def check(self) -> ClusterSpec:
         """This spec, or UsageError naming the option that is wrong."""
@@ -68,9 +74,9 @@ class ClusterSpec:
                               ("--cpus", self.cpus), ("--timeout", self.boot_timeout)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UsageError(f"cmq vagrant up: {option} must be a positive integer, got {value!r}")
-        if self.provider not in PROVIDERS:
-            raise UsageError(f"cmq vagrant up: --provider must be one of {', '.join(PROVIDERS)}, "
-                             f"got {self.provider!r}")
+        if not _PROVIDER.match(self.provider):
+            raise UsageError(f"cmq vagrant up: --provider: not a provider name: {self.provider!r} "
+                             f"(for example {' or '.join(PROVIDERS)})")
         if self.mode not in MODES:
             raise UsageError(f"cmq vagrant up: --mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.accel not in ACCELS:
@@ -154,6 +160,8 @@ def machine_entry(name: str, conf: dict[str, str], spec: ClusterSpec, paths: Clu
         "labels": [LABEL], "mode": spec.mode,
         "ssh_options": {"HostKeyAlias": name, "UserKnownHostsFile": str(paths.known_hosts)},
     })
+    if spec.workdir:
+        entry["workdir"] = spec.workdir
     return entry
 
 
@@ -299,7 +307,9 @@ class VagrantCluster:
             booted = (f"; VMs that did boot: {', '.join(running)} (`cmq vagrant destroy` removes them)"
                       if running else "; no VM is running")
             self._write_entries({n: e for n, e in self.entries().items() if n in running})
-            if _NO_BOX.search(reason) and "box" in reason.lower():
+            if _NO_PROVIDER.search(reason):
+                raise ConfigError(f"--provider={spec.provider}: {reason}{booted}") from None
+            if _NO_BOX.search(reason):
                 raise ConfigError(f"--box={spec.box}: {reason}{booted}") from None
             raise VagrantError(reason + booted) from None
         return self._record(v, spec)
@@ -311,22 +321,32 @@ class VagrantCluster:
             return {}
 
     def _record(self, v: Any, spec: ClusterSpec) -> dict[str, dict[str, Any]]:
+        """Read each VM's ssh-config and pin its host keys; the VMs that answer go to the
+        companion file, and VagrantError names the ones that did not."""
         entries: dict[str, dict[str, Any]] = {}
         pinned: list[str] = []
+        failed: list[str] = []
         for name in spec.names:
             since = self._log_size()
             try:
                 conf = v.conf(vm_name=name)
+                entry = machine_entry(name, conf, spec, self.paths)
+                keys = pin_host_keys(name, entry["host"], entry.get("port", 22))
             except subprocess.CalledProcessError:
-                raise VagrantError(self._failure(f"vagrant ssh-config {name}", since)) from None
-            entry = machine_entry(name, conf, spec, self.paths)
-            keys = pin_host_keys(name, entry["host"], entry.get("port", 22))
+                failed.append(self._failure(f"vagrant ssh-config {name}", since))
+                continue
+            except VagrantError as e:
+                failed.append(str(e))
+                continue
             for line in keys:
                 self.echo(f"{name}: pinned host key {fingerprint(line)}")
             pinned += keys
             entries[name] = entry
         write_private(self.paths.known_hosts, "\n".join(pinned) + "\n")
         self._write_entries(entries)
+        if failed:
+            kept = f"in the inventory: {', '.join(entries)}" if entries else "none is in the inventory"
+            raise VagrantError(f"{'; '.join(failed)}; {kept} (`cmq vagrant destroy` removes every VM)")
         return entries
 
     def halt(self) -> None:

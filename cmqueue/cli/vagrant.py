@@ -22,12 +22,13 @@ Usage:
 Options:
   --box=B            the Vagrant box [default: debian/bookworm64]
   --slots=S          jobs each VM runs at once [default: 2]
-  --provider=P       libvirt or virtualbox [default: libvirt]
+  --provider=P       libvirt, virtualbox or another installed provider [default: libvirt]
   --mode=M           agent (each VM runs its own worker) or ssh (workers here run
                      jobs on the VMs over ssh) [default: agent]
   --memory=MB        memory of each VM [default: 1024]
   --cpus=C           virtual CPUs of each VM [default: 1]
   --timeout=SECONDS  how long a VM may take to boot and answer ssh [default: 600]
+  --workdir=DIR      the jobs' directory on the VMs [default: ~/.cmq]
   --accel=A          libvirt: kvm, tcg (software emulation) or auto (kvm when
                      /dev/kvm is usable) [default: auto]
   --json             print JSON
@@ -53,7 +54,7 @@ and `cmq vagrant destroy` removes them.
             count=count, box=args["--box"], slots=_number(args, "--slots", int),
             provider=args["--provider"], mode=args["--mode"], memory=_number(args, "--memory", int),
             cpus=_number(args, "--cpus", int), boot_timeout=_number(args, "--timeout", int),
-            accel=args["--accel"],
+            accel=args["--accel"], workdir=args["--workdir"],
         ).check()
         entries = cluster.up(spec)
         if spec.mode == "agent":

@@ -173,3 +173,27 @@ def test_an_alias_bomb_is_refused_quickly(tmp_path):
 def test_anchors_for_shared_settings_still_work():
     inv = parse("defaults: &d {slots: 2}\nmachines:\n  a: *d\n  b: {<<: *d, labels: [x]}\n", P)
     assert (inv.machine("a").slots, inv.machine("b").slots, inv.machine("b").labels) == (2, 2, ("x",))
+
+
+def test_machines_of_the_vagrant_companion_file_are_added_after_the_inventorys_own(tmp_path):
+    main = tmp_path / "cmq.yaml"
+    main.write_text("machines:\n  m1: {host: a}\n")
+    (tmp_path / "cmq.vagrant.yaml").write_text("machines:\n  vm1: {host: 192.168.121.4, slots: 3}\n")
+    inv = load(main, check_keys=False)
+    assert list(inv.machines) == ["m1", "vm1"] and inv.machine("vm1").slots == 3
+
+
+def test_a_companion_machine_named_as_one_of_the_inventory_is_refused_naming_both(tmp_path):
+    main = tmp_path / "cmq.yaml"
+    main.write_text("machines:\n  vm1: {host: a}\n")
+    (tmp_path / "cmq.vagrant.yaml").write_text("machines:\n  vm1: {host: b}\n")
+    with pytest.raises(ConfigError, match=r"^cmq.vagrant.yaml: machines.vm1: also defined in cmq.yaml"):
+        load(main, check_keys=False)
+
+
+def test_a_companion_file_with_other_sections_is_refused(tmp_path):
+    main = tmp_path / "cmq.yaml"
+    main.write_text("machines: {}\n")
+    (tmp_path / "cmq.vagrant.yaml").write_text("broker: redis://x\nmachines: {}\n")
+    with pytest.raises(ConfigError, match=r"^cmq.vagrant.yaml: may hold only a 'machines:' section"):
+        load(main, check_keys=False)
