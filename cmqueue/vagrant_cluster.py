@@ -271,6 +271,11 @@ class VagrantCluster:
         except FileNotFoundError:
             return 0
 
+    def created(self) -> bool:
+        """Whether vagrant created any VM here (it keeps an id per machine and provider);
+        a cluster whose `up` failed before that has nothing to destroy."""
+        return any(self.paths.root.glob(".vagrant/machines/*/*/id"))
+
     def states(self) -> dict[str, str]:
         """VM name -> vagrant's state ("running", "shutoff", "not created"...)."""
         if not self.paths.vagrantfile.exists():
@@ -363,7 +368,7 @@ class VagrantCluster:
         """Destroy every VM of the cluster and remove its files and inventory entries;
         returns the names that were in the inventory."""
         names = list(self.entries())
-        if self.paths.vagrantfile.exists():
+        if self.created():
             v = self._vagrant()
             since = self._log_size()
             try:

@@ -50,8 +50,8 @@ inside() {
     done
     mkdir -p /run/libvirt
     mount -t tmpfs -o mode=0755 tmpfs /run/libvirt
-    virtlogd -d
-    libvirtd -d
+    virtlogd -d -p "$lv/run/virtlogd.pid"
+    libvirtd -d -p "$lv/run/libvirtd.pid"
     for _ in $(seq 100); do [ -S /run/libvirt/libvirt-sock ] && break; sleep 0.1; done
     virsh -q -c qemu:///system version >/dev/null
 
@@ -68,7 +68,7 @@ inside() {
     export CMQ_CONFIG=$run/cmq.yaml CMQ_HOME=$run/home
     unset CMQ_BROKER CMQ_HISTORY
     cd "$run"
-    trap 'set +e; "$cmq" vagrant destroy; "$cmq" down; kill $(cat /run/libvirt/libvirtd.pid 2>/dev/null) 2>/dev/null; pkill -x virtlogd' EXIT
+    trap 'set +e; "$cmq" vagrant destroy; "$cmq" down; kill $(cat "$lv/run/libvirtd.pid" "$lv/run/virtlogd.pid" 2>/dev/null) 2>/dev/null' EXIT
     step "cmq up" "$cmq" up
     step "cmq vagrant up $vms" "$cmq" vagrant up "$vms" --box=cmq/bookworm --accel=tcg --memory=768 --slots=2
     step "cmq machines" "$cmq" machines

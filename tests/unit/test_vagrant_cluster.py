@@ -94,5 +94,6 @@ def test_vagrants_reason_is_the_message_after_its_last_progress_line():
     assert vagrant_reason(output) == ("Call to virDomainCreateWithFlags failed: internal error: "
                                       "qemu unexpectedly closed the monitor (Libvirt::Error)")
     plain = "Bringing machine 'vm1' up with 'x' provider...\nThe provider 'x' could not be found, but was\nrequested."
-    assert vagrant_reason(plain).startswith("Bringing machine 'vm1' up") and "could not be found" in vagrant_reason(plain)
+    reason = vagrant_reason(plain)
+    assert reason.startswith("Bringing machine 'vm1' up") and "could not be found" in reason
     assert vagrant_reason("") == "no reason given"
