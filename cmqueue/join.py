@@ -16,6 +16,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -124,6 +125,9 @@ class Agents:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.services = Services(settings)
+        # Several machines may join at once (threads): the services record and the
+        # wheelhouse are changed under this lock; the slow part, bootstrap, is not.
+        self._lock = threading.Lock()
 
     def _transfer(self, machine: Machine) -> Transfer:
         return Transfer(machine.over_ssh(), None,
@@ -156,20 +160,23 @@ class Agents:
     def join(self, name: str, timeout: float = 180) -> dict[str, Any]:
         """Make ``name`` an agent worker; returns what was done (port, supervisor, pid)."""
         machine = agent_machine(self.settings, name)
-        url, _ = self.services.ensure_redis()
-        port = self.services.start_tunnel(machine, url)
+        with self._lock:
+            url, _ = self.services.ensure_redis()
+            port = self.services.start_tunnel(machine, url)
         try:
             return self._install(machine, url, port, timeout)
         except BaseException:
-            self.services.stop_tunnel(name)      # a failed join leaves no tunnel behind
+            with self._lock:
+                self.services.stop_tunnel(name)      # a failed join leaves no tunnel behind
             raise
 
     def _install(self, machine: Machine, url: str, port: int, timeout: float) -> dict[str, Any]:
         name = machine.name
-        house = build_wheelhouse(self.settings.home, self._python_version(machine))
+        python_version = self._python_version(machine)
         agent_url = _with_port(url, port)
         transfer = self._transfer(machine)
-        with tempfile.TemporaryDirectory(prefix="cmq-agent-") as tmp:
+        with self._lock, tempfile.TemporaryDirectory(prefix="cmq-agent-") as tmp:
+            house = build_wheelhouse(self.settings.home, python_version)
             stage = Path(tmp)
             write_private(stage / "cmq.yaml", agent_config(self.settings, machine, agent_url))
             for script in ("bootstrap.sh", "supervise.sh", "leave.sh"):
@@ -183,7 +190,8 @@ class Agents:
                            if ln.startswith("supervisor:")), "?")
         state = self._wait_consuming(name, url, since, timeout)
         info = {"port": port, "supervisor": supervisor, "pid": state.get("pid"), "joined": time.time()}
-        self.services.record_agent(name, info)
+        with self._lock:
+            self.services.record_agent(name, info)
         return info
 
     def _wait_consuming(self, name: str, url: str, since: float, timeout: float) -> dict[str, str]:

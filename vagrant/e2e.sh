@@ -25,7 +25,7 @@ step() {  # step NAME COMMAND...: run, print its time, keep it for the summary
     local name=$1; shift
     local t0=$SECONDS
     echo "+ $*"
-    "$@"
+    "$@" | tee "$work/step.out"
     echo "  ($name: $((SECONDS - t0)) s)"
     printf '| %s | %d s |\n' "$name" $((SECONDS - t0)) >> "$work/timings.md"
 }
@@ -33,7 +33,7 @@ step() {  # step NAME COMMAND...: run, print its time, keep it for the summary
 inside() {
     # Private copies of libvirt's configuration and state, and a passwd with the
     # libvirt-qemu user that its QEMU driver looks up, seen only in this mount namespace.
-    local lv=$work/libvirt
+    lv=$work/libvirt
     mkdir -p "$lv"/{etc,lib,log,cache,run}
     cp -n /etc/libvirt/* "$lv/etc/" 2>/dev/null || true
     printf 'user = "root"\ngroup = "root"\nsecurity_driver = "none"\n' > "$lv/etc/qemu.conf"
@@ -50,6 +50,8 @@ inside() {
     done
     mkdir -p /run/libvirt
     mount -t tmpfs -o mode=0755 tmpfs /run/libvirt
+    kill $(cat "$lv/run/libvirtd.pid" "$lv/run/virtlogd.pid" 2>/dev/null) 2>/dev/null || true  # a stale run's
+    rm -f "$lv/run/libvirtd.pid" "$lv/run/virtlogd.pid"
     virtlogd -d -p "$lv/run/virtlogd.pid"
     libvirtd -d -p "$lv/run/libvirtd.pid"
     for _ in $(seq 100); do [ -S /run/libvirt/libvirt-sock ] && break; sleep 0.1; done
@@ -73,8 +75,13 @@ inside() {
     step "cmq vagrant up $vms" "$cmq" vagrant up "$vms" --box=cmq/bookworm --accel=tcg --memory=768 --slots=2
     step "cmq machines" "$cmq" machines
     step "cmq map (40 jobs, sum)" "$cmq" map --label vagrant --reduce=sum 'echo $(( {} * {} ))' ::: $(seq 1 40)
-    echo "expected: $(seq 1 40 | awk '{s += $1 * $1} END {print s}')"
-    step "cmq jobs" bash -c "\"$cmq\" jobs --json | python3 -c 'import collections, json, sys; print(dict(collections.Counter(j[\"machine\"] for j in json.load(sys.stdin))))'"
+    expected=$(seq 1 40 | awk '{s += $1 * $1} END {print s}')
+    echo "expected (computed here): $expected"
+    [ "$(cat "$work/step.out")" = "$expected" ] || { echo "e2e.sh: the map's sum is wrong" >&2; exit 1; }
+    echo "+ cmq jobs --last=41 --json: where the map's jobs ran"
+    "$cmq" jobs --last=41 --json | python3 -c 'import collections, json, sys
+jobs = [j for j in json.load(sys.stdin) if j["machine"]]
+print(dict(sorted(collections.Counter(j["machine"] + " " + j["state"] for j in jobs).items())))'
     step "cmq vagrant destroy" "$cmq" vagrant destroy
     step "cmq down" "$cmq" down
 }

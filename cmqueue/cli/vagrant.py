@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ..config import config_path
@@ -56,9 +57,13 @@ and `cmq vagrant destroy` removes them.
             cpus=_number(args, "--cpus", int), boot_timeout=_number(args, "--timeout", int),
             accel=args["--accel"], workdir=args["--workdir"],
         ).check()
+        started = time.monotonic()
         entries = cluster.up(spec)
+        output.err.print(f"{len(entries)} VMs up and pinned in {time.monotonic() - started:.0f} s", markup=False)
         if spec.mode == "agent":
+            started = time.monotonic()
             _join(args, list(entries))
+            output.err.print(f"joined in {time.monotonic() - started:.0f} s", markup=False)
         _print_status(args, cluster)
         return 0
     if args["status"]:
@@ -77,16 +82,30 @@ and `cmq vagrant destroy` removes them.
 
 
 def _join(args: Args, names: list[str]) -> None:
+    """Join the VMs as agents, all at once (their bootstraps run in parallel)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from ..join import Agents
 
     agents = Agents(_settings(args))
-    for name in names:
+
+    def join(name: str) -> tuple[str, dict[str, Any] | CmqError]:
         try:
-            info = agents.join(name)
+            return name, agents.join(name)
         except CmqError as e:
-            raise VagrantError(f"{name}: join failed: {e}; the VMs run and are in the inventory: "
-                               f"`cmq machines join {name}` tries again") from None
-        output.err.print(f"{name}: joined; worker pid {info['pid']} under {info['supervisor']}", markup=False)
+            return name, e
+
+    failed = []
+    with ThreadPoolExecutor(max_workers=len(names) or 1) as pool:
+        for name, info in pool.map(join, names):
+            if isinstance(info, CmqError):
+                failed.append(f"{name}: join failed: {info}")
+            else:
+                output.err.print(f"{name}: joined; worker pid {info['pid']} under {info['supervisor']}",
+                                 markup=False)
+    if failed:
+        retry = " ".join(f"`cmq machines join {n.split(':')[0]}`" for n in failed)
+        raise VagrantError(f"{'; '.join(failed)}; the VMs run and are in the inventory: {retry} tries again")
 
 
 def _forget_agents(args: Args, names: list[str]) -> None:
