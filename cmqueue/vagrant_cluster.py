@@ -172,17 +172,29 @@ def machines_text(entries: dict[str, dict[str, Any]]) -> str:
     return head + yaml.safe_dump({"machines": entries}, sort_keys=False)
 
 
+#: Lines of vagrant's progress, not of its reason.
+_PROGRESS = ("==> ", "Bringing machine ")
 _RUBY_FRAME = re.compile(r"^\S+\.rb:\d+:in `[^']*': ")
 
 
 def vagrant_reason(output: str) -> str:
-    """The reason vagrant gave for failing, in one line, from its output: the message
-    after its last progress line, without Ruby's backtrace."""
+    """The reason vagrant gave for failing, in one line, from its output: the first
+    paragraph after its last progress line (and the next, where it ends with a colon),
+    without Ruby's backtrace."""
     lines = output.splitlines()
-    last = max((i for i, ln in enumerate(lines) if ln.startswith("==> ")), default=-1)
-    kept = [_RUBY_FRAME.sub("", ln.strip()) for ln in lines[last + 1:]]
-    kept = [ln for ln in kept if ln and not ln.startswith("from ") and not ln.startswith("Progress")]
-    return " ".join(kept[:4])[:500] or "no reason given"
+    last = max((i for i, ln in enumerate(lines) if ln.startswith(_PROGRESS)), default=-1)
+    kept: list[str] = []
+    for raw in lines[last + 1:]:
+        line = _RUBY_FRAME.sub("", raw.strip())
+        if line.startswith("from ") or line.startswith("Progress"):
+            continue
+        if not line:
+            if kept and not kept[-1].endswith(":"):     # "The reason is shown below:" goes on
+                break
+            continue
+        kept.append(line)
+    reason = " ".join(kept)
+    return (reason[:600] + "...") if len(reason) > 600 else reason or "no reason given"
 
 
 def pin_host_keys(name: str, host: str, port: int, timeout: float = 20) -> list[str]:

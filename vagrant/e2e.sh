@@ -83,6 +83,19 @@ inside() {
 jobs = [j for j in json.load(sys.stdin) if j["machine"]]
 print(dict(sorted(collections.Counter(j["machine"] + " " + j["state"] for j in jobs).items())))'
     step "cmq vagrant destroy" "$cmq" vagrant destroy
+    # A VM that does not answer in time: vagrant's boot timeout, one line from cmq, and
+    # nothing left in the inventory.
+    echo "+ $cmq vagrant up 1 --timeout=1 (expected to fail)"
+    local t0=$SECONDS
+    if "$cmq" vagrant up 1 --box=cmq/bookworm --accel=tcg --memory=768 --mode=ssh --timeout=1 \
+            > "$work/timeout.out" 2>&1; then
+        echo "e2e.sh: a 1 s boot timeout did not fail" >&2; exit 1
+    fi
+    grep -v '^==> vm1:  --\|^    vm1: ' "$work/timeout.out" | tail -4
+    printf '| cmq vagrant up 1 --timeout=1 (fails) | %d s |\n' $((SECONDS - t0)) >> "$work/timings.md"
+    [ ! -e "$run/cmq.vagrant.yaml" ] || { echo "e2e.sh: the inventory kept a VM that never answered" >&2; exit 1; }
+    step "cmq vagrant status" "$cmq" vagrant status
+    step "cmq vagrant destroy" "$cmq" vagrant destroy
     step "cmq down" "$cmq" down
 }
 

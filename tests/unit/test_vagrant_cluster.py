@@ -93,7 +93,29 @@ def test_vagrants_reason_is_the_message_after_its_last_progress_line():
     ])
     assert vagrant_reason(output) == ("Call to virDomainCreateWithFlags failed: internal error: "
                                       "qemu unexpectedly closed the monitor (Libvirt::Error)")
-    plain = "Bringing machine 'vm1' up with 'x' provider...\nThe provider 'x' could not be found, but was\nrequested."
-    reason = vagrant_reason(plain)
-    assert reason.startswith("Bringing machine 'vm1' up") and "could not be found" in reason
+    plain = "Bringing machine 'vm1' up with 'x' provider...\n\nThe provider 'x' could not be found, but was\nrequested."
+    assert vagrant_reason(plain) == "The provider 'x' could not be found, but was requested."
     assert vagrant_reason("") == "no reason given"
+
+
+def test_vagrants_reason_is_its_first_paragraph_whole():
+    output = ("==> vm1: Waiting for machine to boot. This may take a few minutes...\n"
+              "Timed out while waiting for the machine to boot. This means that\n"
+              "Vagrant was unable to communicate with the guest machine within\n"
+              "the configured (\"config.vm.boot_timeout\" value) time period.\n"
+              "\n"
+              "If you look above, you should be able to see the error(s) that\n"
+              "Vagrant had when attempting to connect to the machine.\n")
+    assert vagrant_reason(output) == ("Timed out while waiting for the machine to boot. This means that "
+                                      "Vagrant was unable to communicate with the guest machine within "
+                                      "the configured (\"config.vm.boot_timeout\" value) time period.")
+
+
+def test_a_paragraph_that_ends_with_a_colon_goes_on_to_the_next():
+    output = ("The provider 'virtualbox' that was requested to back the machine\n"
+              "'vm1' is reporting that it isn't usable on this system. The\n"
+              "reason is shown below:\n\n"
+              "Vagrant could not detect VirtualBox! Make sure VirtualBox is properly installed.\n\n"
+              "Other text.\n")
+    assert vagrant_reason(output).endswith("reason is shown below: Vagrant could not detect VirtualBox! "
+                                           "Make sure VirtualBox is properly installed.")
