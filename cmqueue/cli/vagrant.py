@@ -6,7 +6,8 @@ import time
 from typing import Any
 
 from ..config import config_path
-from ..errors import CmqError, VagrantError
+from ..errors import CmqError, UsageError, VagrantError
+from ..vagrant_cluster import LABEL
 from . import output
 from .commands import Args, _number, _settings
 
@@ -17,8 +18,8 @@ def cmd_vagrant(args: Args) -> int:
 Usage:
   cmq vagrant up [options] N
   cmq vagrant status [options] [--json]
-  cmq vagrant halt [options]
-  cmq vagrant destroy [options]
+  cmq vagrant halt [options] [--force]
+  cmq vagrant destroy [options] [--force]
 
 Options:
   --box=B            the Vagrant box [default: debian/bookworm64]
@@ -33,6 +34,7 @@ Options:
   --accel=A          libvirt: kvm, tcg (software emulation) or auto (kvm when
                      /dev/kvm is usable) [default: auto]
   --json             print JSON
+  --force            halt or destroy VMs that have unfinished jobs
 
 `up` renders <inventory>.vagrant/Vagrantfile beside the inventory, runs `vagrant up`,
 reads `vagrant ssh-config` of each VM, pins its ssh host keys, and writes the VMs to
@@ -42,6 +44,8 @@ VMs and rewrites their addresses. If a VM fails to come up, the ones that did ar
 and `cmq vagrant destroy` removes them.
 `halt` shuts the VMs down and disables them in the inventory until the next `up`.
 `destroy` destroys the VMs and removes their files and inventory entries.
+Both refuse while jobs for the VMs are queued or running (their machine, their
+queues, or the label `vagrant` when only VMs carry it), unless --force.
 """
     from ..vagrant_cluster import ClusterSpec, VagrantCluster, stderr_echo
 
@@ -69,6 +73,8 @@ and `cmq vagrant destroy` removes them.
     if args["status"]:
         _print_status(args, cluster)
         return 0
+    if not args["--force"]:
+        _refuse_unfinished(args, list(cluster.entries()), "halt" if args["halt"] else "destroy")
     if args["halt"]:
         cluster.halt()
         output.err.print("VMs halted; they stay in the inventory, disabled, until `cmq vagrant up`",
@@ -106,6 +112,33 @@ def _join(args: Args, names: list[str]) -> None:
     if failed:
         retry = " ".join(f"`cmq machines join {n.split(':')[0]}`" for n in failed)
         raise VagrantError(f"{'; '.join(failed)}; the VMs run and are in the inventory: {retry} tries again")
+
+
+def unfinished_on(records: list[Any], names: list[str], label_only_on_vms: bool) -> list[Any]:
+    """The records among ``records`` that ran, or are bound to run, on the VMs ``names``."""
+    targets = {f"machine:{n}" for n in names}
+    if label_only_on_vms:
+        targets.add(f"label:{LABEL}")
+    return [r for r in records if r.machine in names or r.spec.target in targets]
+
+
+def _refuse_unfinished(args: Args, names: list[str], what: str) -> None:
+    """UsageError when jobs for the VMs are queued, running or retrying."""
+    if not names:
+        return
+    from ..models import JobStatus
+    from .commands import _cluster
+
+    with _cluster(args, check_keys=False) as c:
+        c.refresh()
+        records = [r for s in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRYING)
+                   for r in c.store.jobs(state=s)]
+        others = [m for m in c.settings.inventory.enabled() if LABEL in m.labels and m.name not in names]
+    pending = unfinished_on(records, names, label_only_on_vms=not others)
+    if pending:
+        ids = ", ".join(r.id for r in pending[:5]) + (", ..." if len(pending) > 5 else "")
+        raise UsageError(f"{len(pending)} unfinished jobs need the VMs ({ids}): wait for them "
+                         f"(`cmq wait`), cancel them (`cmq cancel`), or {what} with --force")
 
 
 def _forget_agents(args: Args, names: list[str]) -> None:

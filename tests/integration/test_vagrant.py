@@ -140,6 +140,12 @@ def test_up_adds_the_vms_with_pinned_keys_jobs_run_there_and_destroy_removes_the
     assert words[0::2] == list("1234") and set(words[1::2]) == {"vm1", "vm2"}, r.out
     assert venv.run("down", "--grace=2").code == 0
 
+    # A job bound to a VM keeps it from going away, unless --force.
+    job = venv.run("submit", "--on=vm1", "--json", "echo later", check=True).json()["jobs"][0]["id"]
+    r = venv.run("vagrant", "halt")
+    assert r.code == 2 and r.err.startswith(f"cmq: 1 unfinished jobs need the VMs ({job})") and \
+        "--force" in r.err, r.err
+    venv.run("cancel", job, check=True)
     r = venv.run("vagrant", "halt")
     assert r.code == 0, r.err
     rows = {row["name"]: row for row in venv.run("machines", "--json", check=True).json()}
