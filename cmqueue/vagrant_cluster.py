@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -391,7 +390,3 @@ class VagrantCluster:
         shutil.rmtree(self.paths.root, ignore_errors=True)
         return names
 
-
-def stderr_echo(line: str) -> None:
-    """Print one line of vagrant's progress to stderr."""
-    print(line, file=sys.stderr, flush=True)

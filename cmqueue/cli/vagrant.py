@@ -7,7 +7,7 @@ from typing import Any
 
 from ..config import config_path
 from ..errors import CmqError, UsageError, VagrantError
-from ..vagrant_cluster import LABEL
+from ..vagrant_cluster import LABEL, ClusterSpec, VagrantCluster
 from . import output
 from .commands import Args, _number, _settings
 
@@ -47,9 +47,7 @@ and `cmq vagrant destroy` removes them.
 Both refuse while jobs for the VMs are queued or running (their machine, their
 queues, or the label `vagrant` when only VMs carry it), unless --force.
 """
-    from ..vagrant_cluster import ClusterSpec, VagrantCluster, stderr_echo
-
-    cluster = VagrantCluster(config_path(args.get("--config")), echo=stderr_echo)
+    cluster = VagrantCluster(config_path(args.get("--config")), echo=_echo)
     if args["up"]:
         try:
             count = int(args["N"])
@@ -61,6 +59,7 @@ queues, or the label `vagrant` when only VMs carry it), unless --force.
             cpus=_number(args, "--cpus", int), boot_timeout=_number(args, "--timeout", int),
             accel=args["--accel"], workdir=args["--workdir"],
         ).check()
+        _settings(args, check_keys=False)        # the inventory must load before any VM boots
         started = time.monotonic()
         entries = cluster.up(spec)
         output.err.print(f"{len(entries)} VMs up and pinned in {time.monotonic() - started:.0f} s", markup=False)
@@ -85,6 +84,11 @@ queues, or the label `vagrant` when only VMs carry it), unless --force.
     removed = cluster.destroy()
     output.err.print(f"destroyed; removed from the inventory: {', '.join(removed) or '(none)'}", markup=False)
     return 0
+
+
+def _echo(line: str) -> None:
+    """One line of vagrant's progress, on stderr as vagrant printed it."""
+    output.err.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _join(args: Args, names: list[str]) -> None:

@@ -179,6 +179,12 @@ def test_bad_input_is_one_line_and_leaves_no_inventory(venv):
     ]:
         r = venv.run("vagrant", "up", *args)
         assert (r.code, r.err.strip()) == (code, start)
+    # No inventory: refused before any VM boots, and nothing written beside it.
+    missing = venv.root / "missing" / "cmq.yaml"
+    r = venv.run("--config", str(missing), "vagrant", "up", "1", "--provider=loopback", f"--box={BOX}")
+    assert (r.code, r.err.strip()) == (2, f"cmq: {missing}: inventory not found (create it, or pass --config "
+                                          "/ set CMQ_CONFIG)")
+    assert not missing.parent.exists()
     # A provider vagrant does not have, and one that cannot run here (VirtualBox is not
     # packaged in Debian): vagrant's own reason, as a configuration error.
     r = venv.run("vagrant", "up", "1", "--provider=nosuchprovider", "--mode=ssh", timeout=120)
