@@ -30,6 +30,15 @@ step() {  # step NAME COMMAND...: run, print its time, keep it for the summary
     printf '| %s | %d s |\n' "$name" $((SECONDS - t0)) >> "$work/timings.md"
 }
 
+stop_daemons() {  # the private libvirtd and virtlogd, by their pidfiles (no newline in them)
+    local f
+    for f in "$lv/run/libvirtd.pid" "$lv/run/virtlogd.pid"; do
+        [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null
+        rm -f "$f"
+    done
+    return 0
+}
+
 inside() {
     # Private copies of libvirt's configuration and state, and a passwd with the
     # libvirt-qemu user that its QEMU driver looks up, seen only in this mount namespace.
@@ -50,8 +59,7 @@ inside() {
     done
     mkdir -p /run/libvirt
     mount -t tmpfs -o mode=0755 tmpfs /run/libvirt
-    kill $(cat "$lv/run/libvirtd.pid" "$lv/run/virtlogd.pid" 2>/dev/null) 2>/dev/null || true  # a stale run's
-    rm -f "$lv/run/libvirtd.pid" "$lv/run/virtlogd.pid"
+    stop_daemons       # a stale run's, if any
     virtlogd -d -p "$lv/run/virtlogd.pid"
     libvirtd -d -p "$lv/run/libvirtd.pid"
     for _ in $(seq 100); do [ -S /run/libvirt/libvirt-sock ] && break; sleep 0.1; done
@@ -70,7 +78,7 @@ inside() {
     export CMQ_CONFIG=$run/cmq.yaml CMQ_HOME=$run/home
     unset CMQ_BROKER CMQ_HISTORY
     cd "$run"
-    trap 'set +e; "$cmq" vagrant destroy; "$cmq" down; kill $(cat "$lv/run/libvirtd.pid" "$lv/run/virtlogd.pid" 2>/dev/null) 2>/dev/null' EXIT
+    trap 'set +e; "$cmq" vagrant destroy; "$cmq" down; stop_daemons' EXIT
     step "cmq up" "$cmq" up
     step "cmq vagrant up $vms" "$cmq" vagrant up "$vms" --box=cmq/bookworm --accel=tcg --memory=768 --slots=2
     step "cmq machines" "$cmq" machines
