@@ -312,8 +312,8 @@ class Services:
         why = ""
         for candidate in candidates:
             forward = f"127.0.0.1:{candidate}:127.0.0.1:{target.port or 6379}"
-            argv = ssh.ssh_argv(machine.over_ssh(), None, control=None)
-            argv = [*argv[:-3], "-o", "ExitOnForwardFailure=yes", "-R", forward, *argv[-3:]]
+            argv = ssh.ssh_argv(machine.over_ssh(), None, control=None,
+                                extra=["-o", "ExitOnForwardFailure=yes", "-R", forward])
             rec = self._spawn(argv, self.settings.log_dir / f"tunnel-{machine.name}.log")
             rec["port"] = candidate
             tunnels[machine.name] = rec

@@ -113,13 +113,14 @@ def ssh_options(machine: Machine, control: str | None, *, persist: int = default
 
 
 def ssh_argv(machine: Machine, remote: Sequence[str] | None, control: str | None = None,
-             **kw: int) -> list[str]:
-    """Full argv: ``ssh OPTIONS -T -- HOST 'quoted remote argv'``.
+             extra: Sequence[str] = (), **kw: int) -> list[str]:
+    """Full argv: ``ssh OPTIONS EXTRA -T -- HOST 'quoted remote argv'``.
 
     ``remote`` is an argv for the remote side; it is quoted word by word so that no
     argument can break out of the remote login shell. None opens a master only (-N).
+    ``extra`` are more ssh options, after the machine's (a tunnel's forward).
     """
-    argv = ["ssh", *ssh_options(machine, control, **kw), "-T"]
+    argv = ["ssh", *ssh_options(machine, control, **kw), *extra, "-T"]
     if remote is None:
         return [*argv, "-N", "--", machine.host]
     return [*argv, "--", machine.host, quote_command(remote)]
@@ -130,7 +131,7 @@ def master_argv(machine: Machine, control: str, **kw: int) -> list[str]:
     argv = ssh_argv(machine, None, control=None, **kw)
     opts = ["-o", "ControlMaster=yes", "-o", f"ControlPath={control}",
             "-o", f"ControlPersist={int(kw.get('persist', defaults.CONTROL_PERSIST))}", "-f"]
-    return [argv[0], *opts, *argv[1:]]
+    return [argv[0], *opts, *argv[1:]]      # first: ssh keeps the first value of an option
 
 
 def check_master_argv(machine: Machine, control: str) -> list[str]:

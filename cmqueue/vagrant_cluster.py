@@ -211,10 +211,11 @@ def pin_host_keys(name: str, host: str, port: int, timeout: float = 20) -> list[
     return lines
 
 
-def fingerprint(line: str) -> str:
-    """``ssh-keygen -l`` of one known_hosts line ("256 SHA256:... vm1 (ED25519)")."""
-    r = subprocess.run(["ssh-keygen", "-l", "-f", "-"], input=line + "\n", capture_output=True, text=True)
-    return r.stdout.strip() or line.split()[1]
+def fingerprints(lines: list[str]) -> list[str]:
+    """``ssh-keygen -l`` of known_hosts lines ("256 SHA256:... vm1 (ED25519)"), one call."""
+    r = subprocess.run(["ssh-keygen", "-l", "-f", "-"], input="\n".join(lines) + "\n",
+                       capture_output=True, text=True)
+    return r.stdout.splitlines() or [line.split()[1] for line in lines]
 
 
 class VagrantCluster:
@@ -254,7 +255,9 @@ class VagrantCluster:
     @contextmanager
     def _log(self) -> Iterator[TextIO]:
         self.paths.root.mkdir(parents=True, exist_ok=True)
-        with self.paths.log.open("a") as f:
+        # Line-buffered: vagrant's stdout (written here) and stderr (its own handle on the
+        # same file) stay in the order vagrant printed them.
+        with self.paths.log.open("a", buffering=1) as f:
             yield f
 
     def _vagrant(self) -> Any:
@@ -312,11 +315,11 @@ class VagrantCluster:
         write_private(self.paths.spec, json.dumps(asdict(spec), indent=1) + "\n")
         since = self._log_size()
         try:
-            for line in v.up(provider=spec.provider, stream_output=True):
-                if "Progress:" not in line:
-                    self.echo(line.rstrip("\n"))
-                with self._log() as f:
-                    f.write(line)
+            with self._log() as log:
+                for line in v.up(provider=spec.provider, stream_output=True):
+                    if "Progress:" not in line:
+                        self.echo(line.rstrip("\n"))
+                    log.write(line)
         except subprocess.CalledProcessError:
             reason = self._failure("vagrant up", since)
             running = [n for n, s in self._states_quietly().items() if s == "running"]
@@ -354,8 +357,8 @@ class VagrantCluster:
             except VagrantError as e:
                 failed.append(str(e))
                 continue
-            for line in keys:
-                self.echo(f"{name}: pinned host key {fingerprint(line)}")
+            for printed in fingerprints(keys):
+                self.echo(f"{name}: pinned host key {printed}")
             pinned += keys
             entries[name] = entry
         write_private(self.paths.known_hosts, "\n".join(pinned) + "\n")
