@@ -270,7 +270,19 @@ class Cluster:
     def status(self, refs: Iterable[str] = ()) -> list[JobRecord]:
         """Records of jobs named by id, batch or prefix (after applying new events)."""
         self.refresh()
-        return self.store.resolve(refs)
+        records = self.store.resolve(refs)
+        self.explain_waiting(records)
+        return records
+
+    def explain_waiting(self, records: Sequence[JobRecord]) -> None:
+        """Say why queued jobs pinned to a machine wait (it is unreachable, or has no
+        worker); the broker being down leaves the records as they are."""
+        from .machine_state import explain_waiting
+
+        try:
+            explain_waiting(self.redis, records)
+        except (ServiceError, redis.RedisError):
+            pass
 
     def refresh(self) -> None:
         """Apply new events from the broker, if it is reachable (history works without it)."""

@@ -76,3 +76,57 @@ def expand_list(text: str) -> list[str]:
     if current.strip():
         names.extend(expand(current.strip()))
     return names
+
+
+_TRAILING_NUMBER = re.compile(r"^(.*?)(\d+)$")
+
+
+def _ranges(numbers: list[str]) -> str:
+    values = sorted(set(numbers), key=int)
+    parts: list[str] = []
+    start = prev = values[0]
+    for v in values[1:] + [None]:
+        if v is not None and int(v) == int(prev) + 1:
+            prev = v
+            continue
+        parts.append(start if start == prev else f"{start}-{prev}")
+        if v is not None:
+            start = prev = v
+    return ",".join(parts)
+
+
+def fold(names: list[str]) -> str:
+    """The shortest hostlist for ``names`` (the inverse of :func:`expand_list`):
+    ``["n01", "n02", "n03", "gpu"]`` gives ``"n[01-03],gpu"``. Groups keep the order of
+    their first name; zero padding is kept (numbers of another width form their own group)."""
+    groups: dict[tuple[str, int], list[str]] = {}
+    order: list[tuple[str, int] | str] = []
+    by_prefix: dict[str, list[str]] = {}
+    for name in names:
+        m = _TRAILING_NUMBER.match(name)
+        if m:
+            by_prefix.setdefault(m.group(1), []).append(m.group(2))
+    padded = {p for p, nums in by_prefix.items() if any(len(d) > 1 and d.startswith("0") for d in nums)}
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            continue
+        seen.add(name)
+        m = _TRAILING_NUMBER.match(name)
+        if not m:
+            order.append(name)
+            continue
+        prefix, digits = m.groups()
+        key = (prefix, len(digits) if prefix in padded else 0)
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append(digits)
+    out = []
+    for item in order:
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        nums = groups[item]
+        out.append(f"{item[0]}{nums[0]}" if len(nums) == 1 else f"{item[0]}[{_ranges(nums)}]")
+    return ",".join(out)

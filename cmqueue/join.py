@@ -30,9 +30,9 @@ from .config import Settings
 from .errors import ConfigError, ServiceError, UsageError
 from .files import write_private
 from .inventory import Machine
+from .machine_state import machine_key
 from .services import Services
 from .transfer import Transfer, error_line, remote_path
-from .worker import machine_key
 
 #: Where an agent's files live on its machine, under its workdir.
 AGENT_DIR = ".cmq/agent"

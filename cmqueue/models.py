@@ -35,14 +35,26 @@ _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def new_id(prefix: str = "") -> str:
-    """A short id that sorts by creation time: 8 base-36 chars of ms time + 5 random."""
+    """A short id whose first characters are random (so a short prefix names one job, as
+    in git), then 8 base-36 chars of the time in ms (so ids never repeat)."""
     ms = int(time.time() * 1000)
-    head = ""
+    stamp = ""
     for _ in range(8):
         ms, r = divmod(ms, 36)
-        head = _ALPHABET[r] + head
-    tail = "".join(secrets.choice(_ALPHABET) for _ in range(5))
-    return f"{prefix}{head}{tail}"
+        stamp = _ALPHABET[r] + stamp
+    head = "".join(secrets.choice(_ALPHABET) for _ in range(6))
+    return f"{prefix}{head}{stamp}"
+
+
+#: Characters of an id shown in listings (after a one-letter prefix such as ``b``).
+SHORT_ID = 7
+
+
+def short_id(job_id: str) -> str:
+    """The short form of an id shown in listings: its first SHORT_ID characters (a batch,
+    reduce or workflow id keeps its one-letter prefix in front)."""
+    keep = SHORT_ID + (1 if job_id[:1] in ("b", "r", "w") and len(job_id) == 15 else 0)
+    return job_id[:keep]
 
 
 class PlainData:

@@ -32,8 +32,8 @@ from .errors import CmqError, ConfigError, ServiceError
 from .files import private_dir, read_json, write_json_private, write_private
 from .inventory import Machine
 from .lease import holder, is_running, process_started, recorder_lease, worker_lease
+from .machine_state import machine_key
 from .redact import redact_url
-from .worker import machine_key
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", ""}
 

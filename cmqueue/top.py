@@ -8,8 +8,8 @@ from typing import Any
 
 from . import routing
 from .defaults import SHARED_QUEUE
+from .machine_state import machine_key
 from .models import JobStatus
-from .worker import machine_key
 
 #: kombu's Redis transport keeps a queue's messages of priority N in "<queue>\x06\x16N".
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")

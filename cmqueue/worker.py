@@ -26,6 +26,7 @@ from .errors import CmqError, MachineUnreachableError
 from .guard import CANCEL_CHANNEL, JobGuard, Verdict, suspended_key
 from .inventory import Machine
 from .lease import Lease, worker_lease
+from .machine_state import machine_key
 from .models import JobResult, JobSpec, JobStatus
 from .progress import ProgressReporter
 from .runner import Runner, RunnerOptions, control_dir
@@ -38,11 +39,6 @@ log = logging.getLogger("cmq.worker")
 def worker_name(machine: str) -> str:
     """Celery node name of the worker for ``machine``."""
     return f"cmq-{machine}@{socket.gethostname()}"
-
-
-def machine_key(machine: str) -> str:
-    """Redis hash where a worker reports its machine's state."""
-    return f"cmq:machine:{machine}"
 
 
 class WorkerContext:
@@ -68,6 +64,7 @@ class WorkerContext:
         self.pause_reason = ""
         self._stop = threading.Event()
         self._prober: threading.Thread | None = None
+        self.consumer: Any = None           # Celery's Consumer, once it runs (on_ready)
         self.lease = Lease(self.redis, worker_lease(machine.name), what=f"worker {machine.name}")
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -138,8 +135,7 @@ class WorkerContext:
         self.paused.set()
         log.warning("pausing: %s", reason)
         self._report("unreachable", reason)
-        for q in self.queues:
-            self.app.control.cancel_consumer(q, destination=[self.hostname], reply=False)
+        self._consume(False)
         self._prober = threading.Thread(target=self._probe_until_back, name="cmq-probe", daemon=True)
         self._prober.start()
 
@@ -152,16 +148,27 @@ class WorkerContext:
                 log.warning("%s reachable again: resuming", self.machine.name)
                 self.paused.clear()
                 self._report("consuming", "")
-                for q in self.queues:
-                    self.app.control.add_consumer(q, destination=[self.hostname], reply=False)
+                self._consume(True)
                 return
             self._report("unreachable", why or self.pause_reason)
 
-    def on_ready(self) -> None:
+    def _consume(self, on: bool) -> None:
+        """Start or stop consuming this worker's queues, in this process: the change is
+        queued on the consumer's own event loop (a broadcast to itself could be missed)."""
+        consumer = self.consumer
+        if consumer is None:               # not running yet: on_ready applies a pause
+            return
+        for q in self.queues:
+            if on:
+                consumer.call_soon(consumer.add_task_queue, q)
+            else:
+                consumer.call_soon(consumer.cancel_task_queue, q)
+
+    def on_ready(self, consumer: Any) -> None:
         """Called once the Celery consumer runs: re-apply a pause decided at start."""
+        self.consumer = consumer
         if self.paused.is_set():
-            for q in self.queues:
-                self.app.control.cancel_consumer(q, destination=[self.hostname], reply=False)
+            self._consume(False)
         else:
             self._report("consuming", "")
 
@@ -379,8 +386,20 @@ class WorkerContext:
                         control_persist=int(self.settings.get("control_persist")))
 
     def _move_on(self, task: Task, spec: JobSpec, reason: str, release: bool) -> None:
-        """Send a job that could not run here back to its queue, or declare it lost."""
+        """Send a job that could not run here back to its queue, or declare it lost.
+
+        A job pinned to this machine is never moved elsewhere nor lost for it: it waits
+        for the machine, queued (or retrying, when it had started) with the reason."""
         name = self.machine.name
+        if spec.target == f"machine:{name}":
+            state = JobStatus.RETRYING if release else JobStatus.QUEUED
+            event = events.make(spec.id, state, name, spec.attempt, reason=f"waiting for {name}: {reason}")
+            if release:
+                self.guard.release(spec.id, event, ended=False)
+            else:
+                events.publish(self.redis, self.stream, event)
+            raise task.retry(kwargs={"spec": spec.to_dict()}, queue=spec.queue,
+                             countdown=float(self.settings.get("probe_interval")))
         spec.reroutes += 1
         limit = int(self.settings.get("max_reroutes"))
         if spec.reroutes > limit:
@@ -413,7 +432,7 @@ def run_worker(app: Celery, machine: Machine, loglevel: str = "INFO") -> None:
 
     @signals.worker_ready.connect(weak=False)
     def _ready(sender: Any = None, **_: Any) -> None:
-        ctx.on_ready()
+        ctx.on_ready(sender)
 
     # With Flower in the inventory (settings: flower_port), tasks send events from the start.
     events_flag = ["-E"] if int(app.cmq_settings.get("flower_port")) else []

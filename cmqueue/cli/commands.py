@@ -323,16 +323,11 @@ def _machine_states(settings: Settings) -> dict[str, dict[str, str]]:
         return {}
     import redis
 
-    from ..worker import machine_key
+    from ..machine_state import read_states
 
     try:
         client = redis.Redis.from_url(settings.broker, socket_connect_timeout=1, socket_timeout=1)
-        found = {}
-        for name in settings.inventory.machines:
-            info = client.hgetall(machine_key(name))
-            if info:
-                found[name] = {k.decode(): v.decode() for k, v in info.items()}
-        return found
+        return read_states(client, settings.inventory.machines)
     except (redis.RedisError, OSError):
         return {}
 
@@ -405,7 +400,11 @@ Options:
                   LOCAL: RESULTS/<job>/REMOTE; repeatable)
   --results=DIR   where fetched outputs go [default: cmq-results]
   --keep          keep the job's directory on the machine
-  --wait          wait for the jobs with a progress view; exit 1 if any failed
+  --wait          wait for the jobs with a progress view, then print their outputs
+                  (several jobs: each line tagged with its machine, as clush does);
+                  exit 1 if any failed
+  -b --gather     with --wait, print identical outputs once, under the folded list of
+                  machines that printed them (node[01-16] (16)), as clush -b does
   --json          print the batch and job ids (with --wait: the results) as JSON
 
 Examples:
@@ -445,7 +444,7 @@ Examples:
                     output.out.print(f"batch {batch}: {len(specs)} jobs "
                                      f"({specs[0].id} … {specs[-1].id})")
             return 0
-        return _wait_and_report(c, [s.id for s in specs], as_json=args["--json"])
+        return _wait_and_report(c, [s.id for s in specs], as_json=args["--json"], gather=args["--gather"])
 
 
 def staging_options(args: Args) -> dict[str, Any]:
@@ -454,24 +453,23 @@ def staging_options(args: Args) -> dict[str, Any]:
             "results": args.get("--results")}
 
 
-def _wait_and_report(c, ids: list[str], as_json: bool, timeout: float | None = None) -> int:
+def _wait_and_report(c, ids: list[str], as_json: bool, timeout: float | None = None, gather: bool = False) -> int:
     view = output.ProgressView(len(ids), enabled=not as_json)
     with view:
         records = c.wait(ids, timeout=timeout, on_update=view.update)
     if as_json:
         output.print_json([r.to_dict() for r in records])
-    elif len(records) == 1 and records[0].result is not None:
-        res = records[0].result
-        sys.stdout.write(res.stdout)
-        sys.stdout.flush()
-        if res.stderr and records[0].state == JobStatus.SUCCEEDED:   # a failure prints its own tail
-            sys.stderr.write(res.stderr)
+    else:
+        output.print_outputs(records, gather=gather)
     not_final = [r for r in records if not r.state.final]
     bad = [r for r in records if r.state.final and r.state != JobStatus.SUCCEEDED]
     if bad and not as_json:
-        output.failures(bad)
+        output.failures(bad, tail=False)          # their stderr was printed with the outputs
     if not_final:
+        c.explain_waiting(not_final)
         output.err.print(f"{len(not_final)} job(s) still not finished after {timeout:g}s")
+        if not as_json:
+            output.print_jobs(not_final, console=output.err)
         return 1
     if bad:
         raise JobFailedError(f"{len(bad)} of {len(records)} job(s) did not succeed", bad)
@@ -482,18 +480,19 @@ def cmd_wait(args: Args) -> int:
     """Wait for jobs (ids, batch ids or unique prefixes) with a progress view.
 
 Usage:
-  cmq wait [options] [--timeout=S] [--json] JOB...
+  cmq wait [options] [--timeout=S] [--json] [--gather] JOB...
 
 Options:
   --timeout=S   give up after S seconds (exit 1)
+  -b --gather   print identical outputs once, under the folded list of their machines
   --json        print the results as JSON
 
-Exits 1 if any job did not succeed.
+Prints the jobs' outputs as `cmq submit --wait` does. Exits 1 if any job did not succeed.
 """
     with _cluster(args, check_keys=False) as c:
         records = c.status(args["JOB"])
         return _wait_and_report(c, [r.id for r in records], as_json=args["--json"],
-                                timeout=_number(args, "--timeout"))
+                                timeout=_number(args, "--timeout"), gather=args["--gather"])
 
 
 def cmd_status(args: Args) -> int:
@@ -515,6 +514,7 @@ not finished, and a count of all jobs by state.
             c.refresh()
             records = sorted((r for s in JobStatus if not s.final for r in c.store.jobs(state=s)),
                              key=lambda r: r.spec.submitted)
+            c.explain_waiting(records)
         if args["--json"]:
             output.print_json([r.to_dict() for r in records])
             return 0
@@ -550,6 +550,7 @@ Options:
     with _cluster(args, check_keys=False) as c:
         c.refresh()
         records = c.store.jobs(state=state, last=last)
+        c.explain_waiting(records)
         if args["--json"]:
             output.print_json([r.to_dict() for r in records])
         else:

@@ -23,7 +23,8 @@ from rich.progress import (
 from rich.table import Table
 
 from ..defaults import FAILURE_TAIL_LINES
-from ..models import JobRecord, JobStatus
+from ..hostlist import fold
+from ..models import JobRecord, JobStatus, short_id
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -58,16 +59,33 @@ def state_text(state: JobStatus | str) -> str:
     return f"[{STATE_STYLE.get(s, 'white')}]{s}[/]"
 
 
-def jobs_table(records: Sequence[JobRecord], title: str | None = None) -> Table:
-    """Table of jobs: id, state, machine, exit, times, command, reason."""
+def _job_row(r: JobRecord) -> list[str]:
+    return [short_id(r.id), r.state.value, r.machine or "-", "-" if r.exit_code is None else str(r.exit_code),
+            when(r.started), seconds((r.ended - r.started) if r.started and r.ended else None),
+            " ".join(r.spec.command.split()), " ".join((r.reason or "").split())]
+
+
+JOB_COLUMNS = ("job", "state", "machine", "exit", "started", "took", "command", "reason")
+
+
+def jobs_table(records: Sequence[JobRecord], title: str | None = None, width: int | None = None) -> Table:
+    """Table of jobs: id, state, machine, exit, times, command, reason. Ids, states and
+    times are never folded: the command and the reason are cut to fit ``width``."""
+    rows = [_job_row(r) for r in records]
+    fixed = [max(len(row[i]) for row in [list(JOB_COLUMNS), *rows]) for i in range(6)]
+    rest = (width or out.width) - sum(fixed) - 3 * len(JOB_COLUMNS)
+    longest_command = max([len(row[6]) for row in rows] + [len("command")])
+    longest_reason = max([len(row[7]) for row in rows] + [len("reason")])
+    command_width = max(7, min(longest_command, max(rest // 2, rest - longest_reason)))
+    reason_width = max(6, rest - command_width)
     t = Table(title=title, show_edge=False, header_style="bold")
-    for col in ("job", "state", "machine", "exit", "started", "took", "command", "reason"):
-        t.add_column(col, overflow="fold", no_wrap=col in ("job", "state"))   # ids stay whole
-    for r in records:
-        t.add_row(r.id, state_text(r.state), r.machine or "-",
-                  "-" if r.exit_code is None else str(r.exit_code), when(r.started),
-                  seconds((r.ended - r.started) if r.started and r.ended else None),
-                  _short(r.spec.command, 50), _short(r.reason, 60) if r.reason else "")
+    for col, w in zip(JOB_COLUMNS[:6], fixed, strict=True):
+        t.add_column(col, no_wrap=True, min_width=w)
+    t.add_column("command", no_wrap=True, overflow="ellipsis", max_width=command_width)
+    t.add_column("reason", no_wrap=True, overflow="ellipsis", max_width=reason_width)
+    for row, r in zip(rows, records, strict=True):
+        row[1] = state_text(r.state)
+        t.add_row(*row)
     return t
 
 
@@ -76,19 +94,17 @@ def jobs_table(records: Sequence[JobRecord], title: str | None = None) -> Table:
 TABLE_ROWS = 300
 
 
-def print_jobs(records: Sequence[JobRecord]) -> None:
+def print_jobs(records: Sequence[JobRecord], console: Console | None = None) -> None:
     """Print a job list: a table, or for long lists the same columns as plain lines."""
+    console = console or out
     if len(records) <= TABLE_ROWS:
-        out.print(jobs_table(records))
+        console.print(jobs_table(records, width=console.width))
         return
-    rows = [("job", "state", "machine", "exit", "started", "took", "command", "reason")]
-    rows += [(r.id, r.state.value, r.machine or "-", "-" if r.exit_code is None else str(r.exit_code),
-              when(r.started), seconds((r.ended - r.started) if r.started and r.ended else None),
-              _short(r.spec.command, 50), _short(r.reason, 60) if r.reason else "") for r in records]
+    rows = [JOB_COLUMNS] + [(*row[:6], _short(row[6], 50), _short(row[7], 60)) for row in map(_job_row, records)]
     widths = [max(len(row[i]) for row in rows) for i in range(7)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:7], widths, strict=True)) + "  " + row[7] for row in rows]
-    out.file.write("\n".join(line.rstrip() for line in lines) + "\n")
-    out.file.flush()
+    console.file.write("\n".join(line.rstrip() for line in lines) + "\n")
+    console.file.flush()
 
 
 def _short(text: str, width: int) -> str:
@@ -96,8 +112,9 @@ def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def failures(records: Sequence[JobRecord]) -> None:
-    """Print each job that did not succeed: machine, exit code and last stderr lines."""
+def failures(records: Sequence[JobRecord], tail: bool = True) -> None:
+    """Print each job that did not succeed: machine, exit code and (with ``tail``) the
+    last lines of its stderr."""
     for r in records:
         if r.state == JobStatus.SUCCEEDED:
             continue
@@ -106,16 +123,60 @@ def failures(records: Sequence[JobRecord]) -> None:
         err.print(head)
         if r.reason:
             err.print(f"    reason: {r.reason}", markup=False)
-        tail = (r.result.stderr if r.result else "").rstrip().splitlines()[-FAILURE_TAIL_LINES:]
-        for line in tail:
+        lines = (r.result.stderr if r.result and tail else "").rstrip().splitlines()[-FAILURE_TAIL_LINES:]
+        for line in lines:
             err.print(f"    | {line}", markup=False)
 
 
+def _lines(text: str, tag: str) -> str:
+    return "".join(f"{tag}{line}\n" for line in text.splitlines())
+
+
+GATHER_RULE = "-" * 15
+
+
+def print_outputs(records: Sequence[JobRecord], gather: bool = False) -> None:
+    """What the finished jobs printed, in the order given, as clush shows it: one job's
+    output as it is; several jobs' lines tagged with their machine (``node01: ...``;
+    standard error on stderr, tagged ``node01 (stderr): ...``); with ``gather``, jobs with
+    the same output under one header that folds their machines (``node[01-16] (16)``)."""
+    done = [r for r in records if r.state.final and r.result is not None]
+    if len(records) == 1 and done:
+        _write(sys.stdout, done[0].result.stdout)
+        _write(sys.stderr, done[0].result.stderr)
+        return
+    if not gather:
+        for r in done:
+            name = r.machine or "-"
+            _write(sys.stdout, _lines(r.result.stdout, f"{name}: "))
+            _write(sys.stderr, _lines(r.result.stderr, f"{name} (stderr): "))
+        return
+    groups: dict[tuple[str, str], list[JobRecord]] = {}
+    for r in done:
+        groups.setdefault((r.result.stdout, r.result.stderr), []).append(r)
+    for (stdout, stderr), members in groups.items():
+        names = fold([m.machine or "-" for m in members])
+        _write(sys.stdout, f"{GATHER_RULE}\n{names} ({len(members)})\n{GATHER_RULE}\n")
+        _write(sys.stdout, stdout if stdout.endswith("\n") or not stdout else stdout + "\n")
+        _write(sys.stderr, _lines(stderr, f"{names} (stderr): "))
+
+
+def _write(stream: Any, text: str) -> None:
+    if text:
+        stream.write(text)
+        stream.flush()
+
+
 class ProgressView:
-    """Live view while waiting: one bar (done / failed / running, ETA) and a line per machine."""
+    """Live view while waiting: one bar (done / failed / running, ETA) and a line per
+    machine. When stderr is no terminal nothing is redrawn: one summary line is printed
+    at the end instead."""
 
     def __init__(self, total: int, enabled: bool = True) -> None:
         self.total = total
+        self.summary = enabled and not err.is_terminal
+        enabled = enabled and err.is_terminal
+        self.began = time.monotonic()
         self.progress = Progress(
             TextColumn("[bold]jobs"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
             TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), TextColumn("eta"),
@@ -135,6 +196,10 @@ class ProgressView:
         if self.live:
             self.update(self.latest)
             self.live.__exit__(*exc)
+        elif self.summary and self.latest:
+            states = Counter(r.state.value for r in self.latest)
+            err.print(f"{len(self.latest)} jobs in {seconds(time.monotonic() - self.began)}: "
+                      + ", ".join(f"{n} {s}" for s, n in sorted(states.items())), markup=False)
 
     def update(self, records: list[JobRecord]) -> None:
         """Redraw from the current records."""

@@ -74,6 +74,10 @@ class HistoryStore(ABC):
         """Jobs whose id starts with ``prefix`` (at most ``limit``)."""
 
     @abstractmethod
+    def batch_ids(self, prefix: str, limit: int = 2) -> list[str]:
+        """Ids of batches starting with ``prefix`` (at most ``limit``)."""
+
+    @abstractmethod
     def batch(self, batch_id: str) -> list[JobRecord]:
         """Jobs submitted together under ``batch_id``, in submission order."""
 
@@ -136,10 +140,13 @@ class HistoryStore(ABC):
                 out.update((r.id, r) for r in members)
                 continue
             found = self.by_prefix(ref)
-            if len(found) == 1:
+            batches = self.batch_ids(ref)
+            if len(found) + len(batches) > 1:
+                raise UnknownJobError(f"{ref!r} matches several jobs or batches; give more of the id")
+            if found:
                 out[found[0].id] = found[0]
-            elif not found:
-                raise UnknownJobError(f"no job or batch {ref!r} in the history")
+            elif batches:
+                out.update((r.id, r) for r in self.batch(batches[0]))
             else:
-                raise UnknownJobError(f"{ref!r} matches several jobs; give more of the id")
+                raise UnknownJobError(f"no job or batch {ref!r} in the history")
         return list(out.values())

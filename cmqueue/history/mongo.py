@@ -145,6 +145,9 @@ class MongoStore(HistoryStore):
         docs = self.db.jobs.find({"_id": {"$regex": "^" + re.escape(prefix)}}).limit(int(limit))
         return [_record(d) for d in docs]
 
+    def batch_ids(self, prefix: str, limit: int = 2) -> list[str]:
+        return sorted(self.db.jobs.distinct("batch", {"batch": {"$regex": "^" + re.escape(prefix)}}))[:int(limit)]
+
     def batch(self, batch_id: str) -> list[JobRecord]:
         return [_record(d) for d in self.db.jobs.find({"batch": batch_id}).sort("seq", 1)]
 

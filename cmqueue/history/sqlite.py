@@ -144,6 +144,13 @@ class SqliteStore(HistoryStore):
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         return self._select("WHERE id LIKE ? ESCAPE '\\'", (escaped + "%",), f"LIMIT {int(limit)}")
 
+    def batch_ids(self, prefix: str, limit: int = 2) -> list[str]:
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        with self._lock:
+            rows = self.db.execute("SELECT DISTINCT batch FROM jobs WHERE batch LIKE ? ESCAPE '\\'"
+                                   f" LIMIT {int(limit)}", (escaped + "%",)).fetchall()
+        return [r[0] for r in rows]
+
     def batch(self, batch_id: str) -> list[JobRecord]:
         return self._select("WHERE batch=?", (batch_id,), "ORDER BY seq")
 

@@ -71,8 +71,13 @@ def test_resolve_by_id_batch_and_prefix(store):
     assert store.resolve([recs[1].id[:-1]])[0].id == recs[1].id
     with pytest.raises(UnknownJobError, match="no job or batch 'zzz'"):
         store.resolve(["zzz"])
+    twins = [JobRecord(spec=JobSpec(id=f"k7q{n}xyz", command="true", batch="bk7qzz")) for n in (1, 2)]
+    store.add(twins)
     with pytest.raises(UnknownJobError, match="several jobs"):
-        store.resolve([recs[0].id[:3]])
+        store.resolve(["k7q"])
+    assert store.resolve(["k7q2"])[0].id == "k7q2xyz"
+    # A short prefix of a batch id names the batch, as one of a job id names the job.
+    assert sorted(r.id for r in store.resolve(["bk7"])) == ["k7q1xyz", "k7q2xyz"]
 
 
 def test_listing_by_state_and_last(store):

@@ -1,4 +1,4 @@
-from cmqueue.models import JobStatus, new_id, next_state, stream_id_key
+from cmqueue.models import JobStatus, new_id, next_state, short_id, stream_id_key
 
 
 def test_final_states_never_change():
@@ -12,10 +12,18 @@ def test_queued_does_not_undo_running():
     assert next_state(JobStatus.RETRYING, JobStatus.RUNNING) == JobStatus.RUNNING
 
 
-def test_ids_sort_by_time_and_are_unique():
+def test_ids_are_unique_and_their_short_prefixes_differ():
     ids = [new_id() for _ in range(1000)]
     assert len(set(ids)) == 1000
-    assert ids[0][:8] <= ids[-1][:8]
+    # The first characters are random: ids made in the same millisecond differ at once,
+    # so the few characters a user types (`cmq logs 3fk9`) name one job.
+    assert len({i[:4] for i in ids}) > 970
+    assert len({short_id(i) for i in ids}) == 1000
+
+
+def test_short_ids_keep_their_prefix_letter():
+    assert short_id(new_id("b")).startswith("b") and len(short_id(new_id("b"))) == 8
+    assert len(short_id(new_id())) == 7
 
 
 def test_stream_ids_compare_numerically():

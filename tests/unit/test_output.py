@@ -4,7 +4,7 @@ import io
 import time
 
 from cmqueue.cli import output
-from cmqueue.models import JobRecord, JobSpec, JobStatus, new_id
+from cmqueue.models import JobRecord, JobSpec, JobStatus, new_id, short_id
 
 
 def _records(n):
@@ -25,7 +25,7 @@ def test_a_long_job_list_is_printed_fast_as_plain_aligned_lines(monkeypatch):
     assert lines[0].split() == ["job", "state", "machine", "exit", "started", "took", "command", "reason"]
     assert len(lines) == 5001
     first = lines[1].split()
-    assert first[:4] == [recs[0].id, "failed", "m1", "1"] and "echo 0" in lines[1] and "exit code 1" in lines[1]
+    assert first[:4] == [short_id(recs[0].id), "failed", "m1", "1"] and "echo 0" in lines[1] and "exit code 1" in lines[1]
     assert len({line.index("failed") for line in lines[1:]}) == 1       # columns line up
 
 
@@ -35,4 +35,18 @@ def test_a_short_job_list_is_a_table(monkeypatch):
     recs = _records(3)
     output.print_jobs(recs)
     text = buf.getvalue()
-    assert all(r.id in text for r in recs) and "command" in text
+    assert all(short_id(r.id) in text for r in recs) and "command" in text
+
+
+def test_a_table_never_folds_ids_or_times_but_cuts_long_commands(monkeypatch):
+    buf = io.StringIO()
+    monkeypatch.setattr(output.out, "file", buf)
+    monkeypatch.setattr(output.out, "_width", 80)
+    recs = _records(2)
+    recs[0].spec.command = "python3 train.py " + "--flag " * 30
+    recs[0].reason = "waiting for m2: m2 unreachable: ssh: connect to host 127.0.0.42 port 2222: refused"
+    output.print_jobs(recs)
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 4                       # header, rule, one line per job: nothing wrapped
+    assert all(len(line) <= 80 for line in lines)
+    assert short_id(recs[0].id) in lines[2] and output.when(recs[0].started) in lines[2] and "…" in lines[2]

@@ -1,0 +1,49 @@
+"""Where a worker reports its machine's state (consuming, unreachable, stopped) in Redis,
+and how a client reads it. Knows nothing of Celery, so clients stay light."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .models import JobRecord, JobStatus
+
+
+def machine_key(machine: str) -> str:
+    """Redis hash where a worker reports its machine's state."""
+    return f"cmq:machine:{machine}"
+
+
+def read_states(client: Any, names: Iterable[str]) -> dict[str, dict[str, str]]:
+    """machine -> the fields its worker reported (machines never reported are left out)."""
+    names = list(names)
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(machine_key(name))
+    found = {}
+    for name, info in zip(names, pipe.execute(), strict=True):
+        if info:
+            found[name] = {k.decode(): v.decode() for k, v in info.items()}
+    return found
+
+
+def pinned_machine(record: JobRecord) -> str | None:
+    """The machine a job is pinned to (``--on``/``--all``), or None."""
+    kind, _, name = record.spec.target.partition(":")
+    return name if kind == "machine" else None
+
+
+def explain_waiting(client: Any, records: Iterable[JobRecord]) -> None:
+    """Give each queued job pinned to a machine that cannot take it now the reason it
+    waits: its worker reports the machine unreachable, or no worker serves it."""
+    waiting = [r for r in records if r.state == JobStatus.QUEUED and not r.reason and pinned_machine(r)]
+    if not waiting:
+        return
+    states = read_states(client, {pinned_machine(r) for r in waiting})
+    for r in waiting:
+        name = pinned_machine(r)
+        info = states.get(name) or {}
+        if info.get("state") == "unreachable":
+            r.reason = f"waiting for {name}: {info.get('reason') or 'unreachable'}"
+        elif info.get("state") in (None, "stopped"):
+            r.reason = f"waiting for {name}: no worker serves it (start one with `cmq up`)"
