@@ -47,43 +47,53 @@ Exit codes: 0 ok, 1 a job failed, 2 usage or configuration error, 3 a service is
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
-from docopt import DocoptExit, docopt
+from docopt import DocoptExit
 
 from .. import __version__
-from ..errors import CmqError
+from ..errors import CmqError, UsageError
 from . import commands
+from .parse import (
+    did_you_mean,
+    explain,
+    leading_options,
+    parse,
+    refuse_trailing_options,
+    split_triple_colon,
+    value_options,
+)
+
+#: Commands whose first positional word starts a shell command (the rest is its words).
+SHELL_COMMANDS = ("submit", "map")
 
 
-def split_triple_colon(argv: list[str]) -> tuple[list[str], list[str] | None]:
-    """Split ``argv`` at the first ``:::`` (GNU parallel's argument separator)."""
-    if ":::" in argv:
-        i = argv.index(":::")
-        return argv[:i], argv[i + 1:]
-    return argv, None
+def _run(argv: list[str]) -> int:
+    from docopt import docopt
 
-
-def leading_options(argv: list[str], takes_value: set[str]) -> tuple[list[str], list[str]]:
-    """Split ``argv`` into the options before the first positional word, and the rest.
-
-    ``submit`` needs this: everything from COMMAND on belongs to the command, even words
-    that look like options (``cmq submit ls -l``).
-    """
-    i = 0
-    while i < len(argv):
-        word = argv[i]
-        if word == "--":
-            return argv[:i], argv[i + 1:]
-        if not word.startswith("-") or word == "-":
-            break
-        i += 2 if word in takes_value else 1
-    return argv[:i], argv[i:]
-
-
-SUBMIT_VALUE_OPTIONS = {"--on", "--label", "--each", "--timeout", "--retries", "--env", "-c", "--config",
-                        "--broker", "--reduce", "--put", "--get", "--results"}
+    try:
+        top = docopt(__doc__, argv=argv, options_first=True, version=f"cmq {__version__}")
+    except DocoptExit as e:
+        raise UsageError(explain(e, __doc__, "cmq", argv).removeprefix("cmq: ")) from None
+    name = top["<command>"]
+    func = commands.COMMANDS.get(name)
+    if func is None:
+        public = [c for c in commands.COMMANDS if c != "recorder"]
+        raise UsageError(f"unknown command {name!r}{did_you_mean(name, public)}; see `cmq --help`")
+    sub_argv, after = split_triple_colon([name, *top["<args>"]])
+    doc = (func.__doc__ or "") + commands.GLOBAL_OPTIONS
+    if name in SHELL_COMMANDS:
+        opts, words, verbatim = leading_options(sub_argv[1:], value_options(doc))
+        if not verbatim:
+            refuse_trailing_options(name, words, after, doc)
+        sub_argv = [name, *opts, "--", *words]
+    args = parse(doc, sub_argv, name)
+    for key in ("--config", "--broker", "--debug"):
+        args[key] = args.get(key) or top.get(key)
+    args[":::"] = after
+    return int(func(args) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,24 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv[: argv.index(":::")] if ":::" in argv else "--debug" in argv
     try:
-        top = docopt(__doc__, argv=argv, options_first=True, version=f"cmq {__version__}")
-        name = top["<command>"]
-        func = commands.COMMANDS.get(name)
-        if func is None:
-            raise DocoptExit(f"cmq: unknown command {name!r}; see `cmq --help`")
-        sub_argv, after = split_triple_colon([name, *top["<args>"]])
-        doc = func.__doc__ or ""
-        if name in ("submit", "map"):
-            opts, words = leading_options(sub_argv[1:], SUBMIT_VALUE_OPTIONS)
-            sub_argv = [name, *opts, "--", *words]
-        args = docopt(doc + commands.GLOBAL_OPTIONS, argv=sub_argv)
-        for key in ("--config", "--broker", "--debug"):
-            args[key] = args.get(key) or top.get(key)
-        args[":::"] = after
-        return int(func(args) or 0)
-    except DocoptExit as e:
-        print(str(e), file=sys.stderr)
-        return 2
+        return _run(argv)
     except CmqError as e:
         if debug:
             traceback.print_exc()
@@ -117,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cmq: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`cmq jobs | head -1`): end quietly, as git does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except Exception as e:  # noqa: BLE001 - last resort: one line unless --debug
         if debug:
             traceback.print_exc()

@@ -131,3 +131,58 @@ def test_fuzzed_expressions_through_the_cli_give_a_plan_or_one_line_error(inv, t
             assert len(lines) == 1 and lines[0].startswith("cmq: "), (expr, err)
 
     check()
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["submit", "--lable=gpu", "x"], ["unknown option --lable", "did you mean `--label`"]),
+    (["status", "--jsn"], ["unknown option --jsn", "did you mean `--json`"]),
+    (["--bogus", "jobs"], ["unknown option --bogus", "cmq --help"]),
+    (["machines", "chek"], ["unknown subcommand 'chek'", "did you mean `check`"]),
+    (["vagrant", "upp", "3"], ["unknown subcommand 'upp'", "did you mean `up`"]),
+    (["sumbit", "true"], ["unknown command 'sumbit'", "did you mean `submit`"]),
+    (["machines", "join"], ["usage: cmq machines join [options] NAME"]),
+    (["jobs", "extra"], ["usage: cmq jobs"]),
+])
+def test_mistakes_on_the_command_line_are_one_line_with_a_suggestion(argv, fragments):
+    r = cmq(*argv)
+    one_line_error(r, *fragments)
+    assert "Option(" not in r.stderr and "Argument(" not in r.stderr
+
+
+@pytest.mark.parametrize("argv, word", [
+    (["submit", "--wait", "echo hi", "--on=n1"], "--on=n1"),
+    (["submit", "echo", "hi", "--wait"], "--wait"),
+    (["map", "echo {}", "--reduce=sum", ":::", "1", "2"], "--reduce=sum"),
+    (["submit", "echo {}", ":::", "a", "--json"], "--json"),
+])
+def test_an_option_of_cmq_after_the_command_is_refused_not_run(inv, tmp_path, argv, word):
+    r = cmq("--config", str(inv), *argv, env={"CMQ_HOME": str(tmp_path / "h")})
+    one_line_error(r, word, "put it before the command")
+    assert not (tmp_path / "h" / "history.db").exists()        # nothing was submitted
+
+
+def test_words_after_double_dash_belong_to_the_command(inv, tmp_path):
+    # `--` hands every later word to the command: the check is passed and the submit goes
+    # on to need a broker (none is configured here), so nothing about options is said.
+    r = cmq("--config", str(inv), "submit", "--on=n1", "--", "ls", "--all", env={"CMQ_HOME": str(tmp_path / "h")})
+    assert r.returncode != 0 and "option" not in r.stderr and "broker" in r.stderr
+
+
+def test_a_closed_pipe_ends_quietly(inv, tmp_path):
+    # A listing far larger than a pipe's buffer: the writer meets the closed pipe for sure.
+    from cmqueue.history import open_store
+    from cmqueue.models import JobRecord, JobSpec, new_id
+
+    db = tmp_path / "history.db"
+    store = open_store(f"sqlite:///{db}")
+    store.add([JobRecord(spec=JobSpec(id=new_id(), command=f"echo {i} " + "x" * 40)) for i in range(3000)])
+    store.close()
+    inv.write_text(inv.read_text() + f"history: sqlite:///{db}\n")
+    proc = subprocess.run(f"{sys.executable} -m cmqueue --config {inv} jobs --last=3000 | head -1", shell=True,
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "CMQ_HOME": str(tmp_path)})
+    assert proc.stdout.split() == ["job", "state", "machine", "exit", "started", "took", "command", "reason"]
+    assert proc.stderr == ""
+    # `true` exits before cmq has started, so the help text meets a pipe nobody reads.
+    proc = subprocess.run(f"{sys.executable} -m cmqueue submit --help | true", shell=True,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stderr == ""

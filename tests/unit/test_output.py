@@ -25,7 +25,8 @@ def test_a_long_job_list_is_printed_fast_as_plain_aligned_lines(monkeypatch):
     assert lines[0].split() == ["job", "state", "machine", "exit", "started", "took", "command", "reason"]
     assert len(lines) == 5001
     first = lines[1].split()
-    assert first[:4] == [short_id(recs[0].id), "failed", "m1", "1"] and "echo 0" in lines[1] and "exit code 1" in lines[1]
+    assert first[:4] == [short_id(recs[0].id), "failed", "m1", "1"]
+    assert "echo 0" in lines[1] and "exit code 1" in lines[1]
     assert len({line.index("failed") for line in lines[1:]}) == 1       # columns line up
 
 
