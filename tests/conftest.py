@@ -70,6 +70,7 @@ class CmqEnv:
     cluster: LoopbackCluster
     redis: RedisServer | None
     env: dict[str, str] = field(default_factory=dict)
+    up: Result | None = None           #: what the first `cmq up` printed
 
     def run(self, *args: str, timeout: float = 120, check: bool = False, stdin: str | None = None) -> Result:
         """Run ``cmq ARGS`` with this setup's environment."""
@@ -126,7 +127,7 @@ def make_env(tmp: Path, machines: int = 3, slots: int = 2, labels: dict | None =
     env = {**os.environ, "CMQ_CONFIG": str(config), "CMQ_HOME": str(home)}
     env.pop("CMQ_BROKER", None)
     cenv = CmqEnv(root=tmp, config=config, home=home, cluster=cluster, redis=redis, env=env)
-    up = cenv.run("up")
+    up = cenv.up = cenv.run("up")
     if up.code != 0:
         teardown(cenv)
         raise AssertionError(f"cmq up failed:\n{up.out}\n{up.err}")

@@ -84,14 +84,24 @@ Example:
     if not states:
         output.err.print("workers: all already running")
     if int(settings.get("flower_port")):
-        from ..flower import login
-
-        where, started = services.start_flower(url)
-        user, password, created = login(settings)
-        shown = f"login {user} / {password} (shown once; `cmq flower --show-login`)" if created else \
-            "login: `cmq flower --show-login`"
-        output.err.print(f"flower {where} ({'started' if started else 'already running'}); {shown}", markup=False)
+        _up_flower(services, settings, url)
     return 3 if bad else 0
+
+
+def _up_flower(services, settings: Settings, url: str) -> None:
+    """Start Flower for `cmq up`; it is optional, so a failure is one line, not an error."""
+    from ..errors import ServiceError
+    from ..flower import login
+
+    user, password, created = login(settings)            # made here, so it can be shown once
+    try:
+        where, started = services.start_flower(url)
+    except ServiceError as e:
+        output.err.print(f"{e} (the queue is up without it)", markup=False)
+        return
+    shown = (f"login {user}:{password} (shown once; `cmq flower --show-login` shows it again)" if created
+             else "login: `cmq flower --show-login`")
+    output.err.print(f"flower {where} ({'started' if started else 'already running'}); {shown}", markup=False)
 
 
 def cmd_down(args: Args) -> int:
@@ -198,14 +208,14 @@ Options:
   --port=P        port (default: settings: flower_port, 5555)
   --address=A     address to listen on; anything but loopback exposes Flower (login
                   still required) [default: 127.0.0.1]
-  --show-login    print the login (user and password) and exit
+  --show-login    print the login as USER:PASSWORD (what curl -u takes) and exit
 """
     from ..flower import login, serve
 
     settings = _settings(args, check_keys=False)
     if args["--show-login"]:
         user, password, _ = login(settings, create=False)
-        output.out.print(f"{user} {password}", markup=False)
+        output.out.print(f"{user}:{password}", markup=False)      # as curl -u wants it
         return 0
     from ..app import create_app
     from ..errors import ServiceError
