@@ -95,13 +95,16 @@ TABLE_ROWS = 300
 
 
 def print_jobs(records: Sequence[JobRecord], console: Console | None = None) -> None:
-    """Print a job list: a table, or for long lists the same columns as plain lines."""
+    """Print a job list: on a terminal, a table fitted to its width (commands and reasons
+    cut, ids and times never folded); otherwise, or for long lists, the same columns as
+    plain aligned lines with nothing cut (for grep and pipes)."""
     console = console or out
-    if len(records) <= TABLE_ROWS:
+    if console.is_terminal and len(records) <= TABLE_ROWS:
         console.print(jobs_table(records, width=console.width))
         return
-    rows = [JOB_COLUMNS] + [(*row[:6], _short(row[6], 50), _short(row[7], 60)) for row in map(_job_row, records)]
-    widths = [max(len(row[i]) for row in rows) for i in range(7)]
+    rows = [JOB_COLUMNS] + [tuple(_job_row(r)) for r in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+    widths.append(min(50, max(len(row[6]) for row in rows)))
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:7], widths, strict=True)) + "  " + row[7] for row in rows]
     console.file.write("\n".join(line.rstrip() for line in lines) + "\n")
     console.file.flush()

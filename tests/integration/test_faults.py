@@ -58,6 +58,29 @@ def test_pinned_job_waits_for_its_machine_instead_of_failing(fresh):
     assert res.ok and res.stdout == "pinned on m2\n"
 
 
+def test_jobs_pinned_to_a_machine_down_from_the_start_wait_for_it(tmp_path):
+    cenv = make_env(tmp_path, machines=2, slots=1, first=35)
+    try:
+        cenv.cluster.machine("m2").stop()
+        cenv.run("down", check=True)
+        up = cenv.run("up")                       # m2's worker starts with its machine down
+        assert "worker m2: unreachable" in up.err
+        pinned = cenv.run("submit", "--json", "--on=m2", "echo pinned on $CMQ_MACHINE", check=True).json()
+        everywhere = cenv.run("submit", "--json", "--all", "echo all on $CMQ_MACHINE", check=True).json()
+        on_m1 = [j["id"] for j in everywhere["jobs"] if j["target"] == "machine:m1"]
+        waiting = [pinned["jobs"][0]["id"]] + [j["id"] for j in everywhere["jobs"] if j["target"] == "machine:m2"]
+        assert cenv.run("wait", *on_m1, check=True).out == "all on m1\n"     # m1's copy ran
+        for rec in cenv.run("status", "--json", *waiting, check=True).json():
+            assert rec["state"] == "queued", rec
+            assert rec["reason"].startswith("waiting for m2: m2 unreachable"), rec
+        assert "waiting for m2" in cenv.run("status", check=True).out
+        cenv.cluster.machine("m2").start()
+        r = cenv.run("wait", "--json", *waiting, timeout=120, check=True)
+        assert [rec["stdout"] for rec in r.json()] == ["pinned on m2\n", "all on m2\n"]
+    finally:
+        teardown(cenv)
+
+
 def test_a_job_longer_than_the_visibility_timeout_runs_once(tmp_path):
     # One machine with two slots: the copy handed out again reaches the worker that is
     # running the job, which must not take it for its own and run it a second time.

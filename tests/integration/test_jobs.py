@@ -75,6 +75,28 @@ def test_pinning_by_name_by_hostlist_and_by_label(cmq):
     assert sorted(rec["stdout"].strip() for rec in r.json()) == ["m1", "m2", "m3"]
 
 
+def test_wait_prints_every_machines_output_tagged_and_in_order(cmq):
+    r = cmq.run("submit", "--all", "--wait", "echo on $CMQ_MACHINE; echo warn >&2", check=True)
+    assert r.out == "m1: on m1\nm2: on m2\nm3: on m3\n"
+    assert "m1 (stderr): warn\nm2 (stderr): warn\nm3 (stderr): warn\n" in r.err
+    # ::: jobs come back in argument order, whichever machine ran them and whenever.
+    r = cmq.run("submit", "--wait", "sleep 0.$((5 - {})); echo arg {}", ":::", "1", "2", "3", "4", check=True)
+    assert [line.split(": ", 1)[1] for line in r.out.splitlines()] == ["arg 1", "arg 2", "arg 3", "arg 4"]
+    assert all(line.split(": ")[0] in ("m1", "m2", "m3") for line in r.out.splitlines())
+
+
+def test_gather_folds_identical_outputs_under_their_machines(cmq):
+    r = cmq.run("submit", "--all", "--wait", "-b", "echo same", check=True)
+    assert r.out == "---------------\nm[1-3] (3)\n---------------\nsame\n"
+    r = cmq.run("submit", "--all", "--wait", "--gather", '[ "$CMQ_MACHINE" = m2 ] && echo two || echo other',
+                check=True)
+    assert r.out == ("---------------\nm[1,3] (2)\n---------------\nother\n"
+                     "---------------\nm2 (1)\n---------------\ntwo\n")
+    batch = cmq.run("submit", "--json", "--all", "echo again", check=True).json()["batch"]
+    r = cmq.run("wait", "-b", batch, check=True)                # `cmq wait` shows the same
+    assert r.out == "---------------\nm[1-3] (3)\n---------------\nagain\n"
+
+
 def test_hostile_arguments_arrive_verbatim(cmq, tmp_path):
     marker = tmp_path / "pwned"
     hostile = f"$(touch {marker}); \"'\n`touch {marker}` ; rm -rf nothing ||"
@@ -94,7 +116,7 @@ def test_env_reaches_the_job_quoted(cmq):
 def test_failure_exits_non_zero_and_shows_machine_exit_code_and_stderr(cmq):
     r = cmq.run("submit", "--wait", "--on=m3", "echo line1 >&2; echo boom >&2; exit 4")
     assert r.code == 1
-    assert "failed on m3 (exit 4)" in r.err and "| boom" in r.err
+    assert "failed on m3 (exit 4)" in r.err and "line1\nboom\n" in r.err
     assert "Traceback" not in r.err
 
 

@@ -43,6 +43,7 @@ def test_a_table_never_folds_ids_or_times_but_cuts_long_commands(monkeypatch):
     buf = io.StringIO()
     monkeypatch.setattr(output.out, "file", buf)
     monkeypatch.setattr(output.out, "_width", 80)
+    monkeypatch.setattr(output.out, "_force_terminal", True)
     recs = _records(2)
     recs[0].spec.command = "python3 train.py " + "--flag " * 30
     recs[0].reason = "waiting for m2: m2 unreachable: ssh: connect to host 127.0.0.42 port 2222: refused"
@@ -51,3 +52,13 @@ def test_a_table_never_folds_ids_or_times_but_cuts_long_commands(monkeypatch):
     assert len(lines) == 4                       # header, rule, one line per job: nothing wrapped
     assert all(len(line) <= 80 for line in lines)
     assert short_id(recs[0].id) in lines[2] and output.when(recs[0].started) in lines[2] and "…" in lines[2]
+
+
+def test_a_job_list_into_a_pipe_keeps_every_word(monkeypatch):
+    buf = io.StringIO()
+    monkeypatch.setattr(output.out, "file", buf)
+    recs = _records(2)
+    recs[1].reason = "waiting for m2: m2 unreachable: ssh: connect to host 127.0.0.42 port 2222: Connection refused"
+    output.print_jobs(recs)
+    lines = buf.getvalue().splitlines()
+    assert lines[2].endswith(recs[1].reason) and short_id(recs[1].id) in lines[2]
