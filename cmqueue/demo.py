@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -15,28 +17,69 @@ from .cli import output
 from .config import Settings, home_dir, resolve
 from .errors import ServiceError
 from .files import read_json, write_json_private
+from .models import short_id
 from .testbed import LoopbackCluster, kill_tree, sshd_binary
 
 #: Each demo job hashes its number on the machine it lands on.
 DEMO_JOB = "echo {} $(printf %s {} | sha256sum | cut -c1-12)"
 
 
-def _demo_root() -> Path:
-    return home_dir() / "demo"
+#: The file that marks a directory as a demo's home (and holds its sshd pids).
+MARKER = "demo.json"
 
 
-def stop_demo() -> None:
-    """Stop a demo left running with --keep: workers, Redis and the sshd's."""
+def demo_root() -> Path:
+    """The demo's directory, which is also its CMQ_HOME: $CMQ_HOME itself when it is a
+    demo's (after `export CMQ_HOME=...` from `cmq demo --keep`), else $CMQ_HOME/demo."""
+    home = home_dir()
+    return home if (home / MARKER).exists() else home / "demo"
+
+
+def cmq_command() -> str:
+    """How to call this cmq from a shell: ``cmq`` when that is this one on PATH, else
+    its full path (the venv's bin is often not on PATH)."""
+    mine = Path(sys.executable).parent / "cmq"
+    found = shutil.which("cmq")
+    if found and (not mine.exists() or Path(found).resolve() == mine.resolve()):
+        return "cmq"
+    return str(mine) if mine.exists() else f"{sys.executable} -m cmqueue"
+
+
+def stop_demo(root: Path | None = None) -> list[str]:
+    """Stop a demo left running with --keep (its workers, Redis, ssh masters and sshd's);
+    returns what was stopped (empty when no demo was running)."""
     from .services import Services
 
-    root = _demo_root()
+    root = root or demo_root()
+    stopped: list[str] = []
     config = root / "cmq.yaml"
+    before = os.environ.get("CMQ_HOME")
     if config.exists():
-        os.environ["CMQ_HOME"] = str(root / "home")
-        Services(resolve(str(config), check_keys=False)).stop(grace=3)
-    for pid in (read_json(root / "sshd-pids.json", default=[]) or []):
+        os.environ["CMQ_HOME"] = str(root)
+        try:
+            stopped += Services(resolve(str(config), check_keys=False)).stop(grace=3)
+        finally:
+            if before is None:
+                os.environ.pop("CMQ_HOME", None)
+            else:
+                os.environ["CMQ_HOME"] = before
+    pids = (read_json(root / MARKER, default={}) or {}).get("sshd", [])
+    alive = [pid for pid in pids if _running(pid)]
+    for pid in alive:
         kill_tree(pid)
-    (root / "sshd-pids.json").unlink(missing_ok=True)
+    if alive:
+        stopped.append(f"{len(alive)} sshd")
+    if (root / MARKER).exists():
+        write_json_private(root / MARKER, {"sshd": []})
+    return stopped
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 @contextmanager
@@ -49,14 +92,14 @@ def loopback_stack(machines: int = 3, keep: bool = False, slots: int = 2) -> Ite
         raise ServiceError("the demo needs sshd: apt-get install openssh-server")
     if machines < 1:
         raise ServiceError("--machines must be at least 1")
-    stop_demo()
-    root = _demo_root()
+    root = demo_root()
+    stop_demo(root)
     output.err.print(f"[bold]loopback cluster[/]: {machines} sshd machines on 127.0.0.51-{50 + machines}, "
                      f"files under {root}")
     cluster = LoopbackCluster(root / "cluster", n=machines, slots=slots, first=51).start()
-    write_json_private(root / "sshd-pids.json", [m.proc.pid for m in cluster.machines])
+    write_json_private(root / MARKER, {"sshd": [m.proc.pid for m in cluster.machines]})
     config = cluster.write_inventory(root / "cmq.yaml", broker=None, settings={"flower_port": 0})
-    os.environ["CMQ_HOME"] = str(root / "home")
+    os.environ["CMQ_HOME"] = str(root)
     settings = resolve(str(config))
     services = Services(settings)
     try:
@@ -71,9 +114,7 @@ def loopback_stack(machines: int = 3, keep: bool = False, slots: int = 2) -> Ite
         if not keep:
             services.stop(grace=3)
             cluster.stop()
-            (root / "sshd-pids.json").unlink(missing_ok=True)
-        else:
-            output.err.print("left running (--keep); stop it with `cmq demo --stop`")
+            write_json_private(root / MARKER, {"sshd": []})
 
 
 def run_demo(machines: int = 3, jobs: int = 24, keep: bool = False) -> int:
@@ -82,7 +123,7 @@ def run_demo(machines: int = 3, jobs: int = 24, keep: bool = False) -> int:
 
     if jobs < 1:
         raise ServiceError("--jobs must be at least 1")
-    root = _demo_root()
+    root = demo_root()
     t0 = time.monotonic()
     with loopback_stack(machines, keep) as settings, Cluster(settings) as c:
         started = time.monotonic()
@@ -95,14 +136,22 @@ def run_demo(machines: int = 3, jobs: int = 24, keep: bool = False) -> int:
         for col in ("job", "machine", "state", "output"):
             t.add_column(col)
         for r in records:
-            t.add_row(r.id, r.machine or "-", output.state_text(r.state),
+            t.add_row(short_id(r.id), r.machine or "-", output.state_text(r.state),
                       (r.result.stdout.strip() if r.result else r.reason))
         output.out.print(t)
         per = Counter(r.machine for r in records)
         ok = sum(r.state.value == "succeeded" for r in records)
         output.out.print(f"{ok}/{len(records)} jobs succeeded in {took:.2f}s across "
                          + ", ".join(f"{m}: {n}" for m, n in sorted(per.items())))
-        output.out.print(f"try it yourself:  CMQ_CONFIG={root / 'cmq.yaml'} CMQ_HOME={root / 'home'} cmq jobs")
+        cmq = cmq_command()
+        if keep:
+            output.out.print(f"\nthe cluster keeps running (--keep). To use it with every command of README.md:\n"
+                             f"  export CMQ_CONFIG={root / 'cmq.yaml'} CMQ_HOME={root}\n"
+                             f"  {cmq} submit --all --wait uname -r\n"
+                             f"stop it with `{cmq} demo --stop`", markup=False)
+        else:
+            output.out.print(f"its history stays: CMQ_CONFIG={root / 'cmq.yaml'} CMQ_HOME={root} {cmq} jobs "
+                             f"(`{cmq} demo --keep` leaves the cluster running to try things on)", markup=False)
         (root / "last-demo.json").write_text(json.dumps({"jobs": len(records), "succeeded": ok,
                                                         "seconds": round(time.monotonic() - t0, 2)}))
         return 0 if ok == len(records) else 1

@@ -27,6 +27,12 @@ def read_states(client: Any, names: Iterable[str]) -> dict[str, dict[str, str]]:
     return found
 
 
+def waiting_reason(machine: str, why: str) -> str:
+    """The reason a job pinned to ``machine`` waits, from the error that paused it."""
+    detail = why.removeprefix(f"{machine} unreachable: ").strip() or "no answer"
+    return f"waiting for {machine}: unreachable: {detail}"
+
+
 def pinned_machine(record: JobRecord) -> str | None:
     """The machine a job is pinned to (``--on``/``--all``), or None."""
     kind, _, name = record.spec.target.partition(":")
@@ -44,6 +50,6 @@ def explain_waiting(client: Any, records: Iterable[JobRecord]) -> None:
         name = pinned_machine(r)
         info = states.get(name) or {}
         if info.get("state") == "unreachable":
-            r.reason = f"waiting for {name}: {info.get('reason') or 'unreachable'}"
+            r.reason = waiting_reason(name, info.get("reason", ""))
         elif info.get("state") in (None, "stopped"):
             r.reason = f"waiting for {name}: no worker serves it (start one with `cmq up`)"

@@ -169,10 +169,12 @@ def reduce(name: str, outcomes: Sequence[dict[str, Any] | None], allow_failures:
                               "(write it to a file and fetch it with --get)")
         else:
             good.append(o)
-    if skipped and not allow_failures:
+    if skipped and (not allow_failures or not good):
         names = ", ".join(f"{s['job']} ({s['state']}{', exit ' + str(s['exit_code']) if s.get('exit_code') else ''})"
                           for s in skipped[:10])
         more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        if not good:
+            raise ReduceError(f"nothing to reduce: none of the {len(outcomes)} job(s) succeeded: {names}{more}")
         raise ReduceError(f"{len(skipped)} of {len(outcomes)} job(s) did not succeed: {names}{more} "
                           "(--allow-failures reduces the others)")
     value = apply(name, good, cwd)

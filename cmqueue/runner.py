@@ -7,6 +7,7 @@ process group on the machine, not just the local ssh client.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import logging
 import os
@@ -32,9 +33,30 @@ log = logging.getLogger("cmq.runner")
 
 
 def control_dir() -> Path:
-    """The private directory of this user's ssh master sockets (short: socket paths are
-    limited to ~104 bytes): $XDG_RUNTIME_DIR/cmq-UID, else /tmp/cmq-UID."""
-    return Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / f"cmq-{os.getuid()}"
+    """The private directory of the ssh master sockets of this cmq home (short: socket
+    paths are limited to ~104 bytes): $XDG_RUNTIME_DIR/cmq-UID-TAG, else /tmp/cmq-UID-TAG,
+    where TAG stands for $CMQ_HOME, so two homes (a demo, a test) never share masters."""
+    from .config import home_dir
+
+    tag = hashlib.sha256(str(home_dir().resolve()).encode()).hexdigest()[:8]
+    return Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / f"cmq-{os.getuid()}-{tag}"
+
+
+def close_all_masters(directory: Path | None = None) -> int:
+    """Ask every ssh master with a socket in ``directory`` (default: this home's) to exit;
+    returns how many were asked."""
+    directory = directory or control_dir()
+    if not directory.is_dir():
+        return 0
+    sockets = [p for p in directory.iterdir() if p.is_socket()]
+    procs = [subprocess.Popen(["ssh", "-o", f"ControlPath={p}", "-O", "exit", "--", "cmq-master"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for p in sockets]
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return len(sockets)
 
 
 @dataclass

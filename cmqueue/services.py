@@ -380,6 +380,10 @@ class Services:
         self._terminate([t for t in targets if alive(t[1])], grace, stopped)
         if state.get("redis") and alive(state["redis"]):
             self._terminate([("redis", state["redis"])], grace, stopped)
+        from .runner import close_all_masters
+
+        if close_all_masters():                   # masters outlive workers (ControlPersist)
+            stopped.append("ssh masters")
         # Keep the Redis password and port so the next `cmq up` finds its AOF data again.
         # Joined agents stay joined: the next `cmq up` opens their tunnels again.
         keep = {k: v for k, v in (state.get("redis") or {}).items() if k in ("url", "port", "password")}

@@ -131,7 +131,8 @@ _RECEIVE = (
     'echo "No space left on device: $need bytes to store, $((free*1024)) free under $c" >&2; exit 4; }; '
     'cd -- "$i" || exit 4; r=0; '
     'for f in *; do [ -f "$f" ] || continue; s=$(sha256sum < "$f" | cut -d" " -f1); '
-    'if [ "$s" = "$f" ]; then mv -f -- "$f" "../$f"; else echo "cmq: checksum mismatch on $f" >&2; r=5; fi; done; '
+    'if [ "$s" = "$f" ]; then chmod a-w -- "$f"; mv -f -- "$f" "../$f"; '
+    'else echo "cmq: checksum mismatch on $f" >&2; r=5; fi; done; '
     'cd .. && rm -rf -- "$i"; exit $r'
 )
 _LINK = (

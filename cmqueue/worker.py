@@ -26,7 +26,7 @@ from .errors import CmqError, MachineUnreachableError
 from .guard import CANCEL_CHANNEL, JobGuard, Verdict, suspended_key
 from .inventory import Machine
 from .lease import Lease, worker_lease
-from .machine_state import machine_key
+from .machine_state import machine_key, waiting_reason
 from .models import JobResult, JobSpec, JobStatus
 from .progress import ProgressReporter
 from .runner import Runner, RunnerOptions, control_dir
@@ -393,7 +393,7 @@ class WorkerContext:
         name = self.machine.name
         if spec.target == f"machine:{name}":
             state = JobStatus.RETRYING if release else JobStatus.QUEUED
-            event = events.make(spec.id, state, name, spec.attempt, reason=f"waiting for {name}: {reason}")
+            event = events.make(spec.id, state, name, spec.attempt, reason=waiting_reason(name, reason))
             if release:
                 self.guard.release(spec.id, event, ended=False)
             else:

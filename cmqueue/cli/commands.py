@@ -679,16 +679,21 @@ Usage:
 Options:
   --machines=N   sshd machines to start [default: 3]
   --jobs=N       jobs to run [default: 24]
-  --keep         leave the cluster running after the demo
-  --stop         stop a demo cluster left running with --keep
+  --keep         leave the cluster running after the demo, and print the two
+                 variables that point every cmq command at it
+  --stop         stop a demo cluster left running with --keep (from any shell: with
+                 or without those variables)
 
-Needs sshd (Debian: openssh-server). Everything lives under $CMQ_HOME/demo; your own
-inventory and services are not touched.
+Needs sshd (Debian: openssh-server). Everything lives under $CMQ_HOME/demo, which is
+also the demo's own CMQ_HOME; your own inventory and services are not touched. A new
+demo stops the one before.
 """
-    from ..demo import run_demo, stop_demo
+    from ..demo import demo_root, run_demo, stop_demo
 
     if args["--stop"]:
-        stop_demo()
+        stopped = stop_demo()
+        output.err.print(f"demo cluster in {demo_root()}: " + (f"stopped {', '.join(stopped)}" if stopped
+                                                                else "nothing was running"), markup=False)
         return 0
 
     return run_demo(machines=_number(args, "--machines", int), jobs=_number(args, "--jobs", int),

@@ -1,24 +1,84 @@
 """The README's first command ends in `cmq demo`: it must work as a new user runs it."""
 
+import json
 import os
+import shlex
 import subprocess
 import sys
+
+import psutil
 
 from ..conftest import need_services
 
 
-def test_demo_runs_jobs_across_machines_and_cleans_up(tmp_path):
-    need_services()
+def _cmq(*args, env, timeout=300):
+    return subprocess.run([sys.executable, "-m", "cmqueue", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def _clean_env(tmp_path):
     env = {**os.environ, "CMQ_HOME": str(tmp_path / "home")}
     for key in ("CMQ_CONFIG", "CMQ_BROKER"):
         env.pop(key, None)
-    r = subprocess.run([sys.executable, "-m", "cmqueue", "demo", "--jobs=9", "--machines=3"],
-                       capture_output=True, text=True, env=env, timeout=300)
+    return env
+
+
+def test_demo_runs_jobs_across_machines_and_cleans_up(tmp_path):
+    need_services()
+    env = _clean_env(tmp_path)
+    r = _cmq("demo", "--jobs=9", "--machines=3", env=env)
     assert r.returncode == 0, r.stderr
     assert "9/9 jobs succeeded" in r.stdout
     summary = next(line for line in r.stdout.splitlines() if "jobs succeeded" in line)
     assert all(f"{m}:" in summary for m in ("m1", "m2", "m3")), summary   # spread across machines
-    demo_env = {**env, "CMQ_HOME": str(tmp_path / "home/demo/home")}
-    ps = subprocess.run([sys.executable, "-m", "cmqueue", "--config", str(tmp_path / "home/demo/cmq.yaml"), "ps",
-                         "--json"], capture_output=True, text=True, env=demo_env, timeout=60)
+    root = tmp_path / "home" / "demo"
+    ps = _cmq("--config", str(root / "cmq.yaml"), "ps", "--json", env={**env, "CMQ_HOME": str(root)}, timeout=60)
     assert ps.returncode == 0 and ps.stdout.strip() == "[]"     # nothing left running
+    # The hint it prints works as written: the history of the demo stays.
+    hint = next(line for line in r.stdout.splitlines() if line.startswith("its history stays: "))
+    words = shlex.split(hint.removeprefix("its history stays: ").split(" (")[0])
+    assignments = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-"))
+    command = [w for w in words if "=" not in w]
+    jobs = subprocess.run([*command, "--json"] if command[0] != "cmq" else
+                          [sys.executable, "-m", "cmqueue", *command[1:], "--json"],
+                          capture_output=True, text=True, env={**env, **assignments}, timeout=60)
+    assert jobs.returncode == 0, jobs.stderr
+    assert len(json.loads(jobs.stdout)) == 9
+
+
+def _exports(stdout: str) -> dict[str, str]:
+    line = next(line.strip() for line in stdout.splitlines() if line.strip().startswith("export "))
+    return dict(w.split("=", 1) for w in shlex.split(line)[1:])
+
+
+def _sshd_pids(root) -> list[int]:
+    return json.loads((root / "demo.json").read_text())["sshd"]
+
+
+def test_demo_keep_leaves_a_cluster_that_every_command_can_use_and_stop_stops_it(tmp_path):
+    need_services()
+    env = _clean_env(tmp_path)
+    first = _cmq("demo", "--keep", "--jobs=2", "--machines=2", env=env)
+    assert first.returncode == 0, first.stderr
+    exports = _exports(first.stdout)
+    demo_env = {**env, **exports}
+    root = tmp_path / "home" / "demo"
+    assert exports == {"CMQ_CONFIG": str(root / "cmq.yaml"), "CMQ_HOME": str(root)}
+    r = _cmq("submit", "--all", "--wait", "echo on $CMQ_MACHINE", env=demo_env, timeout=120)
+    assert r.returncode == 0 and r.stdout == "m1: on m1\nm2: on m2\n", r.stderr
+    old = _sshd_pids(root)
+    # A second demo, run from a shell that has the exports, replaces the first in place.
+    second = _cmq("demo", "--keep", "--jobs=2", "--machines=2", env=demo_env)
+    assert second.returncode == 0, second.stderr
+    assert _exports(second.stdout) == exports
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in old)
+    running = _sshd_pids(root)
+    assert all(psutil.pid_exists(p) for p in running)
+    # --stop works from a shell without the exports, and says what it stopped.
+    stop = _cmq("demo", "--stop", env=env, timeout=120)
+    assert stop.returncode == 0 and "stopped" in stop.stderr and "2 sshd" in stop.stderr, stop.stderr
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in running)
+    ps = _cmq("ps", "--json", env=demo_env, timeout=60)
+    assert json.loads(ps.stdout) == []
+    again = _cmq("demo", "--stop", env=demo_env, timeout=120)
+    assert again.returncode == 0 and "nothing was running" in again.stderr

@@ -47,6 +47,12 @@ def test_failed_members_fail_the_reduce_unless_allowed():
     assert (done.value, done.used, [s["job"] for s in done.skipped]) == (1, ["a"], ["b"])
 
 
+def test_allow_failures_with_every_member_failed_is_a_failed_reduce():
+    bad = [{"job": j, "state": "failed", "machine": "m2", "exit_code": 1, "stdout": ""} for j in "xy"]
+    with pytest.raises(ReduceError, match=r"nothing to reduce: none of the 2 job\(s\) succeeded: x \(failed"):
+        reducers.reduce("concat", bad, allow_failures=True)
+
+
 def test_truncated_output_is_refused():
     cut = {**ok("a", "123"), "stdout_truncated": True}
     with pytest.raises(ReduceError, match="job a on m1: output longer than output_cap"):
