@@ -24,6 +24,16 @@ from .testbed import LoopbackCluster, kill_tree, sshd_binary
 DEMO_JOB = "echo {} $(printf %s {} | sha256sum | cut -c1-12)"
 
 
+def machine_names(n: int) -> list[str]:
+    """The demo's machines, named as in README.md's examples: node01, node02, ..."""
+    return [f"node{i:02d}" for i in range(1, n + 1)]
+
+
+def machine_labels(names: list[str]) -> dict[str, list[str]]:
+    """Every demo machine has label cpu; the last one also gpu (README's --label=gpu)."""
+    return {name: ["cpu", "gpu"] if name == names[-1] else ["cpu"] for name in names}
+
+
 #: The file that marks a directory as a demo's home (and holds its sshd pids).
 MARKER = "demo.json"
 
@@ -83,8 +93,9 @@ def _running(pid: int) -> bool:
 
 
 @contextmanager
-def loopback_stack(machines: int = 3, keep: bool = False, slots: int = 2) -> Iterator[Settings]:
-    """A running loopback cluster: ``machines`` sshd's on 127.0.0.51..., an embedded Redis
+def loopback_stack(machines: int = 4, keep: bool = False, slots: int = 2) -> Iterator[Settings]:
+    """A running loopback cluster: ``machines`` sshd's on 127.0.0.51... (node01...; see
+    :func:`machine_labels`), an embedded Redis
     and a worker per machine; yields its settings, stops it all afterwards (unless ``keep``)."""
     from .services import Services
 
@@ -94,11 +105,17 @@ def loopback_stack(machines: int = 3, keep: bool = False, slots: int = 2) -> Ite
         raise ServiceError("--machines must be at least 1")
     root = demo_root()
     stop_demo(root)
-    output.err.print(f"[bold]loopback cluster[/]: {machines} sshd machines on 127.0.0.51-{50 + machines}, "
+    output.err.print(f"[bold]loopback cluster[/]: {machines} sshd machines (node01...) on "
+                     f"127.0.0.51-{50 + machines}, "
                      f"files under {root}")
-    cluster = LoopbackCluster(root / "cluster", n=machines, slots=slots, first=51).start()
+    cluster = LoopbackCluster(root / "cluster", n=machines, slots=slots, first=51)
+    names = machine_names(machines)
+    for sshd, name in zip(cluster.machines, names, strict=True):
+        sshd.name = name
+    cluster.start()
     write_json_private(root / MARKER, {"sshd": [m.proc.pid for m in cluster.machines]})
-    config = cluster.write_inventory(root / "cmq.yaml", broker=None, settings={"flower_port": 0})
+    config = cluster.write_inventory(root / "cmq.yaml", broker=None, settings={"flower_port": 0},
+                                     labels=machine_labels(names))
     os.environ["CMQ_HOME"] = str(root)
     settings = resolve(str(config))
     services = Services(settings)
@@ -117,7 +134,7 @@ def loopback_stack(machines: int = 3, keep: bool = False, slots: int = 2) -> Ite
             write_json_private(root / MARKER, {"sshd": []})
 
 
-def run_demo(machines: int = 3, jobs: int = 24, keep: bool = False) -> int:
+def run_demo(machines: int = 4, jobs: int = 24, keep: bool = False) -> int:
     """Start the loopback cluster, run ``jobs`` jobs across it, show where each ran."""
     from .cluster import Cluster
 

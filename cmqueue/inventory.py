@@ -170,6 +170,27 @@ def _mapping(path: Path, where: str, value: Any) -> dict:
     return value
 
 
+#: Fields of a machine entry whose range expands in step with the name's
+#: (``node[1-4]: {host: "10.0.0.1[1-4]", workdir: "/w/node[1-4]"}``).
+IN_STEP = ("host", "workdir")
+
+
+def _in_step(path: Path, where: str, key: str, value: Any, names: list[str]) -> list[Any]:
+    """``value`` per machine of ``names``: a range in it expands in step with the name's,
+    a value without one (or of an entry that names one machine) is the same for all."""
+    if value is None or "[" not in str(value) or "[" not in where:
+        return [value] * len(names)
+    try:
+        values = expand(str(value))
+    except HostlistError as e:
+        raise _fail(path, f"{where}.{key}", str(e)) from None
+    if len(values) != len(names):
+        what = "hosts" if key == "host" else "values"
+        raise _fail(path, f"{where}.{key}", f"expands to {len(values)} {what} but the name expands to "
+                                            f"{len(names)} machines")
+    return values
+
+
 def _ssh_options(path: Path, where: str, value: Any) -> tuple[tuple[str, str], ...]:
     if value is None:
         return ()
@@ -387,30 +408,21 @@ def _build(data: Any, path: Path) -> Inventory:
             names = expand(key)
         except HostlistError as e:
             raise _fail(path, where, str(e)) from None
-        host_expr = raw.get("host")
-        hosts: list[str | None]
-        if host_expr is not None and ("[" in str(host_expr)):
-            try:
-                hosts = list(expand(str(host_expr)))
-            except HostlistError as e:
-                raise _fail(path, f"{where}.host", str(e)) from None
-            if len(hosts) != len(names):
-                raise _fail(
-                    path, f"{where}.host",
-                    f"expands to {len(hosts)} hosts but the name expands to {len(names)} machines",
-                )
-        else:
-            hosts = [host_expr] * len(names)
-        fields = _machine_fields(path, where, {k: v for k, v in raw.items() if k != "host"}, base)
-        for name, host in zip(names, hosts, strict=True):
+        stepped = {k: _in_step(path, where, k, raw.get(k), names) for k in IN_STEP}
+        fields = _machine_fields(path, where, {k: v for k, v in raw.items() if k not in IN_STEP}, base)
+        for i, name in enumerate(names):
             mwhere = f"machines.{name}"
             if not _NAME.match(name):
                 raise _fail(path, mwhere, "machine names use letters, digits, '.', '_' and '-'")
             if name in machines:
                 raise _fail(path, mwhere, "machine defined twice")
+            host = stepped["host"][i]
             if fields["mode"] == "ssh" and host is None:
                 host = name
-            machines[name] = Machine(name=name, host=str(host or "localhost"), **fields)
+            mine = dict(fields)
+            if stepped["workdir"][i] is not None:
+                mine["workdir"] = _string(path, f"{where}.workdir", stepped["workdir"][i])
+            machines[name] = Machine(name=name, host=str(host or "localhost"), **mine)
     settings = _mapping(path, "settings", data.get("settings"))
     for k, v in settings.items():
         if k not in SETTINGS_FIELDS:

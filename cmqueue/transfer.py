@@ -66,6 +66,11 @@ class TransferError(CmqError):
     """A transfer failed; the message names the machine and the path."""
 
 
+class SourceMissingError(TransferError):
+    """What a transfer should copy is not there (or is a directory without recursive):
+    trying again cannot help, so it fails at once."""
+
+
 @dataclass
 class TransferResult(PlainData):
     """What one transfer moved, how, and whether it was verified."""
@@ -238,9 +243,9 @@ class Transfer:
         """
         src = Path(src)
         if not src.exists():
-            raise TransferError(f"{src}: no such file or directory")
+            raise SourceMissingError(f"{src}: no such file or directory")
         if src.is_dir() and not recursive:
-            raise TransferError(f"{src} is a directory; use --recursive")
+            raise SourceMissingError(f"{src} is a directory; use --recursive")
         target = remote_path(self.machine.workdir, dst.rstrip("/") + "/" + src.name if dst.endswith("/")
                              or dst in ("", "~") else dst)
         t0 = time.monotonic()
@@ -270,9 +275,9 @@ class Transfer:
         t0 = time.monotonic()
         kind = self.probe(source)
         if kind == "-":
-            raise TransferError(f"{self.machine.name}:{source}: no such file or directory")
+            raise SourceMissingError(f"{self.machine.name}:{source}: no such file or directory")
         if kind == "d" and not recursive:
-            raise TransferError(f"{self.machine.name}:{source} is a directory; use --recursive")
+            raise SourceMissingError(f"{self.machine.name}:{source} is a directory; use --recursive")
         dst = Path(dst)
         if dst.is_dir() and kind == "f":
             dst = dst / posixpath.basename(source)

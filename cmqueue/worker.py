@@ -31,7 +31,7 @@ from .models import JobResult, JobSpec, JobStatus
 from .progress import ProgressReporter
 from .runner import Runner, RunnerOptions, control_dir
 from .staging import Stager
-from .transfer import Transfer, TransferError, describe
+from .transfer import SourceMissingError, Transfer, TransferError, describe
 
 log = logging.getLogger("cmq.worker")
 
@@ -272,7 +272,7 @@ class WorkerContext:
         elif result.ok and not result.data.get("transfer_failed"):
             self.guard.finish(spec.id, events.make(spec.id, JobStatus.SUCCEEDED, name, spec.attempt, data),
                               keep=member)
-        elif spec.attempt <= spec.retries:
+        elif spec.attempt <= spec.retries and not result.data.get("final"):
             data["reason"] = f"attempt {spec.attempt} of {spec.retries + 1} failed: {result.reason}"
             self.guard.release(spec.id, events.make(spec.id, JobStatus.RETRYING, name, spec.attempt, data))
             spec.attempt += 1
@@ -372,7 +372,8 @@ class WorkerContext:
             if not ok:
                 raise MachineUnreachableError(f"{self.machine.name} unreachable: {why}") from None
             return JobResult(job=spec.id, machine=self.machine.name, exit_code=None, started=started,
-                             ended=time.time(), reason=f"transfer failed: {e}")
+                             ended=time.time(), reason=f"transfer failed: {e}",
+                             data={"final": isinstance(e, SourceMissingError)})
         finally:
             self.runner.release_master(master)
             progress.close()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -530,11 +532,23 @@ not finished, and a count of all jobs by state.
             return 0
         if records:
             output.print_jobs(records)
+            _print_values(records)
         if not args["JOB"]:
             counts = c.store.counts()
             output.out.print("  ".join(f"{output.state_text(s)}: {n}" for s, n in sorted(counts.items()))
                              or "no jobs yet")
     return 0
+
+
+def _print_values(records) -> None:
+    """The value of each reduce (a map's, a workflow's `+`) among ``records``."""
+    from ..reducers import render
+
+    for r in records:
+        if r.result is not None and "value" in r.result.data and r.state == JobStatus.SUCCEEDED:
+            text = render(r.result.data["value"])
+            sep = "\n" if "\n" in text.rstrip("\n") else " "
+            output.out.print(f"{r.id} value:{sep}{text.rstrip()}", markup=False, highlight=False)
 
 
 def cmd_jobs(args: Args) -> int:
@@ -616,6 +630,8 @@ Usage:
 Options:
   --interval=S   seconds between refreshes [default: 1]
   --once         print one snapshot and exit
+
+On a terminal, q (or Esc) quits, as does Ctrl-C.
   --json         print one snapshot as JSON and exit
 """
     from rich.live import Live
@@ -630,10 +646,36 @@ Options:
         if args["--once"]:
             output.out.print(output.top_view(snapshot(c)))
             return 0
-        with Live(output.top_view(snapshot(c)), console=output.out, refresh_per_second=4, screen=False) as live:
-            while True:
-                time.sleep(interval)
+        with Live(output.top_view(snapshot(c)), console=output.out, refresh_per_second=4, screen=False) as live, \
+                _keys() as pressed:
+            while pressed(interval) not in ("q", "Q", "\x1b"):
                 live.update(output.top_view(snapshot(c)))
+        return 0
+
+
+@contextmanager
+def _keys():
+    """A function that waits up to S seconds for a key on the terminal and returns it
+    ('' when none); the terminal is in cbreak mode meanwhile. Without a terminal it only
+    waits."""
+    import select
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno() if sys.stdin and sys.stdin.isatty() else None
+    if fd is None:
+        yield lambda timeout: time.sleep(timeout) or ""
+        return
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+    try:
+        def pressed(timeout: float) -> str:
+            ready, _, _ = select.select([fd], [], [], timeout)
+            return os.read(fd, 1).decode(errors="replace") if ready else ""
+
+        yield pressed
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 def cmd_cancel(args: Args) -> int:
@@ -677,7 +719,8 @@ Usage:
   cmq demo --stop [options]
 
 Options:
-  --machines=N   sshd machines to start [default: 3]
+  --machines=N   sshd machines to start: node01... (label cpu; the last one also gpu)
+                 [default: 4]
   --jobs=N       jobs to run [default: 24]
   --keep         leave the cluster running after the demo, and print the two
                  variables that point every cmq command at it

@@ -210,23 +210,26 @@ class ProgressView:
         if not self.live:
             return
         states = Counter(r.state for r in records)
-        done = sum(states[s] for s in (JobStatus.SUCCEEDED,))
-        bad = sum(states[s] for s in (JobStatus.FAILED, JobStatus.LOST, JobStatus.CANCELLED))
+        done = states[JobStatus.SUCCEEDED]
+        bad = states[JobStatus.FAILED] + states[JobStatus.LOST]
+        cancelled = states[JobStatus.CANCELLED]          # a step that never started is no failure
         running = states[JobStatus.RUNNING]
-        counts = (f"[green]{done} done[/] [red]{bad} failed[/] [yellow]{running} running[/] "
+        counts = (f"[green]{done} done[/] [red]{bad} failed[/] "
+                  + (f"[bright_black]{cancelled} cancelled[/] " if cancelled else "")
+                  + f"[yellow]{running} running[/] "
                   f"[cyan]{states[JobStatus.QUEUED] + states[JobStatus.RETRYING]} queued[/]")
-        self.progress.update(self.task, completed=done + bad, counts=counts)
+        self.progress.update(self.task, completed=done + bad + cancelled, counts=counts)
         per: dict[str, Counter] = {}
         for r in records:
             if r.machine:
                 per.setdefault(r.machine, Counter())[r.state] += 1
         table = Table(show_edge=False, header_style="dim", box=None)
-        for col in ("machine", "running", "done", "failed"):
+        for col in ("machine", "running", "done", "failed", "cancelled"):
             table.add_column(col, justify="right" if col != "machine" else "left")
         for name in sorted(per):
             c = per[name]
             table.add_row(name, str(c[JobStatus.RUNNING]), str(c[JobStatus.SUCCEEDED]),
-                          str(c[JobStatus.FAILED] + c[JobStatus.LOST] + c[JobStatus.CANCELLED]))
+                          str(c[JobStatus.FAILED] + c[JobStatus.LOST]), str(c[JobStatus.CANCELLED]))
         self.live.update(Group(self.progress, table))
 
 

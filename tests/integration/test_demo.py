@@ -26,11 +26,11 @@ def _clean_env(tmp_path):
 def test_demo_runs_jobs_across_machines_and_cleans_up(tmp_path):
     need_services()
     env = _clean_env(tmp_path)
-    r = _cmq("demo", "--jobs=9", "--machines=3", env=env)
+    r = _cmq("demo", "--jobs=9", env=env)
     assert r.returncode == 0, r.stderr
     assert "9/9 jobs succeeded" in r.stdout
     summary = next(line for line in r.stdout.splitlines() if "jobs succeeded" in line)
-    assert all(f"{m}:" in summary for m in ("m1", "m2", "m3")), summary   # spread across machines
+    assert all(f"{m}:" in summary for m in ("node01", "node02", "node03", "node04")), summary   # spread out
     root = tmp_path / "home" / "demo"
     ps = _cmq("--config", str(root / "cmq.yaml"), "ps", "--json", env={**env, "CMQ_HOME": str(root)}, timeout=60)
     assert ps.returncode == 0 and ps.stdout.strip() == "[]"     # nothing left running
@@ -65,7 +65,7 @@ def test_demo_keep_leaves_a_cluster_that_every_command_can_use_and_stop_stops_it
     root = tmp_path / "home" / "demo"
     assert exports == {"CMQ_CONFIG": str(root / "cmq.yaml"), "CMQ_HOME": str(root)}
     r = _cmq("submit", "--all", "--wait", "echo on $CMQ_MACHINE", env=demo_env, timeout=120)
-    assert r.returncode == 0 and r.stdout == "m1: on m1\nm2: on m2\n", r.stderr
+    assert r.returncode == 0 and r.stdout == "node01: on node01\nnode02: on node02\n", r.stderr
     old = _sshd_pids(root)
     # A second demo, run from a shell that has the exports, replaces the first in place.
     second = _cmq("demo", "--keep", "--jobs=2", "--machines=2", env=demo_env)

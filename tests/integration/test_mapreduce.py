@@ -26,6 +26,12 @@ def test_map_command_reduces_json_word_counts_in_order(cmq):
     assert (r.code, r.out) == (0, "x\ny\nz\n")
 
 
+def test_status_of_a_reduce_shows_its_value(cmq):
+    out = cmq.run("map", "--reduce=sum", "--json", "echo {}", ":::", "4", "5", check=True).json()
+    r = cmq.run("status", out["reduce"], check=True)
+    assert f"{out['reduce']} value: 9\n" in r.out
+
+
 def test_failed_member_fails_the_reduce_and_is_named(cmq):
     r = cmq.run("map", "--reduce=sum", "--json", "test {} -lt 3 && echo {}", ":::", "1", "2", "3", "4")
     assert r.code == 1
@@ -41,6 +47,11 @@ def test_failed_member_fails_the_reduce_and_is_named(cmq):
     assert out["value"] == 3
     assert sorted(s["job"] for s in out["skipped"]) == sorted(
         m["job"] for m in out["members"] if m["state"] == "failed")
+    # With every member failed there is nothing to reduce: the reduce fails, it is no empty success.
+    r = cmq.run("map", "--reduce=concat", "--allow-failures", "--json", "exit 3", ":::", "1", "2")
+    assert r.code == 1
+    out = r.json()
+    assert out["state"] == "failed" and "nothing to reduce" in out["reason"]
 
 
 def test_reducer_errors(cmq, tmp_path):

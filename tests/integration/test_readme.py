@@ -2,7 +2,7 @@
 
 Each ```sh block is run by bash (errexit, pipefail) in a directory holding the files the
 examples use, with `cmq` on PATH and CMQ_CONFIG pointing at a loopback cluster whose
-machines have the README's names (node01-04 with label cpu, gpu1 with label gpu). The
+machines are those of `cmq demo --keep` (node01-04, label cpu; node04 also gpu). The
 only change made to a block is Flower's port (5555 in the README, a free one here).
 Files shown in the docs as ```python blocks whose first line is ``# NAME`` are written as
 NAME; the other small files the examples read are made below.
@@ -21,13 +21,14 @@ from pathlib import Path
 
 import pytest
 
+from cmqueue.demo import machine_labels, machine_names
 from cmqueue.testbed import random_free_port
 
 from ..conftest import make_env, teardown
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-MACHINES = ["node01", "node02", "node03", "node04", "gpu1"]
+MACHINES = machine_names(4)
 SKIP = re.compile(r"<!-- not run by tests: (.+?) -->")
 
 #: The files the examples read, besides those shown in the docs.
@@ -101,7 +102,7 @@ def readme_cluster(tmp_path_factory):
             machine.name = name
 
     port = random_free_port()
-    labels = {name: ["cpu"] for name in MACHINES[:4]} | {"gpu1": ["gpu"]}
+    labels = machine_labels(MACHINES)
     env = make_env(tmp_path_factory.mktemp("readme"), machines=len(MACHINES), slots=2, first=181,
                    labels=labels, settings={"flower_port": port}, prepare=rename)
     work = env.root / "work"

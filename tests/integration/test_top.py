@@ -25,3 +25,37 @@ def test_top_shows_busy_slots_and_waiting_jobs(cmq):
         assert screen.code == 0 and "machines" in screen.out and "cmq.m.m3" in screen.out
     finally:
         cmq.run("cancel", *ids)
+
+
+def test_top_on_a_terminal_quits_on_q(cmq):
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "cmqueue", "top", "--interval=0.2"], stdin=follower,
+                            stdout=follower, stderr=follower, env={**cmq.env, "COLUMNS": "120"}, close_fds=True)
+    os.close(follower)
+    try:
+        seen = b""
+        while b"queues" not in seen:                 # its first screen is up
+            ready, _, _ = select.select([leader], [], [], 30)
+            assert ready, seen[-2000:]
+            seen += os.read(leader, 65536)
+        os.write(leader, b"q")
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:   # keep reading what it draws
+            ready, _, _ = select.select([leader], [], [], 0.5)
+            if ready:
+                try:
+                    os.read(leader, 65536)
+                except OSError:
+                    break
+        assert proc.wait(timeout=5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(leader)

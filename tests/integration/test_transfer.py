@@ -89,7 +89,10 @@ def test_put_missing_file_is_a_usage_error(cmq, tmp_path):
     assert r.code == 2 and "expected MACHINES:PATH" in r.err
 
 
-def test_get_of_a_missing_file_fails_as_a_transfer(cmq, tmp_path):
-    r = cmq.run("get", "--retries=0", "m2:does/not/exist", str(tmp_path))
+def test_get_of_a_missing_file_fails_as_a_transfer_at_once(cmq, tmp_path):
+    r = cmq.run("get", "m2:does/not/exist", str(tmp_path))          # default: 2 retries
     assert r.code == 1
     assert "transfer failed" in r.err and "does/not/exist: no such file or directory" in r.err
+    # Trying again cannot make a missing file appear: it failed on its first attempt.
+    (rec,) = cmq.run("jobs", "--json", "--last=1", check=True).json()
+    assert rec["command"].startswith("get ") and rec["state"] == "failed" and rec["attempt"] == 1

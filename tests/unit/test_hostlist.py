@@ -31,3 +31,17 @@ def test_bad_expressions_raise(bad):
 
 def test_comma_list_keeps_commas_inside_brackets():
     assert expand_list("n[1,2],gpu1") == ["n1", "n2", "gpu1"]
+
+
+@pytest.mark.parametrize("names, folded", [
+    (["node01", "node02", "node03", "node05", "gpu1"], "node[01-03,05],gpu1"),
+    (["m1", "m2", "m3"], "m[1-3]"),
+    (["n1", "n2", "n10", "n11"], "n[1-2,10-11]"),
+    (["n09", "n10", "n100"], "n[09-10],n100"),
+    (["solo"], "solo"),
+])
+def test_fold_is_the_inverse_of_expand(names, folded):
+    from cmqueue.hostlist import fold
+
+    assert fold(names) == folded
+    assert sorted(expand_list(folded)) == sorted(names)

@@ -26,6 +26,12 @@ machines:
     assert inv.labels == {"cpu": ["node01", "node02", "node03", "node04"], "gpu": ["gpu1"]}
 
 
+def test_a_range_in_workdir_expands_in_step_with_the_name():
+    inv = parse("machines: {'node[01-02]': {workdir: '/w/node[01-02]'}, solo: {workdir: '/data/[x]'}}", P)
+    assert [inv.machine(n).workdir for n in ("node01", "node02")] == ["/w/node01", "/w/node02"]
+    assert inv.machine("solo").workdir == "/data/[x]"          # one machine: the path as written
+
+
 def test_host_defaults_to_the_machine_name():
     inv = parse("machines: {web1: {}}", P)
     assert inv.machine("web1").host == "web1"
@@ -38,6 +44,7 @@ def test_host_defaults_to_the_machine_name():
     ("machines: {n1: {colour: red}}", "machines.n1.colour: unknown field"),
     ("machines: {n1: {port: 70000}}", "machines.n1.port: must be at most 65535"),
     ("machines: {'n[1-2]': {host: 'h[1-3]'}}", "machines.n[1-2].host: expands to 3 hosts"),
+    ("machines: {'n[1-2]': {workdir: '/w/[1-3]'}}", "machines.n[1-2].workdir: expands to 3 values"),
     ("machines: {n1: {labels: ['a b']}}", "machines.n1.labels[0]: not a valid label name"),
     ("machines: {n1: {ssh_options: {StrictHostKeyChecking: 'no'}}}", "host_key_policy: accept-new"),
     ("machines: {n1: {host_key_policy: off}}", "machines.n1.host_key_policy: must be one of"),

@@ -62,3 +62,43 @@ def test_a_job_list_into_a_pipe_keeps_every_word(monkeypatch):
     output.print_jobs(recs)
     lines = buf.getvalue().splitlines()
     assert lines[2].endswith(recs[1].reason) and short_id(recs[1].id) in lines[2]
+
+
+def _done(machine, stdout, stderr="", state=JobStatus.SUCCEEDED):
+    from cmqueue.models import JobResult
+
+    jid = new_id()
+    return JobRecord(spec=JobSpec(id=jid, command="x"), state=state, machine=machine, exit_code=0,
+                     result=JobResult(job=jid, machine=machine, exit_code=0, stdout=stdout, stderr=stderr))
+
+
+def test_outputs_are_tagged_by_machine_in_the_order_given(capsys):
+    output.print_outputs([_done("n2", "b\n", "warn\n"), _done("n1", "a1\na2\n")])
+    out, err = capsys.readouterr()
+    assert out == "n2: b\nn1: a1\nn1: a2\n" and err == "n2 (stderr): warn\n"
+
+
+def test_one_jobs_output_is_printed_as_it_is(capsys):
+    output.print_outputs([_done("n1", "raw\n", "e\n")])
+    assert capsys.readouterr() == ("raw\n", "e\n")
+
+
+def test_gathered_outputs_fold_their_machines(capsys):
+    recs = [_done(f"node{i:02d}", "same\n") for i in (1, 2, 3, 5)] + [_done("gpu1", "other")]
+    output.print_outputs(recs, gather=True)
+    out, _ = capsys.readouterr()
+    assert out == ("---------------\nnode[01-03,05] (4)\n---------------\nsame\n"
+                   "---------------\ngpu1 (1)\n---------------\nother\n")
+
+
+def test_the_live_view_counts_a_step_that_never_started_as_cancelled(monkeypatch):
+    from rich.console import Console
+
+    monkeypatch.setattr(output, "err", Console(file=io.StringIO(), force_terminal=True, width=120))
+    view = output.ProgressView(3)
+    recs = [_done("m1", "1"), _done("m1", "", state=JobStatus.FAILED), _done("m1", "", state=JobStatus.CANCELLED)]
+    with view:
+        view.update(recs)
+    counts = view.progress.tasks[0].fields["counts"]
+    assert "1 done" in counts and "1 failed" in counts and "1 cancelled" in counts
+    assert view.progress.tasks[0].completed == 3
