@@ -646,8 +646,9 @@ On a terminal, q (or Esc) quits, as does Ctrl-C.
         if args["--once"]:
             output.out.print(output.top_view(snapshot(c)))
             return 0
-        with Live(output.top_view(snapshot(c)), console=output.out, refresh_per_second=4, screen=False) as live, \
-                _keys() as pressed:
+        # Keys first: the terminal is in cbreak mode before the first screen shows.
+        with _keys() as pressed, \
+                Live(output.top_view(snapshot(c)), console=output.out, refresh_per_second=4, screen=False) as live:
             while pressed(interval) not in ("q", "Q", "\x1b"):
                 live.update(output.top_view(snapshot(c)))
         return 0
