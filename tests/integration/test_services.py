@@ -13,7 +13,7 @@ import psutil
 import pytest
 import redis
 
-from ..conftest import make_env, need_services, teardown
+from ..conftest import make_env, need_services, teardown, wait_for
 
 
 def cmq(env, *args, timeout=120):
@@ -95,12 +95,33 @@ def test_up_starts_a_password_protected_embedded_redis_and_down_stops_exactly_it
     assert state2["redis"]["url"] == url
 
 
+def _ssh_masters_of(home) -> list[int]:
+    """Pids of ssh masters whose sockets live in the control directory of cmq home ``home``."""
+    from cmqueue.runner import control_dir
+
+    before = os.environ.get("CMQ_HOME")
+    os.environ["CMQ_HOME"] = str(home)
+    try:
+        directory = str(control_dir())
+    finally:
+        os.environ.pop("CMQ_HOME") if before is None else os.environ.update(CMQ_HOME=before)
+    found = []
+    for p in psutil.process_iter(["pid", "name", "cmdline"]):
+        cmdline = " ".join(p.info["cmdline"] or [])
+        if p.info["name"] == "ssh" and "ControlMaster=yes" in cmdline and directory in cmdline:
+            found.append(p.info["pid"])
+    return found
+
+
 def test_history_survives_restarts_of_redis_workers_and_cli(tmp_path):
     cenv = make_env(tmp_path, machines=3, slots=1, first=41)
     try:
         r = cenv.run("submit", "--wait", "--json", "echo before-restart", check=True)
         job = r.json()[0]["id"]
+        masters = _ssh_masters_of(cenv.home)
+        assert masters                                   # the workers' ssh masters are up
         assert cenv.run("down").code == 0
+        wait_for(lambda: not _ssh_masters_of(cenv.home), timeout=15, what="`cmq down` to close the ssh masters")
         # Submitted while no worker runs: it must wait in Redis, across a Redis restart.
         queued = cenv.run("submit", "--json", "--on=m1", "echo queued-across-restart", check=True)
         queued_id = queued.json()["jobs"][0]["id"]

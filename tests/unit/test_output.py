@@ -102,3 +102,16 @@ def test_the_live_view_counts_a_step_that_never_started_as_cancelled(monkeypatch
     counts = view.progress.tasks[0].fields["counts"]
     assert "1 done" in counts and "1 failed" in counts and "1 cancelled" in counts
     assert view.progress.tasks[0].completed == 3
+
+
+def test_the_live_view_without_a_terminal_ends_in_one_summary_line(monkeypatch):
+    from rich.console import Console
+
+    buf = io.StringIO()
+    monkeypatch.setattr(output, "err", Console(file=buf, force_terminal=False))
+    view = output.ProgressView(2)
+    with view:
+        view.update([_done("m1", "1"), _done("m2", "", state=JobStatus.FAILED)])
+    text = buf.getvalue()
+    assert text.count("\n") == 1 and text.endswith("\n")
+    assert text.startswith("2 jobs in ") and "1 failed, 1 succeeded" in text

@@ -70,3 +70,13 @@ def test_inventory_ssh_options_override_the_keepalive_and_timeout_defaults():
     assert "serveraliveinterval=2" in opts and "ServerAliveInterval=15" not in opts
     assert "ConnectTimeout=3" in opts and not any(o.startswith("ConnectTimeout=1") for o in opts)
     assert "ServerAliveCountMax=3" in opts
+
+
+def test_each_cmq_home_has_its_own_ssh_master_directory(monkeypatch, tmp_path):
+    from cmqueue.runner import control_dir
+
+    monkeypatch.setenv("CMQ_HOME", str(tmp_path / "a"))
+    a = control_dir()
+    monkeypatch.setenv("CMQ_HOME", str(tmp_path / "b"))
+    b = control_dir()
+    assert a != b and a.parent == b.parent and len(str(a)) < 40     # short: socket paths are limited
