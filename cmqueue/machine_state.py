@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .models import JobRecord, JobStatus
+from .redis_batch import hgetall_many
 
 
 def machine_key(machine: str) -> str:
@@ -17,11 +18,8 @@ def machine_key(machine: str) -> str:
 def read_states(client: Any, names: Iterable[str]) -> dict[str, dict[str, str]]:
     """machine -> the fields its worker reported (machines never reported are left out)."""
     names = list(names)
-    pipe = client.pipeline(transaction=False)
-    for name in names:
-        pipe.hgetall(machine_key(name))
     found = {}
-    for name, info in zip(names, pipe.execute(), strict=True):
+    for name, info in zip(names, hgetall_many(client, [machine_key(n) for n in names]), strict=True):
         if info:
             found[name] = {k.decode(): v.decode() for k, v in info.items()}
     return found

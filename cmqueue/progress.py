@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .redis_batch import hgetall_many
+
 #: Seconds between two updates of one transfer's counter.
 INTERVAL = 0.25
 #: Seconds a counter outlives its last update.
@@ -49,11 +51,8 @@ class ProgressReporter:
 
 def read_progress(client: Any, jobs: list[str]) -> dict[str, tuple[int, int]]:
     """{job: (bytes, total)} for the jobs that reported progress."""
-    pipe = client.pipeline(transaction=False)
-    for job in jobs:
-        pipe.hgetall(progress_key(job))
     out = {}
-    for job, h in zip(jobs, pipe.execute(), strict=True):
+    for job, h in zip(jobs, hgetall_many(client, [progress_key(j) for j in jobs]), strict=True):
         if h:
             out[job] = (int(h.get(b"bytes", 0)), int(h.get(b"total", 0)))
     return out
