@@ -26,9 +26,9 @@ def _clean_env(tmp_path):
 def test_demo_runs_jobs_across_machines_and_cleans_up(tmp_path):
     need_services()
     env = _clean_env(tmp_path)
-    r = _cmq("demo", "--jobs=9", env=env)
+    r = _cmq("demo", "--jobs=16", env=env)
     assert r.returncode == 0, r.stderr
-    assert "9/9 jobs succeeded" in r.stdout
+    assert "16/16 jobs succeeded" in r.stdout
     summary = next(line for line in r.stdout.splitlines() if "jobs succeeded" in line)
     assert all(f"{m}:" in summary for m in ("node01", "node02", "node03", "node04")), summary   # spread out
     root = tmp_path / "home" / "demo"
@@ -43,7 +43,7 @@ def test_demo_runs_jobs_across_machines_and_cleans_up(tmp_path):
                           [sys.executable, "-m", "cmqueue", *command[1:], "--json"],
                           capture_output=True, text=True, env={**env, **assignments}, timeout=60)
     assert jobs.returncode == 0, jobs.stderr
-    assert len(json.loads(jobs.stdout)) == 9
+    assert len(json.loads(jobs.stdout)) == 16
 
 
 def _exports(stdout: str) -> dict[str, str]:
