@@ -46,8 +46,9 @@ def new_id(prefix: str = "") -> str:
     return f"{prefix}{head}{stamp}"
 
 
-#: Characters of an id shown in listings (after a one-letter prefix such as ``b``).
-SHORT_ID = 7
+#: Characters of an id shown in listings (after a one-letter prefix such as ``b``): the
+#: random ones, so two ids made at the same time still differ there.
+SHORT_ID = 6
 
 
 def short_id(job_id: str) -> str:

@@ -22,8 +22,8 @@ def test_ids_are_unique_and_their_short_prefixes_differ():
 
 
 def test_short_ids_keep_their_prefix_letter():
-    assert short_id(new_id("b")).startswith("b") and len(short_id(new_id("b"))) == 8
-    assert len(short_id(new_id())) == 7
+    assert short_id(new_id("b")).startswith("b") and len(short_id(new_id("b"))) == 7
+    assert len(short_id(new_id())) == 6
 
 
 def test_stream_ids_compare_numerically():
