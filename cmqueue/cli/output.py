@@ -201,7 +201,8 @@ class ProgressView:
             self.live.__exit__(*exc)
         elif self.summary and self.latest:
             states = Counter(r.state.value for r in self.latest)
-            err.print(f"{len(self.latest)} jobs in {seconds(time.monotonic() - self.began)}: "
+            n = len(self.latest)
+            err.print(f"{n} job{'s' if n != 1 else ''} in {seconds(time.monotonic() - self.began)}: "
                       + ", ".join(f"{n} {s}" for s, n in sorted(states.items())), markup=False)
 
     def update(self, records: list[JobRecord]) -> None:
