@@ -422,9 +422,11 @@ Options:
 Examples:
   cmq submit --all uname -r
   cmq submit --label=gpu --timeout=3600 --wait ./train.sh
-  cmq submit --wait 'gzip -9 {}' ::: a.txt b.txt c.txt
+  cmq submit --all --wait -b 'uname -r'
+  cmq submit --wait --put={} --get={}.gz 'gzip -9c {} > {}.gz' ::: a.txt b.txt c.txt
   cmq submit --each=hosts.txt 'ping -c1 {}'
-  cmq submit --put=data.csv --get=report.pdf --wait 'python3 report.py data.csv'
+  cmq submit --put=report.py --put=data.csv --get=report.pdf --wait 'python3 report.py data.csv'
+  cmq submit --on=node01 -- ls --all        # words after -- all belong to the command
 """
     from ..submit import build_specs, parse_env, placement, read_each, summary
 
