@@ -1,0 +1,122 @@
+"""Messages held by a worker that died go back to their queue in seconds.
+
+The Redis transport keeps every message a worker has taken but not acknowledged in its
+``unacked`` hash, and hands it out again only after the visibility timeout (5 minutes by
+default). A worker notes here, for each message it takes, who holds it: its machine, its
+lease (which names its process) and its guard token. The recorder sweeps the notes every
+few seconds (and a worker once when it starts): a message whose holder is dead goes back
+to the front of its queue at once, unless its job is still claimed by that holder — a job
+that had started waits until its claim expires (``claim_ttl``), so that it never runs
+twice at the same time; it is then reported as a second run (``reran_after``).
+
+A holder is dead when its process is gone (known on its own host, which is where `cmq up`
+runs workers), or, for a holder on another host, when its machine's lease is no longer
+its own (it expired, or a new worker took it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .lease import Holder, lease_key, worker_lease
+
+log = logging.getLogger("cmq.orphans")
+
+#: Redis hash: delivery tag -> JSON of :class:`Held`.
+HOLDERS = "cmq:holders"
+#: kombu's Redis transport: delivery tag -> the message it handed out and not yet got back.
+UNACKED = "unacked"
+
+
+@dataclass(frozen=True)
+class Held:
+    """Who holds a message: the job, the machine whose worker took it, that worker's
+    lease value and its guard token (the value of the job's claim while it runs)."""
+
+    job: str
+    machine: str
+    lease: str
+    claim: str
+
+    def dump(self) -> str:
+        """The stored JSON."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def parse(cls, raw: Any) -> Held | None:
+        """From the stored JSON; None when unreadable."""
+        try:
+            return cls(**json.loads(raw))
+        except (TypeError, ValueError):
+            return None
+
+
+def note(client: Any, tag: str, held: Held) -> None:
+    """Note that ``held`` took the message with delivery ``tag``."""
+    client.hset(HOLDERS, tag, held.dump())
+
+
+def forget(client: Any, tag: str) -> None:
+    """The message is done with (acknowledged or about to be)."""
+    client.hdel(HOLDERS, tag)
+
+
+def holder_dead(client: Any, held: Held) -> bool:
+    """Whether the worker that took a message is known to be dead (see the module)."""
+    who = Holder.parse(held.lease)
+    alive = who.alive() if who else None
+    if alive is not None:
+        return not alive
+    current = client.get(lease_key(worker_lease(held.machine)))
+    return (current.decode() if isinstance(current, bytes) else current) != held.lease
+
+
+def _claim_key(job: str) -> str:
+    from .guard import claim_key
+
+    return claim_key(job)
+
+
+class Restorer:
+    """Puts the messages of dead workers back on their queues (see the module)."""
+
+    def __init__(self, client: Any, connection: Any) -> None:
+        """``client``: redis-py client of the broker; ``connection``: a kombu Connection
+        to the same broker (its channel knows how to put a message back)."""
+        self.client = client
+        self.connection = connection
+
+    def sweep(self) -> list[str]:
+        """One pass over the notes; returns the jobs whose messages were put back."""
+        restored: list[str] = []
+        cursor = 0
+        while True:
+            cursor, batch = self.client.hscan(HOLDERS, cursor, count=500)
+            tags = [t.decode() if isinstance(t, bytes) else t for t in batch]
+            pipe = self.client.pipeline(transaction=False)
+            for tag in tags:
+                pipe.hexists(UNACKED, tag)
+            for tag, raw, pending in zip(tags, batch.values(), pipe.execute(), strict=True):
+                if pending and self._restore_if_orphaned(tag, Held.parse(raw)):
+                    restored.append(Held.parse(raw).job)
+                elif not pending:
+                    forget(self.client, tag)          # acknowledged, or put back by someone else
+            if not cursor:
+                return restored
+
+    def _restore_if_orphaned(self, tag: str, held: Held | None) -> bool:
+        if held is None:
+            forget(self.client, tag)
+            return False
+        if not holder_dead(self.client, held):
+            return False
+        claim = self.client.get(_claim_key(held.job))
+        if claim is not None and (claim.decode() if isinstance(claim, bytes) else claim) == held.claim:
+            return False                              # it may still run on the machine: wait for the claim
+        self.connection.default_channel.qos.restore_by_tag(tag, leftmost=True)
+        forget(self.client, tag)
+        log.warning("job %s: its worker on %s died; its message is back on its queue", held.job, held.machine)
+        return True
