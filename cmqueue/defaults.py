@@ -43,8 +43,12 @@ VISIBILITY_TIMEOUT = 300
 #: Seconds between the broker transport's sweeps that hand out unacknowledged messages.
 RESTORE_INTERVAL = 10
 
-#: Seconds a worker's claim on a running job lives without a heartbeat.
-CLAIM_TTL = 30
+#: Seconds a worker's claim on a running job lives without a heartbeat: after its worker
+#: died, the job runs again this long afterwards (not sooner: it may still be running).
+CLAIM_TTL = 20
+#: Seconds between the recorder's sweeps that put the messages of dead workers back on
+#: their queues (see cmqueue.orphans).
+ORPHAN_SWEEP = 2
 #: Seconds a worker's or recorder's lease lasts without renewal (see cmqueue.lease).
 LEASE_TTL = 15
 

@@ -44,8 +44,12 @@ class Verdict(str, Enum):
     CANCELLED = "cancelled"
 
 
-def _claim(job: str) -> str:
+def claim_key(job: str) -> str:
+    """Redis key of ``job``'s claim (its value: the guard token of the worker running it)."""
     return f"cmq:claim:{job}"
+
+
+_claim = claim_key
 
 
 def _done(job: str) -> str:

@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from . import defaults
+from .guard import claim_key
 from .lease import Holder, lease_key, worker_lease
 
 log = logging.getLogger("cmq.orphans")
@@ -74,12 +78,6 @@ def holder_dead(client: Any, held: Held) -> bool:
     return (current.decode() if isinstance(current, bytes) else current) != held.lease
 
 
-def _claim_key(job: str) -> str:
-    from .guard import claim_key
-
-    return claim_key(job)
-
-
 class Restorer:
     """Puts the messages of dead workers back on their queues (see the module)."""
 
@@ -113,10 +111,33 @@ class Restorer:
             return False
         if not holder_dead(self.client, held):
             return False
-        claim = self.client.get(_claim_key(held.job))
+        claim = self.client.get(claim_key(held.job))
         if claim is not None and (claim.decode() if isinstance(claim, bytes) else claim) == held.claim:
             return False                              # it may still run on the machine: wait for the claim
         self.connection.default_channel.qos.restore_by_tag(tag, leftmost=True)
         forget(self.client, tag)
         log.warning("job %s: its worker on %s died; its message is back on its queue", held.job, held.machine)
         return True
+
+
+def sweep_forever(url: str, interval: float = defaults.ORPHAN_SWEEP, on_error: Any = None) -> threading.Thread:
+    """Sweep every ``interval`` seconds in a daemon thread (the recorder's); ``on_error``
+    is told of errors (the broker may be restarting) and the sweeps go on."""
+    import kombu
+    import redis
+
+    def run() -> None:
+        client = redis.Redis.from_url(url, socket_timeout=10)
+        with kombu.Connection(url) as conn:
+            restorer = Restorer(client, conn)
+            while True:
+                time.sleep(interval)
+                try:
+                    restorer.sweep()
+                except Exception as e:  # noqa: BLE001 - go on: the next sweep may work
+                    if on_error:
+                        on_error(e)
+
+    thread = threading.Thread(target=run, name="cmq-orphans", daemon=True)
+    thread.start()
+    return thread

@@ -21,7 +21,7 @@ import redis
 from celery import Celery, Task, signals
 from celery.exceptions import Retry
 
-from . import events, reducers, routing, staging
+from . import events, orphans, reducers, routing, staging
 from .errors import CmqError, MachineUnreachableError
 from .guard import CANCEL_CHANNEL, JobGuard, Verdict, suspended_key
 from .inventory import Machine
@@ -72,6 +72,7 @@ class WorkerContext:
         """Take the machine's lease (one worker per machine, else ServiceError), open the
         ssh masters (before the first burst) and start the helper threads."""
         self.lease.take()
+        self.sweep_orphans()                 # what a dead predecessor held goes back to the queues
         errors = self.runner.start()
         if errors:
             self.pause(f"{self.machine.name} unreachable: {errors[0]}")
@@ -79,6 +80,27 @@ class WorkerContext:
             self._report("ready", "")
         for target, name in ((self._heartbeat, "heartbeat"), (self._listen_cancels, "cancels")):
             threading.Thread(target=target, name=f"cmq-{name}", daemon=True).start()
+
+    def sweep_orphans(self) -> None:
+        """Put back on their queues the messages held by workers that died (see
+        :mod:`cmqueue.orphans`); a broker error only delays that to the recorder's sweep."""
+        try:
+            with self.app.connection_for_write() as conn:
+                back = orphans.Restorer(self.redis, conn).sweep()
+        except Exception as e:  # noqa: BLE001 - the recorder sweeps again in seconds
+            log.warning("cannot put back the messages of dead workers: %s", e)
+            return
+        if back:
+            log.warning("put back %d job(s) held by a worker that died: %s", len(back), ", ".join(back))
+
+    def on_received(self, request: Any) -> None:
+        """Note that this worker holds ``request``'s message (see :mod:`cmqueue.orphans`)."""
+        try:
+            orphans.note(self.redis, request.message.delivery_tag,
+                         orphans.Held(job=request.id, machine=self.machine.name, lease=self.lease.me,
+                                      claim=self.guard.token))
+        except Exception as e:  # noqa: BLE001 - without the note the visibility timeout still restores it
+            log.warning("cannot note job %s as held here: %s", request.id, e)
 
     def stop(self) -> None:
         """Stop helper threads and close the ssh masters."""
@@ -434,6 +456,10 @@ def run_worker(app: Celery, machine: Machine, loglevel: str = "INFO") -> None:
     @signals.worker_ready.connect(weak=False)
     def _ready(sender: Any = None, **_: Any) -> None:
         ctx.on_ready(sender)
+
+    @signals.task_received.connect(weak=False)
+    def _received(request: Any = None, **_: Any) -> None:
+        ctx.on_received(request)
 
     # With Flower in the inventory (settings: flower_port), tasks send events from the start.
     events_flag = ["-E"] if int(app.cmq_settings.get("flower_port")) else []

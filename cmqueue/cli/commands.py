@@ -234,7 +234,8 @@ Options:
 
 
 def cmd_recorder(args: Args) -> int:
-    """Keep the history store in step with the event stream (started by `cmq up`).
+    """Keep the history store in step with the event stream, and put the messages of
+workers that died back on their queues (started by `cmq up`).
 
 Usage:
   cmq recorder [options]
@@ -251,6 +252,10 @@ Usage:
     lease = Lease(client, recorder_lease(settings.history), what=f"recorder of {redact_url(settings.history)}")
     lease.take()                                 # one recorder per history store
     lease.hold(on_error=lambda e: print(f"recorder: cannot renew its lease: {e}", file=sys.stderr, flush=True))
+    from ..orphans import sweep_forever
+
+    sweep_forever(settings.require_broker(), on_error=lambda e: print(f"recorder: sweep: {e}", file=sys.stderr,
+                                                                       flush=True))
     waiter = Waiter(open_store(settings.history), client, settings.get("event_stream"))
     while True:
         try:

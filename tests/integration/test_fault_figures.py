@@ -33,11 +33,15 @@ def submit(cenv: CmqEnv, log: Path, command: str, n: int, *options: str) -> dict
     return r.json()
 
 
-def finish(cenv: CmqEnv, fault: str, batch: str, log: Path, since: float, timeout: int = 300) -> Tally:
-    """Wait for the batch to end, then tally and record it."""
+def finish(cenv: CmqEnv, fault: str, batch: str, log: Path, since: float, timeout: int = 300,
+           victims: list[str] = (), since_fault: float | None = None) -> Tally:
+    """Wait for the batch to end, then tally and record it; with ``victims`` (the jobs the
+    fault interrupted) and ``since_fault`` (its wall-clock time), also the recovery time."""
     cenv.run("wait", f"--timeout={timeout}", batch, timeout=timeout + 60)
     records = cenv.run("status", "--json", batch, check=True).json()
     tally = count(fault, records, log, time.monotonic() - since)
+    if victims and since_fault is not None:
+        tally.recovery = _recovery(cenv, list(victims), since_fault)
     tally.record()
     return tally
 
@@ -92,6 +96,56 @@ def test_worker_killed_mid_job(tmp_path):
     # The jobs it was running started again elsewhere or after its restart: at least once,
     # and cmq says so in their record.
     assert tally.ran_twice >= len(victims) and tally.reported == tally.ran_twice
+
+
+def _recovery(cenv: CmqEnv, victims: list[str], since: float) -> float:
+    """Seconds from ``since`` (wall clock) to the last of ``victims`` starting again."""
+    rows = cenv.run("status", "--json", *victims, check=True).json()
+    return round(max(r["started"] for r in rows) - since, 1)
+
+
+def test_worker_killed_mid_job_with_default_settings_and_no_restart(tmp_path):
+    # Default settings (a 300 s visibility timeout), and nobody runs `cmq up`: the jobs the
+    # dead worker held run again elsewhere once their claims expire, not 5 minutes later.
+    cenv = make_env(tmp_path, machines=2, slots=2, first=141)
+    log = tmp_path / "runs.log"
+    try:
+        t0 = time.monotonic()
+        sub = submit(cenv, log, "sleep 2", 12)
+        victims = wait_for(lambda: running_on(cenv, sub["batch"], "m1", log), timeout=60, what="a job on m1")
+        pid = json.loads((cenv.home / "services.json").read_text())["workers"]["m1"]["pid"]
+        killed = time.time()
+        os.kill(pid, signal.SIGKILL)
+        tally = finish(cenv, "kill -9 of a worker mid-job, default settings, no restart", sub["batch"], log, t0,
+                       timeout=120, victims=victims, since_fault=killed)
+    finally:
+        teardown(cenv)
+    tally.check()
+    assert tally.ran_twice >= len(victims) and tally.reported == tally.ran_twice
+    assert tally.recovery < 60, tally          # claim_ttl (20 s) and a sweep, not the visibility timeout
+
+
+def test_worker_killed_and_restarted_at_once_with_default_settings(tmp_path):
+    # Jobs pinned to the machine: the restarted worker takes the queued ones at once and the
+    # interrupted ones when their claims expire.
+    cenv = make_env(tmp_path, machines=1, slots=2, first=143)
+    log = tmp_path / "runs.log"
+    try:
+        t0 = time.monotonic()
+        sub = submit(cenv, log, "sleep 2", 6, "--on=m1")
+        victims = wait_for(lambda: len(running_on(cenv, sub["batch"], "m1", log)) == 2 and
+                           running_on(cenv, sub["batch"], "m1", log), timeout=60, what="2 jobs on m1")
+        pid = json.loads((cenv.home / "services.json").read_text())["workers"]["m1"]["pid"]
+        killed = time.time()
+        os.kill(pid, signal.SIGKILL)
+        assert cenv.run("up").code == 0
+        tally = finish(cenv, "kill -9 of a worker mid-job, default settings, `cmq up` at once", sub["batch"],
+                       log, t0, timeout=120, victims=victims, since_fault=killed)
+    finally:
+        teardown(cenv)
+    tally.check()
+    assert tally.ran_twice == len(victims) and tally.reported == tally.ran_twice
+    assert tally.recovery < 60, tally
 
 
 def test_cmq_up_killed_while_starting_workers(tmp_path):

@@ -39,6 +39,8 @@ class Tally:
     reported: int = 0
     never_ran: int = 0
     seconds: float = 0.0
+    #: Seconds from the fault to the last interrupted job starting again (None: not measured).
+    recovery: float | None = None
     unreported: list[str] = field(default_factory=list)
     unaccounted: list[str] = field(default_factory=list)
 
