@@ -50,11 +50,14 @@ def run_faults() -> list[dict]:
 
 def faults_table(tallies: list[dict]) -> list[str]:
     """Markdown rows for the fault tallies."""
-    rows = ["| fault | accepted | succeeded | failed | ran once | ran twice (reported by cmq) | lost | took |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| fault | accepted | succeeded | failed | ran once | ran twice (reported by cmq) | lost | took "
+            "| recovery |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for t in tallies:
+        recovery = f"{t['recovery']} s" if t.get("recovery") is not None else "-"
         rows.append(f"| {t['fault']} | {t['accepted']:,} | {t['succeeded']:,} | {t['failed']:,} | "
-                    f"{t['ran_once']:,} | {t['ran_twice']} ({t['reported']}) | {t['lost']} | {t['seconds']} s |")
+                    f"{t['ran_once']:,} | {t['ran_twice']} ({t['reported']}) | {t['lost']} | {t['seconds']} s "
+                    f"| {recovery} |")
     return rows
 
 

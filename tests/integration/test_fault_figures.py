@@ -148,6 +148,26 @@ def test_worker_killed_and_restarted_at_once_with_default_settings(tmp_path):
     assert tally.recovery < 60, tally
 
 
+def test_redis_down_while_jobs_end(tmp_path):
+    # The broker goes away while jobs run, and comes back only after they have ended on the
+    # machines: their workers could not publish the outcomes then, and must once it is back.
+    cenv = make_env(tmp_path, machines=2, slots=2, first=145)
+    log = tmp_path / "runs.log"
+    ended = tmp_path / "ended.log"
+    try:
+        t0 = time.monotonic()
+        sub = submit(cenv, log, f"sleep 2; echo $CMQ_JOB_ID >> {ended}", 8)
+        wait_for(lambda: len(started(log)) >= 4, timeout=60, what="4 jobs running")
+        cenv.redis.stop()                                         # SIGTERM: it writes its AOF and exits
+        down = set(started(log))
+        wait_for(lambda: down <= started(ended), timeout=60, what="the running jobs to end while Redis is down")
+        cenv.redis.start()
+        tally = finish(cenv, "Redis down while jobs end, back after", sub["batch"], log, t0, timeout=120)
+    finally:
+        teardown(cenv)
+    tally.check()
+
+
 def test_cmq_up_killed_while_starting_workers(tmp_path):
     cenv = make_env(tmp_path, machines=2, slots=2, first=124)
     log = tmp_path / "runs.log"
