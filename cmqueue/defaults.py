@@ -46,6 +46,9 @@ RESTORE_INTERVAL = 10
 #: Seconds a worker's claim on a running job lives without a heartbeat: after its worker
 #: died, the job runs again this long afterwards (not sooner: it may still be running).
 CLAIM_TTL = 20
+#: Seconds a worker waits for the broker to come back before it gives up reporting a
+#: job's outcome (the job is then handed out again after the visibility timeout).
+BROKER_WAIT = 600
 #: Seconds between the recorder's sweeps that put the messages of dead workers back on
 #: their queues (see cmqueue.orphans).
 ORPHAN_SWEEP = 2

@@ -35,6 +35,13 @@ return 'run|' .. earlier
 """
 
 
+# KEYS: claim. ARGV: token. Deletes the claim only while it holds ``token``.
+_DROP_OWN = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class Verdict(str, Enum):
     """What a worker should do with a job message it just received."""
 
@@ -85,6 +92,7 @@ class JobGuard:
         self.claim_ttl = int(claim_ttl)
         self.done_ttl = int(done_ttl)
         self._begin = client.register_script(_BEGIN)
+        self._drop_own = client.register_script(_DROP_OWN)
 
     def begin(self, job: str, running: Event | None = None, mark: str = "") -> Claim:
         """Try to claim ``job``; on success note ``mark`` (who starts it) as its start and
@@ -99,6 +107,10 @@ class JobGuard:
         answer = answer.decode() if isinstance(answer, bytes) else answer
         verdict, _, earlier = answer.partition("|")
         return Claim(Verdict(verdict), earlier)
+
+    def release_own(self, job: str) -> bool:
+        """Give up ``job``'s claim if this guard holds it (nothing else changes)."""
+        return bool(self._drop_own(keys=[claim_key(job)], args=[self.token]))
 
     def heartbeat(self, jobs: list[str]) -> None:
         """Keep the claims of ``jobs`` (running here) alive."""

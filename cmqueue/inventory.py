@@ -34,7 +34,7 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)?\s*$", re.IGNORECASE
 TOP_FIELDS = {"broker", "history", "defaults", "machines", "settings", "tasks"}
 SETTINGS_FIELDS = {
     "output_cap", "visibility_timeout", "restore_interval", "claim_ttl", "connect_timeout",
-    "kill_grace", "probe_interval", "max_reroutes", "control_persist", "flower_port",
+    "kill_grace", "probe_interval", "max_reroutes", "control_persist", "flower_port", "broker_wait",
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _LABEL = _NAME

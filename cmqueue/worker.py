@@ -209,16 +209,46 @@ class WorkerContext:
         announce = "submitted" not in raw
         try:
             self._execute(task, spec, member, announce)
-            self._unpin(spec)
-            self._suspend_on_failure(spec)
         except Retry:
             raise
+        except redis.RedisError as e:
+            self._after_broker_error(task, spec, e)
         except Exception as e:
             log.exception("job %s: worker error", spec.id)
-            self.guard.finish(spec.id, events.make(spec.id, JobStatus.LOST, self.machine.name, spec.attempt,
-                                                    reason=f"worker error: {type(e).__name__}: {e}"),
-                              keep=member)
-        return self.guard.outcome(spec.id) if member else None
+            lost = events.make(spec.id, JobStatus.LOST, self.machine.name, spec.attempt,
+                               reason=f"worker error: {type(e).__name__}: {e}")
+            self.with_broker(f"job {spec.id}", lambda: self.guard.finish(spec.id, lost, keep=member))
+        try:
+            self.with_broker(f"job {spec.id}", lambda: (self._unpin(spec), self._suspend_on_failure(spec)))
+            return self.with_broker(f"job {spec.id}", lambda: self.guard.outcome(spec.id)) if member else None
+        except redis.RedisError as e:
+            log.error("job %s: the broker stayed away: %s", spec.id, e)
+            return None
+
+    def with_broker(self, what: str, step: Any) -> Any:
+        """Run ``step()`` (Redis round trips); while the broker is away, wait for it (up to
+        settings.broker_wait seconds) and run it again. Each step is safe to repeat: the
+        guard's writes are transactions, and an event applied twice changes nothing."""
+        deadline = time.monotonic() + float(self.settings.get("broker_wait"))
+        delay = 0.5
+        while True:
+            try:
+                return step()
+            except redis.RedisError as e:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("%s: broker error (%s); trying again in %.1fs", what, e, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _after_broker_error(self, task: Task, spec: JobSpec, error: Exception) -> None:
+        """The broker went away before the job's outcome could be known (claiming it,
+        staging, reporting progress): once it is back the job runs again, as a retry of
+        the same attempt; a claim the broken round trip may have taken is given back."""
+        log.warning("job %s: broker error before its outcome was known (%s); it runs again once the broker "
+                    "is back", spec.id, error)
+        self.with_broker(f"job {spec.id}", lambda: self.guard.release_own(spec.id))
+        raise task.retry(kwargs={"spec": spec.to_dict()}, queue=spec.queue, countdown=0)
 
     def _claim(self, task: Task, spec: JobSpec, member: bool = False, announce: bool = False) -> str | None:
         """Claim ``spec`` and announce it running. Returns None when the job must not run
@@ -264,7 +294,6 @@ class WorkerContext:
             self.redis.set(suspended_key(wf), f"step {spec.params.get('step')} {done['state']}", nx=True)
 
     def _execute(self, task: Task, spec: JobSpec, member: bool = False, announce: bool = False) -> None:
-        name = self.machine.name
         if self.paused.is_set():
             self._move_on(task, spec, self.pause_reason, release=False)
             return
@@ -287,6 +316,13 @@ class WorkerContext:
         data = result.to_dict()
         if earlier:
             note_rerun(data, earlier)
+        # From here on the job has run: its outcome is known and must reach the broker,
+        # which may be away for a while.
+        self.with_broker(f"job {spec.id}", lambda: self._conclude(task, spec, result, data, member))
+
+    def _conclude(self, task: Task, spec: JobSpec, result: JobResult, data: dict[str, Any], member: bool) -> None:
+        """Publish the outcome of a run: succeeded, failed, cancelled, or a retry."""
+        name = self.machine.name
         if result.reason == "cancelled" or self.guard.is_cancelled(spec.id) and not result.ok:
             data["reason"] = "cancelled"
             self.guard.finish(spec.id, events.make(spec.id, JobStatus.CANCELLED, name, spec.attempt, data),
@@ -297,16 +333,23 @@ class WorkerContext:
         elif spec.attempt <= spec.retries and not result.data.get("final"):
             data["reason"] = f"attempt {spec.attempt} of {spec.retries + 1} failed: {result.reason}"
             self.guard.release(spec.id, events.make(spec.id, JobStatus.RETRYING, name, spec.attempt, data))
-            spec.attempt += 1
-            raise task.retry(kwargs={"spec": spec.to_dict()}, queue=spec.queue,
-                             countdown=min(2 ** (spec.attempt - 1), 30))
+            again = dataclasses.replace(spec, attempt=spec.attempt + 1)
+            raise task.retry(kwargs={"spec": again.to_dict()}, queue=spec.queue,
+                             countdown=min(2 ** (again.attempt - 1), 30))
         else:
             self.guard.finish(spec.id, events.make(spec.id, JobStatus.FAILED, name, spec.attempt, data),
                               keep=member)
 
     def reduce(self, task: Task, outcomes: list[dict[str, Any] | None], raw: dict[str, Any]) -> None:
-        """The chord callback of a map: reduce the outcomes once, whatever is redelivered."""
+        """The chord callback of a map: reduce the outcomes once, whatever is redelivered;
+        a broker that goes away meanwhile makes it run again once it is back."""
         spec = JobSpec.from_dict(raw)
+        try:
+            self._reduce(task, outcomes, spec)
+        except redis.RedisError as e:
+            self._after_broker_error(task, spec, e)
+
+    def _reduce(self, task: Task, outcomes: list[dict[str, Any] | None], spec: JobSpec) -> None:
         name = self.machine.name
         if self._claim(task, spec, member="workflow" in spec.params) is None or self._suspended(spec, True):
             return
