@@ -46,12 +46,19 @@ RESTORE_INTERVAL = 10
 #: Seconds a worker's claim on a running job lives without a heartbeat: after its worker
 #: died, the job runs again this long afterwards (not sooner: it may still be running).
 CLAIM_TTL = 20
+#: How often the Redis that cmq starts writes its append-only file to disk: ``always``
+#: (before it answers a write, so a crash of Redis or of the machine loses no accepted
+#: job) or ``everysec`` (faster; a crash may lose the last second of writes).
+REDIS_FSYNC = "always"
 #: Seconds a worker waits for the broker to come back before it gives up reporting a
 #: job's outcome (the job is then handed out again after the visibility timeout).
 BROKER_WAIT = 600
 #: Seconds between the recorder's sweeps that put the messages of dead workers back on
 #: their queues (see cmqueue.orphans).
 ORPHAN_SWEEP = 2
+#: Seconds after which a message handed out to a worker that did not note it (the broker
+#: went away just then) is put back on its queue.
+ORPHAN_GRACE = 10
 #: Seconds a worker's or recorder's lease lasts without renewal (see cmqueue.lease).
 LEASE_TTL = 15
 

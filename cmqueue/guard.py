@@ -59,16 +59,24 @@ def claim_key(job: str) -> str:
 _claim = claim_key
 
 
-def _done(job: str) -> str:
+def done_key(job: str) -> str:
+    """Redis key of ``job``'s done marker (kept ``done_ttl``)."""
     return f"cmq:done:{job}"
+
+
+_done = done_key
 
 
 def _cancel(job: str) -> str:
     return f"cmq:cancel:{job}"
 
 
-def _started(job: str) -> str:
+def started_key(job: str) -> str:
+    """Redis key noting where ``job`` started (until it ends or fails an attempt)."""
     return f"cmq:started:{job}"
+
+
+_started = started_key
 
 
 @dataclass(frozen=True)

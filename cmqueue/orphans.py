@@ -11,7 +11,10 @@ twice at the same time; it is then reported as a second run (``reran_after``).
 
 A holder is dead when its process is gone (known on its own host, which is where `cmq up`
 runs workers), or, for a holder on another host, when its machine's lease is no longer
-its own (it expired, or a new worker took it).
+its own (it expired, or a new worker took it). A message that no worker noted within
+``orphan_grace`` seconds of taking it (the broker went away just then, and the worker may
+have dropped it) goes back too; if a worker does run it, the job's claim or done marker
+holds the second copy back.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ log = logging.getLogger("cmq.orphans")
 HOLDERS = "cmq:holders"
 #: kombu's Redis transport: delivery tag -> the message it handed out and not yet got back.
 UNACKED = "unacked"
+#: kombu's Redis transport: delivery tag -> when it was handed out.
+UNACKED_INDEX = "unacked_index"
 
 
 @dataclass(frozen=True)
@@ -78,14 +83,35 @@ def holder_dead(client: Any, held: Held) -> bool:
     return (current.decode() if isinstance(current, bytes) else current) != held.lease
 
 
+def _job_of(payload: Any) -> str:
+    """The job id (Celery task id) of an ``unacked`` entry."""
+    try:
+        message = json.loads(payload)[0]
+        return str(message["headers"]["id"])
+    except (TypeError, ValueError, KeyError, IndexError):
+        return "?"
+
+
+def mine(client: Any, claim: str) -> list[tuple[str, Held]]:
+    """The notes of the worker whose guard token is ``claim``: (delivery tag, note)."""
+    found = []
+    for tag, raw in client.hscan_iter(HOLDERS, count=500):
+        held = Held.parse(raw)
+        if held is not None and held.claim == claim:
+            found.append((tag.decode() if isinstance(tag, bytes) else tag, held))
+    return found
+
+
 class Restorer:
     """Puts the messages of dead workers back on their queues (see the module)."""
 
-    def __init__(self, client: Any, connection: Any) -> None:
+    def __init__(self, client: Any, connection: Any, grace: float = defaults.ORPHAN_GRACE) -> None:
         """``client``: redis-py client of the broker; ``connection``: a kombu Connection
-        to the same broker (its channel knows how to put a message back)."""
+        to the same broker (its channel knows how to put a message back); ``grace``:
+        seconds after which a message no worker noted counts as dropped."""
         self.client = client
         self.connection = connection
+        self.grace = grace
 
     def sweep(self) -> list[str]:
         """One pass over the notes; returns the jobs whose messages were put back."""
@@ -103,7 +129,52 @@ class Restorer:
                 elif not pending:
                     forget(self.client, tag)          # acknowledged, or put back by someone else
             if not cursor:
-                return restored
+                break
+        return restored + self._restore_unnoted()
+
+    def _restore_unnoted(self) -> list[str]:
+        """Messages handed out ``grace`` seconds ago or more that no worker noted: the
+        note failed (the broker went away just then), so whoever took the message may have
+        dropped it. Put back, they run once: a copy whose job runs or ran is held back by
+        the job's claim or done marker."""
+        ceiling = time.time() - self.grace
+        tags = [t.decode() if isinstance(t, bytes) else t
+                for t in self.client.zrangebyscore(UNACKED_INDEX, 0, ceiling, start=0, num=1000)]
+        if not tags:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for tag in tags:
+            pipe.hexists(HOLDERS, tag)
+            pipe.hget(UNACKED, tag)
+        answers = pipe.execute()
+        restored = []
+        for tag, noted, payload in zip(tags, answers[0::2], answers[1::2], strict=True):
+            if noted or not payload:
+                continue
+            self.connection.default_channel.qos.restore_by_tag(tag, leftmost=True)
+            job = _job_of(payload)
+            restored.append(job)
+            log.warning("job %s: its message was handed out %ds ago and no worker holds it; back on its queue",
+                        job, self.grace)
+        return restored
+
+    def restore_dropped(self, claim: str, running: set[str]) -> list[str]:
+        """After its connection to the broker was lost, a worker drops the messages it had
+        taken but not started (Celery clears them: their delivery tags belonged to the old
+        channel). Put those of the worker with guard token ``claim`` back on their queues:
+        every noted one that is neither in ``running`` nor claimed by it."""
+        restored = []
+        for tag, held in mine(self.client, claim):
+            if held.job in running:
+                continue
+            current = self.client.get(claim_key(held.job))
+            if current is not None and (current.decode() if isinstance(current, bytes) else current) == claim:
+                continue
+            if self.client.hexists(UNACKED, tag):
+                self.connection.default_channel.qos.restore_by_tag(tag, leftmost=True)
+                restored.append(held.job)
+            forget(self.client, tag)
+        return restored
 
     def _restore_if_orphaned(self, tag: str, held: Held | None) -> bool:
         if held is None:

@@ -146,7 +146,7 @@ class Services:
         data = private_dir(self.home / "redis")
         conf = write_private(data / "redis.conf", "\n".join([
             f"port {port}", "bind 127.0.0.1", "protected-mode yes", f"requirepass {password}",
-            "appendonly yes", "appendfsync everysec", 'save ""', f"dir {data}",
+            "appendonly yes", f"appendfsync {self.settings.get('redis_fsync')}", 'save ""', f"dir {data}",
             "daemonize no", f"logfile {data / 'redis.log'}", "",
         ]))
         if not configured:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from kombu.exceptions import OperationalError
+from kombu.exceptions import KombuError, OperationalError
 from redis.exceptions import RedisError
 
 from . import placeholders, routing, staging
@@ -198,32 +198,111 @@ def send(app: Celery, store: HistoryStore, specs: list[JobSpec], reduce_spec: Jo
     Celery chord whose callback is the reduce, run once when every member has ended.
     """
     store.add(JobRecord(spec=s, state=JobStatus.QUEUED) for s in [*specs, *([reduce_spec] if reduce_spec else [])])
-    sent = 0
+    pending = list(specs)                   # not yet known to be on the broker
     chord: dict[str, Any] = {}
+    index = {s.id: i for i, s in enumerate(specs)}
+    tries = 0
     try:
         _pin_inputs(app, specs)
         if reduce_spec is not None:
             chord = _chord(app, reduce_spec, len(specs))
-        with app.producer_or_acquire() as producer:
-            for start in range(0, len(specs), PUBLISH_BATCH):
-                chunk = specs[start:start + PUBLISH_BATCH]
-                # One pipelined round trip per chunk instead of one per message.
-                batch = producer.batch(max_size=PUBLISH_BATCH) if hasattr(producer, "batch") else nullcontext()
-                with batch:
-                    for i, spec in enumerate(chunk, start):
-                        task = app.tasks[TRANSFER_TASK if spec.kind in ("put", "get") else RUN_TASK]
-                        extra = {**chord, "group_index": i} if chord else {}
-                        task.apply_async(kwargs={"spec": spec.to_dict()}, task_id=spec.id, queue=spec.queue,
-                                         routing_key=spec.queue, producer=producer, retry=False,
-                                         argsrepr="()", kwargsrepr=f"{spec.target} {spec.command[:80]!r}",
-                                         **extra)
-                sent += len(chunk)
-    except (OperationalError, OSError, RedisError) as e:
-        unsent = specs[sent:] + ([reduce_spec] if reduce_spec else [])
+        while pending:
+            chunk = pending[:PUBLISH_BATCH]
+            try:
+                _publish(app, chunk, chord, index)
+            except PUBLISH_ERRORS:
+                # The broker went away while the chunk went out: some of it may have
+                # arrived. Once it is back, send again only what is not there.
+                tries += 1
+                if tries > SEND_TRIES or not _broker_back(app, SEND_WAIT):
+                    raise
+                pending = missing(app, chunk) + pending[len(chunk):]
+                continue
+            pending = pending[len(chunk):]
+    except PUBLISH_ERRORS as e:
+        unsent = pending + ([reduce_spec] if reduce_spec else [])
         lost = [Event(job=s.id, state=JobStatus.LOST, ts=time.time(),
                       data={"reason": f"not sent: broker unreachable ({e})"}) for s in unsent]
         store.apply(lost)
+        sent = len(specs) - len(pending)
         raise ServiceError(f"broker unreachable after {sent} of {len(specs)} jobs were sent: {e}") from None
+
+
+#: What publishing raises when the broker goes away (a pipelined batch whose outcome is
+#: uncertain raises kombu's BatchPublishError).
+PUBLISH_ERRORS = (OperationalError, KombuError, OSError, RedisError)
+#: Seconds `cmq submit` waits for a broker that went away mid-send before it gives up.
+SEND_WAIT = 30
+#: Times a chunk is sent again after the broker came back.
+SEND_TRIES = 5
+
+
+def _publish(app: Celery, chunk: list[JobSpec], chord: dict[str, Any], index: dict[str, int]) -> None:
+    """Publish ``chunk`` in one pipelined round trip."""
+    with app.producer_or_acquire() as producer:
+        batch = producer.batch(max_size=PUBLISH_BATCH) if hasattr(producer, "batch") else nullcontext()
+        with batch:
+            for spec in chunk:
+                task = app.tasks[TRANSFER_TASK if spec.kind in ("put", "get") else RUN_TASK]
+                extra = {**chord, "group_index": index[spec.id]} if chord else {}
+                task.apply_async(kwargs={"spec": spec.to_dict()}, task_id=spec.id, queue=spec.queue,
+                                 routing_key=spec.queue, producer=producer, retry=False,
+                                 argsrepr="()", kwargsrepr=f"{spec.target} {spec.command[:80]!r}", **extra)
+
+
+def _broker_back(app: Celery, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for the broker to answer again."""
+    import redis
+
+    client = redis.Redis.from_url(app.conf.broker_url, socket_connect_timeout=2, socket_timeout=2)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                client.ping()
+                return True
+            except (RedisError, OSError):
+                time.sleep(0.5)
+        return False
+    finally:
+        client.close()
+
+
+def missing(app: Celery, specs: list[JobSpec]) -> list[JobSpec]:
+    """The ``specs`` whose message the broker does not have: in no queue, not handed out
+    to a worker, never claimed, started or done (see :mod:`cmqueue.guard`)."""
+    import json
+
+    import redis
+
+    from .guard import claim_key, done_key, started_key
+    from .orphans import UNACKED
+
+    client = redis.Redis.from_url(app.conf.broker_url)
+    try:
+        present: set[str] = set()
+        for queue in {s.queue for s in specs}:
+            for raw in client.lrange(queue, 0, -1):
+                present.add(_message_id(json, raw))
+        for raw in client.hvals(UNACKED):
+            try:
+                present.add(_message_id(json, json.dumps(json.loads(raw)[0])))
+            except (TypeError, ValueError, IndexError):
+                continue
+        pipe = client.pipeline(transaction=False)
+        for spec in specs:
+            pipe.exists(claim_key(spec.id), done_key(spec.id), started_key(spec.id))
+        marked = pipe.execute()
+        return [s for s, n in zip(specs, marked, strict=True) if s.id not in present and not n]
+    finally:
+        client.close()
+
+
+def _message_id(json: Any, raw: Any) -> str:
+    try:
+        return str(json.loads(raw)["headers"]["id"])
+    except (TypeError, ValueError, KeyError):
+        return ""
 
 
 def _pin_inputs(app: Celery, specs: list[JobSpec]) -> None:

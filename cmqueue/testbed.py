@@ -126,6 +126,7 @@ class RedisServer:
     port: int = 0
     password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     aof: bool = True
+    fsync: str = "everysec"
     proc: subprocess.Popen | None = None
 
     @property
@@ -140,12 +141,20 @@ class RedisServer:
             self.port = random_free_port()
         conf = write_private(self.root / "redis.conf", "\n".join([
             f"port {self.port}", "bind 127.0.0.1", f"requirepass {self.password}",
-            f"appendonly {'yes' if self.aof else 'no'}", "appendfsync everysec", 'save ""',
+            f"appendonly {'yes' if self.aof else 'no'}", f"appendfsync {self.fsync}", 'save ""',
             f"dir {self.root}", f"logfile {self.root / 'redis.log'}", "",
         ]))
         self.proc = subprocess.Popen([redis_binary(), str(conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
         wait_port("127.0.0.1", self.port, proc=self.proc)
+
+    def crash(self) -> None:
+        """SIGKILL the server: it writes nothing more (what its fsync policy had not
+        written is gone)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
 
     def stop(self) -> None:
         """Kill the server (SIGTERM: it writes its AOF and exits)."""

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from celery import Celery, Task, signals
+from celery import Celery, Task, bootsteps, signals
 from celery.exceptions import Retry
 
-from . import events, orphans, reducers, routing, staging
+from . import events, kombu_compat, orphans, reducers, routing, staging
 from .errors import CmqError, MachineUnreachableError
 from .guard import CANCEL_CHANNEL, JobGuard, Verdict, suspended_key
 from .inventory import Machine
@@ -65,6 +65,7 @@ class WorkerContext:
         self._stop = threading.Event()
         self._prober: threading.Thread | None = None
         self.consumer: Any = None           # Celery's Consumer, once it runs (on_ready)
+        self._consumer_starts = 0
         self.lease = Lease(self.redis, worker_lease(machine.name), what=f"worker {machine.name}")
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -92,6 +93,22 @@ class WorkerContext:
             return
         if back:
             log.warning("put back %d job(s) held by a worker that died: %s", len(back), ", ".join(back))
+
+    def on_consumer_start(self) -> None:
+        """Celery's consumer (re)started: after a lost connection, the messages this
+        worker had taken but not started were dropped; put them back on their queues."""
+        self._consumer_starts += 1
+        if self._consumer_starts == 1:
+            return
+        try:
+            with self.app.connection_for_write() as conn:
+                back = orphans.Restorer(self.redis, conn).restore_dropped(self.guard.token,
+                                                                           set(self.runner.running_ids()))
+        except Exception as e:  # noqa: BLE001 - the recorder's sweep still finds them later
+            log.warning("cannot put back the messages dropped with the old connection: %s", e)
+            return
+        if back:
+            log.warning("put back %d job(s) dropped with the old connection: %s", len(back), ", ".join(back))
 
     def on_received(self, request: Any) -> None:
         """Note that this worker holds ``request``'s message (see :mod:`cmqueue.orphans`)."""
@@ -490,6 +507,19 @@ def note_rerun(data: dict[str, Any], earlier: str) -> None:
     data["reason"] = f"{note}; {data['reason']}" if data.get("reason") else note
 
 
+class AfterReconnect(bootsteps.StartStopStep):
+    """A consumer step: each time Celery's consumer starts (again, after a lost
+    connection), tell the worker's context (see WorkerContext.on_consumer_start)."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, parent: Any) -> None:
+        """The consumer (re)started."""
+        ctx = parent.app.cmq_context
+        if ctx is not None:
+            ctx.on_consumer_start()
+
+
 def run_worker(app: Celery, machine: Machine, loglevel: str = "INFO") -> None:
     """Run the worker of ``machine`` in the foreground until it is stopped."""
     ctx = WorkerContext(app, machine)
@@ -504,6 +534,8 @@ def run_worker(app: Celery, machine: Machine, loglevel: str = "INFO") -> None:
     def _received(request: Any = None, **_: Any) -> None:
         ctx.on_received(request)
 
+    app.steps["consumer"].add(AfterReconnect)
+    kombu_compat.install(ctx.redis)          # a lost connection must not end the worker
     # With Flower in the inventory (settings: flower_port), tasks send events from the start.
     events_flag = ["-E"] if int(app.cmq_settings.get("flower_port")) else []
     try:

@@ -108,7 +108,7 @@ def make_env(tmp: Path, machines: int = 3, slots: int = 2, labels: dict | None =
              settings: dict | None = None, first: int = 11, aof: bool = True,
              transport: str = "auto", fields: dict | None = None, history: str | None = None,
              prepare: Callable[[LoopbackCluster], None] | None = None,
-             machine_fields: dict[str, dict] | None = None) -> CmqEnv:
+             machine_fields: dict[str, dict] | None = None, redis_fsync: str = "everysec") -> CmqEnv:
     """Start redis + sshd's, write the inventory, and run `cmq up`. ``prepare`` may change
     the cluster (add machines, mount work directories) before its daemons start."""
     need_services()
@@ -116,7 +116,7 @@ def make_env(tmp: Path, machines: int = 3, slots: int = 2, labels: dict | None =
     if prepare:
         prepare(cluster)
     cluster.start()
-    redis = RedisServer(tmp / "redis", aof=aof)
+    redis = RedisServer(tmp / "redis", aof=aof, fsync=redis_fsync)
     redis.start()
     # Flower only where a test asks for it (settings: flower_port): it would enable task events.
     settings = {"flower_port": 0, **(settings or {})}
