@@ -56,6 +56,10 @@ BROKER_WAIT = 600
 #: Seconds between the recorder's sweeps that put the messages of dead workers back on
 #: their queues (see cmqueue.orphans).
 ORPHAN_SWEEP = 2
+#: Seconds between the recorder's looks for maps whose reduce was never sent (see
+#: cmqueue.rescue), and how long after a map's last member ended it is sent again.
+RESCUE_INTERVAL = 10
+RESCUE_GRACE = 30
 #: Seconds after which a message handed out to a worker that did not note it (the broker
 #: went away just then) is put back on its queue.
 ORPHAN_GRACE = 10

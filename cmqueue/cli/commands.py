@@ -234,8 +234,9 @@ Options:
 
 
 def cmd_recorder(args: Args) -> int:
-    """Keep the history store in step with the event stream, and put the messages of
-workers that died back on their queues (started by `cmq up`).
+    """Keep the history store in step with the event stream, put the messages of
+workers that died back on their queues, and send the reduce of a map whose members all
+ended when the broker lost it (started by `cmq up`).
 
 Usage:
   cmq recorder [options]
@@ -253,9 +254,11 @@ Usage:
     lease.take()                                 # one recorder per history store
     lease.hold(on_error=lambda e: print(f"recorder: cannot renew its lease: {e}", file=sys.stderr, flush=True))
     from ..orphans import sweep_forever
+    from ..rescue import rescue_forever
 
     sweep_forever(settings.require_broker(), on_error=lambda e: print(f"recorder: sweep: {e}", file=sys.stderr,
                                                                        flush=True))
+    rescue_forever(settings, on_error=lambda e: print(f"recorder: rescue: {e}", file=sys.stderr, flush=True))
     waiter = Waiter(open_store(settings.history), client, settings.get("event_stream"))
     while True:
         try:
