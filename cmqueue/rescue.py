@@ -1,4 +1,4 @@
-"""A map whose reduce was never sent gets it sent.
+"""What the broker lost in a crash is sent again: a map's reduce, and queued jobs.
 
 The reduce of a map is a Celery chord callback: the worker that ends the map's last member
 counts it in the chord and publishes the callback. If the broker goes away at that moment,
@@ -8,6 +8,13 @@ reduce still queued, whose members have all ended more than ``grace`` seconds ag
 no worker has claimed or finished and whose message is nowhere on the broker, is sent
 again with the members' outcomes (kept with their done markers). The reduce's own guard
 makes it run once whatever happens.
+
+Redis hands a message out by popping it from its queue before the worker has it: if Redis
+dies in between, the message is gone although nothing of it was lost from the disk. So,
+some ``grace`` seconds after the recorder sees a Redis that restarted (its run id
+changed, or the recorder itself started), every job queued since before then whose
+message is nowhere on the broker (not queued, not handed out, never claimed, started or
+done) is sent again.
 """
 
 from __future__ import annotations
@@ -63,6 +70,44 @@ def rescue(store: HistoryStore, client: Any, app: Any, grace: float) -> list[str
     return sent
 
 
+def resend_lost(store: HistoryStore, client: Any, app: Any, before: float) -> list[str]:
+    """Send again the jobs queued before ``before`` whose message the broker lost."""
+    from .submit import missing, publish_chunk
+
+    queued = [r.spec for r in store.jobs(state=JobStatus.QUEUED)
+              if r.spec.kind != "reduce" and (r.spec.submitted or 0) < before]
+    if not queued:
+        return []
+    lost = missing(app, queued)
+    if lost:
+        publish_chunk(app, lost, {}, {s.id: i for i, s in enumerate(lost)})
+        log.warning("sent again %d queued job(s) whose message the broker lost: %s", len(lost),
+                    ", ".join(s.id for s in lost[:20]))
+    return [s.id for s in lost]
+
+
+class Rescuer:
+    """One rescue pass after another (see the module): keeps the Redis run id it saw."""
+
+    def __init__(self, store: HistoryStore, client: Any, app: Any, grace: float) -> None:
+        self.store, self.client, self.app, self.grace = store, client, app, grace
+        self.run_id: str | None = None
+        self.check_at: float | None = None
+        self.restarted = 0.0
+
+    def step(self, now: float | None = None) -> None:
+        """One pass: note a restart of Redis, resend what it lost once ``grace`` passed,
+        and send stalled reduces."""
+        now = time.time() if now is None else now
+        run_id = self.client.info("server").get("run_id")
+        if run_id != self.run_id:
+            self.run_id, self.restarted, self.check_at = run_id, now, now + self.grace
+        if self.check_at is not None and now >= self.check_at:
+            resend_lost(self.store, self.client, self.app, self.restarted)
+            self.check_at = None
+        rescue(self.store, self.client, self.app, self.grace)
+
+
 def rescue_forever(settings: Any, interval: float = defaults.RESCUE_INTERVAL, grace: float = defaults.RESCUE_GRACE,
                    on_error: Any = None) -> threading.Thread:
     """Rescue stalled reduces every ``interval`` seconds in a daemon thread (the
@@ -73,13 +118,13 @@ def rescue_forever(settings: Any, interval: float = defaults.RESCUE_INTERVAL, gr
         from .app import create_app
         from .history import open_store
 
-        store = open_store(settings.history)
-        client = redis.Redis.from_url(settings.require_broker(), socket_timeout=10)
-        app = create_app(settings)
+        rescuer = Rescuer(open_store(settings.history),
+                          redis.Redis.from_url(settings.require_broker(), socket_timeout=10),
+                          create_app(settings), grace)
         while True:
             time.sleep(interval)
             try:
-                rescue(store, client, app, grace)
+                rescuer.step()
             except Exception as e:  # noqa: BLE001 - go on: the broker may be restarting
                 if on_error:
                     on_error(e)

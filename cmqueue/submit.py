@@ -209,7 +209,7 @@ def send(app: Celery, store: HistoryStore, specs: list[JobSpec], reduce_spec: Jo
         while pending:
             chunk = pending[:PUBLISH_BATCH]
             try:
-                _publish(app, chunk, chord, index)
+                publish_chunk(app, chunk, chord, index)
             except PUBLISH_ERRORS:
                 # The broker went away while the chunk went out: some of it may have
                 # arrived. Once it is back, send again only what is not there.
@@ -237,7 +237,7 @@ SEND_WAIT = 30
 SEND_TRIES = 5
 
 
-def _publish(app: Celery, chunk: list[JobSpec], chord: dict[str, Any], index: dict[str, int]) -> None:
+def publish_chunk(app: Celery, chunk: list[JobSpec], chord: dict[str, Any], index: dict[str, int]) -> None:
     """Publish ``chunk`` in one pipelined round trip."""
     with app.producer_or_acquire() as producer:
         batch = producer.batch(max_size=PUBLISH_BATCH) if hasattr(producer, "batch") else nullcontext()
