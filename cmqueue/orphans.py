@@ -29,6 +29,7 @@ from typing import Any
 from . import defaults
 from .guard import claim_key
 from .lease import Holder, lease_key, worker_lease
+from .periodic import every
 
 log = logging.getLogger("cmq.orphans")
 
@@ -194,21 +195,10 @@ class Restorer:
 def sweep_forever(url: str, interval: float = defaults.ORPHAN_SWEEP, on_error: Any = None) -> threading.Thread:
     """Sweep every ``interval`` seconds in a daemon thread (the recorder's); ``on_error``
     is told of errors (the broker may be restarting) and the sweeps go on."""
-    import kombu
-    import redis
+    def make_step() -> Any:
+        import kombu
+        import redis
 
-    def run() -> None:
-        client = redis.Redis.from_url(url, socket_timeout=10)
-        with kombu.Connection(url) as conn:
-            restorer = Restorer(client, conn)
-            while True:
-                time.sleep(interval)
-                try:
-                    restorer.sweep()
-                except Exception as e:  # noqa: BLE001 - go on: the next sweep may work
-                    if on_error:
-                        on_error(e)
+        return Restorer(redis.Redis.from_url(url, socket_timeout=10), kombu.Connection(url)).sweep
 
-    thread = threading.Thread(target=run, name="cmq-orphans", daemon=True)
-    thread.start()
-    return thread
+    return every(interval, make_step, "cmq-orphans", on_error)

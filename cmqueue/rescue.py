@@ -28,6 +28,7 @@ from . import defaults
 from .guard import claim_key, done_key
 from .history import HistoryStore
 from .models import JobStatus
+from .periodic import every
 from .tasks import REDUCE_TASK
 
 log = logging.getLogger("cmq.rescue")
@@ -110,25 +111,15 @@ class Rescuer:
 
 def rescue_forever(settings: Any, interval: float = defaults.RESCUE_INTERVAL, grace: float = defaults.RESCUE_GRACE,
                    on_error: Any = None) -> threading.Thread:
-    """Rescue stalled reduces every ``interval`` seconds in a daemon thread (the
-    recorder's), with a history store and a publishing app of its own."""
-    def run() -> None:
+    """Rescue every ``interval`` seconds in a daemon thread (the recorder's), with a
+    history store and a publishing app of its own."""
+    def make_step() -> Any:
         import redis
 
         from .app import create_app
         from .history import open_store
 
-        rescuer = Rescuer(open_store(settings.history),
-                          redis.Redis.from_url(settings.require_broker(), socket_timeout=10),
-                          create_app(settings), grace)
-        while True:
-            time.sleep(interval)
-            try:
-                rescuer.step()
-            except Exception as e:  # noqa: BLE001 - go on: the broker may be restarting
-                if on_error:
-                    on_error(e)
+        return Rescuer(open_store(settings.history), redis.Redis.from_url(settings.require_broker(), socket_timeout=10),
+                       create_app(settings), grace).step
 
-    thread = threading.Thread(target=run, name="cmq-rescue", daemon=True)
-    thread.start()
-    return thread
+    return every(interval, make_step, "cmq-rescue", on_error)
