@@ -58,6 +58,13 @@ def _sshd_pids(root) -> list[int]:
 def test_demo_keep_leaves_a_cluster_that_every_command_can_use_and_stop_stops_it(tmp_path):
     need_services()
     env = _clean_env(tmp_path)
+    try:
+        _keep_then_stop(env, tmp_path)
+    finally:
+        _cmq("demo", "--stop", env=env, timeout=120)          # whatever failed, nothing is left running
+
+
+def _keep_then_stop(env, tmp_path):
     first = _cmq("demo", "--keep", "--jobs=2", "--machines=2", env=env)
     assert first.returncode == 0, first.stderr
     exports = _exports(first.stdout)
