@@ -17,6 +17,7 @@ from .cli import output
 from .config import Settings, home_dir, resolve
 from .errors import ServiceError
 from .files import read_json, write_json_private
+from .lease import process_started
 from .models import short_id
 from .testbed import LoopbackCluster, kill_tree, sshd_binary
 
@@ -74,7 +75,7 @@ def stop_demo(root: Path | None = None) -> list[str]:
             else:
                 os.environ["CMQ_HOME"] = before
     pids = (read_json(root / MARKER, default={}) or {}).get("sshd", [])
-    alive = [pid for pid in pids if _running(pid)]
+    alive = [pid for pid in pids if process_started(pid) is not None]
     for pid in alive:
         kill_tree(pid)
     if alive:
@@ -82,14 +83,6 @@ def stop_demo(root: Path | None = None) -> list[str]:
     if (root / MARKER).exists():
         write_json_private(root / MARKER, {"sshd": []})
     return stopped
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
 
 
 @contextmanager

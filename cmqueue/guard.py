@@ -56,15 +56,11 @@ def claim_key(job: str) -> str:
     return f"cmq:claim:{job}"
 
 
-_claim = claim_key
-
 
 def done_key(job: str) -> str:
     """Redis key of ``job``'s done marker (kept ``done_ttl``)."""
     return f"cmq:done:{job}"
 
-
-_done = done_key
 
 
 def _cancel(job: str) -> str:
@@ -75,8 +71,6 @@ def started_key(job: str) -> str:
     """Redis key noting where ``job`` started (until it ends or fails an attempt)."""
     return f"cmq:started:{job}"
 
-
-_started = started_key
 
 
 @dataclass(frozen=True)
@@ -110,7 +104,7 @@ class JobGuard:
         if running is not None:
             for key, value in events.encode(running).items():
                 fields += [key, value]
-        answer = self._begin(keys=[_done(job), _cancel(job), _claim(job), self.stream, _started(job)],
+        answer = self._begin(keys=[done_key(job), _cancel(job), claim_key(job), self.stream, started_key(job)],
                              args=[self.token, self.claim_ttl, mark or "?", self.done_ttl, *fields])
         answer = answer.decode() if isinstance(answer, bytes) else answer
         verdict, _, earlier = answer.partition("|")
@@ -126,7 +120,7 @@ class JobGuard:
             return
         pipe = self.client.pipeline(transaction=False)
         for job in jobs:
-            pipe.expire(_claim(job), self.claim_ttl)
+            pipe.expire(claim_key(job), self.claim_ttl)
         pipe.execute()
 
     def release(self, job: str, event: Event | None = None, ended: bool = True) -> None:
@@ -137,9 +131,9 @@ class JobGuard:
         reports it as a possible second run.
         """
         pipe = self.client.pipeline(transaction=True)
-        pipe.delete(_claim(job))
+        pipe.delete(claim_key(job))
         if ended:
-            pipe.delete(_started(job))
+            pipe.delete(started_key(job))
         if event is not None:
             events.publish(pipe, self.stream, event)
         pipe.execute()
@@ -153,20 +147,20 @@ class JobGuard:
         pipe = self.client.pipeline(transaction=True)
         events.publish(pipe, self.stream, event)
         value = json.dumps(outcome_of(event), separators=(",", ":")) if keep else "1"
-        pipe.set(_done(job), value, ex=self.done_ttl)
-        pipe.delete(_claim(job), _started(job))
+        pipe.set(done_key(job), value, ex=self.done_ttl)
+        pipe.delete(claim_key(job), started_key(job))
         pipe.execute()
 
     def outcome(self, job: str) -> dict[str, Any] | None:
         """The outcome stored by ``finish(keep=True)``, or None."""
-        raw = self.client.get(_done(job))
+        raw = self.client.get(done_key(job))
         if not raw or raw in (b"1", "1"):
             return None
         return json.loads(raw)
 
     def is_done(self, job: str) -> bool:
         """Whether ``job`` has ended (its done marker exists)."""
-        return bool(self.client.exists(_done(job)))
+        return bool(self.client.exists(done_key(job)))
 
     def is_cancelled(self, job: str) -> bool:
         """Whether a cancel was requested for ``job``."""

@@ -125,10 +125,11 @@ class Restorer:
             for tag in tags:
                 pipe.hexists(UNACKED, tag)
             for tag, raw, pending in zip(tags, batch.values(), pipe.execute(), strict=True):
-                if pending and self._restore_if_orphaned(tag, Held.parse(raw)):
-                    restored.append(Held.parse(raw).job)
-                elif not pending:
+                held = Held.parse(raw)
+                if not pending:
                     forget(self.client, tag)          # acknowledged, or put back by someone else
+                elif self._restore_if_orphaned(tag, held):
+                    restored.append(held.job)
             if not cursor:
                 break
         return restored + self._restore_unnoted()

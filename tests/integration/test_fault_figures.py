@@ -59,6 +59,14 @@ def running_on(cenv: CmqEnv, batch: str, machine: str, log: Path) -> list[str]:
     return [r["id"] for r in rows if r["state"] == "running" and r["machine"] == machine and r["id"] in marks]
 
 
+def kill_worker(cenv: CmqEnv, machine: str) -> float:
+    """kill -9 of ``machine``'s worker (the pid `cmq up` recorded); returns when (wall clock)."""
+    pid = json.loads((cenv.home / "services.json").read_text())["workers"][machine]["pid"]
+    killed = time.time()
+    os.kill(pid, signal.SIGKILL)
+    return killed
+
+
 def services_of(home: Path) -> dict[str, int]:
     """Live cmq processes that belong to cmq home ``home``: `worker NAME` counted per
     machine, and the recorder."""
@@ -87,8 +95,7 @@ def test_worker_killed_mid_job(tmp_path):
         t0 = time.monotonic()
         sub = submit(cenv, log, "sleep 1", 20)
         victims = wait_for(lambda: running_on(cenv, sub["batch"], "m1", log), timeout=60, what="a job on m1")
-        pid = json.loads((cenv.home / "services.json").read_text())["workers"]["m1"]["pid"]
-        os.kill(pid, signal.SIGKILL)
+        kill_worker(cenv, "m1")
         assert cenv.run("up").code == 0                           # the worker comes back, as after a crash
         tally = finish(cenv, "kill -9 of a worker mid-job", sub["batch"], log, t0)
     finally:
@@ -114,9 +121,7 @@ def test_worker_killed_mid_job_with_default_settings_and_no_restart(tmp_path):
         t0 = time.monotonic()
         sub = submit(cenv, log, "sleep 2", 12)
         victims = wait_for(lambda: running_on(cenv, sub["batch"], "m1", log), timeout=60, what="a job on m1")
-        pid = json.loads((cenv.home / "services.json").read_text())["workers"]["m1"]["pid"]
-        killed = time.time()
-        os.kill(pid, signal.SIGKILL)
+        killed = kill_worker(cenv, "m1")
         tally = finish(cenv, "kill -9 of a worker mid-job, default settings, no restart", sub["batch"], log, t0,
                        timeout=120, victims=victims, since_fault=killed)
     finally:
@@ -136,9 +141,7 @@ def test_worker_killed_and_restarted_at_once_with_default_settings(tmp_path):
         sub = submit(cenv, log, "sleep 2", 6, "--on=m1")
         victims = wait_for(lambda: len(running_on(cenv, sub["batch"], "m1", log)) == 2 and
                            running_on(cenv, sub["batch"], "m1", log), timeout=60, what="2 jobs on m1")
-        pid = json.loads((cenv.home / "services.json").read_text())["workers"]["m1"]["pid"]
-        killed = time.time()
-        os.kill(pid, signal.SIGKILL)
+        killed = kill_worker(cenv, "m1")
         assert cenv.run("up").code == 0
         tally = finish(cenv, "kill -9 of a worker mid-job, default settings, `cmq up` at once", sub["batch"],
                        log, t0, timeout=120, victims=victims, since_fault=killed)
