@@ -3,8 +3,9 @@ machine, over one ssh session (through the machine's master).
 
 It must stay standalone (stdlib only, Python 3.6+): the worker sends this file's source
 as the first line of the session. Protocol: JSON lines. In: ``run`` {id, cmd, cwd, env},
-``kill`` {id, grace}, ``ping``. Out: ``hello``, ``started`` {id, pid}, ``o``/``e`` {id, d:
-base64 chunk of stdout/stderr}, ``done`` {id, code, t0, t1}, ``pong``, ``error`` {id, msg}.
+``kill`` {id, grace}, ``ping``. Out: ``hello`` {pid, python, t: the machine's clock},
+``started`` {id, pid}, ``o``/``e`` {id, d: base64 chunk of stdout/stderr}, ``done`` {id,
+code, t0, t1}, ``pong``, ``error`` {id, msg}.
 Each job runs in a session of its own so a kill reaches its whole process tree.
 """
 
@@ -92,7 +93,7 @@ def kill(msg):
 
 
 def main():
-    send({"op": "hello", "pid": os.getpid(), "python": sys.version.split()[0]})
+    send({"op": "hello", "pid": os.getpid(), "python": sys.version.split()[0], "t": time.time()})
     for line in sys.stdin.buffer:
         try:
             msg = json.loads(line)

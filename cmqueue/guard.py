@@ -41,6 +41,42 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# Keep a worker's claims alive; take back one that expired while the worker could not
+# renew it (stopped, cut off from the broker), unless the job is done meanwhile. KEYS:
+# claim, done, for each job. ARGV: token, ttl. Returns the (1-based) numbers of the jobs
+# whose claim another run holds now: those run twice.
+_KEEP_CLAIMS = """
+local taken = {}
+for i = 1, #KEYS, 2 do
+  local cur = redis.call('GET', KEYS[i])
+  if cur == ARGV[1] then redis.call('EXPIRE', KEYS[i], ARGV[2])
+  elseif not cur then
+    if redis.call('EXISTS', KEYS[i + 1]) == 0 then redis.call('SET', KEYS[i], ARGV[1], 'EX', ARGV[2]) end
+  else table.insert(taken, (i + 1) / 2) end
+end
+return taken
+"""
+
+# End a run: publish its event, and for a final one set the done marker; drop the claim
+# and the start mark only while they are this run's (or gone): another run of the job
+# that took over meanwhile keeps its own. KEYS: claim, started, stream, done. ARGV:
+# token, done value ('' for none: a run that will be tried again), done ttl, 'check'
+# (answer 'other|<its start mark>' and write nothing when another run holds the claim)
+# or 'write', '1' to drop the start mark (the run is known to have ended) or '0', then
+# the event's field/value pairs.
+_END = """
+local cur = redis.call('GET', KEYS[1])
+local mine = (not cur) or cur == ARGV[1]
+if not mine and ARGV[4] == 'check' then return 'other|' .. (redis.call('GET', KEYS[2]) or '?') end
+redis.call('XADD', KEYS[3], '*', unpack(ARGV, 6))
+if ARGV[2] ~= '' then redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[3]) end
+if mine then
+  redis.call('DEL', KEYS[1])
+  if ARGV[5] == '1' then redis.call('DEL', KEYS[2]) end
+end
+return 'ok'
+"""
+
 
 class Verdict(str, Enum):
     """What a worker should do with a job message it just received."""
@@ -95,6 +131,8 @@ class JobGuard:
         self.done_ttl = int(done_ttl)
         self._begin = client.register_script(_BEGIN)
         self._drop_own = client.register_script(_DROP_OWN)
+        self._keep_claims = client.register_script(_KEEP_CLAIMS)
+        self._end_script = client.register_script(_END)
 
     def begin(self, job: str, running: Event | None = None, mark: str = "") -> Claim:
         """Try to claim ``job``; on success note ``mark`` (who starts it) as its start and
@@ -114,42 +152,52 @@ class JobGuard:
         """Give up ``job``'s claim if this guard holds it (nothing else changes)."""
         return bool(self._drop_own(keys=[claim_key(job)], args=[self.token]))
 
-    def heartbeat(self, jobs: list[str]) -> None:
-        """Keep the claims of ``jobs`` (running here) alive."""
+    def heartbeat(self, jobs: list[str]) -> list[str]:
+        """Keep the claims of ``jobs`` (running here) alive, and take back those that
+        expired while this worker could not renew them (it was stopped, or cut off from
+        the broker). Returns the jobs whose claim another run holds now: they run twice."""
         if not jobs:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        for job in jobs:
-            pipe.expire(claim_key(job), self.claim_ttl)
-        pipe.execute()
+            return []
+        keys = [k for job in jobs for k in (claim_key(job), done_key(job))]
+        taken = self._keep_claims(keys=keys, args=[self.token, self.claim_ttl])
+        return [jobs[int(i) - 1] for i in taken]
 
     def release(self, job: str, event: Event | None = None, ended: bool = True) -> None:
         """Give up the claim (the job will run again later) and publish ``event``.
 
         ``ended``: the run is known to have ended (a failed attempt). False when it may
         still have run partly (its machine went away mid-run): the next start then
-        reports it as a possible second run.
+        reports it as a possible second run. A claim (and start mark) that another run
+        took over meanwhile is left to it.
         """
-        pipe = self.client.pipeline(transaction=True)
-        pipe.delete(claim_key(job))
-        if ended:
-            pipe.delete(started_key(job))
-        if event is not None:
-            events.publish(pipe, self.stream, event)
-        pipe.execute()
+        if event is None:
+            self.release_own(job)
+            return
+        self._end(job, event, "", mark_ended=ended)
 
     def finish(self, job: str, event: Event, keep: bool = False) -> None:
         """Mark ``job`` done, drop the claim and publish its final event, atomically.
 
         With ``keep`` the done marker holds the job's outcome (:func:`outcome_of`), so a
-        redelivered copy of a map member hands the reduce the same outcome again.
+        redelivered copy of a map member hands the reduce the same outcome again. When
+        another run of the job holds its claim (this one was cut off long enough for its
+        claim to expire and the job to start again elsewhere), the event says that the
+        job ran twice, and the other run's claim stays.
         """
-        pipe = self.client.pipeline(transaction=True)
-        events.publish(pipe, self.stream, event)
-        value = json.dumps(outcome_of(event), separators=(",", ":")) if keep else "1"
-        pipe.set(done_key(job), value, ex=self.done_ttl)
-        pipe.delete(claim_key(job), started_key(job))
-        pipe.execute()
+        done = lambda e: json.dumps(outcome_of(e), separators=(",", ":")) if keep else "1"  # noqa: E731
+        answer = self._end(job, event, done(event), check=True)
+        if answer.startswith("other|"):
+            note_rerun(event.data, answer.partition("|")[2], alongside=True)
+            self._end(job, event, done(event))
+
+    def _end(self, job: str, event: Event, done: str, check: bool = False, mark_ended: bool = True) -> str:
+        fields: list[str] = []
+        for key, value in events.encode(event).items():
+            fields += [key, value]
+        answer = self._end_script(keys=[claim_key(job), started_key(job), self.stream, done_key(job)],
+                                  args=[self.token, done, self.done_ttl, "check" if check else "write",
+                                        "1" if mark_ended else "0", *fields])
+        return answer.decode() if isinstance(answer, bytes) else answer
 
     def outcome(self, job: str) -> dict[str, Any] | None:
         """The outcome stored by ``finish(keep=True)``, or None."""
@@ -165,6 +213,20 @@ class JobGuard:
     def is_cancelled(self, job: str) -> bool:
         """Whether a cancel was requested for ``job``."""
         return bool(self.client.exists(_cancel(job)))
+
+
+def note_rerun(data: dict[str, Any], earlier: str, alongside: bool = False) -> None:
+    """Mark a job's outcome ``data`` as one of two runs: an earlier start on machine
+    ``earlier`` never ended (lost worker or machine), or, ``alongside``, this run was cut
+    off long enough for the job to start again on ``earlier``. Its side effects may be
+    doubled, and its record says so (``reran_after``)."""
+    data.setdefault("data", {})["reran_after"] = earlier
+    if alongside:
+        note = (f"ran twice: this run was cut off from the broker (its worker stopped or unreachable) "
+                f"and the job started again on {earlier}")
+    else:
+        note = f"ran again: its start on {earlier} was cut off (worker or machine lost); it may have run twice"
+    data["reason"] = f"{note}; {data['reason']}" if data.get("reason") else note
 
 
 def suspended_key(workflow: str) -> str:

@@ -154,6 +154,11 @@ class Lease:
                 raise ServiceError(f"{self.what}: another one runs ({other}); not starting a second one")
             time.sleep(0.5)
 
+    def retake(self) -> bool:
+        """Take the lease again when nobody holds it (it expired while this process could
+        not renew it); False when another process holds it."""
+        return not self._take(keys=[lease_key(self.name)], args=[self.me, self.ttl, ""])
+
     def keep(self) -> bool:
         """Renew the lease; False when it is no longer ours."""
         return bool(self._keep(keys=[lease_key(self.name)], args=[self.me, self.ttl]))

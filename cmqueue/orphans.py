@@ -9,9 +9,11 @@ to the front of its queue at once, unless its job is still claimed by that holde
 that had started waits until its claim expires (``claim_ttl``), so that it never runs
 twice at the same time; it is then reported as a second run (``reran_after``).
 
-A holder is dead when its process is gone (known on its own host, which is where `cmq up`
-runs workers), or, for a holder on another host, when its machine's lease is no longer
-its own (it expired, or a new worker took it). A message that no worker noted within
+A holder is gone when its process is dead (known on its own host, which is where `cmq up`
+runs workers), or when its machine's lease is no longer its own: it could not renew it
+(it is stopped, or cut off from the broker) or a new worker took it. A hung worker that
+comes back takes its lease again (or shuts down when another worker took it), and its
+runs that were meanwhile started again elsewhere are reported as having run twice. A message that no worker noted within
 ``orphan_grace`` seconds of taking it (the broker went away just then, and the worker may
 have dropped it) goes back too; if a worker does run it, the job's claim or done marker
 holds the second copy back.
@@ -74,12 +76,11 @@ def forget(client: Any, tag: str) -> None:
     client.hdel(HOLDERS, tag)
 
 
-def holder_dead(client: Any, held: Held) -> bool:
-    """Whether the worker that took a message is known to be dead (see the module)."""
+def holder_gone(client: Any, held: Held) -> bool:
+    """Whether the worker that took a message is dead or hung (see the module)."""
     who = Holder.parse(held.lease)
-    alive = who.alive() if who else None
-    if alive is not None:
-        return not alive
+    if who is not None and who.alive() is False:
+        return True
     current = client.get(lease_key(worker_lease(held.machine)))
     return (current.decode() if isinstance(current, bytes) else current) != held.lease
 
@@ -182,14 +183,15 @@ class Restorer:
         if held is None:
             forget(self.client, tag)
             return False
-        if not holder_dead(self.client, held):
+        if not holder_gone(self.client, held):
             return False
         claim = self.client.get(claim_key(held.job))
         if claim is not None and (claim.decode() if isinstance(claim, bytes) else claim) == held.claim:
             return False                              # it may still run on the machine: wait for the claim
         self.connection.default_channel.qos.restore_by_tag(tag, leftmost=True)
         forget(self.client, tag)
-        log.warning("job %s: its worker on %s died; its message is back on its queue", held.job, held.machine)
+        log.warning("job %s: its worker on %s died or stopped answering; its message is back on its queue",
+                    held.job, held.machine)
         return True
 
 

@@ -11,6 +11,7 @@ import base64
 import json
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,9 @@ class AgentSession:
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
         self._hello = threading.Event()
+        #: Seconds to add to the machine's clock to get this host's (measured at hello, so
+        #: a machine whose clock is off still gets jobs' start and end times right).
+        self.clock_offset = 0.0
         self.dead = threading.Event()
         self.error = ""
         self._send_line(json.dumps(AGENT_SOURCE))   # the agent's code, read by BOOTSTRAP
@@ -78,6 +82,8 @@ class AgentSession:
                 continue
             op = msg.get("op")
             if op == "hello":
+                if "t" in msg:
+                    self.clock_offset = time.time() - float(msg["t"])
                 self._hello.set()
                 continue
             job = self._jobs.get(msg.get("id", ""))
@@ -88,7 +94,8 @@ class AgentSession:
             elif op == "e":
                 job.err.write(base64.b64decode(msg["d"]))
             elif op == "done":
-                job.code, job.t0, job.t1 = msg["code"], msg.get("t0"), msg.get("t1")
+                job.code = msg["code"]
+                job.t0, job.t1 = (self._local(msg.get(k)) for k in ("t0", "t1"))
                 job.message = msg.get("msg", "")
                 if job.message:
                     job.err.write((job.message + "\n").encode())
@@ -102,6 +109,10 @@ class AgentSession:
         lines = err.decode("utf-8", "replace").strip().splitlines()
         self._die(lines[-1] if lines else f"ssh exited with {self.proc.wait()}")
         self._hello.set()
+
+    def _local(self, remote: float | None) -> float | None:
+        """A time of the machine's clock on this host's clock."""
+        return None if remote is None else float(remote) + self.clock_offset
 
     def _die(self, why: str) -> None:
         if self.dead.is_set():

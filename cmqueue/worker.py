@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -23,9 +24,9 @@ from celery.exceptions import Retry
 
 from . import events, kombu_compat, orphans, reducers, routing, staging
 from .errors import CmqError, MachineUnreachableError
-from .guard import CANCEL_CHANNEL, JobGuard, Verdict, suspended_key
+from .guard import CANCEL_CHANNEL, JobGuard, Verdict, note_rerun, suspended_key
 from .inventory import Machine
-from .lease import Lease, worker_lease
+from .lease import Lease, holder, worker_lease
 from .machine_state import machine_key, waiting_reason
 from .models import JobResult, JobSpec, JobStatus
 from .progress import ProgressReporter
@@ -143,12 +144,31 @@ class WorkerContext:
         period = max(1.0, min(self.guard.claim_ttl, self.lease.ttl) / 3)
         while not self._stop.wait(period):
             try:
-                if not self.lease.keep():
-                    log.error("the lease of %s was lost: another worker may serve this machine", self.machine.name)
-                self.guard.heartbeat(self.runner.running_ids())
+                if not self.lease.keep() and not self._lease_lost():
+                    return
+                for job in self.guard.heartbeat(self.runner.running_ids()):
+                    log.error("job %s: it started again elsewhere while this worker was stopped or cut off "
+                              "from the broker; both runs end, and its record says it ran twice", job)
                 self.redis.hset(machine_key(self.machine.name), "seen", repr(time.time()))
             except redis.RedisError as e:
                 log.warning("heartbeat failed: %s", e)
+
+    def _lease_lost(self) -> bool:
+        """The lease expired while this worker could not renew it (it was stopped, or cut
+        off from the broker). Take it again when it is free, and go on (True); when
+        another worker took it, that one serves the machine now: stop taking jobs, let
+        the running ones end and shut down (False)."""
+        name = self.machine.name
+        if self.lease.retake():
+            log.warning("the lease of %s had expired (this worker was stopped or cut off from the broker); "
+                        "taken again", name)
+            return True
+        log.error("the lease of %s is held by another worker (%s): this one stops taking jobs and shuts down "
+                  "once its running jobs end", name, holder(self.redis, self.lease.name) or "?")
+        self._report("stopping", "another worker serves this machine")
+        self._consume(False)
+        os.kill(os.getpid(), signal.SIGTERM)             # Celery's warm shutdown: running jobs end first
+        return False
 
     def _listen_cancels(self) -> None:
         while not self._stop.is_set():
@@ -497,14 +517,6 @@ class WorkerContext:
         else:
             events.publish(self.redis, self.stream, event)
         raise task.retry(kwargs={"spec": spec.to_dict()}, queue=spec.queue, countdown=0)
-
-
-def note_rerun(data: dict[str, Any], earlier: str) -> None:
-    """Mark a job's outcome ``data`` as a second run: an earlier start on machine
-    ``earlier`` never ended (lost worker or machine), so its side effects may be doubled."""
-    data.setdefault("data", {})["reran_after"] = earlier
-    note = f"ran again: its start on {earlier} was cut off (worker or machine lost); it may have run twice"
-    data["reason"] = f"{note}; {data['reason']}" if data.get("reason") else note
 
 
 class AfterReconnect(bootsteps.StartStopStep):

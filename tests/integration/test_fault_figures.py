@@ -61,7 +61,7 @@ def running_on(cenv: CmqEnv, batch: str, machine: str, log: Path) -> list[str]:
 
 def kill_worker(cenv: CmqEnv, machine: str) -> float:
     """kill -9 of ``machine``'s worker (the pid `cmq up` recorded); returns when (wall clock)."""
-    pid = json.loads((cenv.home / "services.json").read_text())["workers"][machine]["pid"]
+    pid = worker_pid(cenv, machine)
     killed = time.time()
     os.kill(pid, signal.SIGKILL)
     return killed
@@ -150,6 +150,45 @@ def test_worker_killed_and_restarted_at_once_with_default_settings(tmp_path):
     tally.check()
     assert tally.ran_twice == len(victims) and tally.reported == tally.ran_twice
     assert tally.recovery < 60, tally
+
+
+def worker_pid(cenv: CmqEnv, machine: str) -> int:
+    """The pid `cmq up` recorded for ``machine``'s worker."""
+    return json.loads((cenv.home / "services.json").read_text())["workers"][machine]["pid"]
+
+
+@pytest.mark.slow
+def test_worker_stopped_for_a_minute_then_continued(tmp_path):
+    # SIGSTOP: a hung worker, not a dead one. Default settings. Its lease and its jobs'
+    # claims expire; the jobs it held run elsewhere; when it continues it takes its lease
+    # back, serves its machine again, and the runs that overlapped are reported.
+    cenv = make_env(tmp_path, machines=2, slots=2, first=151)
+    log = tmp_path / "runs.log"
+    try:
+        t0 = time.monotonic()
+        sub = submit(cenv, log, "sleep 3", 16)
+        victims = wait_for(lambda: running_on(cenv, sub["batch"], "m1", log), timeout=60, what="a job on m1")
+        pid = worker_pid(cenv, "m1")
+        stopped = time.time()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: set(victims) <= {r["id"] for r in cenv.run("status", "--json", *victims).json()
+                                              if r["state"] == "succeeded"},
+                     timeout=60, what="the stopped worker's jobs to run elsewhere")
+            time.sleep(max(0.0, stopped + 60 - time.time()))  # the fault itself: hung for a minute
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        tally = finish(cenv, "a worker stopped (SIGSTOP) for 60 s, then continued", sub["batch"], log, t0,
+                       timeout=120, victims=victims, since_fault=stopped)
+        # It serves its machine again, alone: the same process, its lease its own.
+        back = cenv.run("submit", "--wait", "--on=m1", "echo back on $CMQ_MACHINE", timeout=120)
+        assert back.code == 0 and back.out == "back on m1\n", back.err
+        assert worker_pid(cenv, "m1") == pid and services_of(cenv.home) == {"m1": 1, "m2": 1, "recorder": 1}
+    finally:
+        teardown(cenv)
+    tally.check()
+    assert tally.ran_twice >= len(victims) and tally.reported == tally.ran_twice
+    assert tally.recovery < 45, tally                 # lease and claims expire (15-20 s) and a sweep
 
 
 def test_redis_down_while_jobs_end(tmp_path):

@@ -60,3 +60,13 @@ def test_a_lease_held_from_another_host_is_waited_for_until_it_expires(client):
     assert holder(client, worker_lease("m3")) == Holder.parse(mine.me)
     client.set(key, Holder("elsewhere.example", 4242, 1.0).dump(), ex=60)
     assert not mine.keep()                               # no longer ours: keep says so
+
+
+def test_a_lease_that_expired_while_its_holder_was_stopped_is_taken_again_only_when_free(client):
+    mine = lease(client, "m4")
+    mine.take()
+    client.delete(lease_key(worker_lease("m4")))         # expired: the holder could not renew it
+    assert not mine.keep() and mine.retake() and mine.keep()
+    client.set(lease_key(worker_lease("m4")), Holder("elsewhere.example", 4242, 1.0).dump(), ex=60)
+    assert not mine.retake()                             # another worker took it: not taken from it
+    assert holder(client, worker_lease("m4")) == Holder("elsewhere.example", 4242, 1.0)
