@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -23,6 +24,8 @@ from .history import HistoryStore, open_store
 from .models import Event, JobRecord, JobResult, JobSpec, JobStatus
 from .redact import redact_url
 from .waiting import Waiter
+
+log = logging.getLogger("cmq")
 
 
 class Job:
@@ -285,11 +288,15 @@ class Cluster:
             pass
 
     def refresh(self) -> None:
-        """Apply new events from the broker, if it is reachable (history works without it)."""
+        """Apply new events from the broker, if it is reachable (history works without it).
+        When the history store cannot take them (its disk is full), the records stay as
+        they were, the events wait on the broker, and a warning says so."""
         try:
             self.waiter.refresh()
-        except (ServiceError, redis.RedisError):
+        except redis.RedisError:
             pass
+        except ServiceError as e:
+            log.warning("cmq: the history is not up to date: %s (the events wait on the broker)", e)
 
     def cancel(self, refs: Iterable[str], wait: float = 10.0) -> list[JobRecord]:
         """Cancel jobs: queued ones at once, running ones are killed on their machine."""

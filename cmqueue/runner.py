@@ -1,7 +1,8 @@
 """Run one job on one machine: over ssh (through a master) or as a local subprocess.
 
-Knows nothing of Celery. A job's stdout and stderr go straight to log files; the result
-keeps their tails up to ``output_cap`` bytes. A timeout or a cancel kills the job's
+Knows nothing of Celery. A job's stdout and stderr go to log files as they arrive; the
+result keeps their tails up to ``output_cap`` bytes (in memory: a full disk here loses
+neither, see :mod:`cmqueue.joblog`). A timeout or a cancel kills the job's
 process group on the machine, not just the local ssh client.
 """
 
@@ -25,6 +26,7 @@ from . import defaults, ssh
 from .errors import MachineUnreachableError
 from .files import private_dir
 from .inventory import Machine
+from .joblog import OutputLog
 from .models import JobResult, JobSpec
 from .session import BOOTSTRAP, AgentSession, SessionDead
 
@@ -78,19 +80,6 @@ class _Running:
     killed: str = ""          # "", "timeout" or "cancel"
     master: int = 0
     done: threading.Event = field(default_factory=threading.Event)
-
-
-def _tail(path: Path, cap: int) -> tuple[str, bool]:
-    """Last ``cap`` bytes of ``path`` as text, and whether anything was cut."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return "", False
-    with path.open("rb") as f:
-        if size > cap:
-            f.seek(size - cap)
-        data = f.read()
-    return data.decode("utf-8", "replace"), size > cap
 
 
 class Runner:
@@ -235,26 +224,29 @@ class Runner:
         m = self.machine
         job_env = {**dict(m.env), **(env or {}), **spec.env,
                    "CMQ_JOB_ID": spec.id, "CMQ_MACHINE": m.name}
-        out_path = self.log_dir / f"{spec.id}.out"
-        err_path = self.log_dir / f"{spec.id}.err"
-        session = self.session()
-        if session is not None:
-            code, started, ended, running = self._run_in_session(session, spec, job_env, out_path, err_path,
-                                                                 on_start)
-        else:
-            code, started, ended, running = self._run_exec(spec, ssh.with_env(spec.command, job_env),
-                                                           out_path, err_path, on_start)
-            if code == SSH_FAILURE and m.mode == "ssh" and not running.killed:
-                ok, _, why = self.probe()
-                if not ok:
-                    errline = _tail(err_path, 4096)[0].strip().splitlines()
-                    out_path.unlink(missing_ok=True)
-                    err_path.unlink(missing_ok=True)
-                    raise MachineUnreachableError(
-                        f"{m.name} unreachable: {why or (errline[-1] if errline else 'ssh exit 255')}")
         cap = self.options.output_cap
-        stdout, out_cut = _tail(out_path, cap)
-        stderr, err_cut = _tail(err_path, cap)
+        out = OutputLog(self.log_dir / f"{spec.id}.out", cap)
+        err = OutputLog(self.log_dir / f"{spec.id}.err", cap)
+        session = self.session()
+        try:
+            if session is not None:
+                code, started, ended, running = self._run_in_session(session, spec, job_env, out, err, on_start)
+            else:
+                code, started, ended, running = self._run_exec(spec, ssh.with_env(spec.command, job_env),
+                                                               out, err, on_start)
+                if code == SSH_FAILURE and m.mode == "ssh" and not running.killed:
+                    ok, _, why = self.probe()
+                    if not ok:
+                        errline = err.text()[0].strip().splitlines()
+                        out.discard()
+                        err.discard()
+                        raise MachineUnreachableError(
+                            f"{m.name} unreachable: {why or (errline[-1] if errline else 'ssh exit 255')}")
+        finally:
+            out.close()
+            err.close()
+        stdout, out_cut = out.text()
+        stderr, err_cut = err.text()
         reason = ""
         if running.killed == "timeout":
             reason = f"timed out after {spec.timeout:g}s"
@@ -264,12 +256,10 @@ class Runner:
             reason = f"cannot use work directory {m.workdir}"
         elif code:
             reason = f"exit code {code}"
-        logs = {}
-        for name, path in (("stdout_log", out_path), ("stderr_log", err_path)):
-            if path.stat().st_size == 0:
-                path.unlink(missing_ok=True)
-            else:
-                logs[name] = str(path)
+        logs = {f"{name}_log": str(o.path) for name, o in (("stdout", out), ("stderr", err)) if o.kept}
+        trouble = [f"{name}: {o.error}" for name, o in (("stdout", out), ("stderr", err)) if o.error]
+        if trouble:
+            reason = "; ".join([reason, *trouble] if reason else trouble) + " (its tail is in this record)"
         return JobResult(job=spec.id, machine=m.name, exit_code=code, stdout=stdout, stderr=stderr,
                          started=started, ended=ended, reason=reason, stdout_truncated=out_cut,
                          stderr_truncated=err_cut, log_host=socket.gethostname(), **logs)
@@ -286,19 +276,18 @@ class Runner:
             self._running.pop(running.spec.id, None)
         running.done.set()
 
-    def _run_in_session(self, session: AgentSession, spec: JobSpec, env: dict[str, str], out_path: Path,
-                        err_path: Path, on_start: Callable[[float], None] | None):
+    def _run_in_session(self, session: AgentSession, spec: JobSpec, env: dict[str, str], out: OutputLog,
+                        err: OutputLog, on_start: Callable[[float], None] | None):
         deadline = time.monotonic() + spec.timeout if spec.timeout else None
         running = _Running(spec, None, deadline, session=session)
         started = time.time()
         self._register(running)
         try:
-            with out_path.open("wb") as out, err_path.open("wb") as err:
-                code, t0, t1 = session.run(spec.id, spec.command, self.machine.workdir, env, out, err,
-                                           on_start=(lambda: on_start(started)) if on_start else None)
+            code, t0, t1 = session.run(spec.id, spec.command, self.machine.workdir, env, out, err,
+                                       on_start=(lambda: on_start(started)) if on_start else None)
         except SessionDead as e:
-            out_path.unlink(missing_ok=True)
-            err_path.unlink(missing_ok=True)
+            out.discard()
+            err.discard()
             ok, _, why = self.probe()
             raise MachineUnreachableError(
                 f"{self.machine.name} unreachable: {why or e}" if not ok
@@ -307,26 +296,33 @@ class Runner:
             self._unregister(running)
         return code, t0 or started, t1 or time.time(), running
 
-    def _run_exec(self, spec: JobSpec, command: str, out_path: Path, err_path: Path,
+    def _run_exec(self, spec: JobSpec, command: str, out: OutputLog, err: OutputLog,
                   on_start: Callable[[float], None] | None):
         m = self.machine
         master = self.take_master()
         try:
-            with out_path.open("wb") as out, err_path.open("wb") as err:
-                started = time.time()
-                proc = subprocess.Popen(self.argv(ssh.job_argv(m.workdir, spec.id, command), master),
-                                        stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                        start_new_session=True)
-                if on_start:
-                    on_start(started)
-                deadline = time.monotonic() + spec.timeout if spec.timeout else None
-                running = _Running(spec, proc, deadline, master=master)
-                self._register(running)
-                try:
-                    code = proc.wait()
-                finally:
-                    self._unregister(running)
-                ended = time.time()
+            started = time.time()
+            proc = subprocess.Popen(self.argv(ssh.job_argv(m.workdir, spec.id, command), master),
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    start_new_session=True)
+            pumps = [threading.Thread(target=log_.pump, args=(os.dup(pipe.fileno()),), daemon=True)
+                     for log_, pipe in ((out, proc.stdout), (err, proc.stderr))]
+            for pipe in (proc.stdout, proc.stderr):
+                pipe.close()
+            for t in pumps:
+                t.start()
+            if on_start:
+                on_start(started)
+            deadline = time.monotonic() + spec.timeout if spec.timeout else None
+            running = _Running(spec, proc, deadline, master=master)
+            self._register(running)
+            try:
+                code = proc.wait()
+                for t in pumps:
+                    t.join()
+            finally:
+                self._unregister(running)
+            ended = time.time()
         finally:
             self.release_master(master)
         return code, started, ended, running

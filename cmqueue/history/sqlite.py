@@ -272,5 +272,11 @@ class _Transaction:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             self.store.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        except sqlite3.Error as e:            # COMMIT failed (a full disk): nothing was written
+            if self.store.db.in_transaction:
+                self.store.db.execute("ROLLBACK")
+            raise ServiceError(f"history store {self.store.path}: {e}") from None
         finally:
             self.store._lock.release()
+        if isinstance(exc, sqlite3.Error):    # a write failed (a full disk): rolled back, say where
+            raise ServiceError(f"history store {self.store.path}: {exc}") from None

@@ -373,6 +373,62 @@ def test_full_disk_fails_jobs_clearly_and_loses_none(tmp_path, small_disk):
 
 
 @pytest.fixture
+def small_home(tmp_path):
+    """The controller's cmq home (history, logs, pid records) on a 4 MiB tmpfs."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI runs as root: a tmpfs is needed for the full-disk test")
+        pytest.skip("mounting a tmpfs needs root")
+    home = tmp_path / "home"
+    home.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(home)], check=True)
+    yield home
+    subprocess.run(["umount", "-l", str(home)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Fill the file system of ``directory`` to the last byte; returns the filler file."""
+    filler = directory / "filler"
+    with filler.open("wb", buffering=0) as f:
+        for block in (65536, 1):
+            try:
+                while f.write(b"\0" * block):
+                    pass
+            except OSError:
+                pass
+    return filler
+
+
+def test_controller_disk_full_while_jobs_run(tmp_path, small_home):
+    cenv = make_env(tmp_path, machines=2, slots=2, first=153)
+    log = tmp_path / "runs.log"                                   # on the machines' side, not full
+    try:
+        t0 = time.monotonic()
+        sub = submit(cenv, log, "sleep 1; echo out-$CMQ_JOB_ID", 16)
+        filler = fill(small_home)
+        full = time.time()
+        wait_for(lambda: len(started(log)) == 16, timeout=120, what="every job to run on a full disk")
+        # A new submit cannot be recorded: refused in one line, and nothing sent.
+        refused = cenv.run("submit", "echo never")
+        assert refused.code == 3 and refused.err.strip().splitlines() == [
+            f"cmq: history store {small_home}/history.db: database or disk is full"], refused.err
+        # Listings still answer, from what was recorded, and say that it is behind.
+        behind = cenv.run("status", sub["batch"])
+        assert behind.code == 0 and "history is not up to date" in behind.err, behind.err
+        filler.unlink()
+        tally = finish(cenv, "the controller's disk full (4 MiB tmpfs as cmq home) while jobs run", sub["batch"],
+                       log, t0, timeout=120)
+        rows = cenv.run("status", "--json", sub["batch"], check=True).json()
+        assert all(r["stdout"] == f"out-{r['id']}\n" for r in rows), rows
+        assert not [r for r in cenv.run("jobs", "--json", check=True).json() if r["command"] == "echo never"]
+        print(f"recorded {time.time() - full:.1f} s after the disk filled")
+    finally:
+        teardown(cenv)
+    tally.check()
+    assert tally.ran_twice == 0
+
+
+@pytest.fixture
 def cut_namespace():
     if not netns.available():
         if os.environ.get("CI") == "true":
