@@ -76,6 +76,8 @@ class Sshd:
     proc: subprocess.Popen | None = None
     #: A network namespace to run the daemon in (its address is then on a veth there).
     netns: str | None = None
+    #: Variables set in every session (sshd's SetEnv), e.g. libfaketime's for a clock that is off.
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def workdir(self) -> Path:
@@ -95,7 +97,8 @@ class Sshd:
             f"AuthorizedKeysFile {self.authorized_keys}", "UsePAM no", "StrictModes no",
             "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
             "PermitRootLogin prohibit-password", "MaxStartups 200:30:400", "MaxSessions 10",
-            "SetEnv SHLVL=1", "LogLevel ERROR", "Subsystem sftp internal-sftp", "",
+            " ".join(["SetEnv SHLVL=1", *(f"{k}={v}" for k, v in self.env.items())]),
+            "LogLevel ERROR", "Subsystem sftp internal-sftp", "",
         ]))
         if os.geteuid() == 0:
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)

@@ -428,6 +428,47 @@ def test_controller_disk_full_while_jobs_run(tmp_path, small_home):
     assert tally.ran_twice == 0
 
 
+FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+
+
+@pytest.fixture
+def faketime():
+    """libfaketime, to give a machine a clock that is off."""
+    if not FAKETIME.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI installs libfaketime (.ci/setup --tests): the clock-skew test must run")
+        pytest.skip("libfaketime is not installed (Debian: apt-get install libfaketime)")
+    return {"LD_PRELOAD": str(FAKETIME), "FAKETIME": "+1h", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+
+def test_machine_clock_an_hour_ahead(tmp_path, faketime):
+    def skew(cluster):
+        cluster.machine("m1").env = faketime
+
+    cenv = make_env(tmp_path, machines=2, slots=2, first=157, prepare=skew)
+    log = tmp_path / "runs.log"
+    data = tmp_path / "input.txt"
+    data.write_text("staged through a machine whose clock is off\n")
+    try:
+        t0 = time.monotonic()
+        before = time.time()
+        sub = submit(cenv, log, "sleep 0.5; date +%s", 12, "--on=m1")
+        staged = cenv.run("submit", "--json", "--on=m1", f"--put={data}", "cat input.txt", check=True).json()
+        tally = finish(cenv, "a machine's clock 1 hour ahead", sub["batch"], log, t0, timeout=120)
+        after = time.time()
+        rows = cenv.run("status", "--json", sub["batch"], staged["jobs"][0]["id"], check=True).json()
+        # The fault is real: the jobs saw the machine's clock an hour ahead ...
+        assert all(int(r["stdout"]) - after > 3000 for r in rows if r["id"] != staged["jobs"][0]["id"]), rows
+        # ... and the history has their times on the controller's clock, in order.
+        assert all(before <= r["started"] <= r["ended"] <= after for r in rows), rows
+        (st,) = [r for r in rows if r["id"] == staged["jobs"][0]["id"]]
+        assert st["state"] == "succeeded" and st["stdout"] == data.read_text(), st
+    finally:
+        teardown(cenv)
+    tally.check()
+    assert tally.ran_twice == 0
+
+
 @pytest.fixture
 def cut_namespace():
     if not netns.available():
