@@ -505,6 +505,44 @@ def test_network_cut_to_one_machine(tmp_path, cut_namespace):
     assert tally.ran_twice >= len(victims) and tally.reported == tally.ran_twice
 
 
+@pytest.mark.slow
+def test_broker_unreachable_from_an_agent_for_two_minutes(tmp_path):
+    # An agent's worker reaches the broker through the controller's ssh tunnel; the tunnel
+    # dies and comes back with `cmq up` two minutes later. Default settings. Its jobs that
+    # had started end on the machine meanwhile; what it held and had not finished runs
+    # elsewhere (shared queue) or waits for it (pinned); nothing is lost, overlaps reported.
+    cenv = make_env(tmp_path, machines=2, slots=2, first=171, machine_fields={"m2": {"mode": "agent"}})
+    log = tmp_path / "runs.log"
+    try:
+        joined = cenv.run("machines", "join", "m2", timeout=900)
+        assert joined.code == 0, joined.err
+        t0 = time.monotonic()
+        shared = submit(cenv, log, "sleep 4", 12)
+        pinned = submit(cenv, log, "sleep 4", 4, "--on=m2")
+        victims = wait_for(lambda: running_on(cenv, shared["batch"], "m2", log), timeout=120,
+                           what="a job of the shared queue on m2")
+        tunnel = json.loads((cenv.home / "services.json").read_text())["tunnels"]["m2"]["pid"]
+        cut = time.time()
+        os.kill(tunnel, signal.SIGKILL)
+        wait_for(lambda: all(r["state"] == "succeeded" for r in cenv.run("status", "--json", *victims).json()),
+                 timeout=120, what="m2's jobs of the shared queue to run on m1")
+        time.sleep(max(0.0, cut + 120 - time.time()))        # the fault itself: two minutes without a broker
+        assert cenv.run("up").code == 0                        # the tunnel is opened again
+        fault = "the broker unreachable from an agent for 2 minutes (tunnel killed)"
+        tallies = [finish(cenv, f"{fault}, jobs of the shared queue", shared["batch"], log, t0, timeout=300,
+                          victims=victims, since_fault=cut),
+                   finish(cenv, f"{fault}, jobs pinned to it", pinned["batch"], log, t0, timeout=300)]
+        back = cenv.run("submit", "--wait", "--on=m2", "echo back on $CMQ_MACHINE", timeout=180)
+        assert back.code == 0 and back.out == "back on m2\n", back.err
+    finally:
+        cenv.run("machines", "leave", "m2", timeout=120)
+        teardown(cenv)
+    for tally in tallies:
+        tally.check()
+        assert tally.reported == tally.ran_twice, tally
+    assert tallies[0].ran_twice >= len(victims) and tallies[0].recovery < 60, tallies[0]
+
+
 def test_controller_restart_with_a_thousand_jobs_queued(tmp_path):
     cenv = make_env(tmp_path, machines=2, slots=4, first=111)
     log = tmp_path / "runs.log"
