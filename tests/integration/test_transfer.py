@@ -28,6 +28,7 @@ def machine(cmq, tmp_path_factory):
     import yaml
 
     inv = parse(yaml.safe_dump(cmq.cluster.inventory(None)), tmp_path_factory.mktemp("inv") / "i.yaml")
+    os.environ["CMQ_HOME"] = str(cmq.home)               # its ssh masters live in that home's control dir
     return inv.machine("m3")
 
 
@@ -45,8 +46,26 @@ def test_transfer_round_trip_of_a_tree_and_a_file(machine, tmp_path, method):
     assert local_manifest(tmp_path / "back") == local_manifest(src)
     one = t.put(src / "a.txt", f"files-{method}/")
     assert one.dest.endswith(f"files-{method}/a.txt")
+    # A new file goes as a plain stream, checked by cksum at both ends; one that is there
+    # already goes by rsync where both ends have it (only its changes travel).
+    assert (one.method, one.verified) == ("stream", "cksum (CRC and size) of both ends")
+    assert t.put(src / "a.txt", f"files-{method}/").method == ("rsync" if method == "rsync" else "stream")
     got = t.get(f"files-{method}/a.txt", tmp_path)
     assert Path(got.dest).read_text() == "alpha\n"
+
+
+def test_a_streamed_file_that_arrives_different_is_not_kept(machine, tmp_path, monkeypatch):
+    from cmqueue import transfer
+
+    t = Transfer(machine, control_path(control_dir(), machine, 0))
+    src = tmp_path / "data.bin"
+    src.write_bytes(os.urandom(300_000))
+    real = transfer.local_cksum
+    monkeypatch.setattr(transfer, "local_cksum", lambda path: "1 " + real(path).split()[1])  # a wrong CRC
+    with pytest.raises(TransferError, match=r"m3: put .*data.bin: checksum mismatch: cksum \d+ 300000 here"):
+        t.put(src, "mismatch/")
+    listing = t.run('ls -A -- "$1"', "mismatch").stdout.decode()
+    assert listing == ""                                  # neither the file nor its part is left
 
 
 @pytest.mark.parametrize("method", ["rsync", "tar"])
