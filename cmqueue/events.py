@@ -8,9 +8,9 @@ store applies in order and remembers how far it got (see :mod:`cmqueue.history.s
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
+from . import clock
 from .models import Event, JobStatus
 
 
@@ -36,7 +36,7 @@ def decode(entry_id: str | bytes, fields: dict[Any, Any]) -> Event:
 def make(job: str, state: JobStatus, machine: str | None = None, attempt: int = 1,
          data: dict[str, Any] | None = None, **more: Any) -> Event:
     """A new event stamped now; ``data`` and ``more`` form its payload."""
-    return Event(job=job, state=state, ts=time.time(), machine=machine, attempt=attempt,
+    return Event(job=job, state=state, ts=clock.now(), machine=machine, attempt=attempt,
                  data={**(data or {}), **more})
 
 

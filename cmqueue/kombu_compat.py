@@ -1,4 +1,5 @@
-"""Two workarounds for kombu's Redis transport in a worker when the broker goes away.
+"""Workarounds for kombu's Redis transport in a worker: when the broker goes away, and
+when this host's clock is off.
 
 A worker acknowledges a message when its job has ended (late acks). If the connection to
 the broker was lost while the job ran, kombu has closed the message's channel meanwhile,
@@ -21,6 +22,7 @@ from typing import Any
 
 import kombu.transport.redis as kombu_redis
 
+from . import clock
 from .orphans import HOLDERS, UNACKED, UNACKED_INDEX
 
 log = logging.getLogger("cmq.kombu_compat")
@@ -56,3 +58,6 @@ def install(client: Any) -> None:
     qos.ack = ack
     qos._cmq_compat = True
     kombu_redis.Channel.do_restore = False
+    # Delivery times (and the visibility timeout's cut-off) on the fleet's clock: a worker
+    # whose host clock is behind would otherwise have its messages handed out again at once.
+    kombu_redis.time = clock.now

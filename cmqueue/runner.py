@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import defaults, ssh
+from . import clock, defaults, ssh
 from .errors import MachineUnreachableError
 from .files import private_dir
 from .inventory import Machine
@@ -280,7 +280,7 @@ class Runner:
                         err: OutputLog, on_start: Callable[[float], None] | None):
         deadline = time.monotonic() + spec.timeout if spec.timeout else None
         running = _Running(spec, None, deadline, session=session)
-        started = time.time()
+        started = clock.now()
         self._register(running)
         try:
             code, t0, t1 = session.run(spec.id, spec.command, self.machine.workdir, env, out, err,
@@ -294,14 +294,14 @@ class Runner:
                 else f"{self.machine.name}: session lost while the job ran ({e})") from None
         finally:
             self._unregister(running)
-        return code, t0 or started, t1 or time.time(), running
+        return code, t0 or started, t1 or clock.now(), running
 
     def _run_exec(self, spec: JobSpec, command: str, out: OutputLog, err: OutputLog,
                   on_start: Callable[[float], None] | None):
         m = self.machine
         master = self.take_master()
         try:
-            started = time.time()
+            started = clock.now()
             proc = subprocess.Popen(self.argv(ssh.job_argv(m.workdir, spec.id, command), master),
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     start_new_session=True)
@@ -322,7 +322,7 @@ class Runner:
                     t.join()
             finally:
                 self._unregister(running)
-            ended = time.time()
+            ended = clock.now()
         finally:
             self.release_master(master)
         return code, started, ended, running

@@ -11,11 +11,12 @@ import base64
 import json
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from . import clock
 
 BOOTSTRAP = "import sys,json;exec(json.loads(sys.stdin.buffer.readline()))"
 AGENT_SOURCE = (Path(__file__).with_name("agent.py")).read_text()
@@ -83,7 +84,7 @@ class AgentSession:
             op = msg.get("op")
             if op == "hello":
                 if "t" in msg:
-                    self.clock_offset = time.time() - float(msg["t"])
+                    self.clock_offset = clock.now() - float(msg["t"])
                 self._hello.set()
                 continue
             job = self._jobs.get(msg.get("id", ""))

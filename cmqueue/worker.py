@@ -22,7 +22,7 @@ import redis
 from celery import Celery, Task, bootsteps, signals
 from celery.exceptions import Retry
 
-from . import events, kombu_compat, orphans, reducers, routing, staging
+from . import clock, events, kombu_compat, orphans, reducers, routing, staging
 from .errors import CmqError, MachineUnreachableError
 from .guard import CANCEL_CHANNEL, JobGuard, Verdict, note_rerun, suspended_key
 from .inventory import Machine
@@ -74,6 +74,7 @@ class WorkerContext:
         """Take the machine's lease (one worker per machine, else ServiceError), open the
         ssh masters (before the first burst) and start the helper threads."""
         self.lease.take()
+        self.follow_clock()
         self.sweep_orphans()                 # what a dead predecessor held goes back to the queues
         errors = self.runner.start()
         if errors:
@@ -82,6 +83,14 @@ class WorkerContext:
             self._report("ready", "")
         for target, name in ((self._heartbeat, "heartbeat"), (self._listen_cancels, "cancels")):
             threading.Thread(target=target, name=f"cmq-{name}", daemon=True).start()
+
+    def follow_clock(self) -> None:
+        """Put this worker's times on the broker's clock when this host's is off (see
+        :mod:`cmqueue.clock`)."""
+        try:
+            clock.follow(self.redis)
+        except redis.RedisError as e:
+            log.warning("cannot compare this host's clock with the broker's: %s", e)
 
     def sweep_orphans(self) -> None:
         """Put back on their queues the messages held by workers that died (see
@@ -134,7 +143,7 @@ class WorkerContext:
     def _report(self, state: str, reason: str) -> None:
         try:
             self.redis.hset(machine_key(self.machine.name), mapping={
-                "state": state, "reason": reason, "since": repr(time.time()),
+                "state": state, "reason": reason, "since": repr(clock.now()),
                 "worker": self.hostname, "pid": str(os.getpid()), "slots": str(self.machine.slots),
             })
         except redis.RedisError:
@@ -146,10 +155,11 @@ class WorkerContext:
             try:
                 if not self.lease.keep() and not self._lease_lost():
                     return
+                self.follow_clock()
                 for job in self.guard.heartbeat(self.runner.running_ids()):
                     log.error("job %s: it started again elsewhere while this worker was stopped or cut off "
                               "from the broker; both runs end, and its record says it ran twice", job)
-                self.redis.hset(machine_key(self.machine.name), "seen", repr(time.time()))
+                self.redis.hset(machine_key(self.machine.name), "seen", repr(clock.now()))
             except redis.RedisError as e:
                 log.warning("heartbeat failed: %s", e)
 
@@ -391,7 +401,7 @@ class WorkerContext:
         if self._claim(task, spec, member="workflow" in spec.params) is None or self._suspended(spec, True):
             return
         p = spec.params
-        started = time.time()
+        started = clock.now()
         if "operands" in p:            # a workflow's `+`: its operands' outcomes, stored or known
             known = p.get("known") or {}
             outcomes = [known.get(name) or self.guard.outcome(job) for name, job in p["operands"].items()]
@@ -401,14 +411,14 @@ class WorkerContext:
             done = reducers.reduce(p["reducer"], outcomes, allow_failures=bool(p.get("allow_failures")),
                                    cwd=p.get("cwd"))
         except CmqError as e:
-            result = JobResult(job=spec.id, machine=name, exit_code=None, started=started, ended=time.time(),
+            result = JobResult(job=spec.id, machine=name, exit_code=None, started=started, ended=clock.now(),
                                reason=f"reduce failed: {e}", data={"members": members})
             self.guard.finish(spec.id, events.make(spec.id, JobStatus.FAILED, name, spec.attempt,
                                                     result.to_dict()), keep="workflow" in p)
             self._suspend_on_failure(spec)
             return
         text = reducers.render(done.value)
-        result = JobResult(job=spec.id, machine=name, exit_code=0, started=started, ended=time.time(),
+        result = JobResult(job=spec.id, machine=name, exit_code=0, started=started, ended=clock.now(),
                            stdout=text if text.endswith("\n") or not text else text + "\n",
                            data={"value": done.value, "members": members, "skipped": done.skipped})
         self.guard.finish(spec.id, events.make(spec.id, JobStatus.SUCCEEDED, name, spec.attempt, result.to_dict()),
@@ -421,7 +431,7 @@ class WorkerContext:
         name = self.machine.name
         try:
             stager = Stager(self.transfer(master), self.redis, self.machine.cache)
-            started = time.time()
+            started = clock.now()
             try:
                 report = staging.retrying(lambda: stager.stage_in(spec.id, p["inputs"]), "staging inputs in")
             except TransferError as e:
@@ -429,7 +439,7 @@ class WorkerContext:
                 if not ok:
                     raise MachineUnreachableError(f"{name} unreachable: {why}") from None
                 stager.remove(spec.id)
-                return JobResult(job=spec.id, machine=name, exit_code=None, started=started, ended=time.time(),
+                return JobResult(job=spec.id, machine=name, exit_code=None, started=started, ended=clock.now(),
                                  reason=f"transfer failed: job {spec.id}: {e}", data={"transfer_failed": True})
             result = self.runner.run(dataclasses.replace(spec, command=stager.command(spec.id, spec.command)))
             fetched, error = stager.stage_out(spec.id, p.get("outputs", []), required=result.ok)
@@ -460,7 +470,7 @@ class WorkerContext:
         """Run a put/get message: one transfer between this host and the machine."""
         p = spec.params
         master = self.runner.take_master()
-        started = time.time()
+        started = clock.now()
         progress = ProgressReporter(self.redis, spec.id, int(p.get("total") or 0))
         try:
             t = self.transfer(master)
@@ -474,12 +484,12 @@ class WorkerContext:
             if not ok:
                 raise MachineUnreachableError(f"{self.machine.name} unreachable: {why}") from None
             return JobResult(job=spec.id, machine=self.machine.name, exit_code=None, started=started,
-                             ended=time.time(), reason=f"transfer failed: {e}",
+                             ended=clock.now(), reason=f"transfer failed: {e}",
                              data={"final": isinstance(e, SourceMissingError)})
         finally:
             self.runner.release_master(master)
             progress.close()
-        return JobResult(job=spec.id, machine=self.machine.name, exit_code=0, started=started, ended=time.time(),
+        return JobResult(job=spec.id, machine=self.machine.name, exit_code=0, started=started, ended=clock.now(),
                          stdout=describe(moved) + "\n", data=moved.to_dict())
 
     def transfer(self, master: int = 0) -> Transfer:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -467,6 +468,41 @@ def test_machine_clock_an_hour_ahead(tmp_path, faketime):
         teardown(cenv)
     tally.check()
     assert tally.ran_twice == 0
+
+
+@pytest.mark.slow
+def test_agent_clock_an_hour_behind(tmp_path, faketime):
+    # The worker itself runs on the machine (an agent), on a clock an hour behind: its
+    # deliveries must not look an hour old to the other workers (which would hand them out
+    # again), and its job times must land on the controller's clock.
+    def skew(cluster):
+        cluster.machine("m2").env = {**faketime, "FAKETIME": "-1h"}
+
+    cenv = make_env(tmp_path, machines=2, slots=2, first=175, machine_fields={"m2": {"mode": "agent"}},
+                    prepare=skew)
+    log = tmp_path / "runs.log"
+    try:
+        joined = cenv.run("machines", "join", "m2", timeout=900)
+        assert joined.code == 0, joined.err
+        t0 = time.monotonic()
+        before = time.time()
+        shared = submit(cenv, log, "sleep 1; date +%s", 16)
+        pinned = submit(cenv, log, "sleep 1; date +%s", 6, "--on=m2")
+        tallies = [finish(cenv, f"an agent's clock 1 hour behind, {kind}", sub["batch"], log, t0, timeout=180)
+                   for kind, sub in (("jobs of the shared queue", shared), ("jobs pinned to it", pinned))]
+        after = time.time()
+        rows = cenv.run("status", "--json", shared["batch"], pinned["batch"], check=True).json()
+        on_m2 = [r for r in rows if r["machine"] == "m2"]
+        assert on_m2 and all(after - int(r["stdout"]) > 3000 for r in on_m2), on_m2     # the skew is real
+        assert all(before <= r["started"] <= r["ended"] <= after for r in rows), rows
+        log_text = next((cenv.workdir("m2") / ".cmq" / "agent").glob("**/worker*.log")).read_text()
+        assert re.search(r"this host's clock is -3[56]\d\d\.\d s off the broker's", log_text), log_text[-2000:]
+    finally:
+        cenv.run("machines", "leave", "m2", timeout=120)
+        teardown(cenv)
+    for tally in tallies:
+        tally.check()
+        assert tally.ran_twice == 0, tally
 
 
 @pytest.fixture
