@@ -14,11 +14,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import redis
-
-from . import submit as submitting
 from .config import Settings, resolve
-from .errors import ServiceError, UsageError
+from .errors import CmqError, ServiceError, UsageError
 from .guard import request_cancel
 from .history import HistoryStore, open_store
 from .models import Event, JobRecord, JobResult, JobSpec, JobStatus
@@ -26,6 +23,35 @@ from .redact import redact_url
 from .waiting import Waiter
 
 log = logging.getLogger("cmq")
+
+
+def _redis_error() -> type[Exception]:
+    """redis-py's error base, imported when an error is being handled (listings that
+    never reach the broker never load redis-py: it costs more than their work)."""
+    from redis import RedisError
+
+    return RedisError
+
+
+def recorder_follows(settings: Settings) -> bool:
+    """Whether the recorder that `cmq up` started for this home runs and keeps this
+    history store (read from services.json and /proc: no broker round trip)."""
+    from .files import read_json
+    from .lease import is_running
+
+    try:
+        rec = (read_json(settings.state_file, default={}) or {}).get("recorder") or {}
+    except (OSError, ValueError, CmqError):
+        return False
+    return (rec.get("history") == settings.history and "pid" in rec
+            and is_running(int(rec["pid"]), float(rec.get("created", -1))))
+
+
+def _submit() -> Any:
+    """:mod:`cmqueue.submit`, imported when jobs are sent (it loads Celery): listings never do."""
+    from . import submit
+
+    return submit
 
 
 class Job:
@@ -109,12 +135,16 @@ class Workflow:
 class Cluster:
     """The machines of one inventory, its broker and its history."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, trust_recorder: bool = False) -> None:
+        """``trust_recorder``: listings skip catching up the event stream when this home's
+        recorder runs (it follows the stream with a blocking read: the store is behind by
+        milliseconds), so that they need no broker client at all (see :meth:`refresh`)."""
         self.settings = settings
+        self.trust_recorder = trust_recorder
         self._app: Any = None
         self._results_app: Any = None
         self._store: HistoryStore | None = None
-        self._redis: redis.Redis | None = None
+        self._redis: Any = None
         self._waiter: Waiter | None = None
 
     @classmethod
@@ -125,10 +155,12 @@ class Cluster:
 
     # -- parts, made on first use ---------------------------------------------------------
     @property
-    def redis(self) -> redis.Redis:
+    def redis(self) -> Any:
         """A client of the broker's Redis (checked with PING on first use)."""
         if self._redis is None:
             url = self.settings.require_broker()
+            import redis
+
             client = redis.Redis.from_url(url, socket_connect_timeout=5)
             try:
                 client.ping()
@@ -164,7 +196,7 @@ class Cluster:
 
     # -- submitting -----------------------------------------------------------------------
     def _send(self, specs: list[JobSpec]) -> list[Job]:
-        submitting.send(self.app, self.store, specs)
+        _submit().send(self.app, self.store, specs)
         return [Job(self, s) for s in specs]
 
     def submit(self, command: str, on: str | None = None, label: str | None = None,
@@ -174,26 +206,26 @@ class Cluster:
         """Submit one job: on machine ``on``, on any machine with ``label``, or anywhere.
 
         ``puts``/``gets``/``keep`` stage data as ``cmq submit --put/--get/--keep`` do."""
-        where = submitting.placement(self.settings.inventory, on=on, label=label)
+        where = _submit().placement(self.settings.inventory, on=on, label=label)
         if len(where.targets()) != 1:
             raise UsageError(f"submit() runs one job; {on!r} names {len(where.targets())} "
                              "machines (use broadcast())")
-        _, specs = submitting.build_specs(command, where, timeout=timeout, retries=retries, env=env,
+        _, specs = _submit().build_specs(command, where, timeout=timeout, retries=retries, env=env,
                                           puts=puts, gets=gets, keep=keep)
         return self._send(specs)[0]
 
     def broadcast(self, command: str, on: str | None = None, timeout: float | None = None,
                   retries: int = 0, env: dict[str, str] | None = None) -> list[Job]:
         """Run ``command`` once on each machine named by ``on`` (default: every enabled one)."""
-        where = submitting.placement(self.settings.inventory, on=on, everywhere=on is None)
-        _, specs = submitting.build_specs(command, where, timeout=timeout, retries=retries, env=env)
+        where = _submit().placement(self.settings.inventory, on=on, everywhere=on is None)
+        _, specs = _submit().build_specs(command, where, timeout=timeout, retries=retries, env=env)
         return self._send(specs)
 
     def map(self, template: str, args: Iterable[Any], on: str | None = None, label: str | None = None,
             timeout: float | None = None, retries: int = 0, env: dict[str, str] | None = None) -> list[Job]:
         """One job per argument, ``{}`` in ``template`` replaced by the quoted argument."""
-        where = submitting.placement(self.settings.inventory, on=on, label=label)
-        _, specs = submitting.build_specs(template, where, args=[str(a) for a in args],
+        where = _submit().placement(self.settings.inventory, on=on, label=label)
+        _, specs = _submit().build_specs(template, where, args=[str(a) for a in args],
                                           timeout=timeout, retries=retries, env=env)
         return self._send(specs)
 
@@ -205,11 +237,11 @@ class Cluster:
 
         ``puts``/``gets`` stage data as ``cmq map --put/--get`` do (``"{}"`` stages each
         job's own argument). Returns the reduce job: ``.wait().data["value"]`` is the value."""
-        where = submitting.placement(self.settings.inventory, on=on, label=label)
-        _, members = submitting.build_specs(template, where, args=[str(a) for a in args],
+        where = _submit().placement(self.settings.inventory, on=on, label=label)
+        _, members = _submit().build_specs(template, where, args=[str(a) for a in args],
                                             timeout=timeout, retries=retries, env=env, puts=puts, gets=gets)
-        rspec = submitting.build_reduce(members, reduce, allow_failures=allow_failures)
-        submitting.send(self.app, self.store, members, rspec)
+        rspec = _submit().build_reduce(members, reduce, allow_failures=allow_failures)
+        _submit().send(self.app, self.store, members, rspec)
         return Job(self, rspec)
 
     @property
@@ -249,13 +281,13 @@ class Cluster:
     def put(self, source: str, machines: str, dest: str = "", recursive: bool = False) -> list[Job]:
         """Copy local ``source`` to ``dest`` on every machine of the hostlist ``machines``
         (one transfer job each; relative ``dest`` is under the machine's workdir)."""
-        _, specs = submitting.build_transfers(self.settings.inventory, "put", machines, source, dest, recursive)
+        _, specs = _submit().build_transfers(self.settings.inventory, "put", machines, source, dest, recursive)
         return self._send(specs)
 
     def get(self, machines: str, source: str, dest: str = ".", recursive: bool = False) -> list[Job]:
         """Copy ``source`` from each machine of ``machines`` to local ``dest`` (with several
         machines, into ``dest/<machine>/``)."""
-        _, specs = submitting.build_transfers(self.settings.inventory, "get", machines, source, dest, recursive)
+        _, specs = _submit().build_transfers(self.settings.inventory, "get", machines, source, dest, recursive)
         return self._send(specs)
 
     def send_specs(self, specs: list[JobSpec]) -> list[Job]:
@@ -280,20 +312,33 @@ class Cluster:
     def explain_waiting(self, records: Sequence[JobRecord]) -> None:
         """Say why queued jobs pinned to a machine wait (it is unreachable, or has no
         worker); the broker being down leaves the records as they are."""
-        from .machine_state import explain_waiting
+        from .machine_state import explain_waiting, unexplained
 
+        if not unexplained(records):
+            return                                  # no broker client needed
         try:
             explain_waiting(self.redis, records)
-        except (ServiceError, redis.RedisError):
+        except ServiceError:
+            pass
+        except _redis_error():                      # evaluated only for other errors
             pass
 
     def refresh(self) -> None:
         """Apply new events from the broker, if it is reachable (history works without it).
         When the history store cannot take them (its disk is full), the records stay as
-        they were, the events wait on the broker, and a warning says so."""
+        they were, the events wait on the broker, and a warning says so. With
+        ``trust_recorder`` and this home's recorder running for this store, nothing to do."""
+        if self.trust_recorder and recorder_follows(self.settings):
+            return
         try:
-            self.waiter.refresh()
-        except redis.RedisError:
+            waiter = self.waiter
+        except ServiceError:
+            return                                      # no broker (yet): the history as it is
+        except _redis_error():                          # evaluated only for other errors
+            return
+        try:
+            waiter.refresh()
+        except _redis_error():
             pass
         except ServiceError as e:
             log.warning("cmq: the history is not up to date: %s (the events wait on the broker)", e)

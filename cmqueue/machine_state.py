@@ -37,10 +37,15 @@ def pinned_machine(record: JobRecord) -> str | None:
     return name if kind == "machine" else None
 
 
+def unexplained(records: Iterable[JobRecord]) -> list[JobRecord]:
+    """The queued jobs pinned to a machine whose wait has no reason yet."""
+    return [r for r in records if r.state == JobStatus.QUEUED and not r.reason and pinned_machine(r)]
+
+
 def explain_waiting(client: Any, records: Iterable[JobRecord]) -> None:
     """Give each queued job pinned to a machine that cannot take it now the reason it
     waits: its worker reports the machine unreachable, or no worker serves it."""
-    waiting = [r for r in records if r.state == JobStatus.QUEUED and not r.reason and pinned_machine(r)]
+    waiting = unexplained(records)
     if not waiting:
         return
     states = read_states(client, {pinned_machine(r) for r in waiting})

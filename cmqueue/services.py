@@ -222,6 +222,7 @@ class Services:
         if not alive(state.get("recorder")) and not self._adopt(client, state, "recorder", recorder):
             state["recorder"] = self._spawn(self._cmq_argv("recorder"), self.settings.log_dir / "recorder.log",
                                             broker=url)
+            state["recorder"]["history"] = self.settings.history    # listings trust it for this store
         self._save(state)
         result: dict[str, str] = {}
         deadline = time.monotonic() + timeout

@@ -32,10 +32,10 @@ def _settings(args: Args, check_keys: bool = True) -> Settings:
     return resolve(args.get("--config"), broker=args.get("--broker"), check_keys=check_keys)
 
 
-def _cluster(args: Args, check_keys: bool = True):
+def _cluster(args: Args, check_keys: bool = True, listing: bool = False):
     from ..cluster import Cluster
 
-    return Cluster(_settings(args, check_keys=check_keys))
+    return Cluster(_settings(args, check_keys=check_keys), trust_recorder=listing)
 
 
 def _number(args: Args, key: str, kind: Callable[[str], Any] = float) -> Any:
@@ -491,7 +491,7 @@ def _wait_and_report(c, ids: list[str], as_json: bool, timeout: float | None = N
         c.explain_waiting(not_final)
         output.err.print(f"{len(not_final)} job(s) still not finished after {timeout:g}s")
         if not as_json:
-            output.print_jobs(not_final, console=output.err)
+            output.print_jobs(not_final, on=output.err)
         return 1
     if bad:
         raise JobFailedError(f"{len(bad)} of {len(records)} job(s) did not succeed", bad)
@@ -529,7 +529,7 @@ Options:
 JOB is a job id, a batch id or a unique prefix of an id. Without JOB: the jobs that are
 not finished, and a count of all jobs by state.
 """
-    with _cluster(args, check_keys=False) as c:
+    with _cluster(args, check_keys=False, listing=True) as c:
         if args["JOB"]:
             records = c.status(args["JOB"])
         else:
@@ -545,8 +545,8 @@ not finished, and a count of all jobs by state.
             _print_values(records)
         if not args["JOB"]:
             counts = c.store.counts()
-            output.out.print("  ".join(f"{output.state_text(s)}: {n}" for s, n in sorted(counts.items()))
-                             or "no jobs yet")
+            output.line("  ".join(f"{output.state_text(s)}: {n}" for s, n in sorted(counts.items()))
+                        or "no jobs yet")
     return 0
 
 
@@ -581,14 +581,14 @@ Options:
             raise UsageError(f"--state={args['--state']}: not a state "
                              f"({', '.join(s.value for s in JobStatus)})") from None
     last = _number(args, "--last", int)
-    with _cluster(args, check_keys=False) as c:
+    with _cluster(args, check_keys=False, listing=True) as c:
         c.refresh()
         records = c.store.jobs(state=state, last=last)
         c.explain_waiting(records)
         if args["--json"]:
             output.print_json([r.to_dict() for r in records])
         else:
-            output.print_jobs(records) if records else output.out.print("no jobs")
+            output.print_jobs(records) if records else output.line("no jobs")
     return 0
 
 
@@ -605,7 +605,7 @@ The history keeps the last part of each stream (settings.output_cap bytes); the 
 output stays in the worker's log directory and is printed from there when it is on this
 machine.
 """
-    with _cluster(args, check_keys=False) as c:
+    with _cluster(args, check_keys=False, listing=True) as c:
         (rec,) = c.status([args["JOB"]]) if args["JOB"] else []
         stream = "stderr" if args["--stderr"] else "stdout"
         res = rec.result
@@ -761,16 +761,5 @@ COMMANDS: dict[str, Callable[[Args], int]] = {
     "logs": cmd_logs, "cancel": cmd_cancel, "top": cmd_top, "wait": cmd_wait, "demo": cmd_demo,
 }
 
-
-def _more_commands() -> None:
-    from . import data, mapping, vagrant, workflows
-
-    COMMANDS.update(data.COMMANDS)
-    COMMANDS.update(mapping.COMMANDS)
-    COMMANDS.update(workflows.COMMANDS)
-    COMMANDS.update(vagrant.COMMANDS)
-
-
-_more_commands()
 
 __all__ = ["COMMANDS", "GLOBAL_OPTIONS"]

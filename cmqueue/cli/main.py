@@ -47,15 +47,16 @@ Exit codes: 0 ok, 1 a job failed, 2 usage or configuration error, 3 a service is
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
+from typing import Any
 
 from docopt import DocoptExit
 
 from .. import __version__
 from ..errors import CmqError, UsageError
-from . import commands
 from .parse import (
     did_you_mean,
     explain,
@@ -69,6 +70,24 @@ from .parse import (
 #: Commands whose first positional word starts a shell command (the rest is its words).
 SHELL_COMMANDS = ("submit", "map")
 
+#: The module of cmqueue.cli that defines each command: only the one run is imported.
+COMMAND_MODULES: dict[str, str] = {
+    **dict.fromkeys(("up", "down", "ps", "worker", "recorder", "flower", "procfile", "machines", "submit",
+                     "status", "jobs", "logs", "cancel", "top", "wait", "demo"), "commands"),
+    **dict.fromkeys(("put", "get", "cache"), "data"),
+    "map": "mapping",
+    **dict.fromkeys(("run", "plan", "workflows", "show", "resume", "retry"), "workflows"),
+    "vagrant": "vagrant",
+}
+
+
+def command(name: str) -> Any:
+    """The function of command ``name`` (its docstring is its usage), or None."""
+    module = COMMAND_MODULES.get(name)
+    if module is None:
+        return None
+    return importlib.import_module(f"{__package__}.{module}").COMMANDS[name]
+
 
 def _run(argv: list[str]) -> int:
     from docopt import docopt
@@ -78,12 +97,14 @@ def _run(argv: list[str]) -> int:
     except DocoptExit as e:
         raise UsageError(explain(e, __doc__, "cmq", argv).removeprefix("cmq: ")) from None
     name = top["<command>"]
-    func = commands.COMMANDS.get(name)
+    func = command(name)
     if func is None:
-        public = [c for c in commands.COMMANDS if c != "recorder"]
+        public = [c for c in COMMAND_MODULES if c != "recorder"]
         raise UsageError(f"unknown command {name!r}{did_you_mean(name, public)}; see `cmq --help`")
     sub_argv, after = split_triple_colon([name, *top["<args>"]])
-    doc = (func.__doc__ or "") + commands.GLOBAL_OPTIONS
+    from .commands import GLOBAL_OPTIONS
+
+    doc = (func.__doc__ or "") + GLOBAL_OPTIONS
     if name in SHELL_COMMANDS:
         opts, words, verbatim = leading_options(sub_argv[1:], value_options(doc))
         if not verbatim:

@@ -1,33 +1,64 @@
-"""Tables, JSON and the live progress view of the command line (rich)."""
+"""Tables, JSON and the live progress view of the command line (rich).
+
+rich is imported on first use: a listing printed into a pipe, `--json` and `--help` never
+load it (it costs tens of milliseconds, more than such a command's own work).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
-
-from rich.console import Console, Group
-from rich.live import Live
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from ..defaults import FAILURE_TAIL_LINES
 from ..hostlist import fold
 from ..models import JobRecord, JobStatus, short_id
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console, Group
+    from rich.table import Table
+
+_consoles: dict[str, Any] = {}
+
+
+def console(name: str) -> Console:
+    """The rich Console on stdout (``out``) or stderr (``err``), made on first use."""
+    if name not in _consoles:
+        from rich.console import Console
+
+        _consoles[name] = Console(stderr=name == "err", highlight=False, soft_wrap=True)
+    return _consoles[name]
+
+
+def __getattr__(name: str) -> Any:
+    """``output.out`` and ``output.err``: the consoles, made on first use."""
+    if name in ("out", "err"):
+        return console(name)
+    raise AttributeError(name)
+
+
+#: rich's colour markup as cmq writes it (``[green]...[/]``), removed when printing plain.
+_MARKUP = re.compile(r"\[/?[a-z_ ]*\]")
+
+
+def line(text: str, markup: bool = True) -> None:
+    """Print one line on stdout: through rich on a terminal (colours), else plain, with
+    the markup removed and rich never loaded."""
+    if stdout_is_terminal():
+        console("out").print(text, markup=markup)
+        return
+    sys.stdout.write((_MARKUP.sub("", text) if markup else text) + "\n")
+    sys.stdout.flush()
+
+
+def stdout_is_terminal() -> bool:
+    """Whether stdout is a terminal (without making a Console)."""
+    return "out" in _consoles and _consoles["out"].is_terminal or sys.stdout.isatty()
+
 
 STATE_STYLE = {
     "queued": "cyan", "running": "yellow", "retrying": "magenta", "succeeded": "green",
@@ -73,11 +104,13 @@ def jobs_table(records: Sequence[JobRecord], title: str | None = None, width: in
     times are never folded: the command and the reason are cut to fit ``width``."""
     rows = [_job_row(r) for r in records]
     fixed = [max(len(row[i]) for row in [list(JOB_COLUMNS), *rows]) for i in range(6)]
-    rest = (width or out.width) - sum(fixed) - 3 * len(JOB_COLUMNS)
+    rest = (width or console("out").width) - sum(fixed) - 3 * len(JOB_COLUMNS)
     longest_command = max([len(row[6]) for row in rows] + [len("command")])
     longest_reason = max([len(row[7]) for row in rows] + [len("reason")])
     command_width = max(7, min(longest_command, max(rest // 2, rest - longest_reason)))
     reason_width = max(6, rest - command_width)
+    from rich.table import Table
+
     t = Table(title=title, show_edge=False, header_style="bold")
     for col, w in zip(JOB_COLUMNS[:6], fixed, strict=True):
         t.add_column(col, no_wrap=True, min_width=w)
@@ -94,20 +127,22 @@ def jobs_table(records: Sequence[JobRecord], title: str | None = None, width: in
 TABLE_ROWS = 300
 
 
-def print_jobs(records: Sequence[JobRecord], console: Console | None = None) -> None:
+def print_jobs(records: Sequence[JobRecord], on: Console | None = None) -> None:
     """Print a job list: on a terminal, a table fitted to its width (commands and reasons
     cut, ids and times never folded); otherwise, or for long lists, the same columns as
     plain aligned lines with nothing cut (for grep and pipes)."""
-    console = console or out
-    if console.is_terminal and len(records) <= TABLE_ROWS:
-        console.print(jobs_table(records, width=console.width))
+    stream = on.file if on is not None else sys.stdout
+    terminal = on.is_terminal if on is not None else stdout_is_terminal()
+    if terminal and len(records) <= TABLE_ROWS:
+        target = on or console("out")
+        target.print(jobs_table(records, width=target.width))
         return
     rows = [JOB_COLUMNS] + [tuple(_job_row(r)) for r in records]
     widths = [max(len(row[i]) for row in rows) for i in range(6)]
     widths.append(min(50, max(len(row[6]) for row in rows)))
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:7], widths, strict=True)) + "  " + row[7] for row in rows]
-    console.file.write("\n".join(line.rstrip() for line in lines) + "\n")
-    console.file.flush()
+    stream.write("\n".join(line.rstrip() for line in lines) + "\n")
+    stream.flush()
 
 
 def _short(text: str, width: int) -> str:
@@ -118,6 +153,7 @@ def _short(text: str, width: int) -> str:
 def failures(records: Sequence[JobRecord], tail: bool = True) -> None:
     """Print each job that did not succeed: machine, exit code and (with ``tail``) the
     last lines of its stderr."""
+    err = console("err")
     for r in records:
         if r.state == JobStatus.SUCCEEDED:
             continue
@@ -176,6 +212,11 @@ class ProgressView:
     at the end instead."""
 
     def __init__(self, total: int, enabled: bool = True) -> None:
+        from rich.console import Group
+        from rich.live import Live
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        err = console("err")
         self.total = total
         self.summary = enabled and not err.is_terminal
         enabled = enabled and err.is_terminal
@@ -202,7 +243,7 @@ class ProgressView:
         elif self.summary and self.latest:
             states = Counter(r.state.value for r in self.latest)
             n = len(self.latest)
-            err.print(f"{n} job{'s' if n != 1 else ''} in {seconds(time.monotonic() - self.began)}: "
+            console("err").print(f"{n} job{'s' if n != 1 else ''} in {seconds(time.monotonic() - self.began)}: "
                       + ", ".join(f"{n} {s}" for s, n in sorted(states.items())), markup=False)
 
     def update(self, records: list[JobRecord]) -> None:
@@ -224,6 +265,9 @@ class ProgressView:
         for r in records:
             if r.machine:
                 per.setdefault(r.machine, Counter())[r.state] += 1
+        from rich.console import Group
+        from rich.table import Table
+
         table = Table(show_edge=False, header_style="dim", box=None)
         for col in ("machine", "running", "done", "failed", "cancelled"):
             table.add_column(col, justify="right" if col != "machine" else "left")
@@ -238,6 +282,16 @@ class TransferView:
     """Live view of transfers: a bar per machine with bytes, rate and state."""
 
     def __init__(self, specs: Sequence[Any], client: Any, enabled: bool = True) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TransferSpeedColumn,
+        )
+
+        err = console("err")
         self.client = client
         self.enabled = enabled
         self.progress = Progress(
@@ -288,6 +342,9 @@ class TransferView:
 
 def top_view(snap: dict[str, Any]) -> Group:
     """`cmq top`'s screen: machines, queues, running jobs."""
+    from rich.console import Group
+    from rich.table import Table
+
     machines = Table(title="machines", show_edge=False, header_style="bold", title_justify="left")
     for col in ("machine", "worker", "slots", "used", "free", "queued", "labels"):
         machines.add_column(col, justify="left" if col in ("machine", "worker", "labels") else "right")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import shlex
+import subprocess
+import sys
 import uuid
 from collections import defaultdict
 
 import psutil
 
-from ..conftest import wait_for
+from ..conftest import make_env, teardown, wait_for
 
 
 def no_process_with(text: str) -> bool:
@@ -171,6 +174,53 @@ def test_status_jobs_and_logs(cmq):
     r = cmq.run("status", "nosuchjob")
     assert r.code == 2 and "no job or batch 'nosuchjob'" in r.err
 
+
+
+LOADED = """
+import sys
+from cmqueue.cli.main import main
+try:
+    code = main(sys.argv[1:])
+finally:
+    heavy = sorted({m.split(".")[0] for m in sys.modules} & {"celery", "kombu", "rich", "redis"})
+    print("LOADED", *heavy, file=sys.stderr)
+raise SystemExit(code)
+"""
+
+
+def loaded(cmq, *argv: str) -> tuple[str, list[str]]:
+    """Run ``cmq ARGV`` into a pipe; (its stdout, the heavy packages it imported)."""
+    proc = subprocess.run([sys.executable, "-c", LOADED, *argv], capture_output=True, text=True, env=cmq.env,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout, proc.stderr.strip().splitlines()[-1].split()[1:]
+
+
+def test_listings_read_what_the_recorder_keeps_and_load_no_broker_client(cmq):
+    # No client catches the stream up here (no --wait, no `cmq wait`): the recorder that
+    # `cmq up` started applies the events, and listings read the store it keeps.
+    job = cmq.run("submit", "--json", "--on=m2", "echo kept-by-the-recorder", check=True).json()["jobs"][0]["id"]
+    wait_for(lambda: json.loads(loaded(cmq, "status", "--json", job)[0])[0]["state"] == "succeeded", timeout=60,
+             what="the recorder to record the job's end")
+    for argv in (["status", job], ["status"], ["jobs", "--last=5"], ["logs", job]):
+        out, heavy = loaded(cmq, *argv)
+        assert heavy == [], (argv, heavy)                  # no Celery, kombu, redis-py or rich
+    assert loaded(cmq, "logs", job)[0] == "kept-by-the-recorder\n"
+    assert job[:6] in loaded(cmq, "jobs", "--last=5")[0]
+
+
+def test_without_a_recorder_listings_catch_the_history_up_themselves(tmp_path):
+    cenv = make_env(tmp_path, machines=1, slots=1, first=178)
+    try:
+        recorder = psutil.Process(json.loads((cenv.home / "services.json").read_text())["recorder"]["pid"])
+        recorder.kill()
+        recorder.wait(10)
+        job = cenv.run("submit", "--json", "echo caught-up", check=True).json()["jobs"][0]["id"]
+        wait_for(lambda: cenv.run("status", "--json", job).json()[0]["state"] == "succeeded", timeout=60,
+                 what="the listing to apply the job's events itself")
+        assert cenv.run("logs", job, check=True).out == "caught-up\n"
+    finally:
+        teardown(cenv)
 
 def test_each_file_makes_one_job_per_line(cmq, tmp_path):
     args = tmp_path / "args.txt"

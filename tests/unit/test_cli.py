@@ -186,3 +186,34 @@ def test_a_closed_pipe_ends_quietly(inv, tmp_path):
     proc = subprocess.run(f"{sys.executable} -m cmqueue submit --help | true", shell=True,
                           capture_output=True, text=True, timeout=60)
     assert proc.stderr == ""
+
+
+def test_every_command_is_where_the_dispatcher_looks():
+    from cmqueue.cli.main import COMMAND_MODULES, command
+
+    for name in COMMAND_MODULES:
+        func = command(name)
+        assert callable(func) and f"cmq {name}" in (func.__doc__ or ""), name
+
+
+LOADED = """
+import sys
+from cmqueue.cli.main import main
+try:
+    code = main(sys.argv[1:])
+finally:
+    heavy = sorted({m.split(".")[0] for m in sys.modules} & {"celery", "kombu", "rich", "asyncio", "redis"})
+    print("LOADED", " ".join(heavy), file=sys.stderr)
+raise SystemExit(code)
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["status"], ["jobs"], ["status", "--json"],
+                                  ["submit", "--help"]])
+def test_listings_and_help_never_load_celery_and_into_a_pipe_not_rich(inv, tmp_path, argv):
+    # Startup time is most of a listing's time: Celery (and its asyncio) and rich cost more
+    # than the work. A listing into a pipe needs neither.
+    proc = subprocess.run([sys.executable, "-c", LOADED, "--config", str(inv), *argv], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "CMQ_HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "LOADED", proc.stderr
