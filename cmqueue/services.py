@@ -181,7 +181,7 @@ class Services:
 
     def procfile(self) -> str:
         """A Procfile (honcho, foreman) that runs this inventory's stack in the foreground:
-        Redis when cmq runs it, the recorder, Flower and a worker per machine."""
+        Redis when cmq runs it, the recorder, the launcher, Flower and a worker per machine."""
         url, conf = self.redis_config()
         cmq = f"cmq --config {shlex.quote(str(self.settings.inventory.path))}"
         lines = ["# Made by `cmq procfile` for " + str(self.settings.inventory.path) + "; run: honcho start",
@@ -189,6 +189,7 @@ class Services:
         if conf is not None:
             lines.append(f"redis: {redis_binary()} {shlex.quote(str(conf))}")
         lines.append(f"recorder: {cmq} recorder")
+        lines.append(f"launcher: {cmq} launcher")
         port = int(self.settings.get("flower_port"))
         if port:
             lines.append(f"flower: {cmq} flower --port={port}")
@@ -223,6 +224,8 @@ class Services:
             state["recorder"] = self._spawn(self._cmq_argv("recorder"), self.settings.log_dir / "recorder.log",
                                             broker=url)
             state["recorder"]["history"] = self.settings.history    # listings trust it for this store
+        if not alive(state.get("launcher")):
+            state["launcher"] = self._spawn(self._cmq_argv("launcher"), self.settings.log_dir / "launcher.log")
         self._save(state)
         result: dict[str, str] = {}
         deadline = time.monotonic() + timeout
@@ -375,7 +378,7 @@ class Services:
         targets: list[tuple[str, dict[str, Any]]] = [
             (f"worker {n}", r) for n, r in (state.get("workers") or {}).items()]
         targets += [(f"tunnel {n}", r) for n, r in (state.get("tunnels") or {}).items()]
-        for name in ("recorder", "flower"):
+        for name in ("recorder", "flower", "launcher"):
             if state.get(name):
                 targets.append((name, state[name]))
         self._terminate([t for t in targets if alive(t[1])], grace, stopped)
@@ -419,7 +422,7 @@ class Services:
         items: list[tuple[str, dict[str, Any]]] = []
         if state.get("redis", {}).get("pid"):
             items.append(("redis", state["redis"]))
-        for name in ("recorder", "flower"):
+        for name in ("recorder", "flower", "launcher"):
             if state.get(name):
                 items.append((name, state[name]))
         items += [(f"worker {n}", r) for n, r in (state.get("workers") or {}).items()]

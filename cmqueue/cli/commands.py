@@ -268,6 +268,20 @@ Usage:
             time.sleep(1)
 
 
+def cmd_launcher(args: Args) -> int:
+    """Keep Celery, redis-py and rich imported and start commands by forking (started by
+`cmq up`; the `cmq` command uses it when it runs: see cmqueue/launcher.py).
+
+Usage:
+  cmq launcher [options]
+"""
+    from ..config import home_dir
+    from ..launcher import serve
+
+    serve(home_dir())
+    return 0
+
+
 # -- machines ---------------------------------------------------------------------------------
 def cmd_machines(args: Args) -> int:
     """List the machines of the inventory, or probe them.
@@ -756,6 +770,7 @@ demo stops the one before.
 
 COMMANDS: dict[str, Callable[[Args], int]] = {
     "up": cmd_up, "down": cmd_down, "ps": cmd_ps, "worker": cmd_worker, "recorder": cmd_recorder,
+    "launcher": cmd_launcher,
     "flower": cmd_flower, "procfile": cmd_procfile,
     "machines": cmd_machines, "submit": cmd_submit, "status": cmd_status, "jobs": cmd_jobs,
     "logs": cmd_logs, "cancel": cmd_cancel, "top": cmd_top, "wait": cmd_wait, "demo": cmd_demo,

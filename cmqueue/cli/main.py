@@ -72,7 +72,7 @@ SHELL_COMMANDS = ("submit", "map")
 
 #: The module of cmqueue.cli that defines each command: only the one run is imported.
 COMMAND_MODULES: dict[str, str] = {
-    **dict.fromkeys(("up", "down", "ps", "worker", "recorder", "flower", "procfile", "machines", "submit",
+    **dict.fromkeys(("up", "down", "ps", "worker", "recorder", "launcher", "flower", "procfile", "machines", "submit",
                      "status", "jobs", "logs", "cancel", "top", "wait", "demo"), "commands"),
     **dict.fromkeys(("put", "get", "cache"), "data"),
     "map": "mapping",
@@ -99,7 +99,7 @@ def _run(argv: list[str]) -> int:
     name = top["<command>"]
     func = command(name)
     if func is None:
-        public = [c for c in COMMAND_MODULES if c != "recorder"]
+        public = [c for c in COMMAND_MODULES if c not in ("recorder", "launcher")]
         raise UsageError(f"unknown command {name!r}{did_you_mean(name, public)}; see `cmq --help`")
     sub_argv, after = split_triple_colon([name, *top["<args>"]])
     from .commands import GLOBAL_OPTIONS

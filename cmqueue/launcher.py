@@ -1,0 +1,162 @@
+"""A warm process that starts cmq commands in milliseconds (as Mercurial's chg does).
+
+Starting Python and importing Celery, kombu, redis-py and rich takes a few hundred
+milliseconds, more than most commands' own work. `cmq up` starts a launcher that has
+imported them once; the ``cmq`` command (:mod:`cmqueue.cli.client`) connects to its Unix
+socket in the cmq home, hands over its standard input, output and error (SCM_RIGHTS)
+with its arguments, working directory, environment and umask, and the launcher forks a
+child that becomes the command: the same code as ever (:func:`cmqueue.cli.main.main`),
+on the caller's terminal, in the caller's directory. The child sends its pid (so the
+client forwards Ctrl-C and other signals to it) and, at the end, its exit code.
+
+Only the owner of the socket may connect (a 0600 socket in the 0700 home, and its peer's
+uid checked). A launcher whose cmqueue source files changed since it started says so to
+the next client (which then runs the command itself) and starts afresh (exec).
+The launcher never starts a thread: a fork copies only the calling thread.
+"""
+
+from __future__ import annotations
+
+import array
+import importlib
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+#: The socket's name in the cmq home.
+SOCKET_NAME = "launcher.sock"
+#: Modules a command may need, imported once by the launcher.
+PRELOAD = (
+    "celery", "kombu.transport.redis", "redis", "yaml", "rich.console", "rich.table", "rich.progress", "rich.live",
+    "cmqueue.cli.commands", "cmqueue.cli.data", "cmqueue.cli.mapping", "cmqueue.cli.workflows",
+    "cmqueue.cluster", "cmqueue.submit", "cmqueue.app", "cmqueue.history.sqlite", "cmqueue.workflow.engine",
+)
+#: Bytes of the request read with its file descriptors (the rest follows on the stream).
+FIRST_READ = 65536
+
+
+def socket_path(home: Path) -> Path:
+    """Where the launcher of cmq home ``home`` listens."""
+    return Path(home) / SOCKET_NAME
+
+
+def _sources() -> dict[str, float]:
+    """mtime of the source file of every cmqueue module loaded now."""
+    found = {}
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if name.startswith("cmqueue") and path:
+            try:
+                found[path] = os.stat(path).st_mtime
+            except OSError:
+                found[path] = -1.0
+    return found
+
+
+def _changed(loaded: dict[str, float]) -> bool:
+    for path, mtime in loaded.items():
+        try:
+            if os.stat(path).st_mtime != mtime:
+                return True
+        except OSError:
+            return True
+    return False
+
+
+def serve(home: Path) -> None:
+    """Listen on ``home``'s launcher socket until killed (``cmq launcher``)."""
+    for name in PRELOAD:
+        importlib.import_module(name)
+    loaded = _sources()
+    path = socket_path(home)
+    path.unlink(missing_ok=True)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        server.bind(str(path))
+    finally:
+        os.umask(old)
+    server.listen(64)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)          # children are reaped by the kernel
+    signal.signal(signal.SIGTERM, lambda *_: (path.unlink(missing_ok=True), os._exit(0)))
+    print(f"launcher: listening on {path}", flush=True)
+    while True:
+        conn, _ = server.accept()
+        uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[1]
+        if uid != os.getuid():
+            conn.close()
+            continue
+        if _changed(loaded):
+            conn.sendall(b'{"stale": true}\n')
+            conn.close()
+            server.close()
+            path.unlink(missing_ok=True)
+            os.execv(sys.executable, [sys.executable, "-m", "cmqueue", "launcher"])
+        if os.fork() == 0:
+            server.close()
+            os._exit(_child(conn))
+        conn.close()
+
+
+def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    """The request (JSON, one line) and the three file descriptors sent with it."""
+    fds = array.array("i")
+    data, ancillary, _, _ = conn.recvmsg(FIRST_READ, socket.CMSG_LEN(3 * fds.itemsize))
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    while not data.endswith(b"\n"):
+        more = conn.recv(FIRST_READ)
+        if not more:
+            raise ConnectionError("the client went away mid-request")
+        data += more
+    return json.loads(data), list(fds)
+
+
+def _child(conn: socket.socket) -> int:
+    """Become the command the client asked for; returns its exit code."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)           # subprocess waits for its children
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        request, fds = _receive(conn)
+    except (OSError, ValueError):
+        return 1
+    if len(fds) != 3:
+        return 1
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.umask(int(request["umask"]))
+    conn.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\n")
+    code = 1
+    try:
+        os.chdir(request["cwd"])
+        sys.argv = ["cmq", *request["argv"]]
+        from .cli.main import main
+
+        code = main(list(request["argv"]))
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except KeyboardInterrupt:
+        print("cmq: interrupted", file=sys.stderr)
+        code = 130
+    except OSError as e:
+        print(f"cmq: {e}", file=sys.stderr)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+    try:
+        conn.sendall(json.dumps({"exit": code}).encode() + b"\n")
+    except OSError:
+        pass
+    return code

@@ -1,0 +1,107 @@
+"""The launcher `cmq up` starts: the `cmq` command hands it commands, which run as forks
+of a warm process in the caller's directory, environment and file descriptors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import cmqueue
+from cmqueue.launcher import socket_path
+
+from ..conftest import make_env, teardown, wait_for
+
+#: The `cmq` entry point, reporting on stderr whether it ran the command itself.
+CLIENT = """
+import sys
+from cmqueue.cli.client import main
+code = main()
+print("RAN", "here" if "cmqueue.cli.main" in sys.modules else "in-launcher", file=sys.stderr)
+raise SystemExit(code)
+"""
+
+
+def cmq(cenv, *argv: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the `cmq` command as a user types it; ``.ran`` says where it ran."""
+    proc = subprocess.run([sys.executable, "-c", CLIENT, *argv], capture_output=True, text=True,
+                          env={**cenv.env, **(env or {})}, cwd=cwd, timeout=120)
+    lines = proc.stderr.splitlines()
+    proc.ran = lines[-1].split()[1] if lines and lines[-1].startswith("RAN ") else "?"
+    proc.stderr = "\n".join(lines[:-1]) + ("\n" if lines[:-1] else "")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def cenv(tmp_path_factory):
+    cenv = make_env(tmp_path_factory.mktemp("launcher"), machines=2, slots=2, first=184)
+    wait_for(lambda: socket_path(cenv.home).exists(), timeout=60, what="the launcher's socket")
+    yield cenv
+    teardown(cenv)
+
+
+def test_commands_run_in_the_launcher_as_if_typed_here(cenv, tmp_path):
+    (tmp_path / "data.txt").write_text("from the caller's directory\n")
+    r = cmq(cenv, "submit", "--wait", "--on=m1", "--put=data.txt", "cat data.txt; echo to-err >&2", cwd=tmp_path)
+    assert (r.returncode, r.ran) == (0, "in-launcher"), r.stderr
+    assert r.stdout == "from the caller's directory\n" and "to-err" in r.stderr
+    failed = cmq(cenv, "submit", "--wait", "--on=m2", "exit 3")
+    assert (failed.returncode, failed.ran) == (1, "in-launcher") and "exit code 3" in failed.stderr
+    usage = cmq(cenv, "submit", "--lable=x", "true")
+    assert (usage.returncode, usage.ran) == (2, "in-launcher") and "--label" in usage.stderr
+    # The caller's environment, not the launcher's.
+    other = cmq(cenv, "status", env={"CMQ_CONFIG": str(tmp_path / "elsewhere.yaml")})
+    assert (other.returncode, other.ran) == (2, "in-launcher") and "elsewhere.yaml" in other.stderr, other.stderr
+    listed = cmq(cenv, "jobs", "--json", "--last=3")
+    assert listed.ran == "in-launcher" and json.loads(listed.stdout)[-1]["state"] == "failed"
+    # Commands that start or stop services run here.
+    assert cmq(cenv, "ps").ran == "in-launcher" and cmq(cenv, "up").ran == "here"
+
+
+def test_ctrl_c_reaches_the_command(cenv):
+    job = cmq(cenv, "submit", "--json", "--on=m1", "sleep 60").stdout
+    job_id = json.loads(job)["jobs"][0]["id"]
+    waiting = subprocess.Popen([sys.executable, "-c", CLIENT, "wait", job_id], env=cenv.env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: _children_of_launcher(cenv), timeout=30, what="the command to start in the launcher")
+    started = time.monotonic()
+    waiting.send_signal(signal.SIGINT)
+    out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 130 and "interrupted" in err and time.monotonic() - started < 10, err
+    cmq(cenv, "cancel", job_id)
+
+
+def _children_of_launcher(cenv) -> list:
+    """The commands the launcher runs now (its forks)."""
+    import psutil
+
+    return psutil.Process(json.loads((cenv.home / "services.json").read_text())["launcher"]["pid"]).children()
+
+
+def test_a_launcher_whose_code_changed_is_bypassed_then_starts_afresh(cenv):
+    assert cmq(cenv, "status").ran == "in-launcher"
+    source = Path(cmqueue.__file__).with_name("defaults.py")
+    os.utime(source)                                       # as after an upgrade or an edit
+    bypassed = cmq(cenv, "status")
+    assert (bypassed.returncode, bypassed.ran) == (0, "here"), bypassed.stderr
+    wait_for(lambda: cmq(cenv, "status").ran == "in-launcher", timeout=60, what="the launcher to start afresh")
+
+
+def test_only_its_owner_may_use_it_and_down_removes_it(tmp_path):
+    cenv = make_env(tmp_path, machines=1, slots=1, first=188)
+    try:
+        sock = socket_path(cenv.home)
+        wait_for(sock.exists, timeout=60, what="the launcher's socket")
+        assert oct(sock.stat().st_mode & 0o777) == "0o600"
+        assert cenv.run("down", "--grace=2").code == 0
+        assert not sock.exists()
+        r = cmq(cenv, "status")
+        assert (r.returncode, r.ran) == (0, "here"), r.stderr   # no launcher: the command runs here
+    finally:
+        teardown(cenv)
