@@ -70,7 +70,10 @@ def main() -> None:
     redis_srv.start()
     config = cluster.write_inventory(root / "cmq.yaml", redis_srv.url, settings={"flower_port": 0})
     env = {**os.environ, "CMQ_CONFIG": str(config), "CMQ_HOME": str(root / "home")}
-    cmq = shlex.join([sys.executable, "-m", "cmqueue"])
+    entry = Path(sys.executable).with_name("cmq")            # the command as installed, as users type it
+    if not entry.exists():
+        raise SystemExit(f"{entry}: not found; install cmq with pip (.ci/setup does)")
+    cmq = shlex.quote(str(entry))
     ctl = root / "ctl"
     ctl.mkdir(mode=0o700)
     cfg = ssh_config(cluster, root / "ssh_config", ctl)
