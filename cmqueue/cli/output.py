@@ -22,16 +22,15 @@ if TYPE_CHECKING:
     from rich.console import Console, Group
     from rich.table import Table
 
-_consoles: dict[str, Any] = {}
-
-
 def console(name: str) -> Console:
-    """The rich Console on stdout (``out``) or stderr (``err``), made on first use."""
-    if name not in _consoles:
+    """The rich Console on stdout (``out``) or stderr (``err``), made on first use (and
+    kept as this module's attribute of that name, which a test may replace)."""
+    made = globals().get(name)
+    if made is None:
         from rich.console import Console
 
-        _consoles[name] = Console(stderr=name == "err", highlight=False, soft_wrap=True)
-    return _consoles[name]
+        made = globals()[name] = Console(stderr=name == "err", highlight=False, soft_wrap=True)
+    return made
 
 
 def __getattr__(name: str) -> Any:
@@ -51,13 +50,16 @@ def line(text: str, markup: bool = True) -> None:
     if stdout_is_terminal():
         console("out").print(text, markup=markup)
         return
-    sys.stdout.write((_MARKUP.sub("", text) if markup else text) + "\n")
-    sys.stdout.flush()
+    made = globals().get("out")
+    stream = made.file if made is not None else sys.stdout
+    stream.write((_MARKUP.sub("", text) if markup else text) + "\n")
+    stream.flush()
 
 
 def stdout_is_terminal() -> bool:
     """Whether stdout is a terminal (without making a Console)."""
-    return "out" in _consoles and _consoles["out"].is_terminal or sys.stdout.isatty()
+    made = globals().get("out")
+    return made.is_terminal if made is not None else sys.stdout.isatty()
 
 
 STATE_STYLE = {
@@ -131,6 +133,7 @@ def print_jobs(records: Sequence[JobRecord], on: Console | None = None) -> None:
     """Print a job list: on a terminal, a table fitted to its width (commands and reasons
     cut, ids and times never folded); otherwise, or for long lists, the same columns as
     plain aligned lines with nothing cut (for grep and pipes)."""
+    on = on if on is not None else globals().get("out")
     stream = on.file if on is not None else sys.stdout
     terminal = on.is_terminal if on is not None else stdout_is_terminal()
     if terminal and len(records) <= TABLE_ROWS:
