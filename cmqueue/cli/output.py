@@ -34,9 +34,14 @@ def console(name: str) -> Console:
 
 
 def __getattr__(name: str) -> Any:
-    """``output.out`` and ``output.err``: the consoles, made on first use."""
+    """``output.out`` and ``output.err``: the consoles, made on first use; ``output.Table``:
+    rich's Table, imported on first use."""
     if name in ("out", "err"):
         return console(name)
+    if name == "Table":
+        from rich.table import Table
+
+        return Table
     raise AttributeError(name)
 
 
