@@ -217,3 +217,14 @@ def test_listings_and_help_never_load_celery_and_into_a_pipe_not_rich(inv, tmp_p
                           text=True, timeout=60, env={**os.environ, "CMQ_HOME": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "LOADED", proc.stderr
+
+
+def test_the_client_finds_the_command_after_the_global_options():
+    from cmqueue.cli.client import LAUNCHED, command_word
+
+    assert command_word(["-c", "x.yaml", "--debug", "status", "--json"]) == "status"
+    assert command_word(["--config", "x.yaml", "--broker", "redis://h", "submit", "true"]) == "submit"
+    assert command_word(["--config=x.yaml", "jobs"]) == "jobs"
+    assert command_word(["--help"]) is None
+    # What starts or stops services, or runs in the foreground for long, runs in its own process.
+    assert not LAUNCHED & {"up", "down", "worker", "recorder", "launcher", "flower", "demo", "vagrant"}
