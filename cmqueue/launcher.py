@@ -131,6 +131,8 @@ def _child(conn: socket.socket) -> int:
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
+    for stream in (sys.stdout, sys.stderr):                 # made for the launcher's log file
+        stream.reconfigure(line_buffering=stream.isatty())
     os.environ.clear()
     os.environ.update(request["env"])
     os.umask(int(request["umask"]))
