@@ -38,7 +38,7 @@ def run_faults() -> list[dict]:
     with tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False) as f:
         out = Path(f.name)
     env = {**os.environ, "CMQ_FAULT_FIGURES": str(out)}
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=0",
                         "tests/integration/test_fault_figures.py"], cwd=ROOT, env=env)
     tallies = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     out.unlink()
