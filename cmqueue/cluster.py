@@ -206,26 +206,29 @@ class Cluster:
         """Submit one job: on machine ``on``, on any machine with ``label``, or anywhere.
 
         ``puts``/``gets``/``keep`` stage data as ``cmq submit --put/--get/--keep`` do."""
-        where = _submit().placement(self.settings.inventory, on=on, label=label)
+        submitting = _submit()
+        where = submitting.placement(self.settings.inventory, on=on, label=label)
         if len(where.targets()) != 1:
             raise UsageError(f"submit() runs one job; {on!r} names {len(where.targets())} "
                              "machines (use broadcast())")
-        _, specs = _submit().build_specs(command, where, timeout=timeout, retries=retries, env=env,
+        _, specs = submitting.build_specs(command, where, timeout=timeout, retries=retries, env=env,
                                           puts=puts, gets=gets, keep=keep)
         return self._send(specs)[0]
 
     def broadcast(self, command: str, on: str | None = None, timeout: float | None = None,
                   retries: int = 0, env: dict[str, str] | None = None) -> list[Job]:
         """Run ``command`` once on each machine named by ``on`` (default: every enabled one)."""
-        where = _submit().placement(self.settings.inventory, on=on, everywhere=on is None)
-        _, specs = _submit().build_specs(command, where, timeout=timeout, retries=retries, env=env)
+        submitting = _submit()
+        where = submitting.placement(self.settings.inventory, on=on, everywhere=on is None)
+        _, specs = submitting.build_specs(command, where, timeout=timeout, retries=retries, env=env)
         return self._send(specs)
 
     def map(self, template: str, args: Iterable[Any], on: str | None = None, label: str | None = None,
             timeout: float | None = None, retries: int = 0, env: dict[str, str] | None = None) -> list[Job]:
         """One job per argument, ``{}`` in ``template`` replaced by the quoted argument."""
-        where = _submit().placement(self.settings.inventory, on=on, label=label)
-        _, specs = _submit().build_specs(template, where, args=[str(a) for a in args],
+        submitting = _submit()
+        where = submitting.placement(self.settings.inventory, on=on, label=label)
+        _, specs = submitting.build_specs(template, where, args=[str(a) for a in args],
                                           timeout=timeout, retries=retries, env=env)
         return self._send(specs)
 
@@ -237,11 +240,12 @@ class Cluster:
 
         ``puts``/``gets`` stage data as ``cmq map --put/--get`` do (``"{}"`` stages each
         job's own argument). Returns the reduce job: ``.wait().data["value"]`` is the value."""
-        where = _submit().placement(self.settings.inventory, on=on, label=label)
-        _, members = _submit().build_specs(template, where, args=[str(a) for a in args],
+        submitting = _submit()
+        where = submitting.placement(self.settings.inventory, on=on, label=label)
+        _, members = submitting.build_specs(template, where, args=[str(a) for a in args],
                                             timeout=timeout, retries=retries, env=env, puts=puts, gets=gets)
-        rspec = _submit().build_reduce(members, reduce, allow_failures=allow_failures)
-        _submit().send(self.app, self.store, members, rspec)
+        rspec = submitting.build_reduce(members, reduce, allow_failures=allow_failures)
+        submitting.send(self.app, self.store, members, rspec)
         return Job(self, rspec)
 
     @property

@@ -184,11 +184,10 @@ class JobGuard:
         claim to expire and the job to start again elsewhere), the event says that the
         job ran twice, and the other run's claim stays.
         """
-        done = lambda e: json.dumps(outcome_of(e), separators=(",", ":")) if keep else "1"  # noqa: E731
-        answer = self._end(job, event, done(event), check=True)
+        answer = self._end(job, event, _done_value(event, keep), check=True)
         if answer.startswith("other|"):
             note_rerun(event.data, answer.partition("|")[2], alongside=True)
-            self._end(job, event, done(event))
+            self._end(job, event, _done_value(event, keep))      # the outcome now says so too
 
     def _end(self, job: str, event: Event, done: str, check: bool = False, mark_ended: bool = True) -> str:
         fields: list[str] = []
@@ -213,6 +212,11 @@ class JobGuard:
     def is_cancelled(self, job: str) -> bool:
         """Whether a cancel was requested for ``job``."""
         return bool(self.client.exists(_cancel(job)))
+
+
+def _done_value(event: Event, keep: bool) -> str:
+    """What a done marker holds: the outcome (``keep``, for map members) or "1"."""
+    return json.dumps(outcome_of(event), separators=(",", ":")) if keep else "1"
 
 
 def note_rerun(data: dict[str, Any], earlier: str, alongside: bool = False) -> None:

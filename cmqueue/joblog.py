@@ -7,7 +7,6 @@ the log file stops growing and the record says why.
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import IO
@@ -43,13 +42,11 @@ class OutputLog:
                     self._failed(e)
         return len(data)
 
-    def pump(self, fd: int) -> None:
-        """Copy everything readable from ``fd`` until its end, then close it."""
-        try:
-            while chunk := os.read(fd, 65536):
+    def pump(self, stream: IO[bytes]) -> None:
+        """Copy everything readable from ``stream`` (a pipe) until its end, then close it."""
+        with stream:
+            while chunk := stream.read1(65536):
                 self.write(chunk)
-        finally:
-            os.close(fd)
 
     def _failed(self, e: OSError) -> None:
         self.error = f"cannot write its log {self.path}: {e.strerror or e}"

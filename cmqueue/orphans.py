@@ -13,10 +13,11 @@ A holder is gone when its process is dead (known on its own host, which is where
 runs workers), or when its machine's lease is no longer its own: it could not renew it
 (it is stopped, or cut off from the broker) or a new worker took it. A hung worker that
 comes back takes its lease again (or shuts down when another worker took it), and its
-runs that were meanwhile started again elsewhere are reported as having run twice. A message that no worker noted within
-``orphan_grace`` seconds of taking it (the broker went away just then, and the worker may
-have dropped it) goes back too; if a worker does run it, the job's claim or done marker
-holds the second copy back.
+runs that were meanwhile started again elsewhere are reported as having run twice.
+
+A message that no worker noted within ``orphan_grace`` seconds of taking it (the broker
+went away just then, and the worker may have dropped it) goes back too; if a worker does
+run it, the job's claim or done marker holds the second copy back.
 """
 
 from __future__ import annotations

@@ -305,10 +305,8 @@ class Runner:
             proc = subprocess.Popen(self.argv(ssh.job_argv(m.workdir, spec.id, command), master),
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     start_new_session=True)
-            pumps = [threading.Thread(target=log_.pump, args=(os.dup(pipe.fileno()),), daemon=True)
+            pumps = [threading.Thread(target=log_.pump, args=(pipe,), daemon=True)
                      for log_, pipe in ((out, proc.stdout), (err, proc.stderr))]
-            for pipe in (proc.stdout, proc.stderr):
-                pipe.close()
             for t in pumps:
                 t.start()
             if on_start:
