@@ -67,5 +67,5 @@ def create_app(settings: Settings, worker: bool = False, publisher: bool = False
     )
     tasks.register(app)
     app.cmq_settings = settings
-    app.cmq_context = None
+    app.cmq_fleet = None
     return app

@@ -65,6 +65,12 @@ RESCUE_GRACE = 30
 ORPHAN_GRACE = 10
 #: Seconds a worker's or recorder's lease lasts without renewal (see cmqueue.lease).
 LEASE_TTL = 15
+#: How many machines a worker opens at once (ssh masters and sessions) when it starts:
+#: paced so that sshd's MaxStartups (10 by default) and the local CPU are not overrun.
+START_PARALLEL = 8
+#: Worker processes `cmq up` starts for the ssh and local machines (0: one per CPU, and
+#: no more than there are machines); each serves its share of the machines.
+WORKER_PROCESSES = 0
 
 #: Seconds a job's "done" marker is kept, so a late redelivery is recognised as done.
 DONE_TTL = 7 * 24 * 3600

@@ -35,7 +35,7 @@ TOP_FIELDS = {"broker", "history", "defaults", "machines", "settings", "tasks"}
 SETTINGS_FIELDS = {
     "output_cap", "visibility_timeout", "restore_interval", "claim_ttl", "connect_timeout",
     "kill_grace", "probe_interval", "max_reroutes", "control_persist", "flower_port", "broker_wait",
-    "redis_fsync",
+    "redis_fsync", "start_parallel", "worker_processes",
 }
 REDIS_FSYNC = ("always", "everysec")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -432,6 +432,9 @@ def _build(data: Any, path: Path) -> Inventory:
         if k == "flower_port":
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 65535:
                 raise _fail(path, f"settings.{k}", f"must be a port number (0: no Flower), got {v!r}")
+        elif k == "worker_processes":
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise _fail(path, f"settings.{k}", f"must be a whole number (0: one per CPU), got {v!r}")
         elif k == "redis_fsync":
             if v not in REDIS_FSYNC:
                 raise _fail(path, f"settings.{k}", f"must be one of {', '.join(REDIS_FSYNC)}, got {v!r}")

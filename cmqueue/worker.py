@@ -1,7 +1,7 @@
-"""The worker of one machine: runs jobs, keeps claims alive, reacts to cancels and to
-its machine becoming unreachable.
+"""The driver of one machine inside a worker process: runs its jobs, keeps their claims
+alive, reacts to the machine becoming unreachable.
 
-A machine whose ssh fails is paused: its worker stops consuming every queue, the job
+A machine whose ssh fails is paused: the worker stops taking its queues, the job
 that hit the failure goes back to the queue it came from (another machine takes it, or
 it waits for this one), and a probe resumes consumption once the machine answers.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -19,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from celery import Celery, Task, bootsteps, signals
+from celery import Task
 from celery.exceptions import Retry
 
-from . import clock, events, kombu_compat, orphans, reducers, routing, staging
+from . import clock, events, orphans, reducers, routing, staging
 from .errors import CmqError, MachineUnreachableError
-from .guard import CANCEL_CHANNEL, JobGuard, Verdict, note_rerun, suspended_key
+from .guard import JobGuard, Verdict, note_rerun, suspended_key
 from .inventory import Machine
-from .lease import Lease, holder, worker_lease
+from .lease import Lease, holder
 from .machine_state import machine_key, waiting_reason
 from .models import JobResult, JobSpec, JobStatus
 from .progress import ProgressReporter
@@ -37,23 +36,27 @@ from .transfer import SourceMissingError, Transfer, TransferError, describe
 log = logging.getLogger("cmq.worker")
 
 
-def worker_name(machine: str) -> str:
-    """Celery node name of the worker for ``machine``."""
-    return f"cmq-{machine}@{socket.gethostname()}"
+def worker_name(group: str) -> str:
+    """Celery node name of the worker process ``group`` (a machine's name for an agent's
+    worker, ``w1``, ``w2``... for the processes `cmq up` starts)."""
+    return f"cmq-{group}@{socket.gethostname()}"
 
 
-class WorkerContext:
-    """Everything a task needs inside ``cmq worker MACHINE``."""
+class MachineDriver:
+    """Everything the tasks of one machine need inside a worker process: its runner
+    (ssh masters, session), its lease, its claims, its pause and probe. A worker process
+    (see :mod:`cmqueue.fleet`) holds one driver per machine it serves."""
 
-    def __init__(self, app: Celery, machine: Machine) -> None:
-        s = app.cmq_settings
-        self.app = app
+    def __init__(self, fleet: Any, machine: Machine, lease: Lease) -> None:
+        s = fleet.settings
+        self.fleet = fleet
+        self.app = fleet.app
         self.machine = machine
         self.settings = s
-        self.hostname = worker_name(machine.name)
-        self.redis = redis.Redis.from_url(s.require_broker(), health_check_interval=30)
+        self.hostname = fleet.hostname
+        self.redis = fleet.redis
         self.stream = s.get("event_stream")
-        self.guard = JobGuard(self.redis, token=f"{self.hostname}:{os.getpid()}:{time.time()}",
+        self.guard = JobGuard(self.redis, token=f"{self.hostname}:{machine.name}:{os.getpid()}:{time.time()}",
                               stream=self.stream, claim_ttl=s.get("claim_ttl"))
         self.runner = Runner(machine, control_dir=control_dir(), log_dir=s.log_dir / "jobs" / machine.name,
                              options=RunnerOptions(output_cap=int(s.get("output_cap")),
@@ -63,62 +66,20 @@ class WorkerContext:
         self.queues = routing.worker_queues(machine)
         self.paused = threading.Event()
         self.pause_reason = ""
+        self.retiring = False               # no longer ours to serve: ends once its jobs end
         self._stop = threading.Event()
         self._prober: threading.Thread | None = None
-        self.consumer: Any = None           # Celery's Consumer, once it runs (on_ready)
-        self._consumer_starts = 0
-        self.lease = Lease(self.redis, worker_lease(machine.name), what=f"worker {machine.name}")
+        self.lease = lease                  # taken by the fleet
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
-        """Take the machine's lease (one worker per machine, else ServiceError), open the
-        ssh masters (before the first burst) and start the helper threads."""
-        self.lease.take()
-        self.follow_clock()
-        self.sweep_orphans()                 # what a dead predecessor held goes back to the queues
+        """Open the ssh masters and the session (before the first burst); a machine that
+        does not answer starts paused, probed until it does."""
         errors = self.runner.start()
         if errors:
             self.pause(f"{self.machine.name} unreachable: {errors[0]}")
         else:
             self._report("ready", "")
-        for target, name in ((self._heartbeat, "heartbeat"), (self._listen_cancels, "cancels")):
-            threading.Thread(target=target, name=f"cmq-{name}", daemon=True).start()
-
-    def follow_clock(self) -> None:
-        """Put this worker's times on the broker's clock when this host's is off (see
-        :mod:`cmqueue.clock`)."""
-        try:
-            clock.follow(self.redis)
-        except redis.RedisError as e:
-            log.warning("cannot compare this host's clock with the broker's: %s", e)
-
-    def sweep_orphans(self) -> None:
-        """Put back on their queues the messages held by workers that died (see
-        :mod:`cmqueue.orphans`); a broker error only delays that to the recorder's sweep."""
-        try:
-            with self.app.connection_for_write() as conn:
-                back = orphans.Restorer(self.redis, conn).sweep()
-        except Exception as e:  # noqa: BLE001 - the recorder sweeps again in seconds
-            log.warning("cannot put back the messages of dead workers: %s", e)
-            return
-        if back:
-            log.warning("put back %d job(s) held by a worker that died: %s", len(back), ", ".join(back))
-
-    def on_consumer_start(self) -> None:
-        """Celery's consumer (re)started: after a lost connection, the messages this
-        worker had taken but not started were dropped; put them back on their queues."""
-        self._consumer_starts += 1
-        if self._consumer_starts == 1:
-            return
-        try:
-            with self.app.connection_for_write() as conn:
-                back = orphans.Restorer(self.redis, conn).restore_dropped(self.guard.token,
-                                                                           set(self.runner.running_ids()))
-        except Exception as e:  # noqa: BLE001 - the recorder's sweep still finds them later
-            log.warning("cannot put back the messages dropped with the old connection: %s", e)
-            return
-        if back:
-            log.warning("put back %d job(s) dropped with the old connection: %s", len(back), ", ".join(back))
 
     def on_received(self, request: Any) -> None:
         """Note that this worker holds ``request``'s message (see :mod:`cmqueue.orphans`)."""
@@ -129,16 +90,17 @@ class WorkerContext:
         except Exception as e:  # noqa: BLE001 - without the note the visibility timeout still restores it
             log.warning("cannot note job %s as held here: %s", request.id, e)
 
-    def stop(self) -> None:
-        """Stop helper threads and close the ssh masters."""
+    def stop(self, release: bool = True) -> None:
+        """Stop the probe, close the ssh masters and (``release``) give the lease back."""
         self._stop.set()
         self.runner.close()
         self.runner.close_masters()
-        self._report("stopped", "")
-        try:
-            self.lease.release()
-        except redis.RedisError:
-            log.warning("cannot release the lease of %s: it expires by itself", self.machine.name)
+        if release:
+            self._report("stopped", "")
+            try:
+                self.lease.release()
+            except redis.RedisError:
+                log.warning("cannot release the lease of %s: it expires by itself", self.machine.name)
 
     def _report(self, state: str, reason: str) -> None:
         try:
@@ -149,51 +111,32 @@ class WorkerContext:
         except redis.RedisError:
             log.warning("cannot report machine state to the broker")
 
-    def _heartbeat(self) -> None:
-        period = max(1.0, min(self.guard.claim_ttl, self.lease.ttl) / 3)
-        while not self._stop.wait(period):
-            try:
-                if not self.lease.keep() and not self._lease_lost():
-                    return
-                self.follow_clock()
-                for job in self.guard.heartbeat(self.runner.running_ids()):
-                    log.error("job %s: it started again elsewhere while this worker was stopped or cut off "
-                              "from the broker; both runs end, and its record says it ran twice", job)
-                self.redis.hset(machine_key(self.machine.name), "seen", repr(clock.now()))
-            except redis.RedisError as e:
-                log.warning("heartbeat failed: %s", e)
+    def beat(self) -> bool:
+        """One heartbeat: renew the lease and the running jobs' claims. False when the
+        lease went to another worker (this one must stop serving the machine)."""
+        if not self.lease.keep() and not self._lease_lost():
+            return False
+        for job in self.guard.heartbeat(self.runner.running_ids()):
+            log.error("job %s: it started again elsewhere while this worker was stopped or cut off "
+                      "from the broker; both runs end, and its record says it ran twice", job)
+        self.redis.hset(machine_key(self.machine.name), "seen", repr(clock.now()))
+        return True
 
     def _lease_lost(self) -> bool:
         """The lease expired while this worker could not renew it (it was stopped, or cut
         off from the broker). Take it again when it is free, and go on (True); when
-        another worker took it, that one serves the machine now: stop taking jobs, let
-        the running ones end and shut down (False)."""
+        another worker took it, that one serves the machine now: stop taking its jobs and
+        let the running ones end (False)."""
         name = self.machine.name
         if self.lease.retake():
             log.warning("the lease of %s had expired (this worker was stopped or cut off from the broker); "
                         "taken again", name)
             return True
-        log.error("the lease of %s is held by another worker (%s): this one stops taking jobs and shuts down "
-                  "once its running jobs end", name, holder(self.redis, self.lease.name) or "?")
-        self._report("stopping", "another worker serves this machine")
+        log.error("the lease of %s is held by another worker (%s): this one stops taking its jobs and lets "
+                  "the running ones end", name, holder(self.redis, self.lease.name) or "?")
+        self.retiring = True
         self._consume(False)
-        os.kill(os.getpid(), signal.SIGTERM)             # Celery's warm shutdown: running jobs end first
         return False
-
-    def _listen_cancels(self) -> None:
-        while not self._stop.is_set():
-            try:
-                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(CANCEL_CHANNEL)
-                while not self._stop.is_set():
-                    msg = pubsub.get_message(timeout=1.0)
-                    if msg and msg.get("type") == "message":
-                        job = msg["data"].decode()
-                        if self.runner.cancel(job):
-                            log.info("cancelling job %s", job)
-            except redis.RedisError as e:
-                log.warning("cancel listener: %s; reconnecting", e)
-                self._stop.wait(1.0)
 
     # -- pause / resume -----------------------------------------------------------------
     def pause(self, reason: str) -> None:
@@ -222,24 +165,8 @@ class WorkerContext:
             self._report("unreachable", why or self.pause_reason)
 
     def _consume(self, on: bool) -> None:
-        """Start or stop consuming this worker's queues, in this process: the change is
-        queued on the consumer's own event loop (a broadcast to itself could be missed)."""
-        consumer = self.consumer
-        if consumer is None:               # not running yet: on_ready applies a pause
-            return
-        for q in self.queues:
-            if on:
-                consumer.call_soon(consumer.add_task_queue, q)
-            else:
-                consumer.call_soon(consumer.cancel_task_queue, q)
-
-    def on_ready(self, consumer: Any) -> None:
-        """Called once the Celery consumer runs: re-apply a pause decided at start."""
-        self.consumer = consumer
-        if self.paused.is_set():
-            self._consume(False)
-        else:
-            self._report("consuming", "")
+        """Start or stop taking this machine's jobs (in the consumer's own event loop)."""
+        self.fleet.consume(self, on)
 
     # -- the job ------------------------------------------------------------------------
     def execute(self, task: Task, raw: dict[str, Any]) -> dict[str, Any] | None:
@@ -527,44 +454,3 @@ class WorkerContext:
         else:
             events.publish(self.redis, self.stream, event)
         raise task.retry(kwargs={"spec": spec.to_dict()}, queue=spec.queue, countdown=0)
-
-
-class AfterReconnect(bootsteps.StartStopStep):
-    """A consumer step: each time Celery's consumer starts (again, after a lost
-    connection), tell the worker's context (see WorkerContext.on_consumer_start)."""
-
-    requires = ("celery.worker.consumer.tasks:Tasks",)
-
-    def start(self, parent: Any) -> None:
-        """The consumer (re)started."""
-        ctx = parent.app.cmq_context
-        if ctx is not None:
-            ctx.on_consumer_start()
-
-
-def run_worker(app: Celery, machine: Machine, loglevel: str = "INFO") -> None:
-    """Run the worker of ``machine`` in the foreground until it is stopped."""
-    ctx = WorkerContext(app, machine)
-    app.cmq_context = ctx
-    ctx.start()
-
-    @signals.worker_ready.connect(weak=False)
-    def _ready(sender: Any = None, **_: Any) -> None:
-        ctx.on_ready(sender)
-
-    @signals.task_received.connect(weak=False)
-    def _received(request: Any = None, **_: Any) -> None:
-        ctx.on_received(request)
-
-    app.steps["consumer"].add(AfterReconnect)
-    kombu_compat.install(ctx.redis)          # a lost connection must not end the worker
-    # With Flower in the inventory (settings: flower_port), tasks send events from the start.
-    events_flag = ["-E"] if int(app.cmq_settings.get("flower_port")) else []
-    try:
-        app.worker_main([
-            "worker", "-n", ctx.hostname, "-Q", ",".join(ctx.queues), "-c", str(machine.slots),
-            "-P", "threads", "--without-gossip", "--without-mingle", "--without-heartbeat",
-            *events_flag, "-l", loglevel,
-        ])
-    finally:
-        ctx.stop()

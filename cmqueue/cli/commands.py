@@ -170,26 +170,58 @@ Options:
 
 
 def cmd_worker(args: Args) -> int:
-    """Run the worker of one machine in the foreground (what `cmq up`, the Procfile and
-agent machines use).
+    """Run a worker process in the foreground: it drives the machines given, or every
+enabled ssh and local machine of the inventory (what `cmq up`, the Procfile and agent
+machines use).
 
 Usage:
-  cmq worker [options] MACHINE [--loglevel=L]
+  cmq worker [options] [MACHINE...]
 
 Options:
-  --loglevel=L   Celery log level [default: INFO]
+  --machines=HOSTLIST  Serve these machines (node[01-64],gpu1); names not yet in the
+                       inventory are served once they are added to it.
+  --part=I/N           Serve share I of N of the machines (`cmq up` starts N processes).
+  --name=NAME          The worker's name, Celery node cmq-NAME@host (by default the
+                       machine's name when there is one, else "fleet", or "wI").
+  --loglevel=L         Celery log level [default: INFO]
 
-The worker consumes the machine's own queue, its labels' queues and the shared queue,
-with concurrency = slots, prefetch 1 and late acknowledgements.
+Each machine is consumed on a channel of its own: its queue, its labels' queues and the
+shared queue, with credit = its free slots, late acknowledgements. A machine whose lease
+another live worker holds (a second controller) is on standby: it is taken over when
+that worker dies or stops renewing it. The inventory is read again when it changes.
 """
     from ..app import create_app
-    from ..worker import run_worker
+    from ..fleet import chooser, run_fleet
+    from ..hostlist import HostlistError, expand_list
 
     settings = _settings(args)
-    machine = settings.inventory.machine(args["MACHINE"])
-    if not machine.enabled:
-        raise UsageError(f"machine {machine.name} is disabled (enabled: false)")
-    run_worker(create_app(settings, worker=True), machine, loglevel=args["--loglevel"])
+    inv = settings.inventory
+    names: list[str] | None = None
+    if args["MACHINE"] or args["--machines"]:
+        names = []
+        for name in args["MACHINE"]:
+            machine = inv.machine(name)
+            if not machine.enabled:
+                raise UsageError(f"machine {machine.name} is disabled (enabled: false)")
+            if machine.mode == "agent":
+                raise UsageError(f"machine {machine.name} is an agent: its worker runs on it")
+            names.append(name)
+        try:
+            names += expand_list(args["--machines"] or "")
+        except HostlistError as e:
+            raise UsageError(f"--machines: {e}") from None
+    part = None
+    if args["--part"]:
+        i, _, n = args["--part"].partition("/")
+        if not (i.isdigit() and n.isdigit() and 1 <= int(i) <= int(n)):
+            raise UsageError(f"--part: expected I/N with 1 <= I <= N, got {args['--part']!r}")
+        part = (int(i), int(n))
+    name = args["--name"]
+    if not name:
+        name = (args["MACHINE"][0] if len(args["MACHINE"]) == 1 and not args["--machines"]
+                else f"w{part[0]}" if part else "fleet")
+    slots = sum(m.slots for m in inv.enabled()) + 32     # threads start only when used
+    run_fleet(create_app(settings, worker=True), name, chooser(names, part), slots, loglevel=args["--loglevel"])
     return 0
 
 
