@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import resource
 import threading
-import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -51,21 +50,18 @@ log = logging.getLogger("cmq.fleet")
 MACHINE_HEADER = "cmq_machine"
 
 
-def part_of(name: str, part: tuple[int, int] | None) -> bool:
-    """Whether machine ``name`` belongs to part ``(i, n)`` (1-based) of a split fleet:
-    a stable hash of the name, so a machine keeps its process when others come and go."""
-    if part is None:
-        return True
-    i, n = part
-    return zlib.crc32(name.encode()) % n == i - 1
-
-
 def chooser(names: list[str] | None, part: tuple[int, int] | None) -> Callable[[Inventory], list[Machine]]:
     """The machines a worker process serves in an inventory: the enabled ssh and local
-    ones (agents run their own worker), limited to ``names`` and to ``part``."""
+    ones (agents run their own worker), limited to ``names``, and of those share ``part``
+    ``(i, n)``: every n-th by name from the i-th (1-based). Adding or removing a machine
+    can move others to another process; the lease hands each over once its jobs end."""
     def choose(inv: Inventory) -> list[Machine]:
-        return [m for m in inv.enabled()
-                if m.mode != "agent" and (names is None or m.name in names) and part_of(m.name, part)]
+        eligible = sorted((m for m in inv.enabled() if m.mode != "agent" and (names is None or m.name in names)),
+                          key=lambda m: m.name)
+        if part is None:
+            return eligible
+        i, n = part
+        return eligible[i - 1::n]
     return choose
 
 

@@ -119,7 +119,9 @@ def make_env(tmp: Path, machines: int = 3, slots: int = 2, labels: dict | None =
     redis = RedisServer(tmp / "redis", aof=aof, fsync=redis_fsync)
     redis.start()
     # Flower only where a test asks for it (settings: flower_port): it would enable task events.
-    settings = {"flower_port": 0, **(settings or {})}
+    # Two worker processes (when there are two machines or more), whatever the CPUs: the
+    # suite sees the same layout everywhere, and a process drives several machines.
+    settings = {"flower_port": 0, "worker_processes": min(2, machines), **(settings or {})}
     config = cluster.write_inventory(tmp / "cmq.yaml", redis.url, labels=labels, settings=settings,
                                      transport=transport, fields=fields, history=history,
                                      machine_fields=machine_fields)
@@ -132,6 +134,19 @@ def make_env(tmp: Path, machines: int = 3, slots: int = 2, labels: dict | None =
         teardown(cenv)
         raise AssertionError(f"cmq up failed:\n{up.out}\n{up.err}")
     return cenv
+
+
+def worker_pid(cenv: CmqEnv, machine: str) -> int:
+    """The pid of the worker process that drives ``machine`` (as it reports in the broker)."""
+    import redis as redis_py
+
+    from cmqueue.machine_state import machine_key
+
+    client = redis_py.Redis.from_url(cenv.redis.url)
+    try:
+        return int(client.hget(machine_key(machine), "pid"))
+    finally:
+        client.close()
 
 
 def teardown(cenv: CmqEnv) -> None:

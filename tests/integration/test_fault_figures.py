@@ -20,7 +20,7 @@ import psutil
 import pytest
 import redis
 
-from ..conftest import CmqEnv, make_env, teardown, wait_for
+from ..conftest import CmqEnv, make_env, teardown, wait_for, worker_pid
 from ..support import netns
 from ..support.tally import Tally, count, marked
 
@@ -69,8 +69,8 @@ def kill_worker(cenv: CmqEnv, machine: str) -> float:
 
 
 def services_of(home: Path) -> dict[str, int]:
-    """Live cmq processes that belong to cmq home ``home``: `worker NAME` counted per
-    machine, and the recorder."""
+    """Live cmq processes that belong to cmq home ``home``: worker processes counted by
+    name (w1, w2...), and the recorder."""
     found: dict[str, int] = {}
     for p in psutil.process_iter(["cmdline"]):
         try:
@@ -78,7 +78,7 @@ def services_of(home: Path) -> dict[str, int]:
             if "cmqueue" not in argv or p.environ().get("CMQ_HOME") != str(home):
                 continue
             if "worker" in argv:
-                name = argv[argv.index("worker") + 1]
+                name = next(a.split("=", 1)[1] for a in argv if a.startswith("--name="))
             elif "recorder" in argv:
                 name = "recorder"
             else:
@@ -153,11 +153,6 @@ def test_worker_killed_and_restarted_at_once_with_default_settings(tmp_path):
     assert tally.recovery < 60, tally
 
 
-def worker_pid(cenv: CmqEnv, machine: str) -> int:
-    """The pid `cmq up` recorded for ``machine``'s worker."""
-    return json.loads((cenv.home / "services.json").read_text())["workers"][machine]["pid"]
-
-
 @pytest.mark.slow
 def test_worker_stopped_for_a_minute_then_continued(tmp_path):
     # SIGSTOP: a hung worker, not a dead one. Default settings. Its lease and its jobs'
@@ -184,7 +179,7 @@ def test_worker_stopped_for_a_minute_then_continued(tmp_path):
         # It serves its machine again, alone: the same process, its lease its own.
         back = cenv.run("submit", "--wait", "--on=m1", "echo back on $CMQ_MACHINE", timeout=120)
         assert back.code == 0 and back.out == "back on m1\n", back.err
-        assert worker_pid(cenv, "m1") == pid and services_of(cenv.home) == {"m1": 1, "m2": 1, "recorder": 1}
+        assert worker_pid(cenv, "m1") == pid and services_of(cenv.home) == {"w1": 1, "w2": 1, "recorder": 1}
     finally:
         teardown(cenv)
     tally.check()
@@ -299,7 +294,7 @@ def test_cmq_up_killed_while_starting_workers(tmp_path):
         again = cenv.run("up")
         assert again.code == 0, again.out + again.err
         tally = finish(cenv, "kill -9 of `cmq up` mid-start", sub["batch"], log, t0)
-        assert services_of(cenv.home) == {"m1": 1, "m2": 1, "recorder": 1}   # none missing, none twice
+        assert services_of(cenv.home) == {"w1": 1, "w2": 1, "recorder": 1}   # none missing, none twice
     finally:
         teardown(cenv)
     tally.check()

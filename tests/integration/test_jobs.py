@@ -72,7 +72,7 @@ def test_pinning_by_name_by_hostlist_and_by_label(cmq):
     assert {rec["machine"] for rec in r.json()} == {"m2"}
     r = cmq.run("submit", "--wait", "--json", "--on=m[1,3]", "hostname", check=True)
     assert sorted(rec["machine"] for rec in r.json()) == ["m1", "m3"]
-    r = cmq.run("submit", "--wait", "--json", "--label=cpu", "sleep 0.2", ":::", *map(str, range(8)), check=True)
+    r = cmq.run("submit", "--wait", "--json", "--label=cpu", "sleep 0.2; : {}", ":::", *map(str, range(8)), check=True)
     assert {rec["machine"] for rec in r.json()} <= {"m1", "m2"}
     r = cmq.run("submit", "--wait", "--json", "--all", "echo $CMQ_MACHINE", check=True)
     assert sorted(rec["stdout"].strip() for rec in r.json()) == ["m1", "m2", "m3"]

@@ -3,14 +3,13 @@ Redis restarts (AOF) mid-map."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import uuid
 
 import pytest
 
-from ..conftest import make_env, teardown, wait_for
+from ..conftest import make_env, teardown, wait_for, worker_pid
 
 FAST_REDELIVERY = {"visibility_timeout": 4, "restore_interval": 1, "claim_ttl": 3}
 
@@ -41,8 +40,7 @@ def test_worker_killed_mid_map_loses_no_member_and_reduces_once(fresh):
     with fresh.cluster_api() as c:
         job = c.mapreduce(f"echo $CMQ_JOB_ID >> {log}; sleep 1; echo {{}}", range(1, 17), reduce="sum")
         wait_for(lambda: len(_member_runs(fresh, log)) >= 3, timeout=60, what="the map to be under way")
-        pid = json.loads((fresh.home / "services.json").read_text())["workers"]["m1"]["pid"]
-        os.kill(pid, signal.SIGKILL)
+        os.kill(worker_pid(fresh, "m1"), signal.SIGKILL)
         up = fresh.run("up")                     # the worker comes back, as after a crash
         assert up.code == 0, up.err
         _check_one_reduce(c, job.id, 16, sum(range(1, 17)))
