@@ -96,7 +96,7 @@ def test_a_job_longer_than_the_visibility_timeout_runs_once(tmp_path):
         assert len((cenv.workdir("m1") / name).read_text().splitlines()) == 1
         assert not rec["reran_after"]
         # The broker did hand the message out again: the guard is what kept it from running twice.
-        logs = (cenv.home / "logs" / "worker-m1.log").read_text()
+        logs = (cenv.home / "logs" / "worker-w1.log").read_text()
         received = re.findall(rf"Task cmq\.run\[{rec['id']}\] received", logs)
         assert len(received) >= 2, logs[-3000:]
     finally:

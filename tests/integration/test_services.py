@@ -26,7 +26,7 @@ def local_setup(tmp_path):
     need_services()
     config = tmp_path / "cmq.yaml"
     config.write_text(f"""
-settings: {{flower_port: 0}}
+settings: {{flower_port: 0, worker_processes: 2}}
 machines:
   here1: {{mode: local, slots: 2, workdir: {tmp_path / 'w1'}}}
   here2: {{mode: local, slots: 1, workdir: {tmp_path / 'w2'}, labels: [small]}}
@@ -54,7 +54,7 @@ def test_up_starts_a_password_protected_embedded_redis_and_down_stops_exactly_it
     assert stat.S_IMODE((tmp / "home" / "redis" / "redis.conf").stat().st_mode) == 0o600
 
     ps = json.loads(cmq(env, "ps", "--json").stdout)
-    assert {r["service"] for r in ps} == {"redis", "recorder", "launcher", "worker here1", "worker here2"}
+    assert {r["service"] for r in ps} == {"redis", "recorder", "launcher", "worker w1", "worker w2"}
     assert all(r["running"] for r in ps)
     pids = {r["pid"] for r in ps}
 
@@ -167,7 +167,7 @@ def test_procfile_runs_the_whole_stack_under_honcho(local_setup):
     r = cmq(env, "procfile")
     assert r.returncode == 0, r.stderr
     lines = dict(line.split(": ", 1) for line in r.stdout.splitlines() if not line.startswith("#"))
-    assert set(lines) == {"redis", "recorder", "launcher", "worker-here1", "worker-here2"}
+    assert set(lines) == {"redis", "recorder", "launcher", "worker-w1", "worker-w2"}
     assert json.loads((tmp / "home" / "services.json").read_text())["redis"]["password"] not in r.stdout
     (tmp / "Procfile").write_text(r.stdout)
     path_env = {**env, "PATH": os.path.dirname(sys.executable) + os.pathsep + env["PATH"]}
