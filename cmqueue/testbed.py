@@ -172,16 +172,19 @@ class RedisServer:
 
 
 class LoopbackCluster:
-    """``n`` sshd machines on 127.0.0.(first)..., a client key and a known_hosts file."""
+    """``n`` sshd machines on 127.0.0.(first)..., a client key and a known_hosts file.
+    ``subnet`` (say "127.1") puts them on SUBNET.X.Y instead, 200 to a /24, for fleets
+    of hundreds."""
 
-    def __init__(self, root: Path, n: int = 3, slots: int = 2, first: int = 11) -> None:
+    def __init__(self, root: Path, n: int = 3, slots: int = 2, first: int = 11, subnet: str | None = None) -> None:
         self.root = Path(root)
         self.slots = slots
         self.client = self.root / "client"
         self.key = self.client / "id_ed25519"
         self.known_hosts = self.client / "known_hosts"
         self.authorized = self.client / "authorized_keys"
-        addresses = [f"127.0.0.{first + i}" for i in range(n)]
+        addresses = ([f"{subnet}.{(first + i) // 200}.{(first + i) % 200 + 1}" for i in range(n)] if subnet
+                     else [f"127.0.0.{first + i}" for i in range(n)])
         port = self._common_port(addresses)
         self.machines = [Sshd(name=f"m{i + 1}", address=a, port=port, root=self.root / f"m{i + 1}",
                               authorized_keys=self.authorized) for i, a in enumerate(addresses)]

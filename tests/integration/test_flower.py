@@ -92,7 +92,8 @@ def test_flower_shows_our_workers_and_tasks_in_a_browser(flower_env):
     env = flower_env
     user, password = env.run("flower", "--show-login", check=True).out.strip().split(":", 1)
     auth = f"{user}:{password}"
-    wait_for(lambda: {"cmq-m1", "cmq-m2"} <= {w.split("@")[0] for w in json.loads(
+    # A worker process per share of the machines (two here): w1 drives m1, w2 drives m2.
+    wait_for(lambda: {"cmq-w1", "cmq-w2"} <= {w.split("@")[0] for w in json.loads(
         _curl(env.port, "/api/workers?refresh=1", auth)[1] or "{}")}, timeout=60, what="Flower to see both workers")
     tag = uuid.uuid4().hex[:10]
     r = env.run("submit", "--wait", "--json", f"echo flower-{tag}-{{}}", ":::", "1", "2")
@@ -112,8 +113,8 @@ def test_flower_shows_our_workers_and_tasks_in_a_browser(flower_env):
                 browser.new_page().goto(f"http://127.0.0.1:{env.port}/workers")
             page = browser.new_context(http_credentials={"username": user, "password": password}).new_page()
             assert page.goto(f"http://127.0.0.1:{env.port}/workers").status == 200
-            page.wait_for_selector("text=cmq-m1@", timeout=30_000)
-            assert "cmq-m2@" in page.content()
+            page.wait_for_selector("text=cmq-w1@", timeout=30_000)
+            assert "cmq-w2@" in page.content()
             page.screenshot(path=str(shots / "flower-workers.png"))
             assert page.goto(f"http://127.0.0.1:{env.port}/tasks").status == 200
             page.wait_for_selector(f"text=flower-{tag}-1", timeout=30_000)
@@ -128,10 +129,11 @@ def test_rest_api_with_curl(flower_env):
     user, password = env.run("flower", "--show-login", check=True).out.strip().split(":", 1)
     r = env.run("submit", "--wait", "--json", "--on=m2", "echo via-rest")
     job = r.json()[0]["id"]
+    assert r.json()[0]["machine"] == "m2"
     auth = f"{user}:{password}"
     wait_for(lambda: _curl(env.port, f"/api/task/info/{job}", auth)[0] == 200, timeout=60, what="the task in Flower")
     info = json.loads(_curl(env.port, f"/api/task/info/{job}", auth)[1])
-    assert info["state"] == "SUCCESS" and info["worker"].startswith("cmq-m2@") and "via-rest" in info["kwargs"]
+    assert info["state"] == "SUCCESS" and info["worker"].startswith("cmq-w2@") and "via-rest" in info["kwargs"]
 
 
 def test_task_history_survives_a_flower_restart(flower_env):

@@ -1,0 +1,184 @@
+"""Many machines from one controller: cmq's worker processes against GNU parallel -S.
+
+For each fleet size (default 4, 16, 64, 256 loopback sshd machines on 127.1.x.y, 2 slots
+each), in one run:
+
+  cmq        `cmq up` wall time (until every machine consumes); resident memory of the
+             controller's processes (worker processes, recorder, launcher, Redis) and of
+             the ssh masters and sessions they opened, in all and per machine; idle CPU
+             over 10 s (% of one core); throughput of N `true` jobs (`cmq submit --wait`)
+  parallel   GNU `parallel -S` over the same machines and masters (one ssh config with
+             ControlMaster): throughput of the same N jobs and its peak resident memory
+  one/machine  for the smallest size only: cmq with one worker process per machine, the
+             layout before worker processes served many machines (`worker_processes` = n)
+
+Usage: python bench/bench_scale.py [--sizes=4,16,64,256] [--jobs=2000] [--record]
+Needs GNU parallel (Debian: apt-get install parallel).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from bench_jobs import report, ssh_config, versions  # noqa: E402
+
+from cmqueue.testbed import LoopbackCluster, RedisServer  # noqa: E402
+
+MiB = 1024 * 1024
+
+
+def controller_processes(home: Path, control: Path) -> list[psutil.Process]:
+    """cmq's processes for ``home``: the recorded services and their descendants, and the
+    ssh masters that use ``control`` (they detach from the worker that opened them)."""
+    state = json.loads((home / "services.json").read_text())
+    roots = [rec["pid"] for rec in (state.get("workers") or {}).values()]
+    roots += [state[k]["pid"] for k in ("recorder", "launcher", "redis") if state.get(k, {}).get("pid")]
+    procs: dict[int, psutil.Process] = {}
+    for pid in roots:
+        try:
+            p = psutil.Process(pid)
+        except psutil.Error:
+            continue
+        for q in [p, *p.children(recursive=True)]:
+            procs[q.pid] = q
+    for p in psutil.process_iter(["cmdline"]):
+        if str(control) in " ".join(p.info["cmdline"] or []):
+            procs[p.pid] = p
+    return list(procs.values())
+
+
+def resident(procs: list[psutil.Process]) -> int:
+    """Summed RSS in bytes of the processes still alive."""
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    """Summed user+system CPU seconds of the processes still alive."""
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def run(argv: list[str], env: dict[str, str], timeout: float = 1800) -> float:
+    """Wall seconds of ``argv``; exits with its output when it fails."""
+    t0 = time.perf_counter()
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    took = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"failed: {shlex.join(argv)}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    return took
+
+
+def measure_cmq(cluster: LoopbackCluster, root: Path, jobs: int, processes: int = 0) -> dict[str, float]:
+    """Start cmq on ``cluster`` and measure it; stops it after."""
+    redis_srv = RedisServer(root / "redis")
+    redis_srv.start()
+    n = len(cluster.machines)
+    config = cluster.write_inventory(root / "cmq.yaml", redis_srv.url,
+                                     settings={"flower_port": 0, **({"worker_processes": processes}
+                                                                    if processes else {})})
+    home = root / "home"
+    env = {**os.environ, "CMQ_CONFIG": str(config), "CMQ_HOME": str(home)}
+    cmq = [sys.executable, "-m", "cmqueue"]
+    try:
+        up = run([*cmq, "up"], env, timeout=600)
+        from cmqueue.runner import control_dir
+
+        os.environ["CMQ_HOME"] = str(home)
+        control = control_dir()
+        procs = controller_processes(home, control)
+        time.sleep(2)                                   # let the start settle before the idle sample
+        c0, t0 = cpu_seconds(procs), time.monotonic()
+        time.sleep(10)
+        idle = (cpu_seconds(procs) - c0) / (time.monotonic() - t0) * 100
+        rss = resident(procs)
+        took = run([*cmq, "submit", "--wait", "--json", "true", ":::", *map(str, range(jobs))], env)
+        after = resident(controller_processes(home, control))
+        return {"machines": n, "up": up, "rss": rss, "rss_after": after, "idle": idle, "rate": jobs / took,
+                "processes": len(json.loads((home / "services.json").read_text())["workers"])}
+    finally:
+        subprocess.run([*cmq, "down", "--grace=5"], env=env, capture_output=True)
+        redis_srv.stop()
+
+
+def measure_parallel(cluster: LoopbackCluster, root: Path, jobs: int) -> dict[str, float]:
+    """GNU parallel -S over the same machines, two jobs at a time on each, over masters."""
+    ctl = root / "ctl"
+    ctl.mkdir(mode=0o700, exist_ok=True)
+    cfg = ssh_config(cluster, root / "ssh_config", ctl)
+    ssh = f"ssh -F {cfg}"
+    for m in cluster.machines:                          # open the masters first, as cmq up does
+        subprocess.run(["ssh", "-F", str(cfg), m.name, "true"], check=True, capture_output=True)
+    logins = ",".join(f"{cluster.slots}/{m.name}" for m in cluster.machines)
+    argv = ["/usr/bin/time", "-f", "%M", "parallel", "--ssh", ssh, "-S", logins, "true", ":::",
+            *map(str, range(jobs))]
+    t0 = time.perf_counter()
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+    took = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"parallel failed: {r.stderr[-2000:]}")
+    peak_kib = int(r.stderr.strip().splitlines()[-1])
+    subprocess.run(["pkill", "-f", str(ctl)], capture_output=True)
+    return {"rate": jobs / took, "rss": peak_kib * 1024}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="4,16,64,256")
+    ap.add_argument("--jobs", type=int, default=2000)
+    ap.add_argument("--record", action="store_true")
+    opts = ap.parse_args()
+    if not shutil.which("parallel"):
+        raise SystemExit("GNU parallel is needed: apt-get install parallel")
+    sizes = [int(s) for s in opts.sizes.split(",")]
+    lines = [f"{'machines x 2 slots':<22} {'procs':>5} {'cmq up':>8} {'resident':>10} {'/machine':>9} "
+             f"{'idle CPU':>8} {'jobs/s':>7} {'parallel jobs/s':>15} {'parallel RSS':>12} {'ratio':>6}"]
+    for i, n in enumerate(sizes):
+        root = Path(tempfile.mkdtemp(prefix=f"cmq-bench-scale-{n}-"))
+        cluster = LoopbackCluster(root / "cluster", n=n, slots=2, first=0, subnet="127.1").start()
+        try:
+            layouts = [("worker processes", 0)] + ([("one per machine", n)] if i == 0 else [])
+            par = measure_parallel(cluster, root, opts.jobs)
+            for label, processes in layouts:
+                c = measure_cmq(cluster, root / label.replace(" ", "-"), opts.jobs, processes)
+                lines.append(f"{n:>4} {label:<17} {c['processes']:>5} {c['up']:>7.1f}s "
+                             f"{c['rss'] / MiB:>8.0f}Mi {c['rss'] / MiB / n:>7.1f}Mi {c['idle']:>7.1f}% "
+                             f"{c['rate']:>7.0f} {par['rate']:>15.0f} {par['rss'] / MiB:>10.0f}Mi "
+                             f"{c['rate'] / par['rate']:>5.2f}x")
+                print(lines[-1], flush=True)
+        finally:
+            cluster.stop()
+            shutil.rmtree(root, ignore_errors=True)
+    lines.append(f"{opts.jobs} `true` jobs each; resident: after `cmq up`, ssh masters and sessions included; "
+                 "ratio: cmq jobs/s over GNU parallel's")
+    report("bench_scale.py", lines, versions(), opts.record)
+
+
+if __name__ == "__main__":
+    main()
