@@ -115,10 +115,9 @@ def loopback_stack(machines: int = 4, keep: bool = False, slots: int = 2) -> Ite
     try:
         url, _ = services.ensure_redis()
         settings.broker = url
-        output.err.print("embedded Redis up (password-protected, AOF on); starting one worker per machine")
+        output.err.print("embedded Redis up (password-protected, AOF on); starting the workers")
         states = services.start_workers(url)
-        for name, state in states.items():
-            output.err.print(f"  worker {name}: {state}", markup=False)
+        output.print_machine_states(states)
         yield settings
     finally:
         if not keep:

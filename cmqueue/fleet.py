@@ -407,29 +407,28 @@ class Fleet:
         with self._lock:
             return [d for n, d in self.drivers.items() if n in self._ready]
 
-    def driver(self, name: str | None) -> MachineDriver:
-        """The driver of machine ``name`` (the task's ``cmq_machine`` header)."""
-        driver = self.drivers.get(name or "")
-        if driver is None:
-            raise RuntimeError(f"no machine {name!r} is served by this worker")
-        return driver
-
-    def retire(self, driver: MachineDriver, release: bool) -> None:
+    def retire(self, driver: MachineDriver) -> None:
         """Stop serving ``driver``'s machine: no new jobs; once its running jobs end its
-        channel closes and (``release``) its lease is given back."""
+        channel closes and its lease, if still ours, is given back."""
         driver.retiring = True
         self._in_loop(lambda: self.consumer.task_consumer.set_consuming(driver.machine.name, False))
 
     def _finish_retired(self) -> None:
+        """Close the retired machines whose jobs ended. One this process should still serve
+        (its fields changed, or another worker took its lease) goes on standby: it is
+        offered again at the next heartbeat."""
+        wanted = {m.name: m for m in self.choose(self.settings.inventory)}
         for name, driver in list(self.drivers.items()):
             if driver.retiring and not driver.runner.running_ids():
                 with self._lock:
                     self.drivers.pop(name, None)
                     self._ready.discard(name)
                 self._in_loop(lambda n=name: self.consumer.task_consumer.detach(n))
-                lost = driver.lease.keep() is False
-                driver.stop(release=not lost)
+                still_ours = driver.lease.keep()
+                driver.stop(release=still_ours)
                 log.warning("%s: no longer served by this worker", name)
+                if name in wanted:
+                    self.standby[name] = wanted[name]
 
     def _reload(self) -> None:
         """The inventory changed: serve new machines, retire removed ones."""
@@ -447,7 +446,7 @@ class Fleet:
         for name, driver in list(self.drivers.items()):
             if name not in wanted or wanted[name] != driver.machine:
                 log.warning("%s: removed or changed in the inventory", name)
-                self.retire(driver, release=True)
+                self.retire(driver)
         for name in list(self.standby):
             if name not in wanted:
                 del self.standby[name]
@@ -527,7 +526,7 @@ class Fleet:
                 self.own.keep()
                 for driver in list(self.drivers.values()):
                     if not driver.retiring and not driver.beat():
-                        self.retire(driver, release=False)
+                        self.retire(driver)
                     elif driver.retiring:
                         driver.guard.heartbeat(driver.runner.running_ids())
                 self._finish_retired()

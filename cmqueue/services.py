@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -213,10 +214,12 @@ class Services:
             return {"w1": ["worker", "--name=w1"]}
         return {f"w{i}": ["worker", f"--name=w{i}", f"--part={i}/{n}"] for i in range(1, n + 1)}
 
-    def start_workers(self, url: str, timeout: float = 60) -> dict[str, str]:
+    def start_workers(self, url: str, timeout: float = 60,
+                      progress: Callable[[int, int], None] | None = None) -> dict[str, str]:
         """Start the worker processes (if not running); wait until each machine consumes,
         reports itself unreachable, or is found served by another worker (a second
-        controller). Returns machine -> state."""
+        controller). Returns machine -> state; ``progress(ready, total)`` is told as
+        machines become ready."""
         state = self.records()
         workers = state.setdefault("workers", {})
         for name in [n for n in workers if n not in self.worker_groups()]:
@@ -237,21 +240,25 @@ class Services:
         if not alive(state.get("launcher")):
             state["launcher"] = self._spawn(self._cmq_argv("launcher"), self.settings.log_dir / "launcher.log")
         self._save(state)
-        result = self._wait_machines(client, state, timeout)
+        result = self._wait_machines(client, state, timeout, progress)
         if not alive(state.get("recorder")):
             self._adopt(client, state, "recorder", recorder)   # ours refused: an unrecorded one runs
         client.close()
         return result
 
-    def _wait_machines(self, client: redis.Redis, state: dict[str, Any], timeout: float) -> dict[str, str]:
+    def _wait_machines(self, client: redis.Redis, state: dict[str, Any], timeout: float,
+                       progress: Callable[[int, int], None] | None) -> dict[str, str]:
         """Wait until every machine our workers serve is open (consuming or unreachable),
         or is served by a worker that is not ours."""
         workers = state.get("workers") or {}
         ours = {str(rec["pid"]) for rec in workers.values()}
         result: dict[str, str] = {}
         waiting = [m.name for m in self.settings.inventory.enabled() if m.mode != "agent"]
+        total = len(waiting)
         deadline = time.monotonic() + timeout
         while waiting:
+            if progress:
+                progress(total - len(waiting), total)
             for name in list(waiting):
                 info = {k.decode(): v.decode() for k, v in client.hgetall(machine_key(name)).items()}
                 other = holder(client, worker_lease(name))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import Reject
 
 RUN_TASK = "cmq.run"
 TRANSFER_TASK = "cmq.transfer"
@@ -38,4 +39,8 @@ def _context(task: Task) -> Any:
     fleet = task.app.cmq_fleet
     if fleet is None:
         raise RuntimeError(f"{task.name} must run inside `cmq worker`")
-    return fleet.driver(getattr(task.request, "cmq_machine", None))
+    name = getattr(task.request, "cmq_machine", None)
+    driver = fleet.drivers.get(name or "")
+    if driver is None:     # the machine left this worker while its message waited: back on the queue
+        raise Reject(f"machine {name} is no longer served by this worker", requeue=True)
+    return driver

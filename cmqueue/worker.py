@@ -268,8 +268,9 @@ class MachineDriver:
             self.redis.set(suspended_key(wf), f"step {spec.params.get('step')} {done['state']}", nx=True)
 
     def _execute(self, task: Task, spec: JobSpec, member: bool = False, announce: bool = False) -> None:
-        if self.paused.is_set():
-            self._move_on(task, spec, self.pause_reason, release=False)
+        if self.paused.is_set() or self.retiring:
+            reason = self.pause_reason if self.paused.is_set() else f"{self.machine.name}: changing workers"
+            self._move_on(task, spec, reason, release=False)
             return
         earlier = self._claim(task, spec, member, announce)
         if earlier is None:

@@ -56,11 +56,13 @@ Usage:
   cmq up [options]
 
 Starts Redis when the broker is local and nothing answers (or none is configured: then an
-embedded Redis with a generated password and AOF persistence), one worker per enabled ssh
-or local machine (concurrency = slots), the recorder that keeps the history in step, and
+embedded Redis with a generated password and AOF persistence), worker processes that
+drive the enabled ssh and local machines (settings: worker_processes; each machine at most
+`slots` jobs at once), the recorder that keeps the history in step, and
 Flower on 127.0.0.1:5555 (settings: flower_port; 0 for none) behind a login that is
-printed when it is made (`cmq flower --show-login` shows it again). Waits until every
-worker consumes its queues (or reports its machine unreachable).
+printed when it is made (`cmq flower --show-login` shows it again). Opens the machines a
+few at a time (settings: start_parallel) and waits until every one consumes its queues,
+reports itself unreachable, or is found served by another controller.
 
 Example:
   cmq up && cmq submit --all --wait uptime
@@ -77,12 +79,9 @@ Example:
     settings.broker = url
     for name, state in services.ensure_tunnels(url).items():
         output.err.print(f"agent {name}: {state}", markup=False)
-    states = services.start_workers(url)
-    bad = 0
-    for name, state in states.items():
-        ok = state.startswith("consuming")
-        bad += not ok
-        output.err.print(f"worker {name}: {state}", markup=False)
+    with output.CountView("machines ready") as view:
+        states = services.start_workers(url, progress=view.update)
+    bad = output.print_machine_states(states)
     if not states:
         output.err.print("workers: all already running")
     if int(settings.get("flower_port")):

@@ -373,3 +373,47 @@ def top_view(snap: dict[str, Any]) -> Group:
     for r in snap["running"][:30]:
         running.add_row(r["job"], r["machine"] or "-", seconds(r["for"]), r["command"])
     return Group(machines, queues, running)
+
+
+class CountView:
+    """A transient bar on a terminal while things become ready ("machines ready 12/64");
+    nothing when stderr is no terminal."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.progress: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> CountView:
+        err = console("err")
+        if err.is_terminal:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(TextColumn(f"[bold]{self.what}"), BarColumn(),
+                                     TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                                     console=err, transient=True)
+            self.task = self.progress.add_task(self.what, total=None)
+            self.progress.start()
+        return self
+
+    def update(self, done: int, total: int) -> None:
+        """``done`` of ``total`` are ready."""
+        if self.progress is not None:
+            self.progress.update(self.task, completed=done, total=total)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def print_machine_states(states: dict[str, str]) -> int:
+    """Print `cmq up`'s machine states on stderr, machines with the same state folded into
+    one line (``worker m[1-64]: consuming``); returns how many are neither consuming nor
+    served by another controller."""
+    by_state: dict[str, list[str]] = {}
+    for name, state in states.items():
+        by_state.setdefault(state, []).append(name)
+    for state, names in by_state.items():
+        console("err").print(f"worker {fold(names)}: {state}", markup=False)
+    return sum(len(names) for state, names in by_state.items()
+               if not state.startswith(("consuming", "served by another worker")))
