@@ -6,6 +6,7 @@ import os
 import socket
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -318,13 +319,14 @@ def cmd_machines(args: Args) -> int:
     """List the machines of the inventory, or probe them.
 
 Usage:
-  cmq machines [options] [--json]
+  cmq machines [options] [--json] [--long]
   cmq machines check [options] [--json] [NAMES]
   cmq machines join [options] NAME
   cmq machines leave [options] NAME
 
 Options:
   --json   print JSON
+  --long   a row per machine, however many (past 16, alike machines share a row)
 
 `check` probes the machines in parallel over ssh: reachable, host key accepted, latency
 and slots. NAMES is a hostlist (node[1-3],gpu1); default: every enabled machine.
@@ -367,18 +369,30 @@ worker reaches the broker through an ssh tunnel from here, which `cmq up` reopen
     if args["--json"]:
         output.print_json(rows)
         return 0
-    t = output.Table(show_edge=False, header_style="bold")
+    for r in rows:
+        remote = r["mode"] in ("ssh", "agent")
+        r["where"] = r["host"] + (f":{r['port']}" if r["port"] else "") if remote else "-"
+        if r["user"] and remote:
+            r["where"] = f"{r['user']}@{r['where']}"
+        if r["mode"] == "agent" and not r["joined"]:
+            r["worker"] = "not joined (`cmq machines join`)"
+    title = None
+    if len(rows) > output.FOLD_MACHINES and not args["--long"]:
+        enabled = [r for r in rows if r["enabled"]]
+        states = Counter(r["worker"] for r in enabled)
+        title = (f"{len(rows)} machines, {sum(r['slots'] for r in enabled)} slots enabled: "
+                 + ", ".join(f"{n} {state}" for state, n in states.most_common())
+                 + " (alike machines folded; --long for a row each)")
+        rows = output.fold_rows(rows, "name", ("mode", "slots", "labels", "workdir", "worker", "enabled", "user"))
+        for r in rows:
+            if r["count"] > 1:
+                r["where"] = f"({r['count']} hosts)"
+    t = output.Table(title=title, show_edge=False, header_style="bold", title_justify="left")
     for col in ("machine", "mode", "host", "slots", "labels", "workdir", "worker"):
         t.add_column(col)
     for r in rows:
-        remote = r["mode"] in ("ssh", "agent")
-        host = r["host"] + (f":{r['port']}" if r["port"] else "") if remote else "-"
-        if r["user"] and remote:
-            host = f"{r['user']}@{host}"
-        if r["mode"] == "agent" and not r["joined"]:
-            r["worker"] = "not joined (`cmq machines join`)"
         name = r["name"] if r["enabled"] else f"[bright_black]{r['name']} (disabled)[/]"
-        t.add_row(name, r["mode"], host, str(r["slots"]), ",".join(r["labels"]), r["workdir"], r["worker"])
+        t.add_row(name, r["mode"], r["where"], str(r["slots"]), ",".join(r["labels"]), r["workdir"], r["worker"])
     output.out.print(t)
     return 0
 

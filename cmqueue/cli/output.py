@@ -348,15 +348,44 @@ class TransferView:
             self.progress.update(self.tasks[job], completed=moved, total=total or None)
 
 
+#: Past this many machines, `cmq machines` and `cmq top` fold alike rows into one.
+FOLD_MACHINES = 16
+
+
+def fold_rows(rows: list[dict[str, Any]], name: str, alike: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows that agree on every field of ``alike``, folded into one whose ``name`` field is
+    the hostlist of their names (``m[1-60]``) and ``count`` how many; order of first seen."""
+    groups: dict[tuple, dict[str, Any]] = {}
+    names: dict[tuple, list[str]] = {}
+    for row in rows:
+        key = tuple(json.dumps(row.get(f), sort_keys=True, default=str) for f in alike)
+        if key not in groups:
+            groups[key] = dict(row)
+            names[key] = []
+        names[key].append(str(row[name]))
+    out = []
+    for key, row in groups.items():
+        row[name] = fold(names[key])
+        row["count"] = len(names[key])
+        out.append(row)
+    return out
+
+
 def top_view(snap: dict[str, Any]) -> Group:
     """`cmq top`'s screen: machines, queues, running jobs."""
     from rich.console import Group
     from rich.table import Table
 
-    machines = Table(title="machines", show_edge=False, header_style="bold", title_justify="left")
+    rows = snap["machines"]
+    title = "machines"
+    if len(rows) > FOLD_MACHINES:
+        title = (f"machines ({len(rows)}: {sum(m['slots'] for m in rows)} slots, {sum(m['used'] for m in rows)} "
+                 f"used, {sum(m['queued'] for m in rows)} queued; alike machines folded)")
+        rows = fold_rows(rows, "machine", ("state", "reason", "slots", "used", "free", "queued", "labels"))
+    machines = Table(title=title, show_edge=False, header_style="bold", title_justify="left")
     for col in ("machine", "worker", "slots", "used", "free", "queued", "labels"):
         machines.add_column(col, justify="left" if col in ("machine", "worker", "labels") else "right")
-    for m in snap["machines"]:
+    for m in rows:
         worker = m["state"] + (f" ({m['reason']})" if m["reason"] else "")
         colour = "green" if m["state"] == "consuming" else "yellow" if m["state"] == "ready" else "red"
         machines.add_row(m["machine"], f"[{colour}]{worker}[/]", str(m["slots"]), str(m["used"]), str(m["free"]),

@@ -115,3 +115,32 @@ def test_the_live_view_without_a_terminal_ends_in_one_summary_line(monkeypatch):
     text = buf.getvalue()
     assert text.count("\n") == 1 and text.endswith("\n")
     assert text.startswith("2 jobs in ") and "1 failed, 1 succeeded" in text
+
+
+def _machine(i, state="consuming", used=0):
+    return {"machine": f"m{i}", "state": state, "reason": "", "slots": 2, "used": used, "free": 2 - used,
+            "queued": 0, "labels": ["cpu"]}
+
+
+def test_alike_rows_fold_under_the_hostlist_of_their_names():
+    rows = [_machine(i) for i in range(1, 6)] + [_machine(6, "unreachable"), _machine(7)]
+    folded = output.fold_rows(rows, "machine", ("state", "slots", "labels"))
+    assert [(r["machine"], r["count"], r["state"]) for r in folded] == [("m[1-5,7]", 6, "consuming"),
+                                                                        ("m6", 1, "unreachable")]
+
+
+def test_top_folds_a_large_fleet_and_shows_its_totals():
+    from rich.console import Console
+
+    machines = [_machine(i) for i in range(1, 257)]
+    machines[9] = _machine(10, used=2)
+    machines[199] = _machine(200, "unreachable")
+    console = Console(file=io.StringIO(), width=200)
+    console.print(output.top_view({"machines": machines, "queues": [], "running": []}))
+    text = console.file.getvalue()
+    assert "machines (256: 512 slots, 2 used, 0 queued; alike machines folded)" in text
+    assert "m[1-9,11-199,201-256]" in text and "m10 " in text and "m200 " in text
+    assert len([ln for ln in text.splitlines() if ln.strip().startswith(("m[", "m1", "m2"))]) == 3
+    small = Console(file=io.StringIO(), width=200)
+    small.print(output.top_view({"machines": machines[:4], "queues": [], "running": []}))
+    assert "m4 " in small.file.getvalue() and "folded" not in small.file.getvalue()
