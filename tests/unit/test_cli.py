@@ -228,3 +228,26 @@ def test_the_client_finds_the_command_after_the_global_options():
     assert command_word(["--help"]) is None
     # What starts or stops services, or runs in the foreground for long, runs in its own process.
     assert not LAUNCHED & {"up", "down", "worker", "recorder", "launcher", "flower", "demo", "vagrant"}
+
+
+def test_a_large_inventory_lists_alike_machines_on_one_row(tmp_path):
+    key = tmp_path / "id"
+    key.write_text("not really a key")
+    key.chmod(0o600)
+    machines = "".join(f"  node{i:02d}: {{host: 10.0.0.{i}{', slots: 4' if i == 7 else ''}}}\n" for i in range(1, 41))
+    path = tmp_path / "cmq.yaml"
+    path.write_text(f"defaults: {{identity: {key}, slots: 2}}\nmachines:\n{machines}")
+    env = {"CMQ_HOME": str(tmp_path / "h"), "COLUMNS": "200"}
+    r = cmq("--config", str(path), "machines", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "40 machines, 82 slots enabled: 40 -" in r.stdout
+    rows = [ln.split()[0] for ln in r.stdout.splitlines() if ln.strip().startswith("node")]
+    assert rows == ["node[01-06,08-40]", "node07"]
+    assert "(39 hosts)" in r.stdout and "10.0.0.7" in r.stdout
+    r = cmq("--config", str(path), "machines", "--long", env=env)
+    assert len([ln for ln in r.stdout.splitlines() if ln.strip().startswith("node")]) == 40
+
+
+def test_worker_part_must_be_a_share_of_the_workers(inv, tmp_path):
+    one_line_error(cmq("--config", str(inv), "worker", "--part=3/2", env={"CMQ_HOME": str(tmp_path / "h")}),
+                   "--part", "I/N")
