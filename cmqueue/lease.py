@@ -54,9 +54,11 @@ def worker_lease(machine: str) -> str:
     return f"worker:{machine}"
 
 
-def group_lease(group: str) -> str:
-    """The lease name of worker process ``group`` on this host (one process per name)."""
-    return f"workers:{socket.gethostname()}:{group}"
+def group_lease(group: str, inventory: os.PathLike) -> str:
+    """The lease name of worker process ``group`` of ``inventory`` (its path) on this host:
+    one process per name and inventory."""
+    where = hashlib.sha256(str(os.path.realpath(inventory)).encode()).hexdigest()[:12]
+    return f"workers:{socket.gethostname()}:{where}:{group}"
 
 
 def recorder_lease(history: str) -> str:
