@@ -209,17 +209,20 @@ class Services:
         machines = [m for m in self.settings.inventory.enabled() if m.mode != "agent"]
         if not machines:
             return {}
-        n = int(self.settings.get("worker_processes")) or min(os.cpu_count() or 1, len(machines))
+        n = min(int(self.settings.get("worker_processes")) or os.cpu_count() or 1, len(machines))
         if n == 1:
             return {"w1": ["worker", "--name=w1"]}
         return {f"w{i}": ["worker", f"--name=w{i}", f"--part={i}/{n}"] for i in range(1, n + 1)}
 
-    def start_workers(self, url: str, timeout: float = 60,
+    def start_workers(self, url: str, timeout: float | None = None,
                       progress: Callable[[int, int], None] | None = None) -> dict[str, str]:
         """Start the worker processes (if not running); wait until each machine consumes,
         reports itself unreachable, or is found served by another worker (a second
         controller). Returns machine -> state; ``progress(ready, total)`` is told as
-        machines become ready."""
+        machines become ready. ``timeout`` defaults to a minute and a quarter second more
+        per machine."""
+        if timeout is None:
+            timeout = 60 + 0.25 * len(self.settings.inventory.enabled())
         state = self.records()
         workers = state.setdefault("workers", {})
         for name in [n for n in workers if n not in self.worker_groups()]:
