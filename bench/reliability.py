@@ -5,7 +5,8 @@
 
 Faults: runs tests/integration/test_fault_figures.py (each fault on a loopback cluster,
 each job's starts counted on the machines) and tabulates what became of the jobs.
-Soak: 20,000 short jobs over 4 loopback machines x 4 slots, submitted in rounds; after
+Soak: 20,000 short jobs over 4 loopback machines x 4 slots (--soak-machines,
+--soak-slots), submitted in rounds; after
 5k, 10k and 20k it reads the memory of every cmq process (resident now and peak), times
 `cmq status`, and checks that the history accounts for every job.
 """
@@ -90,10 +91,10 @@ def submit_peak_kib(argv: list[str], env: dict) -> tuple[str, int]:
     return json.loads(out)["batch"], usage.ru_maxrss
 
 
-def soak(total: int) -> list[str]:
+def soak(total: int, machines: int = 4, slots: int = 4) -> list[str]:
     """Run the soak; returns markdown lines."""
     root = Path(tempfile.mkdtemp(prefix="cmq-soak-"))
-    cluster = LoopbackCluster(root / "cluster", n=4, slots=4, first=141).start()
+    cluster = LoopbackCluster(root / "cluster", n=machines, slots=slots, first=0, subnet="127.2").start()
     redis_srv = RedisServer(root / "redis")
     redis_srv.start()
     config = cluster.write_inventory(root / "cmq.yaml", redis_srv.url, settings={"flower_port": 0})
@@ -136,7 +137,8 @@ def soak(total: int) -> list[str]:
         cluster.stop()
         redis_srv.stop()
     names = list(rows[0][3]) if rows else []
-    lines = ["| after | " + " | ".join(f"{m:,} jobs" for m, *_ in rows) + " |",
+    lines = [f"{total:,} `true` jobs on {machines} loopback machines x {slots} slots, submitted in rounds.", "",
+             "| after | " + " | ".join(f"{m:,} jobs" for m, *_ in rows) + " |",
              "|---|" + "---:|" * len(rows)]
     lines.append("| time since the first submit | " + " | ".join(f"{r[1]:.0f} s" for r in rows) + " |")
     lines.append("| jobs in history: succeeded / other | "
@@ -164,6 +166,8 @@ def replace_section(text: str, name: str, body: list[str]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--soak", type=int, default=20000, help="jobs in the soak (0: none)")
+    ap.add_argument("--soak-machines", type=int, default=4, help="machines in the soak")
+    ap.add_argument("--soak-slots", type=int, default=4, help="slots of each machine in the soak")
     ap.add_argument("--no-faults", action="store_true", help="skip the fault tests")
     ap.add_argument("--write", action="store_true", help="rewrite the tables in docs/reliability.md")
     opts = ap.parse_args()
@@ -176,7 +180,7 @@ def main() -> None:
         print("\n".join(table))
         text = replace_section(text, "faults", [*table, "", stamp + "."])
     if opts.soak:
-        lines = soak(opts.soak)
+        lines = soak(opts.soak, opts.soak_machines, opts.soak_slots)
         print("\n".join(lines))
         text = replace_section(text, "soak", [*lines, "", stamp + "."])
     if opts.write:
