@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -35,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench_jobs import report, ssh_config, versions  # noqa: E402
+from bench_jobs import report, ssh_config, timed, versions  # noqa: E402
 
 from cmqueue.testbed import LoopbackCluster, RedisServer  # noqa: E402
 
@@ -85,16 +84,6 @@ def cpu_seconds(procs: list[psutil.Process]) -> float:
     return total
 
 
-def run(argv: list[str], env: dict[str, str], timeout: float = 1800) -> float:
-    """Wall seconds of ``argv``; exits with its output when it fails."""
-    t0 = time.perf_counter()
-    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
-    took = time.perf_counter() - t0
-    if r.returncode != 0:
-        raise SystemExit(f"failed: {shlex.join(argv)}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
-    return took
-
-
 def measure_cmq(cluster: LoopbackCluster, root: Path, jobs: int, processes: int = 0) -> dict[str, float]:
     """Start cmq on ``cluster`` and measure it; stops it after."""
     redis_srv = RedisServer(root / "redis")
@@ -107,7 +96,7 @@ def measure_cmq(cluster: LoopbackCluster, root: Path, jobs: int, processes: int 
     env = {**os.environ, "CMQ_CONFIG": str(config), "CMQ_HOME": str(home)}
     cmq = [sys.executable, "-m", "cmqueue"]
     try:
-        up = run([*cmq, "up"], env, timeout=600)
+        up = timed([*cmq, "up"], env)
         from cmqueue.runner import control_dir
 
         os.environ["CMQ_HOME"] = str(home)
@@ -118,7 +107,7 @@ def measure_cmq(cluster: LoopbackCluster, root: Path, jobs: int, processes: int 
         time.sleep(10)
         idle = (cpu_seconds(procs) - c0) / (time.monotonic() - t0) * 100
         rss = resident(procs)
-        took = run([*cmq, "submit", "--wait", "--json", "true", ":::", *map(str, range(jobs))], env)
+        took = timed([*cmq, "submit", "--wait", "--json", "true", ":::", *map(str, range(jobs))], env)
         after = resident(controller_processes(home, control))
         return {"machines": n, "up": up, "rss": rss, "rss_after": after, "idle": idle, "rate": jobs / took,
                 "processes": len(json.loads((home / "services.json").read_text())["workers"])}
