@@ -9,8 +9,9 @@ each), in one run:
              over 10 s (% of one core); throughput of N `true` jobs (`cmq submit --wait`)
   parallel   GNU `parallel -S` over the same machines and masters (one ssh config with
              ControlMaster): throughput of the same N jobs and its peak resident memory
-  one/machine  for the smallest size only: cmq with one worker process per machine, the
-             layout before worker processes served many machines (`worker_processes` = n)
+  4 x 4     also 4 machines x 4 slots, with the default layout and with one worker process
+             per machine, the layout before worker processes served many machines
+             (`worker_processes: 4`)
 
 Usage: python bench/bench_scale.py [--sizes=4,16,64,256] [--jobs=2000] [--record]
 Needs GNU parallel (Debian: apt-get install parallel).
@@ -61,11 +62,14 @@ def controller_processes(home: Path, control: Path) -> list[psutil.Process]:
     return list(procs.values())
 
 
-def resident(procs: list[psutil.Process]) -> int:
-    """Summed RSS in bytes of the processes still alive."""
+def resident(procs: list[psutil.Process], ssh: bool | None = None) -> int:
+    """Summed RSS in bytes of the processes still alive (``ssh``: only the ssh clients,
+    or only the others)."""
     total = 0
     for p in procs:
         try:
+            if ssh is not None and (p.name() == "ssh") != ssh:
+                continue
             total += p.memory_info().rss
         except psutil.Error:
             pass
@@ -106,11 +110,11 @@ def measure_cmq(cluster: LoopbackCluster, root: Path, jobs: int, processes: int 
         c0, t0 = cpu_seconds(procs), time.monotonic()
         time.sleep(10)
         idle = (cpu_seconds(procs) - c0) / (time.monotonic() - t0) * 100
-        rss = resident(procs)
+        rss, rss_ssh = resident(procs), resident(procs, ssh=True)
         took = timed([*cmq, "submit", "--wait", "--json", "true", ":::", *map(str, range(jobs))], env)
         after = resident(controller_processes(home, control))
-        return {"machines": n, "up": up, "rss": rss, "rss_after": after, "idle": idle, "rate": jobs / took,
-                "processes": len(json.loads((home / "services.json").read_text())["workers"])}
+        return {"machines": n, "up": up, "rss": rss, "rss_ssh": rss_ssh, "rss_after": after, "idle": idle,
+                "rate": jobs / took, "processes": len(json.loads((home / "services.json").read_text())["workers"])}
     finally:
         subprocess.run([*cmq, "down", "--grace=5"], env=env, capture_output=True)
         redis_srv.stop()
@@ -145,27 +149,27 @@ def main() -> None:
     opts = ap.parse_args()
     if not shutil.which("parallel"):
         raise SystemExit("GNU parallel is needed: apt-get install parallel")
-    sizes = [int(s) for s in opts.sizes.split(",")]
-    lines = [f"{'machines x 2 slots':<22} {'procs':>5} {'cmq up':>8} {'resident':>10} {'/machine':>9} "
+    runs = [(int(size), 2, [("worker processes", 0)]) for size in opts.sizes.split(",")]
+    runs.insert(1, (4, 4, [("worker processes", 0), ("one per machine", 4)]))
+    lines = [f"{'machines x slots':<24} {'procs':>5} {'cmq up':>7} {'resident':>9} {'(ssh)':>7} {'/machine':>9} "
              f"{'idle CPU':>8} {'jobs/s':>7} {'parallel jobs/s':>15} {'parallel RSS':>12} {'ratio':>6}"]
-    for i, n in enumerate(sizes):
+    for n, slots, layouts in runs:
         root = Path(tempfile.mkdtemp(prefix=f"cmq-bench-scale-{n}-"))
-        cluster = LoopbackCluster(root / "cluster", n=n, slots=2, first=0, subnet="127.1").start()
+        cluster = LoopbackCluster(root / "cluster", n=n, slots=slots, first=0, subnet="127.1").start()
         try:
-            layouts = [("worker processes", 0)] + ([("one per machine", n)] if i == 0 else [])
             par = measure_parallel(cluster, root, opts.jobs)
             for label, processes in layouts:
                 c = measure_cmq(cluster, root / label.replace(" ", "-"), opts.jobs, processes)
-                lines.append(f"{n:>4} {label:<17} {c['processes']:>5} {c['up']:>7.1f}s "
-                             f"{c['rss'] / MiB:>8.0f}Mi {c['rss'] / MiB / n:>7.1f}Mi {c['idle']:>7.1f}% "
-                             f"{c['rate']:>7.0f} {par['rate']:>15.0f} {par['rss'] / MiB:>10.0f}Mi "
+                lines.append(f"{n:>3} x {slots} {label:<16} {c['processes']:>5} {c['up']:>6.1f}s "
+                             f"{c['rss'] / MiB:>7.0f}Mi {c['rss_ssh'] / MiB:>5.0f}Mi {c['rss'] / MiB / n:>7.1f}Mi "
+                             f"{c['idle']:>7.1f}% {c['rate']:>7.0f} {par['rate']:>15.0f} {par['rss'] / MiB:>10.0f}Mi "
                              f"{c['rate'] / par['rate']:>5.2f}x")
                 print(lines[-1], flush=True)
         finally:
             cluster.stop()
             shutil.rmtree(root, ignore_errors=True)
-    lines.append(f"{opts.jobs} `true` jobs each; resident: after `cmq up`, ssh masters and sessions included; "
-                 "ratio: cmq jobs/s over GNU parallel's")
+    lines.append(f"{opts.jobs} `true` jobs each; resident: after `cmq up`, of cmq's processes and Redis and the "
+                 "ssh masters and sessions, (ssh) of those ssh clients alone; ratio: cmq jobs/s over GNU parallel's")
     report("bench_scale.py", lines, versions(), opts.record)
 
 
