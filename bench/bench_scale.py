@@ -150,7 +150,8 @@ def main() -> None:
     if not shutil.which("parallel"):
         raise SystemExit("GNU parallel is needed: apt-get install parallel")
     runs = [(int(size), 2, [("worker processes", 0)]) for size in opts.sizes.split(",")]
-    runs.insert(1, (4, 4, [("worker processes", 0), ("one per machine", 4)]))
+    if runs and runs[0][0] == 4:
+        runs.insert(1, (4, 4, [("worker processes", 0), ("one per machine", 4)]))
     lines = [f"{'machines x slots':<24} {'procs':>5} {'cmq up':>7} {'resident':>9} {'(ssh)':>7} {'/machine':>9} "
              f"{'idle CPU':>8} {'jobs/s':>7} {'parallel jobs/s':>15} {'parallel RSS':>12} {'ratio':>6}"]
     for n, slots, layouts in runs:

@@ -57,6 +57,9 @@ def create_app(settings: Settings, worker: bool = False, publisher: bool = False
         worker_enable_remote_control=True,
         broker_connection_retry_on_startup=True,
         broker_transport_options={
+            # An idle machine's BRPOP returns every polling_interval seconds: a worker with
+            # hundreds of machines would otherwise wake hundreds of times a second.
+            **({"polling_interval": 5} if worker else {}),
             "visibility_timeout": vt,
             "unacked_restore_interval": int(settings.get("restore_interval")),
             "unacked_restore_throttle": 1,

@@ -158,12 +158,16 @@ class MachineChannel:
         self.consumer.on_message = on_message
 
     def busy(self) -> int:
-        """Messages taken and not done, apart from those waiting for their ETA."""
+        """Messages taken and not done, apart from those waiting for their ETA (asked on
+        every turn of the event loop: kept cheap)."""
         qos = self.channel.qos
+        taken = len(qos._delivered) - len(qos._dirty)
+        if not self.waiting:
+            return taken
         held = sum(1 for tag in self.waiting if tag in qos._delivered)
         if held < len(self.waiting):             # acked or rejected while held
             self.waiting &= set(qos._delivered)
-        return len(qos._delivered) - len(qos._dirty) - held
+        return taken - held
 
     def can_consume(self) -> bool:
         """Whether the machine has a free slot (asked by kombu before each read)."""
