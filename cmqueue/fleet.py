@@ -214,7 +214,7 @@ class Channels:
         chan = MachineChannel(driver, self.consumer, self._handle)
         self.open[name] = chan
         chan.consume(not driver.paused.is_set())
-        driver._report("unreachable" if driver.paused.is_set() else "consuming", driver.pause_reason
+        driver.report("unreachable" if driver.paused.is_set() else "consuming", driver.pause_reason
                        if driver.paused.is_set() else "")
 
     def _handle(self, message: Any) -> None:

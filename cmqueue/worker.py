@@ -79,7 +79,7 @@ class MachineDriver:
         if errors:
             self.pause(f"{self.machine.name} unreachable: {errors[0]}")
         else:
-            self._report("ready", "")
+            self.report("ready", "")
 
     def on_received(self, request: Any) -> None:
         """Note that this worker holds ``request``'s message (see :mod:`cmqueue.orphans`)."""
@@ -96,13 +96,13 @@ class MachineDriver:
         self.runner.close()
         self.runner.close_masters()
         if release:
-            self._report("stopped", "")
+            self.report("stopped", "")
             try:
                 self.lease.release()
             except redis.RedisError:
                 log.warning("cannot release the lease of %s: it expires by itself", self.machine.name)
 
-    def _report(self, state: str, reason: str) -> None:
+    def report(self, state: str, reason: str) -> None:
         try:
             self.redis.hset(machine_key(self.machine.name), mapping={
                 "state": state, "reason": reason, "since": repr(clock.now()),
@@ -146,7 +146,7 @@ class MachineDriver:
         self.pause_reason = reason
         self.paused.set()
         log.warning("pausing: %s", reason)
-        self._report("unreachable", reason)
+        self.report("unreachable", reason)
         self._consume(False)
         self._prober = threading.Thread(target=self._probe_until_back, name="cmq-probe", daemon=True)
         self._prober.start()
@@ -159,10 +159,10 @@ class MachineDriver:
                 self.runner.start()
                 log.warning("%s reachable again: resuming", self.machine.name)
                 self.paused.clear()
-                self._report("consuming", "")
+                self.report("consuming", "")
                 self._consume(True)
                 return
-            self._report("unreachable", why or self.pause_reason)
+            self.report("unreachable", why or self.pause_reason)
 
     def _consume(self, on: bool) -> None:
         """Start or stop taking this machine's jobs (in the consumer's own event loop)."""
