@@ -103,6 +103,8 @@ class MachineDriver:
                 log.warning("cannot release the lease of %s: it expires by itself", self.machine.name)
 
     def report(self, state: str, reason: str) -> None:
+        """Publish the machine's state (ready, consuming, unreachable...) with this worker's
+        name and pid, for `cmq machines`, `cmq top` and `cmq up`."""
         try:
             self.redis.hset(machine_key(self.machine.name), mapping={
                 "state": state, "reason": reason, "since": repr(clock.now()),
