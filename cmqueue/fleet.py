@@ -358,7 +358,7 @@ class Fleet:
         self._starter = ThreadPoolExecutor(max_workers=max(1, int(s.get("start_parallel"))),
                                            thread_name_prefix="cmq-start")
         self._inventory_mtime = self._mtime()
-        self.own = Lease(self.redis, group_lease(group, s.inventory.path), what=f"worker {group}")
+        self.own = Lease(self.redis, group_lease(group, s.inventory.path, s.home), what=f"worker {group}")
 
     # -- which machines ---------------------------------------------------------------------
     def start(self) -> list[str]:

@@ -54,10 +54,11 @@ def worker_lease(machine: str) -> str:
     return f"worker:{machine}"
 
 
-def group_lease(group: str, inventory: os.PathLike) -> str:
-    """The lease name of worker process ``group`` of ``inventory`` (its path) on this host:
-    one process per name and inventory."""
-    where = hashlib.sha256(str(os.path.realpath(inventory)).encode()).hexdigest()[:12]
+def group_lease(group: str, inventory: os.PathLike, home: os.PathLike) -> str:
+    """The lease name of worker process ``group`` of ``inventory`` (its path) and cmq home
+    ``home`` on this host: one process per name, inventory and home."""
+    place = f"{os.path.realpath(inventory)}\0{os.path.realpath(home)}"
+    where = hashlib.sha256(place.encode()).hexdigest()[:12]
     return f"workers:{socket.gethostname()}:{where}:{group}"
 
 

@@ -230,8 +230,8 @@ class Services:
                 del workers[name]            # from an older layout
         client = redis.Redis.from_url(url)
         for group, argv in self.worker_groups().items():
-            if alive(workers.get(group)) or self._adopt(client, state, group,
-                                                                 group_lease(group, self.settings.inventory.path)):
+            own = group_lease(group, self.settings.inventory.path, self.home)
+            if alive(workers.get(group)) or self._adopt(client, state, group, own):
                 continue
             workers[group] = self._spawn(self._cmq_argv(*argv), self.settings.log_dir / f"worker-{group}.log",
                                          broker=url)
