@@ -35,7 +35,7 @@ TOP_FIELDS = {"broker", "history", "defaults", "machines", "settings", "tasks"}
 SETTINGS_FIELDS = {
     "output_cap", "visibility_timeout", "restore_interval", "claim_ttl", "connect_timeout",
     "kill_grace", "probe_interval", "max_reroutes", "control_persist", "flower_port", "broker_wait",
-    "redis_fsync", "start_parallel", "worker_processes",
+    "redis_fsync", "start_parallel", "worker_processes", "rescue_interval", "rescue_grace",
 }
 REDIS_FSYNC = ("always", "everysec")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

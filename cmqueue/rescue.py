@@ -72,14 +72,20 @@ def rescue(store: HistoryStore, client: Any, app: Any, grace: float) -> list[str
 
 
 def resend_lost(store: HistoryStore, client: Any, app: Any, before: float) -> list[str]:
-    """Send again the jobs queued before ``before`` whose message the broker lost."""
+    """Send again the jobs queued before ``before`` whose message the broker lost. A lost
+    member of a map goes without its chord (lost with the message): it is marked so that
+    its worker keeps its outcome, which the rescued reduce receives."""
     from .submit import missing, publish_chunk
 
-    queued = [r.spec for r in store.jobs(state=JobStatus.QUEUED)
-              if r.spec.kind != "reduce" and (r.spec.submitted or 0) < before]
+    records = store.jobs(state=JobStatus.QUEUED)
+    mapped = {r.spec.batch for r in records if r.spec.kind == "reduce"}
+    queued = [r.spec for r in records if r.spec.kind != "reduce" and (r.spec.submitted or 0) < before]
     if not queued:
         return []
     lost = missing(app, queued)
+    for spec in lost:
+        if spec.batch in mapped:        # a member of a map: its outcome must be kept for the reduce
+            spec.params["member"] = True
     if lost:
         publish_chunk(app, lost, {}, {s.id: i for i, s in enumerate(lost)})
         log.warning("sent again %d queued job(s) whose message the broker lost: %s", len(lost),

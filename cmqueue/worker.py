@@ -179,7 +179,8 @@ class MachineDriver:
         of a map (the reduce receives it), else None.
         """
         spec = JobSpec.from_dict(raw)
-        member = bool(getattr(task.request, "chord", None)) or "workflow" in spec.params
+        member = (bool(getattr(task.request, "chord", None)) or "workflow" in spec.params
+                  or bool(spec.params.get("member")))
         # cmq's own clients record a job before they publish it (and stamp "submitted");
         # a job sent some other way (Flower's REST API) is announced with its spec.
         announce = "submitted" not in raw

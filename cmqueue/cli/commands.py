@@ -290,7 +290,8 @@ Usage:
 
     sweep_forever(settings.require_broker(), on_error=lambda e: print(f"recorder: sweep: {e}", file=sys.stderr,
                                                                        flush=True))
-    rescue_forever(settings, on_error=lambda e: print(f"recorder: rescue: {e}", file=sys.stderr, flush=True))
+    rescue_forever(settings, interval=float(settings.get("rescue_interval")), grace=float(settings.get("rescue_grace")),
+                   on_error=lambda e: print(f"recorder: rescue: {e}", file=sys.stderr, flush=True))
     waiter = Waiter(open_store(settings.history), client, settings.get("event_stream"))
     while True:
         try:

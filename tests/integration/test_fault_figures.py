@@ -451,6 +451,7 @@ def test_machine_clock_an_hour_ahead(tmp_path, faketime):
         sub = submit(cenv, log, "sleep 0.5; date +%s", 12, "--on=m1")
         staged = cenv.run("submit", "--json", "--on=m1", f"--put={data}", "cat input.txt", check=True).json()
         tally = finish(cenv, "a machine's clock 1 hour ahead", sub["batch"], log, t0, timeout=120)
+        assert cenv.run("wait", "--timeout=120", staged["batch"], timeout=180).code == 0   # it may end last
         after = time.time()
         rows = cenv.run("status", "--json", sub["batch"], staged["jobs"][0]["id"], check=True).json()
         # The fault is real: the jobs saw the machine's clock an hour ahead ...

@@ -60,3 +60,33 @@ def test_redis_restart_mid_map_reduces_once(fresh):
         fresh.redis.start()                      # same port, password and data
         _check_one_reduce(c, job.id, 12, sum(range(1, 13)))
     assert len(set(_member_runs(fresh, log))) == 12
+
+
+def test_a_member_whose_message_the_broker_lost_is_sent_again_and_reduced(tmp_path):
+    # Redis pops a message before the worker has it: a crash in between loses it. The
+    # recorder sends such a job again, without its chord (lost with it); the reduce is
+    # then sent by the rescue, and must receive that member's outcome too.
+    import json
+
+    import redis
+
+    cenv = make_env(tmp_path, machines=2, slots=2, first=83, settings={"rescue_grace": 2, "rescue_interval": 1})
+    try:
+        assert cenv.run("down", "--grace=2").code == 0                  # no worker takes the messages yet
+        r = cenv.run("map", "--reduce=sum", "--no-wait", "--json", "echo {}", ":::", *map(str, range(1, 21)),
+                     check=True).json()
+        client = redis.Redis.from_url(cenv.redis.url)
+        messages = client.lrange("cmq.any", 0, -1)
+        victim = next(m for m in messages if json.loads(m)["headers"]["id"] != r["reduce"])
+        lost_id = json.loads(victim)["headers"]["id"]
+        assert client.lrem("cmq.any", 1, victim) == 1                   # what a crash after the pop does
+        client.close()
+        assert cenv.run("up").code == 0
+        assert cenv.run("wait", "--timeout=120", r["map"], timeout=180).code == 0
+        (red,) = cenv.run("status", "--json", r["reduce"], check=True).json()
+        assert red["state"] == "succeeded" and red["stdout"] == "210\n", red
+        (member,) = cenv.run("status", "--json", lost_id, check=True).json()
+        assert member["state"] == "succeeded", member
+        assert "sent again 1 queued job(s)" in (cenv.home / "logs" / "recorder.log").read_text()
+    finally:
+        teardown(cenv)
