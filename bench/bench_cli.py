@@ -1,6 +1,6 @@
 """Interactive speed: what people type most, cmq against clush, parallel-ssh and GNU parallel.
 
-On 16 loopback sshd machines (127.0.0.201-216), every contender over the same kind of
+On 16 loopback sshd machines (127.4.0.1-16), every contender over the same kind of
 persistent ssh master per host (the peers through one ssh config; cmq through its own):
 
   fan-out    one command on every machine, outputs printed: `cmq submit --all --wait CMD`
@@ -65,7 +65,7 @@ def main() -> None:
         raise SystemExit(f"the peers are needed: apt-get install {' '.join(missing)}")
     n = opts.machines
     root = Path(tempfile.mkdtemp(prefix="cmq-bench-cli-"))
-    cluster = LoopbackCluster(root / "cluster", n=n, slots=2, first=201).start()
+    cluster = LoopbackCluster(root / "cluster", n=n, slots=2, first=0, subnet="127.4").start()
     redis_srv = RedisServer(root / "redis")
     redis_srv.start()
     config = cluster.write_inventory(root / "cmq.yaml", redis_srv.url, settings={"flower_port": 0})
