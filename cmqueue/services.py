@@ -241,9 +241,10 @@ class Services:
             state["recorder"] = self._spawn(self._cmq_argv("recorder"), self.settings.log_dir / "recorder.log",
                                             broker=url)
             state["recorder"]["history"] = self.settings.history    # listings trust it for this store
+        self._save(state)
         if not alive(state.get("launcher")):
             state["launcher"] = self._spawn(self._cmq_argv("launcher"), self.settings.log_dir / "launcher.log")
-        self._save(state)
+            self._save(state)        # at once, as for the workers
         result = self._wait_machines(client, state, timeout, progress)
         if not alive(state.get("recorder")):
             self._adopt(client, state, "recorder", recorder)   # ours refused: an unrecorded one runs
@@ -255,6 +256,7 @@ class Services:
         """Wait until every machine our workers serve is open (consuming or unreachable),
         or is served by a worker that is not ours."""
         workers = state.get("workers") or {}
+        self._settle_workers(client, state, time.monotonic() + timeout)
         ours = {str(rec["pid"]) for rec in workers.values()}
         result: dict[str, str] = {}
         waiting = [m.name for m in self.settings.inventory.enabled() if m.mode != "agent"]
@@ -282,6 +284,25 @@ class Services:
             if waiting:
                 time.sleep(0.1)
         return result
+
+    def _settle_workers(self, client: redis.Redis, state: dict[str, Any], deadline: float) -> None:
+        """Wait until each recorded worker process holds its own lease or has exited. One
+        that exited because an unrecorded worker of the same name holds the lease (left by
+        a `cmq up` killed mid-start, still starting when we looked) is replaced in the
+        records by that one, so that `cmq down` stops it."""
+        workers = state.get("workers") or {}
+        for group, rec in list(workers.items()):
+            if group not in self.worker_groups():
+                continue
+            own = group_lease(group, self.settings.inventory.path, self.home)
+            while time.monotonic() < deadline:
+                current = holder(client, own)
+                if current is not None and current.pid == rec["pid"]:
+                    break
+                if not alive(rec):
+                    self._adopt(client, state, group, own)
+                    break
+                time.sleep(0.05)
 
     def _adopt(self, client: redis.Redis, state: dict[str, Any], role: str, lease_name: str) -> bool:
         """Record the live local holder of lease ``lease_name`` as our ``role`` (a worker
