@@ -112,8 +112,7 @@ def measure_cmq(cluster: LoopbackCluster, root: Path, jobs: int, processes: int 
         idle = (cpu_seconds(procs) - c0) / (time.monotonic() - t0) * 100
         rss, rss_ssh = resident(procs), resident(procs, ssh=True)
         took = timed([*cmq, "submit", "--wait", "--json", "true", ":::", *map(str, range(jobs))], env)
-        after = resident(controller_processes(home, control))
-        return {"machines": n, "up": up, "rss": rss, "rss_ssh": rss_ssh, "rss_after": after, "idle": idle,
+        return {"machines": n, "up": up, "rss": rss, "rss_ssh": rss_ssh, "idle": idle,
                 "rate": jobs / took, "processes": len(json.loads((home / "services.json").read_text())["workers"])}
     finally:
         subprocess.run([*cmq, "down", "--grace=5"], env=env, capture_output=True)
