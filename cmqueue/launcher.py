@@ -34,7 +34,8 @@ SOCKET_NAME = "launcher.sock"
 PRELOAD = (
     "celery", "kombu.transport.redis", "redis", "yaml", "rich.console", "rich.table", "rich.progress", "rich.live",
     "cmqueue.cli.commands", "cmqueue.cli.data", "cmqueue.cli.mapping", "cmqueue.cli.workflows",
-    "cmqueue.cluster", "cmqueue.submit", "cmqueue.app", "cmqueue.history.sqlite", "cmqueue.workflow.engine",
+    "cmqueue.cluster", "cmqueue.submit", "cmqueue.services", "cmqueue.app", "cmqueue.history.sqlite",
+    "cmqueue.workflow.engine",
 )
 #: Bytes of the request read with its file descriptors (the rest follows on the stream).
 FIRST_READ = 65536
@@ -68,10 +69,25 @@ def _changed(loaded: dict[str, float]) -> bool:
     return False
 
 
+def _warm() -> None:
+    """Lay out a small table once, so that the modules rich imports on its first render
+    (and its caches) are ready in every command forked from here."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="warm", show_edge=False, header_style="bold")
+    table.add_column("a")
+    table.add_row("[green]b[/] c")
+    Console(file=io.StringIO(), width=80, force_terminal=True).print(table)
+
+
 def serve(home: Path) -> None:
     """Listen on ``home``'s launcher socket until killed (``cmq launcher``)."""
     for name in PRELOAD:
         importlib.import_module(name)
+    _warm()
     loaded = _sources()
     path = socket_path(home)
     path.unlink(missing_ok=True)

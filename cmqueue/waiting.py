@@ -6,15 +6,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import events
 from .history import HistoryStore
 from .history.sync import sync
-from .models import JobRecord
+from .models import JobRecord, stream_id_key
 
 #: Least seconds between two reads of the store while many jobs are pending (a throttle
 #: that keeps a waiting client from competing with the workers for CPU).
 MIN_INTERVAL = 0.05
 #: Seconds between two ``on_tick`` calls while waiting.
 TICK = 0.25
+#: Most stream entries one blocking read brings.
+READ_BATCH = 2000
 
 
 class Waiter:
@@ -38,6 +41,17 @@ class Waiter:
         """Return as soon as an entry newer than ``after`` exists, or after ``ms``."""
         self.client.xread({self.stream: after}, block=ms, count=1)
 
+    def read(self, after: str, ms: int) -> str:
+        """Wait up to ``ms`` for entries after stream id ``after`` and apply those that came
+        (the store skips what another process applied first); returns the id to read after
+        next time. One round trip: the blocking read returns the entries themselves."""
+        found = self.client.xread({self.stream: after or "0-0"}, block=ms, count=READ_BATCH)
+        if not found:
+            return after
+        evs = [events.decode(eid, fields) for eid, fields in found[0][1]]
+        self.store.apply(evs, cursor=evs[-1].id)
+        return evs[-1].id
+
     def follow(self) -> None:
         """Keep the store in step with the stream, forever (the recorder)."""
         while True:
@@ -50,14 +64,19 @@ class Waiter:
              on_tick: Callable[[], None] | None = None) -> list[JobRecord]:
         """Block until every job in ``ids`` is final (or ``timeout`` passes); returns the
         records as they are then. ``on_update`` sees all records after every change;
-        ``on_tick`` is called at least every TICK seconds (for views of live counters)."""
+        ``on_tick`` is called at least every TICK seconds (for views of live counters).
+
+        Catches up once, then each wake is one blocking read that brings the new entries.
+        The store's cursor is read before its records are: an entry another process (the
+        recorder) applies after that is still on the stream (it trims only up to what it
+        applied, keeping that entry), so the next read returns at once."""
         deadline = None if timeout is None else time.monotonic() + timeout
         records: dict[str, JobRecord] = {}
         pending = list(ids)
+        self.refresh()
+        after = self.store.cursor()
         while True:
-            # Note the stream's tip before syncing, so an event added meanwhile wakes us.
-            last_seen = self.tip()
-            self.refresh()
+            after = max(after, self.store.cursor(), key=stream_id_key)
             changed = False
             for rec in self.store.get_many(pending):
                 old = records.get(rec.id)
@@ -68,7 +87,7 @@ class Waiter:
             if changed and on_update:
                 on_update([records[i] for i in ids if i in records])
             if not pending:
-                return [records[i] for i in ids if i in records]
+                return self._done(records, ids)
             block = 1000
             if on_tick:
                 on_tick()
@@ -76,9 +95,19 @@ class Waiter:
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return [records[i] for i in ids if i in records]
+                    return self._done(records, ids)
                 block = max(1, min(block, int(left * 1000)))
             t0 = time.monotonic()
-            self.block(last_seen, block)
+            after = self.read(after, block)
             if len(pending) > 50:
                 time.sleep(max(0.0, MIN_INTERVAL - (time.monotonic() - t0)))
+
+    def _done(self, records: dict[str, JobRecord], ids: list[str]) -> list[JobRecord]:
+        self.trim()
+        return [records[i] for i in ids if i in records]
+
+    def trim(self) -> None:
+        """Drop from the stream the entries the store has applied."""
+        cursor = self.store.cursor()
+        if cursor:
+            self.client.xtrim(self.stream, minid=cursor, approximate=True)

@@ -388,12 +388,19 @@ worker reaches the broker through an ssh tunnel from here, which `cmq up` reopen
         for r in rows:
             if r["count"] > 1:
                 r["where"] = f"({r['count']} hosts)"
+    columns = ("machine", "mode", "host", "slots", "labels", "workdir", "worker")
+    cells = [(r["name"] if r["enabled"] else f"{r['name']} (disabled)", r["mode"], r["where"], str(r["slots"]),
+              ",".join(r["labels"]), r["workdir"], r["worker"]) for r in rows]
+    if not output.stdout_is_terminal():
+        output.plain_rows([columns, *cells], title=title)
+        return 0
+    from rich.text import Text
+
     t = output.Table(title=title, show_edge=False, header_style="bold", title_justify="left")
-    for col in ("machine", "mode", "host", "slots", "labels", "workdir", "worker"):
+    for col in columns:
         t.add_column(col)
-    for r in rows:
-        name = r["name"] if r["enabled"] else f"[bright_black]{r['name']} (disabled)[/]"
-        t.add_row(name, r["mode"], r["where"], str(r["slots"]), ",".join(r["labels"]), r["workdir"], r["worker"])
+    for row, r in zip(cells, rows, strict=True):
+        t.add_row(*(Text(cell, style="" if r["enabled"] or i else "bright_black") for i, cell in enumerate(row)))
     output.out.print(t)
     return 0
 

@@ -145,11 +145,22 @@ def print_jobs(records: Sequence[JobRecord], on: Console | None = None) -> None:
         target = on or console("out")
         target.print(jobs_table(records, width=target.width))
         return
-    rows = [JOB_COLUMNS] + [tuple(_job_row(r)) for r in records]
-    widths = [max(len(row[i]) for row in rows) for i in range(6)]
-    widths.append(min(50, max(len(row[6]) for row in rows)))
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:7], widths, strict=True)) + "  " + row[7] for row in rows]
-    stream.write("\n".join(line.rstrip() for line in lines) + "\n")
+    plain_rows([JOB_COLUMNS] + [tuple(_job_row(r)) for r in records], stream, caps={6: 50})
+
+
+def plain_rows(rows: Sequence[Sequence[str]], stream: Any = None, caps: dict[int, int] | None = None,
+               title: str | None = None) -> None:
+    """Print ``rows`` (the first is the header) as plain aligned lines, for pipes and grep:
+    nothing cut; column i is padded to at most ``caps[i]`` and the last column is not
+    padded. ``title``, if any, is the first line."""
+    stream = stream if stream is not None else sys.stdout
+    caps = caps or {}
+    last = len(rows[0]) - 1
+    widths = [min(caps.get(i, 1 << 30), max(len(row[i]) for row in rows)) for i in range(last)]
+    lines = [f"{title}"] if title else []
+    lines += ["  ".join([*(cell.ljust(w) for cell, w in zip(row[:last], widths, strict=True)), row[last]]).rstrip()
+              for row in rows]
+    stream.write("\n".join(lines) + "\n")
     stream.flush()
 
 

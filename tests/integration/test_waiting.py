@@ -1,0 +1,89 @@
+"""Waiting for jobs against a real Redis: woken by the event stream, never by a timer,
+also when another process (the recorder) applies and trims the events first."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+
+from cmqueue import events
+from cmqueue.history.sqlite import SqliteStore
+from cmqueue.models import JobRecord, JobSpec, JobStatus
+from cmqueue.testbed import RedisServer
+from cmqueue.waiting import Waiter
+
+from ..conftest import need_services
+
+STREAM = "cmq:test:events"
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    need_services()
+    server = RedisServer(tmp_path_factory.mktemp("waiting-redis"))
+    server.start()
+    yield redis.Redis.from_url(server.url)
+    server.stop()
+
+
+def queued(store: SqliteStore, job: str) -> None:
+    store.add([JobRecord(spec=JobSpec(id=job, command="true"), state=JobStatus.QUEUED)])
+
+
+def end_later(client, job: str, recorder: Waiter | None, after: threading.Event) -> threading.Thread:
+    """Once ``after`` is set, publish the job's end; the recorder (if any) applies and trims it."""
+
+    def run() -> None:
+        after.wait()
+        events.publish(client, STREAM, events.make(job, JobStatus.RUNNING, machine="m1"))
+        events.publish(client, STREAM, events.make(job, JobStatus.SUCCEEDED, machine="m1",
+                                                   data={"job": job, "machine": "m1", "exit_code": 0}))
+        if recorder is not None:
+            recorder.refresh()                      # applies both and trims the stream up to them
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("with_recorder", [False, True], ids=["alone", "recorder-first"])
+def test_wait_returns_when_the_job_ends_not_when_its_read_times_out(client, tmp_path, with_recorder):
+    client.delete(STREAM)
+    db = tmp_path / "history.db"
+    store = SqliteStore(str(db))
+    job = f"job-{with_recorder}"
+    queued(store, job)
+    waiter = Waiter(store, client, STREAM)
+    recorder = Waiter(SqliteStore(str(db)), client, STREAM) if with_recorder else None
+    ticks = threading.Event()
+    thread = end_later(client, job, recorder, ticks)
+    t0 = time.monotonic()
+    # The first tick comes once the waiter has caught up and is about to block.
+    records = waiter.wait([job], timeout=30, on_tick=ticks.set)
+    took = time.monotonic() - t0
+    thread.join()
+    assert [r.state for r in records] == [JobStatus.SUCCEEDED]
+    # A tick's read blocks for 250 ms at most; a waiter that missed the entries would
+    # only notice the end on its next catch-up, not within one read.
+    assert took < 0.25 + 0.2, f"the waiter took {took:.3f}s: it did not wake on the event"
+
+
+def test_wait_applies_the_events_and_trims_what_it_applied(client, tmp_path):
+    client.delete(STREAM)
+    store = SqliteStore(str(tmp_path / "history.db"))
+    queued(store, "a")
+    for i in range(300):                            # older entries: whole stream nodes to trim
+        events.publish(client, STREAM, events.make(f"other-{i}", JobStatus.RUNNING, machine="m2"))
+    waiter = Waiter(store, client, STREAM)
+    go = threading.Event()
+    thread = end_later(client, "a", None, go)
+    go.set()
+    records = waiter.wait(["a"], timeout=30)
+    thread.join()
+    assert records[0].state == JobStatus.SUCCEEDED and records[0].exit_code == 0
+    last = client.xrevrange(STREAM, count=1)[0][0].decode()
+    assert store.cursor() == last
+    assert client.xlen(STREAM) < 150               # trimmed (by whole nodes of 100 entries) up to what it applied
