@@ -31,7 +31,7 @@ MACHINE_FIELDS = {
 TRANSPORTS = ("auto", "session", "exec")
 TRANSFER_METHODS = ("auto", "rsync", "tar")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)?\s*$", re.IGNORECASE)
-TOP_FIELDS = {"broker", "history", "defaults", "machines", "settings", "tasks"}
+TOP_FIELDS = {"broker", "history", "defaults", "machines", "settings", "tasks", "storage"}
 SETTINGS_FIELDS = {
     "output_cap", "visibility_timeout", "restore_interval", "claim_ttl", "connect_timeout",
     "kill_grace", "probe_interval", "max_reroutes", "control_persist", "flower_port", "broker_wait",
@@ -103,6 +103,7 @@ class Inventory:
     history: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     tasks: dict[str, Any] = field(default_factory=dict)
+    storage: dict[str, Any] = field(default_factory=dict)   #: name -> cmqueue.storage.config.StorageConfig
 
     @property
     def labels(self) -> dict[str, list[str]]:
@@ -299,7 +300,7 @@ def parse_size(value: Any, path: Path, where: str) -> int:
 def _contains_secret(data: Any) -> bool:
     if isinstance(data, dict):
         for k, v in data.items():
-            if isinstance(k, str) and _SECRET_KEYS.search(k) and v:
+            if isinstance(k, str) and _SECRET_KEYS.search(k) and v and v != "TBD":   # TBD: asked for
                 return True
             if _contains_secret(v):
                 return True
@@ -456,8 +457,13 @@ def _build(data: Any, path: Path) -> Inventory:
     from .workflow.tasks import from_inventory
 
     from_inventory(tasks, path)          # checked now: errors name the file and the field
+    storage = None
+    if data.get("storage") is not None:
+        from .storage.config import parse as parse_storage
+
+        storage = parse_storage(data["storage"], path, set(machines))
     return Inventory(path=path, machines=machines, broker=broker, history=history, settings=settings,
-                     tasks=tasks)
+                     tasks=tasks, storage=storage or {})
 
 
 def load(path: str | os.PathLike, check_keys: bool = True) -> Inventory:

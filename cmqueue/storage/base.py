@@ -1,0 +1,180 @@
+"""What every storage provider does (one interface; one contract test runs against all).
+
+A provider holds files under names (see :mod:`cmqueue.storage.names`). Every file it
+writes is checked against the SHA-256 the caller gives: a transfer cut halfway, or data
+that changed on the way, leaves nothing behind that looks like the file (a folder or a
+machine writes a temporary name and renames it; an object store commits an upload only
+when it is whole, and one that fails the check is removed). Directories exist on providers that have them (a folder, a
+machine); on object stores a directory is the prefix of the names under it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import CmqError, ServiceError
+from .config import StorageConfig
+
+#: Bytes read or sent at a time.
+CHUNK = 1 << 20
+
+
+class StorageError(CmqError):
+    """A storage operation failed; the message names the service and the path."""
+
+
+class NotFoundError(StorageError):
+    """The file or directory is not on the service."""
+
+
+class StorageUnavailableError(ServiceError):
+    """The service (its server, its bucket, its machine) cannot be reached."""
+
+
+@dataclass
+class Entry:
+    """A file (or a directory) on a service."""
+
+    name: str                           #: full name from the service's root
+    size: int = 0
+    mtime: float = 0.0
+    sha256: str | None = None           #: known without reading the file, else None
+    is_dir: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as plain data."""
+        return {"name": self.name, "size": self.size, "mtime": self.mtime, "sha256": self.sha256,
+                "type": "dir" if self.is_dir else "file"}
+
+
+class Hashing:
+    """Wraps chunks, hashing and counting them as they pass."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = chunks
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            self.digest.update(chunk)
+            self.size += len(chunk)
+            yield chunk
+
+    def hexdigest(self) -> str:
+        """SHA-256 of what passed so far."""
+        return self.digest.hexdigest()
+
+
+def file_chunks(path: Path, size: int = CHUNK) -> Iterator[bytes]:
+    """The bytes of a local file, a chunk at a time."""
+    with open(path, "rb") as f:
+        while chunk := f.read(size):
+            yield chunk
+
+
+def sha256_of(path: Path) -> str:
+    """SHA-256 of a local file."""
+    h = hashlib.sha256()
+    for chunk in file_chunks(path):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+class Provider(ABC):
+    """A storage service: files under names, written only when verified."""
+
+    #: Whether the service has directories of its own (a folder does, a bucket does not).
+    has_dirs = True
+
+    def __init__(self, config: StorageConfig) -> None:
+        self.config = config
+        self.name = config.name
+
+    def where(self, name: str) -> str:
+        """``SERVICE:NAME``, for messages."""
+        return f"{self.name}:{name or '/'}"
+
+    # -- the contract -----------------------------------------------------------------
+    @abstractmethod
+    def stat(self, name: str) -> Entry | None:
+        """The file or directory ``name``, or None when there is none."""
+
+    @abstractmethod
+    def list(self, directory: str = "", recursive: bool = False) -> list[Entry]:
+        """What is in ``directory`` (the root: ``""``), sorted by name; with ``recursive``
+        every file below it (and no directories). NotFoundError when it does not exist."""
+
+    @abstractmethod
+    def read(self, name: str) -> Iterator[bytes]:
+        """The bytes of file ``name``, a chunk at a time."""
+
+    @abstractmethod
+    def write(self, name: str, chunks: Iterable[bytes], sha256: str, mtime: float | None = None) -> Entry:
+        """Store ``chunks`` as file ``name`` (replacing it), kept only if they hash to
+        ``sha256`` (else StorageError); ``mtime``, when given, is kept as its time."""
+
+    @abstractmethod
+    def delete(self, name: str) -> int:
+        """Remove file ``name``, or directory ``name`` with everything in it; returns how
+        many files went. NotFoundError when there is nothing by that name."""
+
+    @abstractmethod
+    def mkdir(self, name: str) -> bool:
+        """Make directory ``name`` (and its parents); False where directories are only
+        prefixes (object stores), which keeps nothing."""
+
+    def hash(self, name: str) -> str:
+        """SHA-256 of file ``name``: kept with it where the service can, else computed."""
+        entry = self.stat(name)
+        if entry is None or entry.is_dir:
+            raise NotFoundError(f"{self.where(name)}: no such file")
+        if entry.sha256:
+            return entry.sha256
+        h = hashlib.sha256()
+        for chunk in self.read(name):
+            h.update(chunk)
+        return h.hexdigest()
+
+    # -- built on the contract (providers may do better) ---------------------------------
+    def put_file(self, local: Path, name: str) -> Entry:
+        """Store local file ``local`` as ``name``, verified."""
+        return self.write(name, file_chunks(local), sha256_of(local), mtime=local.stat().st_mtime)
+
+    def get_file(self, name: str, local: Path) -> Entry:
+        """Copy file ``name`` to the local path ``local``, verified against the SHA-256 the
+        service keeps (or computed there); the file appears only when complete."""
+        expected = self.hash(name)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".cmq-part")
+        try:
+            stream = Hashing(self.read(name))
+            with os.fdopen(fd, "wb") as f:
+                for chunk in stream:
+                    f.write(chunk)
+            if stream.hexdigest() != expected:
+                raise StorageError(f"{self.where(name)}: what arrived does not match its SHA-256 "
+                                   f"({stream.hexdigest()[:12]}... against {expected[:12]}...); nothing was kept")
+            os.replace(tmp, local)
+            entry = self.stat(name)
+            if entry is not None and entry.mtime:
+                os.utime(local, (entry.mtime, entry.mtime))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return Entry(name=name, size=stream.size, mtime=local.stat().st_mtime, sha256=expected)
+
+    def copy_within(self, source: str, dest: str) -> Entry | None:
+        """Copy ``source`` to ``dest`` on this service without moving the bytes through
+        cmq, where the service can; None where it cannot."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 (most providers hold nothing to release)
+        """Release the connection, if any."""

@@ -1,0 +1,243 @@
+"""Object stores through Apache Libcloud: S3 and S3-compatible servers, Azure Blob, and
+any other libcloud storage driver by name.
+
+Each file's SHA-256 and time are kept as object metadata (``sha256``, ``mtime``):
+libcloud's ``hash`` is an ETag (an MD5, or not even that for multipart uploads), so cmq
+computes the digest while the data streams and checks it before it reports the file as
+stored; an upload that fails the check is removed. S3-compatible servers are reached
+path-style at their endpoint; libcloud adds ``?Version=2006-03-01`` to every GET, which
+AWS ignores and some servers (SeaweedFS) answer with 501 on listings, so it is dropped.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from .base import CHUNK, Entry, Hashing, NotFoundError, Provider, StorageError, StorageUnavailableError
+from .config import StorageConfig
+from .names import check_name
+from .secrets import secret_of
+
+T = TypeVar("T")
+
+
+def _s3_compatible_driver() -> type:
+    """libcloud's MinIO driver (path-style, any host) without the ``Version`` parameter."""
+    from libcloud.storage.drivers.minio import MinIOConnectionAWS4, MinIOStorageDriver
+
+    class S3CompatibleConnection(MinIOConnectionAWS4):
+        def add_default_params(self, params: dict) -> dict:
+            params = super().add_default_params(params)
+            params.pop("Version", None)
+            return params
+
+    class S3CompatibleDriver(MinIOStorageDriver):
+        name = "S3-compatible"
+        connectionCls = S3CompatibleConnection
+
+    return S3CompatibleDriver
+
+
+def _endpoint(url: str) -> dict[str, Any]:
+    parts = urlsplit(url)
+    secure = parts.scheme == "https"
+    return {"host": parts.hostname, "port": parts.port or (443 if secure else 80), "secure": secure}
+
+
+def make_driver(config: StorageConfig) -> Any:
+    """The libcloud storage driver of ``config``, with its secret resolved."""
+    from libcloud.storage.providers import get_driver
+    from libcloud.storage.types import Provider as Drivers
+
+    secret = secret_of(config)
+    if config.type == "s3":
+        if config.endpoint:
+            return _s3_compatible_driver()(config.key, secret, **_endpoint(config.endpoint))
+        return get_driver(Drivers.S3)(config.key, secret, region=config.region)
+    if config.type == "azure":
+        extra = _endpoint(config.endpoint) if config.endpoint else {}
+        return get_driver(Drivers.AZURE_BLOBS)(config.key, secret, **extra)
+    try:
+        cls = get_driver(config.driver)
+    except AttributeError:
+        raise StorageUnavailableError(f"{config.where}.driver: libcloud has no storage driver "
+                                      f"{config.driver!r}") from None
+    args = dict(config.args)
+    return cls(config.key, secret, **args) if config.key else cls(**args)
+
+
+def _mtime(obj: Any) -> float:
+    meta = obj.meta_data or {}
+    if meta.get("mtime"):
+        try:
+            return float(meta["mtime"])
+        except ValueError:
+            pass
+    stamp = (obj.extra or {}).get("last_modified") or ""
+    if not stamp:
+        return 0.0
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(stamp)
+        return parsed.timestamp() if parsed else 0.0
+
+
+class CloudProvider(Provider):
+    """A bucket or container of an object store, through a libcloud driver."""
+
+    has_dirs = False
+
+    def __init__(self, config: StorageConfig) -> None:
+        super().__init__(config)
+        self.driver = self._call("connect", lambda: make_driver(config))
+        self._container: Any = None
+
+    # -- errors ---------------------------------------------------------------------------
+    def _call(self, name: str, fn: Callable[[], T]) -> T:
+        """Run a libcloud call, turning its errors into one-line cmq errors."""
+        from libcloud.common.types import InvalidCredsError, LibcloudError
+        from libcloud.storage.types import ContainerDoesNotExistError, ObjectDoesNotExistError
+
+        try:
+            return fn()
+        except ObjectDoesNotExistError:
+            raise NotFoundError(f"{self.where(name)}: no such file") from None
+        except ContainerDoesNotExistError:
+            raise StorageUnavailableError(f"{self.config.where}: container (bucket) {self.config.container!r} "
+                                          "does not exist") from None
+        except InvalidCredsError:
+            raise StorageUnavailableError(f"{self.config.where}: the server refused the key and secret") from None
+        except LibcloudError as e:
+            raise StorageError(f"{self.where(name)}: {_first_line(e.value if hasattr(e, 'value') else e)}") from None
+        except (OSError, ConnectionError) as e:
+            raise StorageUnavailableError(f"{self.config.where}: cannot reach "
+                                          f"{self.config.endpoint or self.config.type}: {_first_line(e)}") from None
+        except Exception as e:      # requests' errors and the drivers' own
+            if type(e).__module__.startswith(("requests", "urllib3", "libcloud")):
+                raise StorageUnavailableError(f"{self.config.where}: {type(e).__name__}: {_first_line(e)}") from None
+            raise
+
+    @property
+    def container(self) -> Any:
+        """The container (bucket), looked up once."""
+        if self._container is None:
+            self._container = self._call("", lambda: self.driver.get_container(self.config.container))
+        return self._container
+
+    # -- the contract -----------------------------------------------------------------
+    def _object(self, name: str) -> Any | None:
+        from libcloud.storage.types import ObjectDoesNotExistError
+
+        container = self.container
+        try:
+            return self._call(name, lambda: self.driver.get_object(container.name, name))
+        except NotFoundError:
+            return None
+        except ObjectDoesNotExistError:
+            return None
+
+    def _entry(self, obj: Any) -> Entry:
+        return Entry(name=obj.name, size=int(obj.size or 0), mtime=_mtime(obj),
+                     sha256=(obj.meta_data or {}).get("sha256") or None)
+
+    def _below(self, prefix: str) -> Iterator[Any]:
+        container = self.container
+        return iter(self._call(prefix, lambda: list(self.driver.iterate_container_objects(container, prefix=prefix))))
+
+    def stat(self, name: str) -> Entry | None:
+        check_name(name)
+        if not name:
+            return Entry(name="", is_dir=True)
+        obj = self._object(name)
+        if obj is not None:
+            return self._entry(obj)
+        for _ in self._below(name + "/"):
+            return Entry(name=name, is_dir=True)
+        return None
+
+    def list(self, directory: str = "", recursive: bool = False) -> list[Entry]:
+        check_name(directory)
+        prefix = f"{directory}/" if directory else ""
+        found: dict[str, Entry] = {}
+        for obj in self._below(prefix):
+            if obj.name.endswith("/"):
+                continue                      # a directory marker some tools leave
+            rest = obj.name[len(prefix):]
+            if recursive or "/" not in rest:
+                found[obj.name] = self._entry(obj)
+            else:
+                sub = prefix + rest.split("/", 1)[0]
+                found.setdefault(sub, Entry(name=sub, is_dir=True))
+        if not found and directory:
+            entry = self.stat(directory)
+            if entry is None:
+                raise NotFoundError(f"{self.where(directory)}: no such directory")
+            return [entry] if not entry.is_dir else []
+        return sorted(found.values(), key=lambda e: e.name)
+
+    def read(self, name: str) -> Iterator[bytes]:
+        check_name(name)
+        obj = self._object(name)
+        if obj is None:
+            raise NotFoundError(f"{self.where(name)}: no such file")
+        stream = self._call(name, lambda: self.driver.download_object_as_stream(obj, chunk_size=CHUNK))
+        return self._guarded(name, stream)
+
+    def _guarded(self, name: str, stream: Iterable[bytes]) -> Iterator[bytes]:
+        it = iter(stream)
+        while True:
+            chunk = self._call(name, lambda: next(it, None))
+            if chunk is None:
+                return
+            yield chunk
+
+    def write(self, name: str, chunks: Iterable[bytes], sha256: str, mtime: float | None = None) -> Entry:
+        if not check_name(name):
+            raise StorageError(f"{self.where(name)}: the root is not a file")
+        meta = {"sha256": sha256}
+        if mtime is not None:
+            meta["mtime"] = repr(mtime)
+        stream = Hashing(chunks)
+        container = self.container
+        obj = self._call(name, lambda: self.driver.upload_object_via_stream(iter(stream), container, name,
+                                                                          extra={"meta_data": meta}))
+        if stream.hexdigest() != sha256:
+            self._call(name, lambda: self.driver.delete_object(obj))
+            raise StorageError(f"{self.where(name)}: the data does not match its SHA-256; the upload was removed")
+        return Entry(name=name, size=stream.size, mtime=mtime if mtime is not None else _mtime(obj), sha256=sha256)
+
+    def delete(self, name: str) -> int:
+        check_name(name)
+        obj = self._object(name) if name else None
+        if obj is not None:
+            self._call(name, lambda: self.driver.delete_object(obj))
+            return 1
+        below = list(self._below(f"{name}/" if name else ""))
+        if not below:
+            raise NotFoundError(f"{self.where(name)}: no such file or directory")
+        for o in below:
+            self._call(o.name, lambda o=o: self.driver.delete_object(o))
+        return sum(1 for o in below if not o.name.endswith("/"))
+
+    def mkdir(self, name: str) -> bool:
+        check_name(name)
+        _ = self.container                    # the bucket must exist
+        return False
+
+    def close(self) -> None:
+        conn = getattr(self.driver, "connection", None)
+        session = getattr(getattr(conn, "connection", None), "session", None)
+        if session is not None:
+            session.close()
+
+
+def _first_line(e: object) -> str:
+    text = str(e).strip()
+    if "<Message>" in text:                   # an S3 XML error: its message
+        text = text.split("<Message>", 1)[1].split("</Message>", 1)[0]
+    return (text.splitlines() or ["?"])[0][:200]

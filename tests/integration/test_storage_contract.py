@@ -1,0 +1,155 @@
+"""One contract, every provider: a folder, a directory on an sshd machine, SeaweedFS
+through libcloud's S3 driver, Azurite through libcloud's Azure Blob driver (real servers,
+started here). Each test runs once per provider in a directory of its own."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import time
+
+import pytest
+
+from cmqueue.inventory import load
+from cmqueue.storage import NotFoundError, StorageError, open_service
+from cmqueue.storage.names import BadNameError
+
+from .storage_servers import StorageServers
+
+PROVIDERS = ["box", "m1", "s3", "az"]
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    root = tmp_path_factory.mktemp("storage")
+    running = StorageServers(root)
+    try:
+        yield running.start()
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def inventory(servers, tmp_path_factory):
+    root = tmp_path_factory.mktemp("inv")
+    (root / "box").mkdir()
+    inv = load(servers.inventory(root / "cmq.yaml", root / "box"))
+    servers.make_buckets(inv)
+    return inv
+
+
+@pytest.fixture(params=PROVIDERS)
+def service(request, inventory, tmp_path, monkeypatch):
+    """A provider and a fresh directory name on it (every test works under it)."""
+    monkeypatch.setenv("CMQ_HOME", str(tmp_path / "home"))
+    provider = open_service(inventory, request.param)
+    top = f"t-{secrets.token_hex(4)}"
+    yield provider, top
+    provider.close()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def put(provider, name: str, data: bytes, mtime: float | None = None):
+    return provider.write(name, [data[i:i + 65536] for i in range(0, len(data), 65536)] or [b""], sha(data), mtime)
+
+
+def test_a_file_written_reads_back_with_its_size_hash_and_time(service):
+    provider, top = service
+    data = secrets.token_bytes(3 * (1 << 20) + 17)            # more than one chunk
+    entry = put(provider, f"{top}/a.bin", data, mtime=1_700_000_000.25)
+    assert entry.size == len(data) and entry.sha256 == sha(data)
+    assert b"".join(provider.read(f"{top}/a.bin")) == data
+    st = provider.stat(f"{top}/a.bin")
+    assert st.size == len(data) and not st.is_dir
+    assert abs(st.mtime - 1_700_000_000.25) < 1.0
+    assert provider.hash(f"{top}/a.bin") == sha(data)
+
+
+def test_data_that_does_not_match_its_hash_is_not_kept(service):
+    provider, top = service
+    with pytest.raises(StorageError, match="SHA-256|sha256"):
+        provider.write(f"{top}/bad.txt", [b"what was sent"], sha(b"what was meant"))
+    assert provider.stat(f"{top}/bad.txt") is None
+    names = [e.name for e in provider.list(top, recursive=True)] if provider.stat(top) else []
+    assert names == []                                    # no temporary file either
+
+
+def test_listing_shows_files_and_directories_and_recursive_every_file(service):
+    provider, top = service
+    for name in ("a.txt", "sub/b.txt", "sub/deeper/c.txt", "with space é.txt", "-dash.txt"):
+        put(provider, f"{top}/{name}", name.encode())
+    flat = {(e.name, e.is_dir) for e in provider.list(top)}
+    assert flat == {(f"{top}/a.txt", False), (f"{top}/sub", True), (f"{top}/with space é.txt", False),
+                    (f"{top}/-dash.txt", False)}
+    deep = [e.name for e in provider.list(top, recursive=True)]
+    assert deep == sorted([f"{top}/a.txt", f"{top}/sub/b.txt", f"{top}/sub/deeper/c.txt",
+                           f"{top}/with space é.txt", f"{top}/-dash.txt"])
+    sizes = {e.name: e.size for e in provider.list(f"{top}/sub", recursive=True)}
+    assert sizes == {f"{top}/sub/b.txt": len(b"sub/b.txt"), f"{top}/sub/deeper/c.txt": len(b"sub/deeper/c.txt")}
+    assert provider.stat(f"{top}/sub").is_dir
+    with pytest.raises(NotFoundError):
+        provider.list(f"{top}/nothing-here")
+
+
+def test_delete_removes_a_file_or_a_whole_directory(service):
+    provider, top = service
+    for name in ("keep.txt", "d/x.txt", "d/e/y.txt"):
+        put(provider, f"{top}/{name}", b"x")
+    assert provider.delete(f"{top}/keep.txt") == 1
+    assert provider.stat(f"{top}/keep.txt") is None
+    assert provider.delete(f"{top}/d") == 2
+    assert provider.stat(f"{top}/d") is None and provider.stat(f"{top}/d/e/y.txt") is None
+    with pytest.raises(NotFoundError):
+        provider.delete(f"{top}/d")
+
+
+def test_mkdir_makes_a_directory_where_the_service_has_them(service):
+    provider, top = service
+    made = provider.mkdir(f"{top}/new/dir")
+    assert made == provider.has_dirs
+    if provider.has_dirs:
+        assert provider.stat(f"{top}/new/dir").is_dir
+        assert provider.list(f"{top}/new/dir") == []
+    else:
+        assert provider.stat(f"{top}/new/dir") is None    # a prefix exists by what is under it
+
+
+@pytest.mark.parametrize("bad", ["../escape.txt", "a/../../escape.txt", "a//b", "./a", "a\0b", "a\\b"])
+def test_names_that_escape_are_refused(service, bad):
+    provider, top = service
+    with pytest.raises(BadNameError):
+        provider.write(bad, [b"x"], sha(b"x"))
+    with pytest.raises(BadNameError):
+        provider.stat(bad)
+    with pytest.raises(BadNameError):
+        provider.delete(bad)
+
+
+def test_put_file_and_get_file_copy_local_files_verified(service, tmp_path):
+    provider, top = service
+    src = tmp_path / "src.bin"
+    src.write_bytes(secrets.token_bytes(200_000))
+    os.utime(src, (1_600_000_000, 1_600_000_000))
+    provider.put_file(src, f"{top}/copy.bin")
+    dest = tmp_path / "out" / "copy.bin"
+    entry = provider.get_file(f"{top}/copy.bin", dest)
+    assert dest.read_bytes() == src.read_bytes()
+    assert entry.sha256 == sha(src.read_bytes())
+    assert abs(dest.stat().st_mtime - 1_600_000_000) < 1.0       # the time travels with the file
+    assert [p.name for p in dest.parent.iterdir()] == ["copy.bin"]  # no partial file left
+    with pytest.raises(NotFoundError):
+        provider.get_file(f"{top}/missing.bin", tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_file_replaced_reads_its_new_content(service):
+    provider, top = service
+    put(provider, f"{top}/v.txt", b"one")
+    time.sleep(0.01)
+    put(provider, f"{top}/v.txt", b"two, longer")
+    assert b"".join(provider.read(f"{top}/v.txt")) == b"two, longer"
+    assert provider.hash(f"{top}/v.txt") == sha(b"two, longer")
