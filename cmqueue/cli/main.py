@@ -24,6 +24,7 @@ Commands:
   put        copy a local file or tree to machines (verified)
   get        copy a file or tree from machines (verified)
   cache      show or clear the machines' input caches
+  storage    files on storage services: put, get, list, copy, sync, search
   run        run a workflow: (a | b | c); d; a + b + c + d
   plan       show what a workflow would do, running nothing
   workflows  list workflows
@@ -78,6 +79,7 @@ COMMAND_MODULES: dict[str, str] = {
     "map": "mapping",
     **dict.fromkeys(("run", "plan", "workflows", "show", "resume", "retry"), "workflows"),
     "vagrant": "vagrant",
+    "storage": "storage",
 }
 
 

@@ -53,7 +53,7 @@ class LocalProvider(Provider):
         p = self.path(name)
         try:
             return self._entry(name, p)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
 
     def list(self, directory: str = "", recursive: bool = False) -> list[Entry]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from cmqueue.files import write_private
@@ -68,3 +69,13 @@ class StorageServers:
                 driver.get_container(BUCKET)
             except Exception:
                 driver.create_container(BUCKET)
+
+
+@pytest.fixture(scope="session")
+def storage_servers(tmp_path_factory):
+    """Every kind of storage service, running for the whole test session."""
+    running = StorageServers(tmp_path_factory.mktemp("storage"))
+    try:
+        yield running.start()
+    finally:
+        running.stop()

@@ -15,27 +15,17 @@ from cmqueue.inventory import load
 from cmqueue.storage import NotFoundError, StorageError, open_service
 from cmqueue.storage.names import BadNameError
 
-from .storage_servers import StorageServers
+from .storage_servers import storage_servers  # noqa: F401 (a fixture)
 
 PROVIDERS = ["box", "m1", "s3", "az"]
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory):
-    root = tmp_path_factory.mktemp("storage")
-    running = StorageServers(root)
-    try:
-        yield running.start()
-    finally:
-        running.stop()
-
-
-@pytest.fixture(scope="module")
-def inventory(servers, tmp_path_factory):
+def inventory(storage_servers, tmp_path_factory):  # noqa: F811
     root = tmp_path_factory.mktemp("inv")
     (root / "box").mkdir()
-    inv = load(servers.inventory(root / "cmq.yaml", root / "box"))
-    servers.make_buckets(inv)
+    inv = load(storage_servers.inventory(root / "cmq.yaml", root / "box"))
+    storage_servers.make_buckets(inv)
     return inv
 
 

@@ -1,0 +1,205 @@
+"""`cmq storage`: files on the storage services of the inventory."""
+
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from typing import Any
+
+from ..errors import UsageError
+from . import output
+from .commands import Args, _number, _settings
+
+OUTPUTS = ("table", "json", "csv")
+
+
+def cmd_storage(args: Args) -> int:
+    """Files on storage services: a folder, a machine's directory, S3, Azure Blob, any libcloud driver.
+
+Usage:
+  cmq storage [options] [--storage=SERVICE] [--parallel=N] create dir DIRECTORY
+  cmq storage [options] [--storage=SERVICE] [--parallel=N] put SOURCE DESTINATION [--recursive]
+  cmq storage [options] [--storage=SERVICE] [--parallel=N] get SOURCE DESTINATION [--recursive]
+  cmq storage [options] [--storage=SERVICE] [--parallel=N] list [SOURCE] [--recursive] [--output=OUTPUT]
+  cmq storage [options] [--storage=SERVICE] [--parallel=N] delete SOURCE
+  cmq storage [options] [--storage=SERVICE] search DIRECTORY FILENAME [--recursive] [--output=OUTPUT]
+  cmq storage [options] [--storage=SERVICE] sync SOURCE DESTINATION
+  cmq storage [options] config list [--output=OUTPUT]
+  cmq storage [options] [--parallel=N] copy SOURCE DESTINATION [--recursive]
+
+Options:
+  --storage=SERVICE  the service of paths given without SERVICE: (default: the only one)
+  --parallel=N       files moved at once [default: 1]
+  -r --recursive     a directory and everything in it
+  --output=OUTPUT    table, json or csv [default: table]
+
+Services are named in the inventory's storage: section:
+  storage:
+    box:  {type: local, directory: /srv/data}
+    node: {type: ssh, machine: node01, directory: store}
+    s3:   {type: s3, endpoint: http://127.0.0.1:8333, bucket: data, key: KEY, secret: TBD}
+    blob: {type: azure, container: data, key: ACCOUNT, secret_file: ~/.cloudmesh/azure.secret}
+A secret TBD is asked for on the terminal, hidden; a secret_file must be private (0600).
+
+SERVICE:PATH names a path on any service, / its root. For put, SOURCE is a local path and
+DESTINATION a service path; for get the other way round; copy goes between services. A
+DESTINATION ending in / (or an existing directory) receives SOURCE under its own name; a
+directory copied with --recursive gives its contents to DESTINATION. Every file is
+verified by SHA-256 before it counts as stored; its time travels with it. sync copies what
+is missing at DESTINATION or differs (size, then SHA-256), and moves nothing else; either
+side of sync may be a local path (one without SERVICE:).
+On object stores a directory is the prefix of the names under it: `create dir` keeps
+nothing there.
+
+Examples:
+  cmq storage --storage=box put -r results/ runs/2026-11
+  cmq storage list box:runs --recursive --output=json
+  cmq storage copy box:runs/a.csv s3:archive/
+  cmq storage search s3:archive '*.csv' --recursive
+"""
+    from ..storage.ops import Providers
+
+    settings = _settings(args, check_keys=False)
+    if args["config"]:
+        return _config_list(settings, _output(args))
+    inventory = settings.inventory
+    default = _default_service(inventory, args["--storage"])
+    parallel = _number(args, "--parallel", int)
+    if parallel is None or parallel < 1:
+        raise UsageError(f"--parallel={args['--parallel']}: must be 1 or more")
+    providers = Providers(inventory)
+    try:
+        if args["create"]:
+            return _create_dir(providers, args["DIRECTORY"], default)
+        if args["list"]:
+            return _list(providers, args["SOURCE"] or "/", default, args["--recursive"], _output(args))
+        if args["search"]:
+            return _search(providers, args, default, _output(args))
+        if args["delete"]:
+            return _delete(providers, args["SOURCE"], default)
+        return _copy(providers, args, default, parallel)
+    finally:
+        providers.close()
+
+
+def _output(args: Args) -> str:
+    value = args.get("--output") or "table"
+    if value not in OUTPUTS:
+        raise UsageError(f"--output={value}: must be one of {', '.join(OUTPUTS)}")
+    return value
+
+
+def _default_service(inventory: Any, given: str | None) -> str | None:
+    if given:
+        if given not in inventory.storage:
+            known = ", ".join(inventory.storage) or "(none: add a storage: section)"
+            raise UsageError(f"--storage={given}: no such service in {inventory.path.name}; services: {known}")
+        return given
+    return next(iter(inventory.storage)) if len(inventory.storage) == 1 else None
+
+
+def _config_list(settings: Any, fmt: str) -> int:
+    rows = [c.public() for c in settings.inventory.storage.values()]
+    columns = ["name", "type", "where", "key", "secret"]
+    for r in rows:
+        if r["type"] == "ssh":
+            r["where"] = f"{r.get('machine')}:{r.get('directory') or '.'}"
+        else:
+            server = r.get("endpoint") or r.get("region") or r.get("driver", "")
+            r["where"] = r.get("directory") or " ".join(x for x in (server, r.get("container", "")) if x)
+    _rows(rows, columns, fmt)
+    return 0
+
+
+def _rows(rows: list[dict[str, Any]], columns: list[str], fmt: str) -> None:
+    if fmt == "json":
+        output.print_json(rows)
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        for r in rows:
+            writer.writerow(["" if r.get(c) is None else r.get(c) for c in columns])
+        sys.stdout.flush()
+    else:
+        output.plain_rows([columns, *[["-" if r.get(c) in (None, "") else str(r.get(c)) for c in columns]
+                                      for r in rows]])
+
+
+def _entry_rows(entries: list[Any]) -> list[dict[str, Any]]:
+    return [{**e.to_dict(), "size": e.size if not e.is_dir else None,
+             "modified": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.mtime)) if e.mtime else None}
+            for e in entries]
+
+
+def _list(providers: Any, text: str, default: str | None, recursive: bool, fmt: str) -> int:
+    from ..storage.ops import place
+
+    where = place(text, default)
+    entries = providers(where.service).list(where.path, recursive=recursive)
+    rows = _entry_rows(entries)
+    _rows(rows, ["name", "type", "size", "modified"] + (["sha256"] if fmt != "table" else []), fmt)
+    return 0
+
+
+def _search(providers: Any, args: Args, default: str | None, fmt: str) -> int:
+    from ..storage.ops import place, search
+
+    where = place(args["DIRECTORY"], default)
+    found = search(providers(where.service), where.path, args["FILENAME"], args["--recursive"])
+    _rows(_entry_rows(found), ["name", "size", "modified"] + (["sha256"] if fmt != "table" else []), fmt)
+    return 0 if found else 1
+
+
+def _create_dir(providers: Any, text: str, default: str | None) -> int:
+    from ..storage.ops import place
+
+    where = place(text, default)
+    if not where.path:
+        raise UsageError(f"{text}: the root of a service exists already")
+    made = providers(where.service).mkdir(where.path)
+    note = "" if made else " (an object store: a directory exists by the files under it; nothing was kept)"
+    output.err.print(f"{where}: directory ready{note}", markup=False, highlight=False)
+    return 0
+
+
+def _delete(providers: Any, text: str, default: str | None) -> int:
+    from ..storage.ops import place
+
+    where = place(text, default)
+    if not where.path:
+        raise UsageError(f"{text}: names the root of the service; delete what is in it by name")
+    count = providers(where.service).delete(where.path)
+    output.err.print(f"{where}: deleted ({count} file{'s' if count != 1 else ''})", markup=False, highlight=False)
+    return 0
+
+
+def _copy(providers: Any, args: Args, default: str | None, parallel: int) -> int:
+    from ..storage.ops import place, plan, run_step, same_file
+    from ..transfer import human_bytes
+
+    local_source = bool(args["put"] or args["sync"])
+    local_dest = bool(args["get"] or args["sync"])
+    source = place(args["SOURCE"], default, local=local_source)
+    dest = place(args["DESTINATION"], default, local=local_dest)
+    if args["put"] and source.service is not None:
+        raise UsageError(f"put: {args['SOURCE']} must be a local path (copy goes between services)")
+    if args["get"] and dest.service is not None:
+        raise UsageError(f"get: {args['DESTINATION']} must be a local path (copy goes between services)")
+    if args["copy"] and (source.service is None or dest.service is None):
+        raise UsageError("copy: both sides are SERVICE:PATH (put and get move local files)")
+    steps = plan(providers, source, dest, recursive=bool(args["--recursive"] or args["sync"]))
+    if args["sync"]:
+        steps = [s for s in steps if not same_file(providers, s)]
+    t0 = time.monotonic()
+    moved = 0
+    for step in steps:
+        moved += run_step(providers, step)["bytes"]
+    took = time.monotonic() - t0
+    rate = f", {human_bytes(moved / took)}/s" if took > 0 and moved else ""
+    output.err.print(f"{len(steps)} file{'s' if len(steps) != 1 else ''}, {human_bytes(moved)} in {took:.1f}s{rate}"
+                     f" ({source} -> {dest}, verified by SHA-256)", markup=False, highlight=False)
+    return 0
+
+
+COMMANDS: dict[str, Any] = {"storage": cmd_storage}

@@ -1,0 +1,194 @@
+"""What `cmq storage` does with files: plan the copies of put, get, copy and sync (one
+step per file), run one step, search. The same steps run here or as jobs on the queue.
+
+A place is ``(service, path)``: ``service`` None is a path on this machine. Naming
+follows ``cp``: a destination that ends in ``/`` or is an existing directory receives
+the source under its own name; a directory copied with ``recursive`` gives its contents
+to the destination.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from ..models import PlainData
+from . import names
+from .base import Entry, NotFoundError, Provider, sha256_of
+
+
+@dataclass(frozen=True)
+class Place:
+    """A file or directory: on a service (its name there), or here (``service`` None)."""
+
+    service: str | None
+    path: str
+    into: bool = False                  #: written with a trailing / : a directory to put things in
+
+    def __str__(self) -> str:
+        return f"{self.service}:{self.path or '/'}" if self.service else self.path
+
+
+@dataclass
+class Step(PlainData):
+    """One file to copy."""
+
+    source: str                          #: service name, "" for this machine
+    source_path: str
+    dest: str
+    dest_path: str
+    size: int = 0
+
+    def describe(self) -> str:
+        """``SOURCE -> DEST``."""
+        return f"{Place(self.source or None, self.source_path)} -> {Place(self.dest or None, self.dest_path)}"
+
+
+@dataclass
+class Providers:
+    """The providers of one inventory, each opened once (``open_service`` opens them)."""
+
+    inventory: Any
+    opened: dict[str, Provider] = field(default_factory=dict)
+
+    def __call__(self, service: str) -> Provider:
+        if service not in self.opened:
+            from . import open_service
+
+            self.opened[service] = open_service(self.inventory, service)
+        return self.opened[service]
+
+    def close(self) -> None:
+        """Close every provider opened."""
+        for p in self.opened.values():
+            p.close()
+        self.opened.clear()
+
+
+def place(text: str, default: str | None, local: bool = False) -> Place:
+    """The place ``text`` names: ``SERVICE:PATH``, else a path on ``default`` (or, with
+    ``local``, a path on this machine). A service path is checked as a name."""
+    service, path = names.split_address(text, None)
+    if service is None:
+        if local:
+            return Place(None, text)
+        if default is None:
+            raise UsageError(f"{text}: which storage service? give --storage=SERVICE or SERVICE:PATH")
+        service = default
+    return Place(service, names.object_name(path, allow_root=True), into=path.endswith("/"))
+
+
+def _local_files(root: Path) -> list[tuple[str, Path]]:
+    found = []
+    for base, dirs, files in os.walk(root):
+        dirs.sort()
+        for f in sorted(files):
+            p = Path(base) / f
+            found.append((p.relative_to(root).as_posix(), p))
+    return found
+
+
+def _into(dest: Place, is_dir: bool, base: str) -> str:
+    """The destination path of a single file called ``base``."""
+    if dest.service is None:
+        target = Path(dest.path)
+        return str(target / base) if dest.path.endswith("/") or target.is_dir() else dest.path
+    return names.join(dest.path, base) if is_dir or not dest.path else dest.path
+
+
+def _dest_is_dir(providers: Providers, dest: Place) -> bool:
+    if dest.service is None:
+        return dest.path.endswith("/") or Path(dest.path).is_dir()
+    if not dest.path or dest.into:
+        return True
+    entry = providers(dest.service).stat(dest.path)
+    return bool(entry and entry.is_dir)
+
+
+def plan(providers: Providers, source: Place, dest: Place, recursive: bool) -> list[Step]:
+    """The steps that copy ``source`` to ``dest`` (one per file)."""
+    if source.service is None and dest.service is None:
+        raise UsageError(f"{source} -> {dest}: one side must be a storage service (SERVICE:PATH)")
+    dest_is_dir = _dest_is_dir(providers, dest)
+    if source.service is None:
+        src = Path(source.path)
+        if not src.exists():
+            raise NotFoundError(f"{src}: no such file or directory")
+        if src.is_dir():
+            if not recursive:
+                raise UsageError(f"{src} is a directory; use --recursive")
+            return [Step(source="", source_path=str(p), dest=dest.service or "", dest_path=_join(dest, rel),
+                         size=p.stat().st_size) for rel, p in _local_files(src)]
+        return [Step(source="", source_path=str(src), dest=dest.service or "",
+                     dest_path=_into(dest, dest_is_dir, src.name), size=src.stat().st_size)]
+    provider = providers(source.service)
+    entry = provider.stat(source.path) if source.path else Entry(name="", is_dir=True)
+    if entry is None:
+        raise NotFoundError(f"{source}: no such file or directory")
+    if entry.is_dir:
+        if not recursive:
+            raise UsageError(f"{source} is a directory; use --recursive")
+        cut = len(source.path) + 1 if source.path else 0
+        return [Step(source=source.service, source_path=e.name, dest=dest.service or "",
+                     dest_path=_join(dest, e.name[cut:]), size=e.size)
+                for e in provider.list(source.path, recursive=True)]
+    return [Step(source=source.service, source_path=entry.name, dest=dest.service or "",
+                 dest_path=_into(dest, dest_is_dir, names.basename(entry.name)), size=entry.size)]
+
+
+def _join(dest: Place, rel: str) -> str:
+    if dest.service is None:
+        return str(Path(dest.path) / rel)
+    return names.join(dest.path, rel)
+
+
+def run_step(providers: Providers, step: Step) -> dict[str, Any]:
+    """Copy one file, verified; returns what moved (bytes, sha256, how)."""
+    if not step.source:
+        entry = providers(step.dest).put_file(Path(step.source_path), step.dest_path)
+        how = "put"
+    elif not step.dest:
+        entry = providers(step.source).get_file(step.source_path, Path(step.dest_path))
+        how = "get"
+    else:
+        src, dst = providers(step.source), providers(step.dest)
+        entry = dst.copy_within(step.source_path, step.dest_path) if src is dst else None
+        how = "copy within"
+        if entry is None:
+            info = src.stat(step.source_path)
+            if info is None or info.is_dir:
+                raise NotFoundError(f"{src.where(step.source_path)}: no such file")
+            entry = dst.write(step.dest_path, src.read(step.source_path), src.hash(step.source_path),
+                              mtime=info.mtime or None)
+            how = "stream"
+    return {"bytes": entry.size, "sha256": entry.sha256, "how": how, "step": step.describe()}
+
+
+def same_file(providers: Providers, step: Step) -> bool:
+    """Whether the destination of ``step`` already holds the source's content (by SHA-256;
+    sizes first, so most differing files are told apart without hashing)."""
+    def entry(service: str, path: str) -> Entry | None:
+        if service:
+            return providers(service).stat(path)
+        p = Path(path)
+        return Entry(name=path, size=p.stat().st_size, mtime=p.stat().st_mtime) if p.is_file() else None
+
+    src, dst = entry(step.source, step.source_path), entry(step.dest, step.dest_path)
+    if src is None or dst is None or dst.is_dir or src.size != dst.size:
+        return False
+
+    def digest(service: str, path: str, known: Entry) -> str:
+        return known.sha256 or (providers(service).hash(path) if service else sha256_of(Path(path)))
+
+    return digest(step.source, step.source_path, src) == digest(step.dest, step.dest_path, dst)
+
+
+def search(provider: Provider, directory: str, pattern: str, recursive: bool) -> list[Entry]:
+    """Files in ``directory`` (and below, with ``recursive``) whose name matches
+    ``pattern`` (a name, or a glob such as ``*.csv``)."""
+    entries = provider.list(directory, recursive=recursive)
+    return [e for e in entries if not e.is_dir and fnmatch.fnmatchcase(names.basename(e.name), pattern)]
