@@ -96,5 +96,12 @@ EVENT_STREAM = "cmq:events"
 #: Name of the Celery queue every worker consumes (untargeted jobs).
 SHARED_QUEUE = "cmq.any"
 
+#: Name of the Celery queue of storage transfers (`cmq storage --parallel`), consumed by
+#: every worker that runs on a controller (not by agents: the files are here).
+STORAGE_QUEUE = "cmq.storage"
+
+#: Attempts after a storage transfer job failed (each attempt skips files already there).
+STORAGE_RETRIES = 2
+
 #: Lines of stderr printed for each failed job by ``--wait``.
 FAILURE_TAIL_LINES = 5

@@ -152,7 +152,7 @@ class JobRecord:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON output."""
         return {
-            "id": self.id, "batch": self.spec.batch, "command": self.spec.command,
+            "id": self.id, "batch": self.spec.batch, "kind": self.spec.kind, "command": self.spec.command,
             "target": self.spec.target, "state": self.state.value, "machine": self.machine,
             "exit_code": self.exit_code, "reason": self.reason, "started": self.started,
             "ended": self.ended, "attempt": self.spec.attempt, "submitted": self.spec.submitted,

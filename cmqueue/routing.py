@@ -1,7 +1,8 @@
 """Queue names and which queues a machine's worker consumes.
 
 ``cmq.m.<machine>`` holds jobs pinned to one machine, ``cmq.l.<label>`` jobs for any
-machine with a label, ``cmq.any`` untargeted jobs. A machine's worker consumes its own
+machine with a label, ``cmq.any`` untargeted jobs, ``cmq.storage`` storage
+transfers. A machine's worker consumes its own
 queue, its labels' queues and the shared queue, so untargeted work goes to whichever
 machine frees a slot first.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from kombu import Queue
 
-from .defaults import SHARED_QUEUE
+from .defaults import SHARED_QUEUE, STORAGE_QUEUE
 from .inventory import Inventory, Machine
 
 
@@ -33,12 +34,16 @@ def queue_for_target(target: str) -> str:
         return label_queue(name)
     if target == "any":
         return SHARED_QUEUE
+    if target == "storage":
+        return STORAGE_QUEUE
     raise ValueError(f"bad job target {target!r}")
 
 
 def worker_queues(machine: Machine) -> list[str]:
-    """Queues the worker of ``machine`` consumes, own queue first."""
-    return [machine_queue(machine.name), *(label_queue(lb) for lb in machine.labels), SHARED_QUEUE]
+    """Queues the worker of ``machine`` consumes, own queue first; storage transfers last,
+    and not on an agent (it runs on another host, where the controller's files are not)."""
+    queues = [machine_queue(machine.name), *(label_queue(lb) for lb in machine.labels), SHARED_QUEUE]
+    return queues if machine.mode == "agent" else [*queues, STORAGE_QUEUE]
 
 
 def all_queues(inventory: Inventory) -> list[Queue]:
@@ -48,6 +53,7 @@ def all_queues(inventory: Inventory) -> list[Queue]:
         for q in worker_queues(m):
             if q not in names:
                 names.append(q)
-    if SHARED_QUEUE not in names:
-        names.append(SHARED_QUEUE)
+    for q in (SHARED_QUEUE, STORAGE_QUEUE):
+        if q not in names:
+            names.append(q)
     return [Queue(n, routing_key=n) for n in names]

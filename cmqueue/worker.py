@@ -33,6 +33,9 @@ from .runner import Runner, RunnerOptions, control_dir
 from .staging import Stager
 from .transfer import SourceMissingError, Transfer, TransferError, describe
 
+#: Held while a storage job imports its providers (once per process, in one thread).
+_STORAGE_IMPORT = threading.Lock()
+
 log = logging.getLogger("cmq.worker")
 
 
@@ -283,6 +286,8 @@ class MachineDriver:
         try:
             if spec.kind in ("put", "get"):
                 result = self._transfer(spec)
+            elif spec.kind == "storage":
+                result = self._storage(spec)
             elif "inputs" in spec.params:
                 result = self._run_staged(spec)
             else:
@@ -422,6 +427,19 @@ class MachineDriver:
             progress.close()
         return JobResult(job=spec.id, machine=self.machine.name, exit_code=0, started=started, ended=clock.now(),
                          stdout=describe(moved) + "\n", data=moved.to_dict())
+
+    def _storage(self, spec: JobSpec) -> JobResult:
+        """Run a storage transfer job in this process (it uses one of this machine's slots;
+        the files move between this host and the storage services)."""
+        with _STORAGE_IMPORT:               # imports from several threads at once can deadlock
+            from .storage import jobs
+
+            jobs.preload(self.settings.inventory)
+        progress = ProgressReporter(self.redis, spec.id, int(spec.params.get("total") or 0))
+        try:
+            return jobs.run(spec, self.settings.inventory, self.machine.name, on_progress=progress)
+        finally:
+            progress.close()
 
     def transfer(self, master: int = 0) -> Transfer:
         """A Transfer to this worker's machine through master ``master``."""

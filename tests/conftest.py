@@ -108,9 +108,11 @@ def make_env(tmp: Path, machines: int = 3, slots: int = 2, labels: dict | None =
              settings: dict | None = None, first: int = 11, aof: bool = True,
              transport: str = "auto", fields: dict | None = None, history: str | None = None,
              prepare: Callable[[LoopbackCluster], None] | None = None,
-             machine_fields: dict[str, dict] | None = None, redis_fsync: str = "everysec") -> CmqEnv:
+             machine_fields: dict[str, dict] | None = None, redis_fsync: str = "everysec",
+             sections: dict | None = None) -> CmqEnv:
     """Start redis + sshd's, write the inventory, and run `cmq up`. ``prepare`` may change
-    the cluster (add machines, mount work directories) before its daemons start."""
+    the cluster (add machines, mount work directories) before its daemons start;
+    ``sections`` are more top-level sections of the inventory (``storage:``)."""
     need_services()
     cluster = LoopbackCluster(tmp / "cluster", n=machines, slots=slots, first=first)
     if prepare:
@@ -125,6 +127,12 @@ def make_env(tmp: Path, machines: int = 3, slots: int = 2, labels: dict | None =
     config = cluster.write_inventory(tmp / "cmq.yaml", redis.url, labels=labels, settings=settings,
                                      transport=transport, fields=fields, history=history,
                                      machine_fields=machine_fields)
+    if sections:
+        import yaml
+
+        from cmqueue.files import write_private
+
+        write_private(config, yaml.safe_dump({**yaml.safe_load(config.read_text()), **sections}, sort_keys=False))
     home = tmp / "home"
     env = {**os.environ, "CMQ_CONFIG": str(config), "CMQ_HOME": str(home)}
     env.pop("CMQ_BROKER", None)

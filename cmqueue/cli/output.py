@@ -318,7 +318,8 @@ class TransferView:
             TextColumn("{task.fields[state]}"), TimeElapsedColumn(), console=err, transient=False,
             disable=not enabled,
         )
-        self.tasks = {s.id: self.progress.add_task(f"{s.kind} {s.target.partition(':')[2]}",
+        self.tasks = {s.id: self.progress.add_task(s.command if s.kind == "storage"
+                                                   else f"{s.kind} {s.target.partition(':')[2]}",
                                                    total=s.params.get("total") or None, state="queued",
                                                    start=False)
                       for s in specs}

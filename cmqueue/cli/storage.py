@@ -78,7 +78,7 @@ Examples:
             return _search(providers, args, default, _output(args))
         if args["delete"]:
             return _delete(providers, args["SOURCE"], default)
-        return _copy(providers, args, default, parallel)
+        return _copy(providers, args, default, parallel, settings)
     finally:
         providers.close()
 
@@ -174,7 +174,7 @@ def _delete(providers: Any, text: str, default: str | None) -> int:
     return 0
 
 
-def _copy(providers: Any, args: Args, default: str | None, parallel: int) -> int:
+def _copy(providers: Any, args: Args, default: str | None, parallel: int, settings: Any) -> int:
     from ..storage.ops import place, plan, run_step, same_file
     from ..transfer import human_bytes
 
@@ -193,13 +193,40 @@ def _copy(providers: Any, args: Args, default: str | None, parallel: int) -> int
         steps = [s for s in steps if not same_file(providers, s)]
     t0 = time.monotonic()
     moved = 0
-    for step in steps:
-        moved += run_step(providers, step)["bytes"]
+    if parallel > 1 and steps:
+        what = next(w for w in ("put", "get", "copy", "sync") if args[w])
+        moved = _run_queued(args, settings, steps, parallel, f"{what} {source} -> {dest}", bool(args["sync"]))
+    else:
+        for step in steps:
+            moved += run_step(providers, step)["bytes"]
     took = time.monotonic() - t0
     rate = f", {human_bytes(moved / took)}/s" if took > 0 and moved else ""
     output.err.print(f"{len(steps)} file{'s' if len(steps) != 1 else ''}, {human_bytes(moved)} in {took:.1f}s{rate}"
                      f" ({source} -> {dest}, verified by SHA-256)", markup=False, highlight=False)
     return 0
+
+
+def _run_queued(args: Args, settings: Any, steps: list[Any], parallel: int, what: str, sync: bool) -> int:
+    """Send ``steps`` as ``parallel`` jobs on the storage queue and wait for them; the
+    bytes moved. The workers `cmq up` started run them."""
+    from ..cluster import Cluster
+    from ..defaults import STORAGE_RETRIES
+    from ..errors import JobFailedError
+    from ..models import JobStatus
+    from ..storage import jobs
+
+    specs = jobs.build(steps, parallel, what, retries=STORAGE_RETRIES, sync=sync)
+    with Cluster(settings) as c:
+        c.send_specs(specs)
+        view = output.TransferView(specs, c.redis, enabled=output.stdout_is_terminal() or sys.stderr.isatty())
+        with view:
+            records = c.wait([s.id for s in specs], on_update=view.update, on_tick=view.tick)
+    bad = [r for r in records if r.state != JobStatus.SUCCEEDED]
+    if bad:
+        output.failures(bad)
+        raise JobFailedError(f"{len(bad)} of {len(records)} storage job(s) failed (`cmq status` shows them; "
+                             "running the command again moves only what is missing)", bad)
+    return sum(int((r.result.data or {}).get("bytes", 0)) for r in records if r.result)
 
 
 COMMANDS: dict[str, Any] = {"storage": cmd_storage}

@@ -14,7 +14,7 @@ import hashlib
 import os
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,23 @@ class Hashing:
     def hexdigest(self) -> str:
         """SHA-256 of what passed so far."""
         return self.digest.hexdigest()
+
+
+#: Called with the bytes of each chunk as it passes (progress).
+OnBytes = Callable[[int], None]
+
+
+def counted(chunks: Iterable[bytes], on_bytes: OnBytes | None) -> Iterable[bytes]:
+    """``chunks``, reporting each one's size to ``on_bytes`` (when given) as it passes."""
+    if on_bytes is None:
+        return chunks
+
+    def counting() -> Iterator[bytes]:
+        for chunk in chunks:
+            on_bytes(len(chunk))
+            yield chunk
+
+    return counting()
 
 
 def file_chunks(path: Path, size: int = CHUNK) -> Iterator[bytes]:
@@ -144,18 +161,18 @@ class Provider(ABC):
         return h.hexdigest()
 
     # -- built on the contract (providers may do better) ---------------------------------
-    def put_file(self, local: Path, name: str) -> Entry:
+    def put_file(self, local: Path, name: str, on_bytes: OnBytes | None = None) -> Entry:
         """Store local file ``local`` as ``name``, verified."""
-        return self.write(name, file_chunks(local), sha256_of(local), mtime=local.stat().st_mtime)
+        return self.write(name, counted(file_chunks(local), on_bytes), sha256_of(local), mtime=local.stat().st_mtime)
 
-    def get_file(self, name: str, local: Path) -> Entry:
+    def get_file(self, name: str, local: Path, on_bytes: OnBytes | None = None) -> Entry:
         """Copy file ``name`` to the local path ``local``, verified against the SHA-256 the
         service keeps (or computed there); the file appears only when complete."""
         expected = self.hash(name)
         local.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".cmq-part")
         try:
-            stream = Hashing(self.read(name))
+            stream = Hashing(counted(self.read(name), on_bytes))
             with os.fdopen(fd, "wb") as f:
                 for chunk in stream:
                     f.write(chunk)

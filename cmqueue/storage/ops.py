@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import UsageError
 from ..models import PlainData
 from . import names
-from .base import Entry, NotFoundError, Provider, sha256_of
+from .base import Entry, NotFoundError, OnBytes, Provider, counted, sha256_of
 
 
 @dataclass(frozen=True)
@@ -146,13 +146,14 @@ def _join(dest: Place, rel: str) -> str:
     return names.join(dest.path, rel)
 
 
-def run_step(providers: Providers, step: Step) -> dict[str, Any]:
-    """Copy one file, verified; returns what moved (bytes, sha256, how)."""
+def run_step(providers: Providers, step: Step, on_bytes: OnBytes | None = None) -> dict[str, Any]:
+    """Copy one file, verified; returns what moved (bytes, sha256, how). ``on_bytes`` is
+    told the size of each chunk as it passes."""
     if not step.source:
-        entry = providers(step.dest).put_file(Path(step.source_path), step.dest_path)
+        entry = providers(step.dest).put_file(Path(step.source_path), step.dest_path, on_bytes)
         how = "put"
     elif not step.dest:
-        entry = providers(step.source).get_file(step.source_path, Path(step.dest_path))
+        entry = providers(step.source).get_file(step.source_path, Path(step.dest_path), on_bytes)
         how = "get"
     else:
         src, dst = providers(step.source), providers(step.dest)
@@ -162,7 +163,7 @@ def run_step(providers: Providers, step: Step) -> dict[str, Any]:
             info = src.stat(step.source_path)
             if info is None or info.is_dir:
                 raise NotFoundError(f"{src.where(step.source_path)}: no such file")
-            entry = dst.write(step.dest_path, src.read(step.source_path), src.hash(step.source_path),
+            entry = dst.write(step.dest_path, counted(src.read(step.source_path), on_bytes), src.hash(step.source_path),
                               mtime=info.mtime or None)
             how = "stream"
     return {"bytes": entry.size, "sha256": entry.sha256, "how": how, "step": step.describe()}
