@@ -24,7 +24,8 @@ Usage:
   cmq storage [options] [--storage=SERVICE] [--parallel=N] list [SOURCE] [--recursive] [--output=OUTPUT]
   cmq storage [options] [--storage=SERVICE] [--parallel=N] delete SOURCE
   cmq storage [options] [--storage=SERVICE] search DIRECTORY FILENAME [--recursive] [--output=OUTPUT]
-  cmq storage [options] [--storage=SERVICE] sync SOURCE DESTINATION
+  cmq storage [options] [--storage=SERVICE] [--parallel=N] sync SOURCE DESTINATION [--name=NAME] [--async]
+  cmq storage [options] [--storage=SERVICE] sync status [--name=NAME] [--output=OUTPUT]
   cmq storage [options] config list [--output=OUTPUT]
   cmq storage [options] [--parallel=N] copy SOURCE DESTINATION [--recursive]
 
@@ -33,6 +34,8 @@ Options:
   --parallel=N       files moved at once [default: 1]
   -r --recursive     a directory and everything in it
   --output=OUTPUT    table, json or csv [default: table]
+  --name=NAME        the name of a sync, to follow it by (default: sync)
+  --async            send the sync's jobs to the queue, print their batch id, return
 
 Services are named in the inventory's storage: section:
   storage:
@@ -49,6 +52,11 @@ directory copied with --recursive gives its contents to DESTINATION. Every file 
 verified by SHA-256 before it counts as stored; its time travels with it. sync copies what
 is missing at DESTINATION or differs (size, then SHA-256), and moves nothing else; either
 side of sync may be a local path (one without SERVICE:).
+
+With --parallel=N (N > 1) or --async, the files go as N jobs of about equal bytes to the
+storage queue, where the workers `cmq up` started move them; each job is in the history
+(`cmq status`), retried twice, and a job that runs again moves only what is not there.
+A TBD secret cannot be asked for in a worker: give those services a secret_file.
 On object stores a directory is the prefix of the names under it: `create dir` keeps
 nothing there.
 
@@ -65,6 +73,8 @@ Examples:
         return _config_list(settings, _output(args))
     inventory = settings.inventory
     default = _default_service(inventory, args["--storage"])
+    if args["sync"] and args["status"]:
+        return _sync_status(settings, args["--name"], _output(args))
     parallel = _number(args, "--parallel", int)
     if parallel is None or parallel < 1:
         raise UsageError(f"--parallel={args['--parallel']}: must be 1 or more")
@@ -178,46 +188,81 @@ def _copy(providers: Any, args: Args, default: str | None, parallel: int, settin
     from ..storage.ops import place, plan, run_step, same_file
     from ..transfer import human_bytes
 
-    local_source = bool(args["put"] or args["sync"])
-    local_dest = bool(args["get"] or args["sync"])
-    source = place(args["SOURCE"], default, local=local_source)
-    dest = place(args["DESTINATION"], default, local=local_dest)
+    sync = bool(args["sync"])
+    source = place(args["SOURCE"], default, local=bool(args["put"] or sync))
+    dest = place(args["DESTINATION"], default, local=bool(args["get"] or sync))
     if args["put"] and source.service is not None:
         raise UsageError(f"put: {args['SOURCE']} must be a local path (copy goes between services)")
     if args["get"] and dest.service is not None:
         raise UsageError(f"get: {args['DESTINATION']} must be a local path (copy goes between services)")
     if args["copy"] and (source.service is None or dest.service is None):
         raise UsageError("copy: both sides are SERVICE:PATH (put and get move local files)")
-    steps = plan(providers, source, dest, recursive=bool(args["--recursive"] or args["sync"]))
-    if args["sync"]:
-        steps = [s for s in steps if not same_file(providers, s)]
+    name = _sync_name(args) if sync else None
+    queued = parallel > 1 or bool(args["--async"])
+    steps = plan(providers, source, dest, recursive=bool(args["--recursive"] or sync))
+    if sync and not queued:
+        steps = [s for s in steps if not same_file(providers, s)]      # (queued sync jobs look themselves)
     t0 = time.monotonic()
-    moved = 0
-    if parallel > 1 and steps:
-        what = next(w for w in ("put", "get", "copy", "sync") if args[w])
-        moved = _run_queued(args, settings, steps, parallel, f"{what} {source} -> {dest}", bool(args["sync"]))
+    files, skipped, moved = 0, 0, 0
+    what = next(w for w in ("put", "get", "copy", "sync") if args[w])
+    if queued and steps:
+        _no_questions(settings.inventory, {s.source for s in steps} | {s.dest for s in steps})
+        label = f"{what}{f' {name}' if name else ''} {source} -> {dest}"
+        files, skipped, moved = _run_queued(settings, steps, parallel, label, name, bool(args["--async"]))
+        if args["--async"]:
+            return 0
     else:
         for step in steps:
             moved += run_step(providers, step)["bytes"]
+        files = len(steps)
     took = time.monotonic() - t0
     rate = f", {human_bytes(moved / took)}/s" if took > 0 and moved else ""
-    output.err.print(f"{len(steps)} file{'s' if len(steps) != 1 else ''}, {human_bytes(moved)} in {took:.1f}s{rate}"
+    there = f" ({skipped} already there)" if skipped else ""
+    output.err.print(f"{files} file{'s' if files != 1 else ''}, {human_bytes(moved)} in {took:.1f}s{rate}{there}"
                      f" ({source} -> {dest}, verified by SHA-256)", markup=False, highlight=False)
     return 0
 
 
-def _run_queued(args: Args, settings: Any, steps: list[Any], parallel: int, what: str, sync: bool) -> int:
-    """Send ``steps`` as ``parallel`` jobs on the storage queue and wait for them; the
-    bytes moved. The workers `cmq up` started run them."""
+def _no_questions(inventory: Any, services: set[str]) -> None:
+    """Refuse to queue work on a service whose secret is asked for (a worker cannot ask)."""
+    from ..storage.config import ASK
+
+    for name in sorted(x for x in services if x):
+        if inventory.storage[name].secret == ASK:
+            raise UsageError(f"storage service {name} has secret TBD, which a worker cannot ask for; give it a "
+                             "secret_file, or run without --parallel and --async")
+
+
+def _sync_name(args: Args) -> str:
+    import re
+
+    name = args.get("--name") or "sync"
+    if not re.match(r"^[A-Za-z0-9_]+$", name):
+        raise UsageError(f"--name={name}: a sync name uses letters, digits and '_'")
+    return name
+
+
+def _run_queued(settings: Any, steps: list[Any], parallel: int, what: str, sync_name: str | None,
+                detach: bool) -> tuple[int, int, int]:
+    """Send ``steps`` as ``parallel`` jobs on the storage queue and (unless ``detach``)
+    wait for them; (files moved, files already there, bytes moved). The workers `cmq up`
+    started run them."""
     from ..cluster import Cluster
     from ..defaults import STORAGE_RETRIES
     from ..errors import JobFailedError
-    from ..models import JobStatus
+    from ..models import JobStatus, new_id
     from ..storage import jobs
 
-    specs = jobs.build(steps, parallel, what, retries=STORAGE_RETRIES, sync=sync)
+    batch = f"sync-{sync_name}-{new_id('')}" if sync_name else None
+    specs = jobs.build(steps, parallel, what, retries=STORAGE_RETRIES, sync=sync_name is not None, batch=batch)
     with Cluster(settings) as c:
         c.send_specs(specs)
+        if detach:
+            sys.stdout.write(f"{specs[0].batch}\n")
+            sys.stdout.flush()
+            output.err.print(f"sync {sync_name}: {len(specs)} job(s) sent; follow it with "
+                             f"`cmq storage sync status --name={sync_name}`", markup=False, highlight=False)
+            return 0, 0, 0
         view = output.TransferView(specs, c.redis, enabled=output.stdout_is_terminal() or sys.stderr.isatty())
         with view:
             records = c.wait([s.id for s in specs], on_update=view.update, on_tick=view.tick)
@@ -226,7 +271,44 @@ def _run_queued(args: Args, settings: Any, steps: list[Any], parallel: int, what
         output.failures(bad)
         raise JobFailedError(f"{len(bad)} of {len(records)} storage job(s) failed (`cmq status` shows them; "
                              "running the command again moves only what is missing)", bad)
-    return sum(int((r.result.data or {}).get("bytes", 0)) for r in records if r.result)
+    data = [(r.result.data or {}) if r.result else {} for r in records]
+    return (sum(int(d.get("files", 0)) for d in data), sum(int(d.get("skipped", 0)) for d in data),
+            sum(int(d.get("bytes", 0)) for d in data))
+
+
+def _sync_status(settings: Any, name: str | None, fmt: str) -> int:
+    """The sync runs (newest last), or those of sync ``name``: their jobs' states and what moved."""
+    from ..cluster import Cluster
+
+    with Cluster(settings, trust_recorder=True) as c:
+        c.refresh()
+        records = [r for r in c.store.jobs(last=SYNC_SCAN) if r.spec.kind == "storage"
+                   and r.spec.batch.startswith(f"sync-{name}-" if name else "sync-")]
+    runs: dict[str, dict[str, Any]] = {}
+    for r in records:
+        run = runs.setdefault(r.spec.batch, {"sync": r.spec.batch.split("-")[1], "batch": r.spec.batch,
+                                             "what": r.spec.command.split(": ")[0].removeprefix("storage sync "),
+                                             "jobs": 0, "succeeded": 0, "failed": 0, "pending": 0,
+                                             "files": 0, "skipped": 0, "bytes": 0, "submitted": r.spec.submitted})
+        run["jobs"] += 1
+        state = r.state.value
+        run["succeeded" if state == "succeeded" else "pending" if not r.state.final else "failed"] += 1
+        data = (r.result.data or {}) if r.result else {}
+        for k in ("files", "skipped", "bytes"):
+            run[k] += int(data.get(k, 0) or 0)
+    rows = sorted(runs.values(), key=lambda x: x["submitted"] or 0)
+    for row in rows:
+        row["state"] = ("running" if row["pending"] else "failed" if row["failed"] else "done")
+        stamp = row["submitted"]
+        row["submitted"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else None
+    if not rows:
+        raise UsageError(f"no sync {'called ' + name + ' ' if name else ''}in the history")
+    _rows(rows, ["sync", "state", "jobs", "files", "skipped", "bytes", "submitted", "what", "batch"], fmt)
+    return 0
+
+
+#: Newest jobs of the history `sync status` looks through.
+SYNC_SCAN = 20000
 
 
 COMMANDS: dict[str, Any] = {"storage": cmd_storage}

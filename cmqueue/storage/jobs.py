@@ -66,7 +66,8 @@ def run(spec: JobSpec, inventory: Any, machine: str, on_progress: Any = None) ->
     """Run a storage job here: move each of its files, verified. ``on_progress`` is told
     the bytes moved so far. A failure ends the job (failed, so retried) with the file
     it stopped at; the files moved before it stay (the next attempt skips them)."""
-    from .base import NotFoundError, StorageError
+    from ..errors import CmqError, ConfigError
+    from .base import NotFoundError
 
     steps = [Step.from_dict(s) for s in spec.params.get("steps", [])]
     check_first = spec.attempt > 1 or bool(spec.params.get("sync"))
@@ -89,11 +90,11 @@ def run(spec: JobSpec, inventory: Any, machine: str, on_progress: Any = None) ->
             run_step(providers, step, count)
             done += 1
             lines.append(step.describe())
-    except (StorageError, NotFoundError) as e:
+    except CmqError as e:
         summary = {"files": done, "skipped": skipped, "bytes": moved, "failed_at": step.describe()}
         return JobResult(job=spec.id, machine=machine, exit_code=None, started=started, ended=time.time(),
                          stdout="\n".join(lines) + ("\n" if lines else ""), reason=f"storage: {e}",
-                         data={**summary, "final": isinstance(e, NotFoundError)})
+                         data={**summary, "final": isinstance(e, (NotFoundError, ConfigError))})
     finally:
         providers.close()
     summary = {"files": done, "skipped": skipped, "bytes": moved}

@@ -84,3 +84,24 @@ def test_a_file_that_cannot_be_stored_fails_its_job_with_the_reason(cenv):
     assert "failed" in status.out
     # the other job's files are there, verified
     assert (cenv.root / "box" / "blocked" / "d2" / "f6.bin").read_bytes() == (cenv.tree / "d2" / "f6.bin").read_bytes()
+
+
+def test_an_async_sync_returns_its_batch_and_sync_status_follows_it(cenv):
+    r = cenv.run("storage", "sync", str(cenv.tree), "box:mirror", "--name=nightly", "--async", "--parallel=2")
+    assert r.code == 0, r.err
+    batch = r.out.strip()
+    assert batch.startswith("sync-nightly-")
+    assert cenv.run("wait", batch, timeout=120).code == 0
+    status = cenv.run("storage", "sync", "status", "--name=nightly", "--output=json", check=True).json()
+    assert [(s["sync"], s["state"], s["files"], s["skipped"]) for s in status] == [("nightly", "done", 21, 0)]
+    # Again, nothing changed: every file is already there and nothing moves.
+    r = cenv.run("storage", "sync", str(cenv.tree), "box:mirror", "--name=nightly", "--parallel=2")
+    assert r.code == 0, r.err
+    assert r.err.startswith("0 files, 0 B") and "(21 already there)" in r.err
+    status = cenv.run("storage", "sync", "status", "--name=nightly", "--output=json", check=True).json()
+    assert [(s["files"], s["skipped"], s["bytes"]) for s in status][-1] == (0, 21, 0)
+    assert len(status) == 2
+    everything = cenv.run("storage", "sync", "status", check=True)
+    assert "nightly" in everything.out
+    missing = cenv.run("storage", "sync", "status", "--name=never")
+    assert missing.code == 2 and "no sync called never" in missing.err
