@@ -25,6 +25,7 @@ Commands:
   get        copy a file or tree from machines (verified)
   cache      show or clear the machines' input caches
   storage    files on storage services: put, get, list, copy, sync, search
+  vdir       the virtual directory: names over files on the storage services
   run        run a workflow: (a | b | c); d; a + b + c + d
   plan       show what a workflow would do, running nothing
   workflows  list workflows
@@ -80,6 +81,7 @@ COMMAND_MODULES: dict[str, str] = {
     **dict.fromkeys(("run", "plan", "workflows", "show", "resume", "retry"), "workflows"),
     "vagrant": "vagrant",
     "storage": "storage",
+    "vdir": "vdir",
 }
 
 
