@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .cluster import Cluster, Job
+    from .storage.pool import Pool
 
 
 def __getattr__(name: str):
@@ -16,7 +17,11 @@ def __getattr__(name: str):
         from . import cluster
 
         return getattr(cluster, name)
+    if name == "Pool":
+        from .storage.pool import Pool
+
+        return Pool
     raise AttributeError(name)
 
 
-__all__ = ["Cluster", "Job", "__version__"]
+__all__ = ["Cluster", "Job", "Pool", "__version__"]

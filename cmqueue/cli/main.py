@@ -26,6 +26,7 @@ Commands:
   cache      show or clear the machines' input caches
   storage    files on storage services: put, get, list, copy, sync, search
   vdir       the virtual directory: names over files on the storage services
+  pool       files kept by their SHA-256 on storage services, with a local cache
   run        run a workflow: (a | b | c); d; a + b + c + d
   plan       show what a workflow would do, running nothing
   workflows  list workflows
@@ -82,6 +83,7 @@ COMMAND_MODULES: dict[str, str] = {
     "vagrant": "vagrant",
     "storage": "storage",
     "vdir": "vdir",
+    "pool": "pool",
 }
 
 

@@ -17,11 +17,13 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 SQLITE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS vdir_dirs (path TEXT PRIMARY KEY, parent TEXT NOT NULL, created REAL);
-CREATE INDEX IF NOT EXISTS vdir_dirs_parent ON vdir_dirs (parent);
-CREATE TABLE IF NOT EXISTS vdir_files (path TEXT PRIMARY KEY, parent TEXT NOT NULL, record TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS vdir_files_parent ON vdir_files (parent);
+CREATE TABLE IF NOT EXISTS {p}_dirs (path TEXT PRIMARY KEY, parent TEXT NOT NULL, created REAL);
+CREATE INDEX IF NOT EXISTS {p}_dirs_parent ON {p}_dirs (parent);
+CREATE TABLE IF NOT EXISTS {p}_files (path TEXT PRIMARY KEY, parent TEXT NOT NULL, record TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS {p}_files_parent ON {p}_files (parent);
 """
+#: The table (collection) prefixes in use: the virtual directory's and the pool's index.
+PREFIXES = ("vdir", "pool")
 
 
 def parent_of(path: str) -> str:
@@ -76,10 +78,13 @@ class VdirBackend(ABC):
 class SqliteVdir(VdirBackend):
     """Two tables in the history store's SQLite file (its connection and transactions)."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, prefix: str = "vdir") -> None:
+        if prefix not in PREFIXES:
+            raise ValueError(prefix)
         self.store = store
+        self.dirs_table, self.files_table = f"{prefix}_dirs", f"{prefix}_files"
         with store._tx() as db:
-            for statement in SQLITE_SCHEMA.strip().split(";"):
+            for statement in SQLITE_SCHEMA.format(p=prefix).strip().split(";"):
                 if statement.strip():
                     db.execute(statement)
 
@@ -88,54 +93,57 @@ class SqliteVdir(VdirBackend):
             return self.store.db.execute(sql, args).fetchall()
 
     def has_dir(self, path: str) -> bool:
-        return path == "/" or bool(self._read("SELECT 1 FROM vdir_dirs WHERE path=?", (path,)))
+        return path == "/" or bool(self._read(f"SELECT 1 FROM {self.dirs_table} WHERE path=?", (path,)))
 
     def make_dir(self, path: str) -> None:
         with self.store._tx() as db:
-            db.execute("INSERT OR IGNORE INTO vdir_dirs (path, parent, created) VALUES (?,?,?)",
+            db.execute(f"INSERT OR IGNORE INTO {self.dirs_table} (path, parent, created) VALUES (?,?,?)",
                        (path, parent_of(path), time.time()))
 
     def subdirs(self, path: str) -> list[str]:
-        return [r[0] for r in self._read("SELECT path FROM vdir_dirs WHERE parent=? ORDER BY path", (path,))]
+        return [r[0] for r in self._read(f"SELECT path FROM {self.dirs_table} WHERE parent=? ORDER BY path", (path,))]
 
     def files(self, path: str) -> list[dict[str, Any]]:
         return [json.loads(r[0]) for r in
-                self._read("SELECT record FROM vdir_files WHERE parent=? ORDER BY path", (path,))]
+                self._read(f"SELECT record FROM {self.files_table} WHERE parent=? ORDER BY path", (path,))]
 
     def file(self, path: str) -> dict[str, Any] | None:
-        rows = self._read("SELECT record FROM vdir_files WHERE path=?", (path,))
+        rows = self._read(f"SELECT record FROM {self.files_table} WHERE path=?", (path,))
         return json.loads(rows[0][0]) if rows else None
 
     def save_file(self, record: dict[str, Any]) -> None:
         with self.store._tx() as db:
-            db.execute("INSERT OR REPLACE INTO vdir_files (path, parent, record) VALUES (?,?,?)",
+            db.execute(f"INSERT OR REPLACE INTO {self.files_table} (path, parent, record) VALUES (?,?,?)",
                        (record["path"], parent_of(record["path"]), json.dumps(record)))
 
     def remove_file(self, path: str) -> None:
         with self.store._tx() as db:
-            db.execute("DELETE FROM vdir_files WHERE path=?", (path,))
+            db.execute(f"DELETE FROM {self.files_table} WHERE path=?", (path,))
 
     def all_files(self, path: str) -> list[dict[str, Any]]:
         prefix = _below(path)
         return [json.loads(r[0]) for r in self._read(
-            "SELECT record FROM vdir_files WHERE substr(path, 1, ?)=? ORDER BY path", (len(prefix), prefix))]
+            f"SELECT record FROM {self.files_table} WHERE substr(path, 1, ?)=? ORDER BY path", (len(prefix), prefix))]
 
     def remove_dir(self, path: str) -> int:
         prefix = _below(path)
         with self.store._tx() as db:
-            (count,) = db.execute("SELECT COUNT(*) FROM vdir_files WHERE substr(path, 1, ?)=?",
+            (count,) = db.execute(f"SELECT COUNT(*) FROM {self.files_table} WHERE substr(path, 1, ?)=?",
                                   (len(prefix), prefix)).fetchone()
-            db.execute("DELETE FROM vdir_files WHERE substr(path, 1, ?)=?", (len(prefix), prefix))
-            db.execute("DELETE FROM vdir_dirs WHERE path=? OR substr(path, 1, ?)=?", (path, len(prefix), prefix))
+            db.execute(f"DELETE FROM {self.files_table} WHERE substr(path, 1, ?)=?", (len(prefix), prefix))
+            db.execute(f"DELETE FROM {self.dirs_table} WHERE path=? OR substr(path, 1, ?)=?",
+                       (path, len(prefix), prefix))
         return int(count)
 
 
 class MongoVdir(VdirBackend):
     """Two collections in the history store's MongoDB database."""
 
-    def __init__(self, store: Any) -> None:
-        self.dirs = store.db.vdir_dirs
-        self.file_docs = store.db.vdir_files
+    def __init__(self, store: Any, prefix: str = "vdir") -> None:
+        if prefix not in PREFIXES:
+            raise ValueError(prefix)
+        self.dirs = store.db[f"{prefix}_dirs"]
+        self.file_docs = store.db[f"{prefix}_files"]
         self.dirs.create_index("parent")
         self.file_docs.create_index("parent")
 
@@ -177,10 +185,11 @@ class MongoVdir(VdirBackend):
         return int(count)
 
 
-def backend_for(store: Any) -> VdirBackend:
-    """The virtual directory's tables in the database of history store ``store``."""
+def backend_for(store: Any, prefix: str = "vdir") -> VdirBackend:
+    """The virtual directory's tables (or, with ``prefix`` "pool", the pool's index) in
+    the database of history store ``store``."""
     from ..history.sqlite import SqliteStore
 
     if isinstance(store, SqliteStore):
-        return SqliteVdir(store)
-    return MongoVdir(store)
+        return SqliteVdir(store, prefix)
+    return MongoVdir(store, prefix)
