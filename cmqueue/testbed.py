@@ -380,7 +380,7 @@ class AzuriteServer:
             raise RuntimeError("azurite-blob not found: bash .ci/setup --tests installs it")
         data = self.root / "data"
         data.mkdir(parents=True, exist_ok=True)
-        self.port = random_free_port()
+        self.port = self.port or random_free_port()
         env = {**os.environ, "AZURITE_ACCOUNTS": f"{self.account}:{self.secret}"}
         log = open(self.root / "azurite.log", "wb")
         self.proc = subprocess.Popen([binary, "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--location",

