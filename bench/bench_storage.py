@@ -88,77 +88,26 @@ def main() -> None:
     if not shutil.which("rclone"):
         raise SystemExit("rclone is needed: apt-get install rclone")
     services = opts.services.split(",")
-    root = Path(tempfile.mkdtemp(prefix="cmq-bench-storage-"))
-    (root / "box").mkdir()
-    cluster = LoopbackCluster(root / "cluster", n=2, slots=4, first=0, subnet="127.5").start()
-    redis_srv = RedisServer(root / "redis")
-    redis_srv.start()
-    seaweed = SeaweedServer(root / "seaweed").start()
     # rclone 1.60 reaches Azurite only as its emulator: the well-known development account
     # on 127.0.0.1:10000. The bench's Azurite is that one, so both use the same endpoint.
     if "az" in services and not port_free("127.0.0.1", EMULATOR_PORT):
         raise SystemExit(f"port {EMULATOR_PORT} is taken: rclone reaches Azurite only there (or drop az: --services)")
-    azurite = AzuriteServer(root / "azurite", account=EMULATOR_ACCOUNT, secret=EMULATOR_KEY,
-                            port=EMULATOR_PORT).start()
-    config = cluster.write_inventory(root / "cmq.yaml", redis_srv.url, settings={"flower_port": 0})
-    inv = yaml.safe_load(config.read_text())
-    inv["storage"] = {
-        "box": {"type": "local", "directory": str(root / "box")},
-        "node": {"type": "ssh", "machine": "m1", "directory": "store"},
-        "s3": {"type": "s3", "endpoint": seaweed.endpoint, "bucket": BUCKET, "key": seaweed.key,
-               "secret": seaweed.secret},
-        "az": {"type": "azure", "endpoint": azurite.endpoint, "container": BUCKET, "key": azurite.account,
-               "secret": azurite.secret},
-    }
-    write_private(config, yaml.safe_dump(inv, sort_keys=False))
-    rconf = rclone_config(root / "rclone.conf", cluster, seaweed, azurite)
-    env = {**os.environ, "CMQ_CONFIG": str(config), "CMQ_HOME": str(root / "home")}
+    root = Path(tempfile.mkdtemp(prefix="cmq-bench-storage-"))
+    (root / "box").mkdir()
+    cluster = LoopbackCluster(root / "cluster", n=2, slots=4, first=0, subnet="127.5")
+    redis_srv = RedisServer(root / "redis")
+    seaweed = SeaweedServer(root / "seaweed")
+    azurite = AzuriteServer(root / "azurite", account=EMULATOR_ACCOUNT, secret=EMULATOR_KEY, port=EMULATOR_PORT)
+    env = {**os.environ, "CMQ_HOME": str(root / "home")}
     env.pop("AWS_CA_BUNDLE", None)       # rclone's s3 backend refuses a CA bundle over plain http
     cmq = [str(Path(sys.executable).with_name("cmq"))]
-    rclone = ["rclone", "--config", str(rconf), "-q", "--low-level-retries=2", "--retries=1"]
-    big = root / "big.bin"
-    with open(big, "wb") as f:
-        for _ in range(opts.size_mb):
-            f.write(os.urandom(1 << 20))
-    tree = root / "tree"
-    for i in range(opts.files):
-        d = tree / f"d{i % 10}"
-        d.mkdir(parents=True, exist_ok=True)
-        (d / f"f{i}.bin").write_bytes(os.urandom(4096))
     rows: list[tuple[str, str, float, float, str]] = []
-    sync_bytes: dict[str, str] = {}
     try:
-        run([*cmq, "up"], env)
-        from cmqueue.inventory import load
-        from cmqueue.storage.cloud import make_driver
-
-        for name in ("s3", "az"):
-            make_driver(load(config).storage[name]).create_container(BUCKET)
-        for s in services:
-            out = root / f"out-{s}"
-            out.mkdir()
-            mb = big.stat().st_size / 1e6
-            t_c, _ = run([*cmq, "storage", "put", str(big), f"{s}:big-cmq.bin"], env)
-            t_r, _ = run([*rclone, "copyto", str(big), rclone_path(s, "big-rclone.bin", root, cluster)], env)
-            rows.append((s, "large file put (MB/s)", mb / t_c, mb / t_r, ""))
-            t_c, _ = run([*cmq, "storage", "get", f"{s}:big-cmq.bin", str(out / "big-cmq.bin")], env)
-            t_r, _ = run([*rclone, "copyto", rclone_path(s, "big-rclone.bin", root, cluster), str(out / "big-r.bin")],
-                         env)
-            rows.append((s, "large file get (MB/s)", mb / t_c, mb / t_r, ""))
-            n = opts.files
-            t_c, _ = run([*cmq, "storage", "--parallel=8", "put", "-r", str(tree), f"{s}:tree-cmq"], env)
-            t_r, _ = run([*rclone, "copy", "--transfers=8", str(tree), rclone_path(s, "tree-rclone", root, cluster)],
-                         env)
-            rows.append((s, "tree put (files/s)", n / t_c, n / t_r, ""))
-            t_c, _ = run([*cmq, "storage", "--parallel=8", "get", "-r", f"{s}:tree-cmq", str(out / "tree-cmq")], env)
-            t_r, _ = run([*rclone, "copy", "--transfers=8", rclone_path(s, "tree-rclone", root, cluster),
-                          str(out / "tree-r")], env)
-            rows.append((s, "tree get (files/s)", n / t_c, n / t_r, ""))
-            t_c, said = run([*cmq, "storage", "--parallel=8", "sync", str(tree), f"{s}:tree-cmq"], env)
-            t_r, _ = run([*rclone, "sync", "--transfers=8", str(tree), rclone_path(s, "tree-rclone", root, cluster)],
-                         env)
-            sync_bytes[s] = said.strip().splitlines()[-1].split(" in ")[0]
-            rows.append((s, "unchanged tree sync (s)", t_c, t_r, sync_bytes[s]))
+        cluster.start()
+        redis_srv.start()
+        seaweed.start()
+        azurite.start()
+        rows = measure(opts, services, root, cluster, redis_srv, seaweed, azurite, env, cmq)
     finally:
         subprocess.run([*cmq, "down", "--grace=2"], env=env, capture_output=True)
         seaweed.stop()
@@ -179,6 +128,69 @@ def main() -> None:
     v["seaweedfs"] = subprocess.run([str(Path(sys.executable).with_name("weed")), "version"], capture_output=True,
                                     text=True).stdout.strip().splitlines()[0]
     report("bench_storage.py", lines, v, opts.record)
+
+
+def measure(opts: argparse.Namespace, services: list[str], root: Path, cluster: LoopbackCluster,
+            redis_srv: RedisServer, seaweed: SeaweedServer, azurite: AzuriteServer, env: dict[str, str],
+            cmq: list[str]) -> list[tuple[str, str, float, float, str]]:
+    """Run every measurement; (service, what, cmq, rclone, note) rows."""
+    config = cluster.write_inventory(root / "cmq.yaml", redis_srv.url, settings={"flower_port": 0})
+    env["CMQ_CONFIG"] = str(config)
+    inv = yaml.safe_load(config.read_text())
+    inv["storage"] = {
+        "box": {"type": "local", "directory": str(root / "box")},
+        "node": {"type": "ssh", "machine": "m1", "directory": "store"},
+        "s3": {"type": "s3", "endpoint": seaweed.endpoint, "bucket": BUCKET, "key": seaweed.key,
+               "secret": seaweed.secret},
+        "az": {"type": "azure", "endpoint": azurite.endpoint, "container": BUCKET, "key": azurite.account,
+               "secret": azurite.secret},
+    }
+    write_private(config, yaml.safe_dump(inv, sort_keys=False))
+    rconf = rclone_config(root / "rclone.conf", cluster, seaweed, azurite)
+    rclone = ["rclone", "--config", str(rconf), "-q", "--low-level-retries=2", "--retries=1"]
+    big = root / "big.bin"
+    with open(big, "wb") as f:
+        for _ in range(opts.size_mb):
+            f.write(os.urandom(1 << 20))
+    tree = root / "tree"
+    for i in range(opts.files):
+        d = tree / f"d{i % 10}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i}.bin").write_bytes(os.urandom(4096))
+    rows: list[tuple[str, str, float, float, str]] = []
+    sync_bytes: dict[str, str] = {}
+    run([*cmq, "up"], env)
+    from cmqueue.inventory import load
+    from cmqueue.storage.cloud import make_driver
+
+    for name in ("s3", "az"):
+        make_driver(load(config).storage[name]).create_container(BUCKET)
+    for s in services:
+        out = root / f"out-{s}"
+        out.mkdir()
+        mb = big.stat().st_size / 1e6
+        t_c, _ = run([*cmq, "storage", "put", str(big), f"{s}:big-cmq.bin"], env)
+        t_r, _ = run([*rclone, "copyto", str(big), rclone_path(s, "big-rclone.bin", root, cluster)], env)
+        rows.append((s, "large file put (MB/s)", mb / t_c, mb / t_r, ""))
+        t_c, _ = run([*cmq, "storage", "get", f"{s}:big-cmq.bin", str(out / "big-cmq.bin")], env)
+        t_r, _ = run([*rclone, "copyto", rclone_path(s, "big-rclone.bin", root, cluster), str(out / "big-r.bin")],
+                     env)
+        rows.append((s, "large file get (MB/s)", mb / t_c, mb / t_r, ""))
+        n = opts.files
+        t_c, _ = run([*cmq, "storage", "--parallel=8", "put", "-r", str(tree), f"{s}:tree-cmq"], env)
+        t_r, _ = run([*rclone, "copy", "--transfers=8", str(tree), rclone_path(s, "tree-rclone", root, cluster)],
+                     env)
+        rows.append((s, "tree put (files/s)", n / t_c, n / t_r, ""))
+        t_c, _ = run([*cmq, "storage", "--parallel=8", "get", "-r", f"{s}:tree-cmq", str(out / "tree-cmq")], env)
+        t_r, _ = run([*rclone, "copy", "--transfers=8", rclone_path(s, "tree-rclone", root, cluster),
+                      str(out / "tree-r")], env)
+        rows.append((s, "tree get (files/s)", n / t_c, n / t_r, ""))
+        t_c, said = run([*cmq, "storage", "--parallel=8", "sync", str(tree), f"{s}:tree-cmq"], env)
+        t_r, _ = run([*rclone, "sync", "--transfers=8", str(tree), rclone_path(s, "tree-rclone", root, cluster)],
+                     env)
+        sync_bytes[s] = said.strip().splitlines()[-1].split(" in ")[0]
+        rows.append((s, "unchanged tree sync (s)", t_c, t_r, sync_bytes[s]))
+    return rows
 
 
 if __name__ == "__main__":
