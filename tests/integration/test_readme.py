@@ -2,7 +2,8 @@
 
 Each ```sh block is run by bash (errexit, pipefail) in a directory holding the files the
 examples use, with `cmq` on PATH and CMQ_CONFIG pointing at a loopback cluster whose
-machines are those of `cmq demo --keep` (node01-04, label cpu; node04 also gpu). The
+machines are those of `cmq demo --keep` (node01-04, label cpu; node04 also gpu), and
+whose storage services are box (a folder) and node01 (a directory on node01). The
 only change made to a block is Flower's port (5555 in the README, a free one here).
 Files shown in the docs as ```python blocks whose first line is ``# NAME`` are written as
 NAME; the other small files the examples read are made below.
@@ -103,8 +104,12 @@ def readme_cluster(tmp_path_factory):
 
     port = random_free_port()
     labels = machine_labels(MACHINES)
-    env = make_env(tmp_path_factory.mktemp("readme"), machines=len(MACHINES), slots=2, first=181,
-                   labels=labels, settings={"flower_port": port}, prepare=rename)
+    root = tmp_path_factory.mktemp("readme")
+    (root / "box").mkdir()
+    storage = {"box": {"type": "local", "directory": str(root / "box")},
+               "node01": {"type": "ssh", "machine": "node01", "directory": "store"}}
+    env = make_env(root, machines=len(MACHINES), slots=2, first=181, labels=labels,
+                   settings={"flower_port": port}, prepare=rename, sections={"storage": storage})
     work = env.root / "work"
     for name, text in {**FILES, **shown_files()}.items():
         (work / name).parent.mkdir(parents=True, exist_ok=True)
