@@ -35,7 +35,10 @@ PRELOAD = (
     "celery", "kombu.transport.redis", "redis", "yaml", "rich.console", "rich.table", "rich.progress", "rich.live",
     "cmqueue.cli.commands", "cmqueue.cli.data", "cmqueue.cli.mapping", "cmqueue.cli.workflows",
     "cmqueue.cluster", "cmqueue.submit", "cmqueue.services", "cmqueue.app", "cmqueue.history.sqlite",
-    "cmqueue.workflow.engine",
+    "cmqueue.workflow.engine", "cmqueue.cli.storage", "cmqueue.cli.vdir", "cmqueue.cli.pool", "cmqueue.storage.ops",
+    "cmqueue.storage.local", "cmqueue.storage.ssh", "cmqueue.storage.cloud", "cmqueue.storage.vdir",
+    "cmqueue.storage.pool", "libcloud.storage.drivers.s3", "libcloud.storage.drivers.minio",
+    "libcloud.storage.drivers.azure_blobs", "libcloud.storage.types",
 )
 #: Bytes of the request read with its file descriptors (the rest follows on the stream).
 FIRST_READ = 65536

@@ -185,7 +185,7 @@ def _delete(providers: Any, text: str, default: str | None) -> int:
 
 
 def _copy(providers: Any, args: Args, default: str | None, parallel: int, settings: Any) -> int:
-    from ..storage.ops import place, plan, run_step, same_file
+    from ..storage.ops import place, plan, run_steps, same_file
     from ..transfer import human_bytes
 
     sync = bool(args["sync"])
@@ -212,8 +212,7 @@ def _copy(providers: Any, args: Args, default: str | None, parallel: int, settin
         if args["--async"]:
             return 0
     else:
-        for step in steps:
-            moved += run_step(providers, step)["bytes"]
+        moved = sum(r["bytes"] for r in run_steps(providers, steps))
         files = len(steps)
     took = time.monotonic() - t0
     rate = f", {human_bytes(moved / took)}/s" if took > 0 and moved else ""

@@ -168,25 +168,43 @@ class Provider(ABC):
     def get_file(self, name: str, local: Path, on_bytes: OnBytes | None = None) -> Entry:
         """Copy file ``name`` to the local path ``local``, verified against the SHA-256 the
         service keeps (or computed there); the file appears only when complete."""
-        expected = self.hash(name)
+        entry = self.stat(name)
+        if entry is None or entry.is_dir:
+            raise NotFoundError(f"{self.where(name)}: no such file")
+        expected = entry.sha256 or self.hash(name)
+        return self.receive(name, counted(self.read(name), on_bytes), local, expected, entry.mtime)
+
+    def receive(self, name: str, chunks: Iterable[bytes], local: Path, expected: str | None,
+                mtime: float | None) -> Entry:
+        """Write ``chunks`` (file ``name``'s bytes) to ``local``, kept only when they hash to
+        ``expected`` (when known); the file gets ``mtime``."""
         local.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".cmq-part")
         try:
-            stream = Hashing(counted(self.read(name), on_bytes))
+            stream = Hashing(chunks)
             with os.fdopen(fd, "wb") as f:
                 for chunk in stream:
                     f.write(chunk)
-            if stream.hexdigest() != expected:
+            got = stream.hexdigest()
+            if expected is not None and got != expected:
                 raise StorageError(f"{self.where(name)}: what arrived does not match its SHA-256 "
-                                   f"({stream.hexdigest()[:12]}... against {expected[:12]}...); nothing was kept")
+                                   f"({got[:12]}... against {expected[:12]}...); nothing was kept")
+            if mtime:
+                os.utime(tmp, (mtime, mtime))
             os.replace(tmp, local)
-            entry = self.stat(name)
-            if entry is not None and entry.mtime:
-                os.utime(local, (entry.mtime, entry.mtime))
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return Entry(name=name, size=stream.size, mtime=local.stat().st_mtime, sha256=expected)
+        return Entry(name=name, size=stream.size, mtime=local.stat().st_mtime, sha256=got)
+
+    def put_files(self, items: list[tuple[Path, str]], on_bytes: OnBytes | None = None) -> list[Entry]:
+        """Store several local files (path, name), each verified; a provider may send them
+        in one stream (a machine does)."""
+        return [self.put_file(path, name, on_bytes) for path, name in items]
+
+    def get_files(self, items: list[tuple[str, Path]], on_bytes: OnBytes | None = None) -> list[Entry]:
+        """Copy several files (name, local path) here, each verified."""
+        return [self.get_file(name, path, on_bytes) for name, path in items]
 
     def copy_within(self, source: str, dest: str) -> Entry | None:
         """Copy ``source`` to ``dest`` on this service without moving the bytes through

@@ -14,10 +14,21 @@ from __future__ import annotations
 import email.utils
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from .base import CHUNK, Entry, Hashing, NotFoundError, Provider, StorageError, StorageUnavailableError
+from .base import (
+    CHUNK,
+    Entry,
+    Hashing,
+    NotFoundError,
+    OnBytes,
+    Provider,
+    StorageError,
+    StorageUnavailableError,
+    counted,
+)
 from .config import StorageConfig
 from .names import check_name
 from .secrets import secret_of
@@ -185,8 +196,21 @@ class CloudProvider(Provider):
         obj = self._object(name)
         if obj is None:
             raise NotFoundError(f"{self.where(name)}: no such file")
+        return self._download(name, obj)
+
+    def _download(self, name: str, obj: Any) -> Iterator[bytes]:
         stream = self._call(name, lambda: self.driver.download_object_as_stream(obj, chunk_size=CHUNK))
         return self._guarded(name, stream)
+
+    def get_file(self, name: str, local: Path, on_bytes: OnBytes | None = None) -> Entry:
+        # One HEAD (size, time, the SHA-256 kept as metadata) and one GET. An object that
+        # another tool stored has no SHA-256: it arrives checked by its transport only.
+        check_name(name)
+        obj = self._object(name)
+        if obj is None:
+            raise NotFoundError(f"{self.where(name)}: no such file")
+        entry = self._entry(obj)
+        return self.receive(name, counted(self._download(name, obj), on_bytes), local, entry.sha256, entry.mtime)
 
     def _guarded(self, name: str, stream: Iterable[bytes]) -> Iterator[bytes]:
         it = iter(stream)

@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import routing
 from ..models import JobResult, JobSpec, new_id
-from .ops import Providers, Step, run_step, same_file
+from .ops import Providers, Step, run_steps, same_file
 
 #: The ``kind`` of a storage transfer job.
 KIND = "storage"
@@ -83,15 +83,13 @@ def run(spec: JobSpec, inventory: Any, machine: str, on_progress: Any = None) ->
 
     lines = []
     try:
-        for step in steps:
-            if check_first and same_file(providers, step):
-                skipped += 1
-                continue
-            run_step(providers, step, count)
+        todo = [s for s in steps if not (check_first and same_file(providers, s))]
+        skipped = len(steps) - len(todo)
+        for result in run_steps(providers, todo, count):
             done += 1
-            lines.append(step.describe())
+            lines.append(result["step"])
     except CmqError as e:
-        summary = {"files": done, "skipped": skipped, "bytes": moved, "failed_at": step.describe()}
+        summary = {"files": done, "skipped": skipped, "bytes": moved}
         return JobResult(job=spec.id, machine=machine, exit_code=None, started=started, ended=time.time(),
                          stdout="\n".join(lines) + ("\n" if lines else ""), reason=f"storage: {e}",
                          data={**summary, "final": isinstance(e, (NotFoundError, ConfigError))})

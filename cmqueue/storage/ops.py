@@ -169,6 +169,31 @@ def run_step(providers: Providers, step: Step, on_bytes: OnBytes | None = None) 
     return {"bytes": entry.size, "sha256": entry.sha256, "how": how, "step": step.describe()}
 
 
+def run_steps(providers: Providers, steps: list[Step], on_bytes: OnBytes | None = None) -> list[dict[str, Any]]:
+    """Run ``steps``: files that go from here to one service, or from one service to here,
+    go together (a provider may send them in one stream); copies between services one by
+    one. What moved, per step, in order of completion."""
+    done: list[dict[str, Any]] = []
+    puts: dict[str, list[Step]] = {}
+    gets: dict[str, list[Step]] = {}
+    for step in steps:
+        if not step.source:
+            puts.setdefault(step.dest, []).append(step)
+        elif not step.dest:
+            gets.setdefault(step.source, []).append(step)
+        else:
+            done.append(run_step(providers, step, on_bytes))
+    for service, group in puts.items():
+        entries = providers(service).put_files([(Path(s.source_path), s.dest_path) for s in group], on_bytes)
+        done += [{"bytes": e.size, "sha256": e.sha256, "how": "put", "step": s.describe()}
+                 for s, e in zip(group, entries, strict=True)]
+    for service, group in gets.items():
+        entries = providers(service).get_files([(s.source_path, Path(s.dest_path)) for s in group], on_bytes)
+        done += [{"bytes": e.size, "sha256": e.sha256, "how": "get", "step": s.describe()}
+                 for s, e in zip(group, entries, strict=True)]
+    return done
+
+
 def same_file(providers: Providers, step: Step) -> bool:
     """Whether the destination of ``step`` already holds the source's content (by SHA-256;
     sizes first, so most differing files are told apart without hashing)."""

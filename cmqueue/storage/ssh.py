@@ -9,13 +9,20 @@ Listings use GNU find's ``-printf`` with NUL-separated names.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
 import posixpath
 import subprocess
+import tarfile
+import tempfile
 from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
 
 from ..runner import control_dir
 from ..transfer import Transfer, error_line, remote_path
-from .base import CHUNK, Entry, Hashing, NotFoundError, Provider, StorageError, StorageUnavailableError
+from .base import CHUNK, Entry, Hashing, NotFoundError, OnBytes, Provider, StorageError, StorageUnavailableError
 from .config import StorageConfig
 from .names import check_name
 
@@ -37,8 +44,31 @@ _DELETE = ('if [ -d "$1" ]; then find "$1" -type f | wc -l; rm -rf -- "$1"; '
            'elif [ -e "$1" ]; then rm -f -- "$1" && echo 1; else exit 3; fi')
 _MKDIR = '[ -e "$1" ] && [ ! -d "$1" ] && { echo "a file has that name" >&2; exit 4; }; mkdir -p -- "$1"'
 _HASH = '[ -f "$1" ] || exit 3; sha256sum < "$1"'
+# Receive a tar stream of files and, last, their manifest (.cmq-manifest: sha256sum's
+# format); keep them only when every file matches it, then link them into place.
+_PUT_MANY = (
+    'mkdir -p -- "$1" && tmp=$(mktemp -d "$1/.cmq-part-XXXXXX") || exit 1; '
+    'if ! tar -xf - -C "$tmp"; then rm -rf -- "$tmp"; exit 1; fi; '
+    'if ! (cd -- "$tmp" && sha256sum -c --quiet --strict .cmq-manifest >&2); then '
+    'rm -rf -- "$tmp"; echo "sha256 mismatch" >&2; exit 5; fi; '
+    'rm -f -- "$tmp/.cmq-manifest" && cp -alf -- "$tmp/." "$1/" && rm -rf -- "$tmp"'
+)
+# Send the files named on stdin (NUL-separated) as a tar stream, their sha256sum manifest last.
+_GET_MANY = (
+    'cd -- "$1" || exit 3; list=$(mktemp) || exit 1; cat > "$list"; '
+    'if ! xargs -0 sha256sum -- < "$list" > "$list.sum"; then rm -f -- "$list" "$list.sum"; exit 3; fi; '
+    'tar -cf - --null -T "$list" -C "$(dirname -- "$list")" "$(basename -- "$list").sum"; rc=$?; '
+    'rm -f -- "$list" "$list.sum"; exit $rc'
+)
 #: Exit code of the scripts when the path is not there.
 MISSING = 3
+#: Files sent in one tar stream at most.
+BATCH = 500
+
+
+def _plain(name: str) -> bool:
+    """Whether sha256sum writes ``name`` as it is (it escapes backslashes and newlines)."""
+    return "\\" not in name and "\n" not in name and "\r" not in name
 
 
 class SshProvider(Provider):
@@ -160,3 +190,156 @@ class SshProvider(Provider):
 
     def hash(self, name: str) -> str:
         return self._run(_HASH, self.path(name), name=name).split()[0]
+
+    # -- many files in one stream -----------------------------------------------------------
+    def put_files(self, items: list[tuple[Path, str]], on_bytes: OnBytes | None = None) -> list[Entry]:
+        """Send the files as tar streams of up to BATCH files, with their SHA-256 manifest
+        computed while they stream; the machine keeps them only when it matches."""
+        odd = [(p, n) for p, n in items if not _plain(n) or not n]
+        done = super().put_files(odd, on_bytes) if odd else []
+        plain = [(p, n) for p, n in items if _plain(n) and n]
+        for i in range(0, len(plain), BATCH):
+            done += self._put_batch(plain[i:i + BATCH], on_bytes)
+        return done
+
+    def _put_batch(self, items: list[tuple[Path, str]], on_bytes: OnBytes | None) -> list[Entry]:
+        proc = subprocess.Popen(self.transfer.script(_PUT_MANY, self.root), stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        entries, manifest = [], []
+        try:
+            with tarfile.open(fileobj=proc.stdin, mode="w|", format=tarfile.GNU_FORMAT) as tar:
+                for path, name in items:
+                    check_name(name)
+                    info = tar.gettarinfo(str(path), arcname=name)
+                    if not info.isfile():
+                        raise StorageError(f"{path}: not a regular file")
+                    info.uid = info.gid = 0
+                    info.uname = info.gname = ""
+                    with open(path, "rb") as f:
+                        reader = _HashingReader(f, on_bytes)
+                        tar.addfile(info, reader)
+                    manifest.append(f"{reader.hexdigest()}  {name}\n")
+                    entries.append(Entry(name=name, size=info.size, mtime=info.mtime, sha256=reader.hexdigest()))
+                data = "".join(manifest).encode()
+                info = tarfile.TarInfo(".cmq-manifest")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        err = proc.stderr.read()
+        proc.stderr.close()
+        if proc.wait() != 0:
+            if proc.returncode == 255:
+                raise StorageUnavailableError(f"{self.config.where}: cannot reach machine {self.machine.name}: "
+                                              f"{error_line(err, 'ssh failed')}")
+            raise StorageError(f"{self.where(items[0][1])} and {len(items) - 1} more: "
+                               f"{error_line(err, f'exit code {proc.returncode}')}; nothing was kept")
+        return entries
+
+    def get_files(self, items: list[tuple[str, Path]], on_bytes: OnBytes | None = None) -> list[Entry]:
+        """Fetch the files as tar streams of up to BATCH files, each checked against the
+        machine's SHA-256 of it, and kept (renamed into place) only when it matches."""
+        odd = [(n, p) for n, p in items if not _plain(n) or not n]
+        done = super().get_files(odd, on_bytes) if odd else []
+        plain = [(n, p) for n, p in items if _plain(n) and n]
+        for i in range(0, len(plain), BATCH):
+            done += self._get_batch(plain[i:i + BATCH], on_bytes)
+        return done
+
+    def _get_batch(self, items: list[tuple[str, Path]], on_bytes: OnBytes | None) -> list[Entry]:
+        wanted = {check_name(name): Path(local) for name, local in items}
+        proc = subprocess.Popen(self.transfer.script(_GET_MANY, self.root), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        received: dict[str, tuple[Path, str, int, float]] = {}
+        manifest: dict[str, str] = {}
+        try:
+            proc.stdin.write(b"".join(n.encode("utf-8", "surrogateescape") + b"\0" for n in wanted))
+            proc.stdin.close()
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                for member in tar:
+                    source = tar.extractfile(member) if member.isfile() else None
+                    if source is None:
+                        continue
+                    if member.name.endswith(".sum") and member.name not in wanted:
+                        for line in source.read().decode("utf-8", "surrogateescape").splitlines():
+                            digest, _, name = line.partition("  ")
+                            manifest[name] = digest
+                        continue
+                    local = wanted.get(member.name)
+                    if local is None:
+                        raise StorageError(f"{self.config.where}: the machine sent {member.name!r}, not asked for")
+                    local.parent.mkdir(parents=True, exist_ok=True)
+                    fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".cmq-part")
+                    digest = hashlib.sha256()
+                    with os.fdopen(fd, "wb") as f:
+                        while chunk := source.read(CHUNK):
+                            digest.update(chunk)
+                            f.write(chunk)
+                            if on_bytes is not None:
+                                on_bytes(len(chunk))
+                    received[member.name] = (Path(tmp), digest.hexdigest(), member.size, float(member.mtime))
+            err = proc.stderr.read()
+            code = proc.wait()
+            if code != 0:
+                if code == 255:
+                    raise StorageUnavailableError(f"{self.config.where}: cannot reach machine {self.machine.name}: "
+                                                  f"{error_line(err, 'ssh failed')}")
+                raise (NotFoundError if code == MISSING else StorageError)(
+                    f"{self.where(items[0][0])} and {len(items) - 1} more: "
+                    f"{error_line(err, f'exit code {code}')}")
+            entries = []
+            for name in wanted:
+                tmp, got, size, mtime = received[name]
+                if manifest.get(name) != got:
+                    raise StorageError(f"{self.where(name)}: what arrived does not match its SHA-256; "
+                                       "nothing was kept")
+                os.utime(tmp, (mtime, mtime))
+                entries.append(Entry(name=name, size=size, mtime=mtime, sha256=got))
+            for name, local in wanted.items():
+                os.replace(received[name][0], local)
+            return entries
+        except KeyError as e:
+            raise StorageError(f"{self.where(str(e.args[0]))}: the machine did not send it") from None
+        except tarfile.TarError as e:
+            err = proc.stderr.read()
+            code = proc.wait()
+            if code == MISSING:
+                raise NotFoundError(f"{self.where(items[0][0])} and {len(items) - 1} more: "
+                                    f"{error_line(err, 'no such file')}") from None
+            if code == 255:
+                raise StorageUnavailableError(f"{self.config.where}: cannot reach machine {self.machine.name}: "
+                                              f"{error_line(err, 'ssh failed')}") from None
+            raise StorageError(f"{self.config.where}: a broken tar stream from {self.machine.name}: {e}") from None
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for tmp, *_ in received.values():
+                tmp.unlink(missing_ok=True)
+            proc.stdout.close()
+            proc.stderr.close()
+
+
+class _HashingReader:
+    """A file object that hashes what is read from it (tarfile reads a member's data here)."""
+
+    def __init__(self, f: Any, on_bytes: OnBytes | None) -> None:
+        self.f = f
+        self.digest = hashlib.sha256()
+        self.on_bytes = on_bytes
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.f.read(size)
+        self.digest.update(data)
+        if self.on_bytes is not None and data:
+            self.on_bytes(len(data))
+        return data
+
+    def hexdigest(self) -> str:
+        """SHA-256 of what was read."""
+        return self.digest.hexdigest()

@@ -143,3 +143,28 @@ def test_a_file_replaced_reads_its_new_content(service):
     put(provider, f"{top}/v.txt", b"two, longer")
     assert b"".join(provider.read(f"{top}/v.txt")) == b"two, longer"
     assert provider.hash(f"{top}/v.txt") == sha(b"two, longer")
+
+
+def test_many_files_at_once_go_and_come_back_verified_with_their_times(service, tmp_path):
+    provider, top = service
+    src = tmp_path / "src"
+    items = []
+    for i in range(30):
+        p = src / f"d{i % 3}" / f"file {i}.txt"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(secrets.token_bytes(100 * i))
+        os.utime(p, (1_650_000_000 + i, 1_650_000_000 + i))
+        items.append((p, f"{top}/many/d{i % 3}/file {i}.txt"))
+    moved = []
+    entries = provider.put_files(items, on_bytes=moved.append)
+    assert sum(moved) == sum(p.stat().st_size for p, _ in items)
+    assert [e.sha256 for e in entries] == [sha(p.read_bytes()) for p, _ in items]
+    assert len(provider.list(f"{top}/many", recursive=True)) == 30
+    back = [(name, tmp_path / "back" / name) for _, name in items]
+    provider.get_files(back)
+    for (p, _), (_, local) in zip(items, back, strict=True):
+        assert local.read_bytes() == p.read_bytes()
+        assert abs(local.stat().st_mtime - p.stat().st_mtime) < 1.0
+    with pytest.raises(NotFoundError):
+        provider.get_files([(f"{top}/many/absent.txt", tmp_path / "absent.txt")])
+    assert not (tmp_path / "absent.txt").exists()
