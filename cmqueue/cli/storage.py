@@ -50,7 +50,8 @@ DESTINATION a service path; for get the other way round; copy goes between servi
 DESTINATION ending in / (or an existing directory) receives SOURCE under its own name; a
 directory copied with --recursive gives its contents to DESTINATION. Every file is
 verified by SHA-256 before it counts as stored; its time travels with it. sync copies what
-is missing at DESTINATION or differs (size, then SHA-256), and moves nothing else; either
+is missing at DESTINATION or whose content (SHA-256) differs there and is older, and
+leaves a destination file that is newer alone (it says so); either
 side of sync may be a local path (one without SERVICE:).
 
 With --parallel=N (N > 1) or --async, the files go as N jobs of about equal bytes to the
@@ -185,7 +186,7 @@ def _delete(providers: Any, text: str, default: str | None) -> int:
 
 
 def _copy(providers: Any, args: Args, default: str | None, parallel: int, settings: Any) -> int:
-    from ..storage.ops import place, plan, run_steps, same_file
+    from ..storage.ops import place, plan, run_steps, to_sync
     from ..transfer import human_bytes
 
     sync = bool(args["sync"])
@@ -200,15 +201,18 @@ def _copy(providers: Any, args: Args, default: str | None, parallel: int, settin
     name = _sync_name(args) if sync else None
     queued = parallel > 1 or bool(args["--async"])
     steps = plan(providers, source, dest, recursive=bool(args["--recursive"] or sync))
-    if sync and not queued:
-        steps = [s for s in steps if not same_file(providers, s)]      # (queued sync jobs look themselves)
     t0 = time.monotonic()
-    files, skipped, moved = 0, 0, 0
+    files, skipped, moved, newer = 0, 0, 0, 0
+    if sync and not queued:                   # (queued sync jobs look themselves)
+        steps, skipped, left = to_sync(providers, steps)
+        newer = len(left)
+        for s in left:
+            output.err.print(f"left alone, newer at the destination: {s.describe()}", markup=False, highlight=False)
     what = next(w for w in ("put", "get", "copy", "sync") if args[w])
     if queued and steps:
         _no_questions(settings.inventory, {s.source for s in steps} | {s.dest for s in steps})
         label = f"{what}{f' {name}' if name else ''} {source} -> {dest}"
-        files, skipped, moved = _run_queued(settings, steps, parallel, label, name, bool(args["--async"]))
+        files, skipped, moved, newer = _run_queued(settings, steps, parallel, label, name, bool(args["--async"]))
         if args["--async"]:
             return 0
     else:
@@ -217,6 +221,8 @@ def _copy(providers: Any, args: Args, default: str | None, parallel: int, settin
     took = time.monotonic() - t0
     rate = f", {human_bytes(moved / took)}/s" if took > 0 and moved else ""
     there = f" ({skipped} already there)" if skipped else ""
+    if newer:
+        there += f" ({newer} left alone: newer at the destination)"
     output.err.print(f"{files} file{'s' if files != 1 else ''}, {human_bytes(moved)} in {took:.1f}s{rate}{there}"
                      f" ({source} -> {dest}, verified by SHA-256)", markup=False, highlight=False)
     return 0
@@ -242,9 +248,10 @@ def _sync_name(args: Args) -> str:
 
 
 def _run_queued(settings: Any, steps: list[Any], parallel: int, what: str, sync_name: str | None,
-                detach: bool) -> tuple[int, int, int]:
+                detach: bool) -> tuple[int, int, int, int]:
     """Send ``steps`` as ``parallel`` jobs on the storage queue and (unless ``detach``)
-    wait for them; (files moved, files already there, bytes moved). The workers `cmq up`
+    wait for them; (files moved, files already there, bytes moved, files left alone as
+    newer at the destination). The workers `cmq up`
     started run them."""
     from ..cluster import Cluster
     from ..defaults import STORAGE_RETRIES
@@ -261,7 +268,7 @@ def _run_queued(settings: Any, steps: list[Any], parallel: int, what: str, sync_
             sys.stdout.flush()
             output.err.print(f"sync {sync_name}: {len(specs)} job(s) sent; follow it with "
                              f"`cmq storage sync status --name={sync_name}`", markup=False, highlight=False)
-            return 0, 0, 0
+            return 0, 0, 0, 0
         view = output.TransferView(specs, c.redis, enabled=output.stdout_is_terminal() or sys.stderr.isatty())
         with view:
             records = c.wait([s.id for s in specs], on_update=view.update, on_tick=view.tick)
@@ -272,7 +279,7 @@ def _run_queued(settings: Any, steps: list[Any], parallel: int, what: str, sync_
                              "running the command again moves only what is missing)", bad)
     data = [(r.result.data or {}) if r.result else {} for r in records]
     return (sum(int(d.get("files", 0)) for d in data), sum(int(d.get("skipped", 0)) for d in data),
-            sum(int(d.get("bytes", 0)) for d in data))
+            sum(int(d.get("bytes", 0)) for d in data), sum(int(d.get("newer", 0)) for d in data))
 
 
 def _sync_status(settings: Any, name: str | None, fmt: str) -> int:

@@ -197,6 +197,17 @@ class Provider(ABC):
             raise
         return Entry(name=name, size=stream.size, mtime=local.stat().st_mtime, sha256=got)
 
+    def describe(self, names: list[str]) -> dict[str, Entry]:
+        """The files among ``names`` that exist, each with its SHA-256 (kept, or computed);
+        a provider may look them all up at once (a machine does)."""
+        found = {}
+        for name in names:
+            entry = self.stat(name)
+            if entry is not None and not entry.is_dir:
+                entry.sha256 = entry.sha256 or self.hash(name)
+                found[name] = entry
+        return found
+
     def put_files(self, items: list[tuple[Path, str]], on_bytes: OnBytes | None = None) -> list[Entry]:
         """Store several local files (path, name), each verified; a provider may send them
         in one stream (a machine does)."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import routing
 from ..models import JobResult, JobSpec, new_id
-from .ops import Providers, Step, run_steps, same_file
+from .ops import SAME, Providers, Step, compare, run_steps, to_sync
 
 #: The ``kind`` of a storage transfer job.
 KIND = "storage"
@@ -70,10 +70,10 @@ def run(spec: JobSpec, inventory: Any, machine: str, on_progress: Any = None) ->
     from .base import NotFoundError
 
     steps = [Step.from_dict(s) for s in spec.params.get("steps", [])]
-    check_first = spec.attempt > 1 or bool(spec.params.get("sync"))
     providers = Providers(inventory)
     started = time.time()
     moved = skipped = done = 0
+    newer: list[Step] = []
 
     def count(n: int) -> None:
         nonlocal moved
@@ -83,8 +83,15 @@ def run(spec: JobSpec, inventory: Any, machine: str, on_progress: Any = None) ->
 
     lines = []
     try:
-        todo = [s for s in steps if not (check_first and same_file(providers, s))]
-        skipped = len(steps) - len(todo)
+        if spec.params.get("sync"):
+            todo, skipped, newer = to_sync(providers, steps)
+        elif spec.attempt > 1:                 # a retry: what the last attempt stored stays
+            verdicts = compare(providers, steps)
+            todo = [s for s, v in zip(steps, verdicts, strict=True) if v != SAME]
+            skipped = len(steps) - len(todo)
+        else:
+            todo = steps
+        lines += [f"left alone, newer at the destination: {s.describe()}" for s in newer]
         for result in run_steps(providers, todo, count):
             done += 1
             lines.append(result["step"])
@@ -95,7 +102,7 @@ def run(spec: JobSpec, inventory: Any, machine: str, on_progress: Any = None) ->
                          data={**summary, "final": isinstance(e, (NotFoundError, ConfigError))})
     finally:
         providers.close()
-    summary = {"files": done, "skipped": skipped, "bytes": moved}
+    summary = {"files": done, "skipped": skipped, "bytes": moved, "newer": len(newer)}
     tail = f"{done} file(s) moved, {skipped} already there, {moved} bytes, verified by SHA-256\n"
     return JobResult(job=spec.id, machine=machine, exit_code=0, started=started, ended=time.time(),
                      stdout="\n".join(lines) + ("\n" if lines else "") + tail, data=summary)

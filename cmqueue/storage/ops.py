@@ -194,23 +194,51 @@ def run_steps(providers: Providers, steps: list[Step], on_bytes: OnBytes | None 
     return done
 
 
-def same_file(providers: Providers, step: Step) -> bool:
-    """Whether the destination of ``step`` already holds the source's content (by SHA-256;
-    sizes first, so most differing files are told apart without hashing)."""
-    def entry(service: str, path: str) -> Entry | None:
+#: What :func:`compare` says of a step's destination.
+MISSING, SAME, OLDER, NEWER = "missing", "same", "older", "newer"
+
+
+def compare(providers: Providers, steps: list[Step]) -> list[str]:
+    """For each step, its destination against its source: ``missing``, ``same`` content
+    (SHA-256), or different and ``older`` or ``newer`` than the source (by time). Each
+    service is asked about all its files at once."""
+    def described(service: str, paths: list[str]) -> dict[str, Entry]:
         if service:
-            return providers(service).stat(path)
-        p = Path(path)
-        return Entry(name=path, size=p.stat().st_size, mtime=p.stat().st_mtime) if p.is_file() else None
+            return providers(service).describe(paths)
+        found = {}
+        for path in paths:
+            p = Path(path)
+            if p.is_file():
+                st = p.stat()
+                found[path] = Entry(name=path, size=st.st_size, mtime=st.st_mtime, sha256=sha256_of(p))
+        return found
 
-    src, dst = entry(step.source, step.source_path), entry(step.dest, step.dest_path)
-    if src is None or dst is None or dst.is_dir or src.size != dst.size:
-        return False
+    by_side: dict[tuple[str, str], list[str]] = {}
+    for s in steps:
+        by_side.setdefault(("src", s.source), []).append(s.source_path)
+        by_side.setdefault(("dst", s.dest), []).append(s.dest_path)
+    known = {key: described(key[1], paths) for key, paths in by_side.items()}
+    verdicts = []
+    for s in steps:
+        src = known[("src", s.source)].get(s.source_path)
+        dst = known[("dst", s.dest)].get(s.dest_path)
+        if dst is None or src is None:
+            verdicts.append(MISSING)
+        elif src.sha256 == dst.sha256:
+            verdicts.append(SAME)
+        else:
+            verdicts.append(NEWER if dst.mtime > src.mtime else OLDER)
+    return verdicts
 
-    def digest(service: str, path: str, known: Entry) -> str:
-        return known.sha256 or (providers(service).hash(path) if service else sha256_of(Path(path)))
 
-    return digest(step.source, step.source_path, src) == digest(step.dest, step.dest_path, dst)
+def to_sync(providers: Providers, steps: list[Step]) -> tuple[list[Step], int, list[Step]]:
+    """What a sync moves: the steps whose destination is missing or older and differs;
+    how many are the same already; the steps left alone because their destination is
+    newer (reported, never overwritten)."""
+    verdicts = compare(providers, steps)
+    todo = [s for s, v in zip(steps, verdicts, strict=True) if v in (MISSING, OLDER)]
+    newer = [s for s, v in zip(steps, verdicts, strict=True) if v == NEWER]
+    return todo, verdicts.count(SAME), newer
 
 
 def search(provider: Provider, directory: str, pattern: str, recursive: bool) -> list[Entry]:

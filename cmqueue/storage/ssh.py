@@ -60,6 +60,12 @@ _GET_MANY = (
     'tar -cf - --null -T "$list" -C "$(dirname -- "$list")" "$(basename -- "$list").sum"; rc=$?; '
     'rm -f -- "$list" "$list.sum"; exit $rc'
 )
+# Size, time and SHA-256 of the files named on stdin (NUL-separated) that exist.
+_DESCRIBE = (
+    'cd -- "$1" || exit 3; list=$(mktemp) || exit 1; cat > "$list"; '
+    'xargs -0 stat -c "%s %Y %n" -- < "$list" 2>/dev/null; echo "--cmq--"; '
+    'xargs -0 sha256sum -- < "$list" 2>/dev/null; rm -f -- "$list"; exit 0'
+)
 #: Exit code of the scripts when the path is not there.
 MISSING = 3
 #: Files sent in one tar stream at most.
@@ -190,6 +196,25 @@ class SshProvider(Provider):
 
     def hash(self, name: str) -> str:
         return self._run(_HASH, self.path(name), name=name).split()[0]
+
+    def describe(self, names: list[str]) -> dict[str, Entry]:
+        odd = [n for n in names if not _plain(n) or not n]
+        found = super().describe(odd) if odd else {}
+        plain = [check_name(n) for n in names if _plain(n) and n]
+        for i in range(0, len(plain), BATCH):
+            chunk = plain[i:i + BATCH]
+            data = b"".join(n.encode("utf-8", "surrogateescape") + b"\0" for n in chunk)
+            out = self._run(_DESCRIBE, self.root, name=chunk[0], input=data)
+            stats, _, sums = out.partition("--cmq--\n")
+            sizes = {}
+            for line in stats.splitlines():
+                size, mtime, name = line.split(" ", 2)
+                sizes[name] = (int(size), float(mtime))
+            for line in sums.splitlines():
+                digest, _, name = line.partition("  ")
+                if name in sizes:
+                    found[name] = Entry(name=name, size=sizes[name][0], mtime=sizes[name][1], sha256=digest)
+        return found
 
     # -- many files in one stream -----------------------------------------------------------
     def put_files(self, items: list[tuple[Path, str]], on_bytes: OnBytes | None = None) -> list[Entry]:

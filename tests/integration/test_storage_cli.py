@@ -173,3 +173,22 @@ def test_a_tbd_secret_without_a_terminal_is_refused_and_an_open_secret_file_too(
     p = subprocess.run([sys.executable, "-m", "cmqueue", "-c", str(bad), "storage", "list", "az:"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.parametrize("service", ["box", "m1", "az"])
+def test_sync_leaves_a_newer_destination_file_alone_and_says_so(user, service):
+    tree = user.root / f"newer-{service}"
+    tree.mkdir()
+    (tree / "x.txt").write_text("old content\n")
+    os.utime(tree / "x.txt", (1_600_000_000, 1_600_000_000))
+    assert user("sync", str(tree), f"{service}:newer").code == 0
+    edited = user.root / f"edited-{service}.txt"
+    edited.write_text("edited there, later\n")
+    os.utime(edited, (1_700_000_000, 1_700_000_000))
+    assert user("put", str(edited), f"{service}:newer/x.txt").code == 0
+    r = user("sync", str(tree), f"{service}:newer")
+    assert r.code == 0, r.err
+    assert "left alone, newer at the destination" in r.err and "(1 left alone" in r.err
+    back = user.root / f"kept-{service}.txt"
+    assert user("get", f"{service}:newer/x.txt", str(back)).code == 0
+    assert back.read_text() == "edited there, later\n"
