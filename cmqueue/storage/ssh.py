@@ -216,6 +216,20 @@ class SshProvider(Provider):
                     found[name] = Entry(name=name, size=sizes[name][0], mtime=sizes[name][1], sha256=digest)
         return found
 
+    def put_file(self, local: Path, name: str, on_bytes: OnBytes | None = None) -> Entry:
+        # One read here: the file streams (hashed on the way) with its manifest after it.
+        if not _plain(name) or not name:
+            return super().put_file(local, name, on_bytes)
+        return self._put_batch([(Path(local), name)], on_bytes)[0]
+
+    def get_file(self, name: str, local: Path, on_bytes: OnBytes | None = None) -> Entry:
+        if not _plain(name) or not name:
+            return super().get_file(name, local, on_bytes)
+        entry = self.stat(name)
+        if entry is None or entry.is_dir:
+            raise NotFoundError(f"{self.where(name)}: no such file")
+        return self._get_batch([(name, Path(local))], on_bytes)[0]
+
     # -- many files in one stream -----------------------------------------------------------
     def put_files(self, items: list[tuple[Path, str]], on_bytes: OnBytes | None = None) -> list[Entry]:
         """Send the files as tar streams of up to BATCH files, with their SHA-256 manifest
