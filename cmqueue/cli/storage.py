@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import sys
 import time
+from contextlib import contextmanager
 from typing import Any
 
 from ..errors import UsageError
@@ -216,7 +217,8 @@ def _copy(providers: Any, args: Args, default: str | None, parallel: int, settin
         if args["--async"]:
             return 0
     else:
-        moved = sum(r["bytes"] for r in run_steps(providers, steps))
+        with _bytes_view(what, sum(s.size for s in steps)) as on_bytes:
+            moved = sum(r["bytes"] for r in run_steps(providers, steps, on_bytes))
         files = len(steps)
     took = time.monotonic() - t0
     rate = f", {human_bytes(moved / took)}/s" if took > 0 and moved else ""
@@ -226,6 +228,21 @@ def _copy(providers: Any, args: Args, default: str | None, parallel: int, settin
     output.err.print(f"{files} file{'s' if files != 1 else ''}, {human_bytes(moved)} in {took:.1f}s{rate}{there}"
                      f" ({source} -> {dest}, verified by SHA-256)", markup=False, highlight=False)
     return 0
+
+
+@contextmanager
+def _bytes_view(what: str, total: int):
+    """A bar with bytes and rate on a terminal while files move here; yields the callback
+    told each chunk's size (None when there is no terminal)."""
+    if not sys.stderr.isatty() or not total:
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+
+    with Progress(TextColumn(what), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeElapsedColumn(),
+                  console=output.err, transient=True) as progress:
+        task = progress.add_task(what, total=total)
+        yield lambda n: progress.advance(task, n)
 
 
 def _no_questions(inventory: Any, services: set[str]) -> None:

@@ -143,10 +143,13 @@ def test_a_server_that_is_down_or_refuses_the_secret_is_one_line(user, tmp_path)
     inv = yaml.safe_load(user.config.read_text())
     inv["storage"]["s3"]["endpoint"] = "http://127.0.0.1:1"
     inv["storage"]["az"]["secret"] = "d3Jvbmc="
+    inv["storage"]["az2"] = {**inv["storage"]["az"], "secret": yaml.safe_load(user.config.read_text())["storage"]
+                             ["az"]["secret"], "container": "no-such-container"}
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(inv))
     bad.chmod(0o600)
-    for service, words in (("s3", "cannot reach"), ("az", "refused the key and secret")):
+    for service, words in (("s3", "cannot reach"), ("az", "refused the key and secret"),
+                           ("az2", "container (bucket) 'no-such-container' does not exist")):
         p = subprocess.run([sys.executable, "-m", "cmqueue", "-c", str(bad), "storage", "list", f"{service}:"],
                            capture_output=True, text=True, timeout=60)
         assert p.returncode == 3, p.stderr
