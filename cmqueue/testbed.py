@@ -297,8 +297,30 @@ def azurite_binary() -> str | None:
                  "azurite-blob")
 
 
+class _ChildServer:
+    """A server process this module started: its log in its root, stopped by pid."""
+
+    root: Path
+    proc: subprocess.Popen | None
+
+    def _spawn(self, argv: list[str], log_name: str, port: int, env: dict[str, str] | None = None) -> None:
+        log = open(self.root / log_name, "wb")
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                     start_new_session=True, cwd=self.root)
+        log.close()
+        wait_port("127.0.0.1", port, timeout=60, proc=self.proc)
+
+    def stop(self) -> None:
+        """Stop it (by pid) and everything it started."""
+        if self.proc is not None:
+            kill_tree(self.proc.pid, signal.SIGTERM)
+            kill_tree(self.proc.pid)
+            self.proc.wait()
+            self.proc = None
+
+
 @dataclass
-class SeaweedServer:
+class SeaweedServer(_ChildServer):
     """A private SeaweedFS (master, volume, filer and S3 gateway) with its S3 API on a free
     loopback port, one access key, telemetry off, every listener on 127.0.0.1."""
 
@@ -334,20 +356,8 @@ class SeaweedServer:
                 "-s3", f"-s3.port={ports[6]}", f"-s3.port.grpc={ports[7]}", f"-s3.config={config}",
                 "-s3.port.iceberg=0", "-s3.port.lance=0", "-metricsPort=0", "-master.volumeSizeLimitMB=256",
                 "-volume.max=50"]
-        log = open(self.root / "weed.log", "wb")
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, cwd=self.root)
-        log.close()
-        wait_port("127.0.0.1", self.port, timeout=60, proc=self.proc)
+        self._spawn(argv, "weed.log", self.port)
         return self
-
-    def stop(self) -> None:
-        """Stop it (by pid) and everything it started."""
-        if self.proc is not None:
-            kill_tree(self.proc.pid, signal.SIGTERM)
-            kill_tree(self.proc.pid)
-            self.proc.wait()
-            self.proc = None
 
 
 #: Azurite's account key must be base64; any 64 bytes do.
@@ -358,7 +368,7 @@ def _azure_key() -> str:
 
 
 @dataclass
-class AzuriteServer:
+class AzuriteServer(_ChildServer):
     """A private Azurite (Azure Blob) on a free loopback port with its own account and
     key, telemetry off."""
 
@@ -382,19 +392,6 @@ class AzuriteServer:
         data.mkdir(parents=True, exist_ok=True)
         self.port = self.port or random_free_port()
         env = {**os.environ, "AZURITE_ACCOUNTS": f"{self.account}:{self.secret}"}
-        log = open(self.root / "azurite.log", "wb")
-        self.proc = subprocess.Popen([binary, "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--location",
-                                      str(data), "--disableTelemetry", "--silent", "--skipApiVersionCheck"],
-                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                     start_new_session=True, cwd=self.root)
-        log.close()
-        wait_port("127.0.0.1", self.port, timeout=60, proc=self.proc)
+        self._spawn([binary, "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--location", str(data),
+                     "--disableTelemetry", "--silent", "--skipApiVersionCheck"], "azurite.log", self.port, env)
         return self
-
-    def stop(self) -> None:
-        """Stop it (by pid)."""
-        if self.proc is not None:
-            kill_tree(self.proc.pid, signal.SIGTERM)
-            kill_tree(self.proc.pid)
-            self.proc.wait()
-            self.proc = None

@@ -234,12 +234,8 @@ class SshProvider(Provider):
     def put_files(self, items: list[tuple[Path, str]], on_bytes: OnBytes | None = None) -> list[Entry]:
         """Send the files as tar streams of up to BATCH files, with their SHA-256 manifest
         computed while they stream; the machine keeps them only when it matches."""
-        odd = [(p, n) for p, n in items if not _plain(n) or not n]
-        done = super().put_files(odd, on_bytes) if odd else []
-        plain = [(p, n) for p, n in items if _plain(n) and n]
-        for i in range(0, len(plain), BATCH):
-            done += self._put_batch(plain[i:i + BATCH], on_bytes)
-        return done
+        return _in_batches(items, [n for _, n in items], lambda odd: super(SshProvider, self).put_files(odd, on_bytes),
+                           lambda batch: self._put_batch(batch, on_bytes))
 
     def _put_batch(self, items: list[tuple[Path, str]], on_bytes: OnBytes | None) -> list[Entry]:
         proc = subprocess.Popen(self.transfer.script(_PUT_MANY, self.root), stdin=subprocess.PIPE,
@@ -283,12 +279,8 @@ class SshProvider(Provider):
     def get_files(self, items: list[tuple[str, Path]], on_bytes: OnBytes | None = None) -> list[Entry]:
         """Fetch the files as tar streams of up to BATCH files, each checked against the
         machine's SHA-256 of it, and kept (renamed into place) only when it matches."""
-        odd = [(n, p) for n, p in items if not _plain(n) or not n]
-        done = super().get_files(odd, on_bytes) if odd else []
-        plain = [(n, p) for n, p in items if _plain(n) and n]
-        for i in range(0, len(plain), BATCH):
-            done += self._get_batch(plain[i:i + BATCH], on_bytes)
-        return done
+        return _in_batches(items, [n for n, _ in items], lambda odd: super(SshProvider, self).get_files(odd, on_bytes),
+                           lambda batch: self._get_batch(batch, on_bytes))
 
     def _get_batch(self, items: list[tuple[str, Path]], on_bytes: OnBytes | None) -> list[Entry]:
         wanted = {check_name(name): Path(local) for name, local in items}
@@ -362,6 +354,18 @@ class SshProvider(Provider):
                 tmp.unlink(missing_ok=True)
             proc.stdout.close()
             proc.stderr.close()
+
+
+def _in_batches(items: list[Any], names: list[str], one_by_one: Any, batch: Any) -> list[Entry]:
+    """Entries of ``items`` (in their order): names sha256sum would escape one by one,
+    the others BATCH at a time."""
+    odd = [x for x, n in zip(items, names, strict=True) if not _plain(n) or not n]
+    plain = [x for x, n in zip(items, names, strict=True) if _plain(n) and n]
+    done = one_by_one(odd) if odd else []
+    for i in range(0, len(plain), BATCH):
+        done += batch(plain[i:i + BATCH])
+    by_name = {e.name: e for e in done}
+    return [by_name[n] for n in names]
 
 
 class _HashingReader:
