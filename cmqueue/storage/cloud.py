@@ -195,6 +195,8 @@ class CloudProvider(Provider):
 
     def read(self, name: str) -> Iterator[bytes]:
         check_name(name)
+        if self.config.type in META_PREFIX:
+            return self._get(name)[1]
         obj = self._object(name)
         if obj is None:
             raise NotFoundError(f"{self.where(name)}: no such file")
@@ -205,14 +207,37 @@ class CloudProvider(Provider):
         return self._guarded(name, stream)
 
     def get_file(self, name: str, local: Path, on_bytes: OnBytes | None = None) -> Entry:
-        # One HEAD (size, time, the SHA-256 kept as metadata) and one GET. An object that
-        # another tool stored has no SHA-256: it arrives checked by its transport only.
+        # S3 and Azure: one GET, whose headers carry the SHA-256 and time kept as metadata.
+        # Other drivers: a HEAD, then a GET. An object that another tool stored has no
+        # SHA-256: it arrives checked by its transport only.
         check_name(name)
+        if self.config.type in META_PREFIX:
+            headers, chunks = self._get(name)
+            prefix = META_PREFIX[self.config.type]
+            meta = {k[len(prefix):]: v for k, v in headers.items() if k.startswith(prefix)}
+            mtime = _number(meta.get("mtime")) or _http_time(headers.get("last-modified", ""))
+            return self.receive(name, counted(chunks, on_bytes), local, meta.get("sha256"), mtime)
         obj = self._object(name)
         if obj is None:
             raise NotFoundError(f"{self.where(name)}: no such file")
         entry = self._entry(obj)
         return self.receive(name, counted(self._download(name, obj), on_bytes), local, entry.sha256, entry.mtime)
+
+    def _get(self, name: str) -> tuple[dict[str, str], Iterator[bytes]]:
+        """One GET of object ``name`` (S3, Azure): its headers and its bytes, in CHUNK pieces."""
+        path = self.driver._get_object_path(self.container, name)
+        try:
+            response = self._call(name, lambda: self.driver.connection.request(path, method="GET", stream=True,
+                                                                                raw=True))
+        except StorageError as e:
+            if "404" in str(e) or "Not Found" in str(e):
+                raise NotFoundError(f"{self.where(name)}: no such file") from None
+            raise
+        if response.status == 404:
+            raise NotFoundError(f"{self.where(name)}: no such file")
+        if response.status != 200:
+            raise StorageError(f"{self.where(name)}: the server answered HTTP {response.status}")
+        return response.headers, self._guarded(name, response.iter_content(CHUNK))
 
     def _guarded(self, name: str, stream: Iterable[bytes]) -> Iterator[bytes]:
         it = iter(stream)
@@ -283,6 +308,25 @@ class CloudProvider(Provider):
         session = getattr(getattr(conn, "connection", None), "session", None)
         if session is not None:
             session.close()
+
+
+#: Where S3 and Azure put an object's metadata among a GET's headers.
+META_PREFIX = {"s3": "x-amz-meta-", "azure": "x-ms-meta-"}
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
+def _http_time(text: str) -> float:
+    try:
+        parsed = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return 0.0
+    return parsed.timestamp() if parsed else 0.0
 
 
 #: Largest file S3 takes in one PUT here (its limit is 5 GiB).
