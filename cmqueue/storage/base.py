@@ -10,6 +10,7 @@ machine); on object stores a directory is the prefix of the names under it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -178,8 +179,11 @@ class Provider(ABC):
                 mtime: float | None) -> Entry:
         """Write ``chunks`` (file ``name``'s bytes) to ``local``, kept only when they hash to
         ``expected`` (when known); the file gets ``mtime``."""
-        local.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".cmq-part")
+        try:
+            local.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".cmq-part")
+        except OSError as e:
+            raise StorageError(f"{local}: {e.strerror or e}") from None
         try:
             stream = Hashing(chunks)
             with os.fdopen(fd, "wb") as f:
@@ -192,6 +196,10 @@ class Provider(ABC):
             if mtime:
                 os.utime(tmp, (mtime, mtime))
             os.replace(tmp, local)
+        except OSError as e:
+            Path(tmp).unlink(missing_ok=True)
+            why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+            raise StorageError(f"{local}: {why}; nothing was kept") from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -15,7 +15,18 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .base import CHUNK, Entry, Hashing, NotFoundError, Provider, StorageError, StorageUnavailableError, file_chunks
+from .base import (
+    CHUNK,
+    Entry,
+    Hashing,
+    NotFoundError,
+    OnBytes,
+    Provider,
+    StorageError,
+    StorageUnavailableError,
+    counted,
+    file_chunks,
+)
 from .config import StorageConfig
 from .names import check_name
 
@@ -132,3 +143,26 @@ class LocalProvider(Provider):
         except FileExistsError:
             raise StorageError(f"{self.where(name)}: a file has that name") from None
         return True
+
+    # A folder on this machine: nothing travels, so one read of each file (hashed as it is
+    # copied) is enough; the copy appears under its name only when complete.
+    def put_file(self, local: Path, name: str, on_bytes: OnBytes | None = None) -> Entry:
+        if not name:
+            raise StorageError(f"{self.where(name)}: the root is a directory")
+        target = self.path(name)
+        if target.is_dir():
+            raise StorageError(f"{self.where(name)}: is a directory")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError(f"{self.where(name)}: {e.strerror or e}") from None
+        entry = self.receive(name, counted(file_chunks(Path(local)), on_bytes), target, None,
+                             Path(local).stat().st_mtime)
+        return Entry(name=name, size=entry.size, mtime=entry.mtime, sha256=entry.sha256)
+
+    def get_file(self, name: str, local: Path, on_bytes: OnBytes | None = None) -> Entry:
+        source = self.path(name)
+        if not source.is_file():
+            raise NotFoundError(f"{self.where(name)}: no such file")
+        return self.receive(name, counted(file_chunks(source), on_bytes), Path(local), None, source.stat().st_mtime)
+
