@@ -48,6 +48,7 @@ class Entry:
     mtime: float = 0.0
     sha256: str | None = None           #: known without reading the file, else None
     is_dir: bool = False
+    md5: str | None = None              #: an object store's MD5 (an S3 ETag), when that is all it lists
 
     def to_dict(self) -> dict[str, Any]:
         """The entry as plain data."""
@@ -96,6 +97,15 @@ def file_chunks(path: Path, size: int = CHUNK) -> Iterator[bytes]:
     with open(path, "rb") as f:
         while chunk := f.read(size):
             yield chunk
+
+
+def digests(path: Path) -> tuple[str, str]:
+    """SHA-256 and MD5 (hex) of a local file, from one read."""
+    sha, md5 = hashlib.sha256(), hashlib.md5()
+    for chunk in file_chunks(path):
+        sha.update(chunk)
+        md5.update(chunk)
+    return sha.hexdigest(), md5.hexdigest()
 
 
 def sha256_of(path: Path) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import hashlib
+import posixpath
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -155,8 +156,29 @@ class CloudProvider(Provider):
             return None
 
     def _entry(self, obj: Any) -> Entry:
+        etag = (obj.hash or "").strip('"').lower()
         return Entry(name=obj.name, size=int(obj.size or 0), mtime=_mtime(obj),
-                     sha256=(obj.meta_data or {}).get("sha256") or None)
+                     sha256=(obj.meta_data or {}).get("sha256") or None,
+                     md5=etag if len(etag) == 32 and all(c in "0123456789abcdef" for c in etag) else None)
+
+    def describe(self, names: list[str]) -> dict[str, Entry]:
+        # One listing of the names' common directory: Azure lists each object's metadata
+        # (its SHA-256); S3 lists only ETags, which are MD5s for files put in one piece.
+        if not names:
+            return {}
+        top = posixpath.commonpath([posixpath.dirname(check_name(n)) for n in names])
+        listed = {o.name: o for o in self._below(f"{top}/" if top else "")}
+        found = {}
+        for name in names:
+            obj = listed.get(name)
+            if obj is not None:
+                entry = self._entry(obj)
+                if entry.sha256 is None and entry.md5 is None:       # a multipart upload: ask for its metadata
+                    full = self._object(name)
+                    entry = self._entry(full) if full is not None else entry
+                    entry.sha256 = entry.sha256 or self.hash(name)
+                found[name] = entry
+        return found
 
     def _below(self, prefix: str) -> Iterator[Any]:
         container = self.container

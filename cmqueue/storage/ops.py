@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import UsageError
 from ..models import PlainData
 from . import names
-from .base import Entry, NotFoundError, OnBytes, Provider, counted, sha256_of
+from .base import Entry, NotFoundError, OnBytes, Provider, counted, digests
 
 
 @dataclass(frozen=True)
@@ -200,8 +200,9 @@ MISSING, SAME, OLDER, NEWER = "missing", "same", "older", "newer"
 
 def compare(providers: Providers, steps: list[Step]) -> list[str]:
     """For each step, its destination against its source: ``missing``, ``same`` content
-    (SHA-256), or different and ``older`` or ``newer`` than the source (by time). Each
-    service is asked about all its files at once."""
+    (sizes, then SHA-256, or the MD5 an S3 listing gives when that is all there is), or
+    different and ``older`` or ``newer`` than the source (by time). Each service is
+    asked about all its files at once."""
     def described(service: str, paths: list[str]) -> dict[str, Entry]:
         if service:
             return providers(service).describe(paths)
@@ -210,8 +211,20 @@ def compare(providers: Providers, steps: list[Step]) -> list[str]:
             p = Path(path)
             if p.is_file():
                 st = p.stat()
-                found[path] = Entry(name=path, size=st.st_size, mtime=st.st_mtime, sha256=sha256_of(p))
+                sha, md5 = digests(p)
+                found[path] = Entry(name=path, size=st.st_size, mtime=st.st_mtime, sha256=sha, md5=md5)
         return found
+
+    def same(s: Step, src: Entry, dst: Entry) -> bool:
+        if src.size != dst.size:
+            return False
+        if src.sha256 and dst.sha256:
+            return src.sha256 == dst.sha256
+        if src.md5 and dst.md5:
+            return src.md5 == dst.md5
+        src.sha256 = src.sha256 or providers(s.source).hash(s.source_path)
+        dst.sha256 = dst.sha256 or providers(s.dest).hash(s.dest_path)
+        return src.sha256 == dst.sha256
 
     by_side: dict[tuple[str, str], list[str]] = {}
     for s in steps:
@@ -224,7 +237,7 @@ def compare(providers: Providers, steps: list[Step]) -> list[str]:
         dst = known[("dst", s.dest)].get(s.dest_path)
         if dst is None or src is None:
             verdicts.append(MISSING)
-        elif src.sha256 == dst.sha256:
+        elif same(s, src, dst):
             verdicts.append(SAME)
         else:
             verdicts.append(NEWER if dst.mtime > src.mtime else OLDER)

@@ -168,3 +168,17 @@ def test_many_files_at_once_go_and_come_back_verified_with_their_times(service, 
     with pytest.raises(NotFoundError):
         provider.get_files([(f"{top}/many/absent.txt", tmp_path / "absent.txt")])
     assert not (tmp_path / "absent.txt").exists()
+
+
+def test_describe_gives_size_and_a_content_hash_of_many_files_and_skips_missing_ones(service):
+    provider, top = service
+    assert provider.describe([f"{top}/none/a.txt"]) == {}             # not even the directory exists
+    data = {f"{top}/x/a.txt": b"alpha", f"{top}/x/y/b.txt": b"beta!", f"{top}/c.txt": b"c"}
+    for name, content in data.items():
+        put(provider, name, content)
+    found = provider.describe([*data, f"{top}/x/missing.txt"])
+    assert set(found) == set(data)
+    for name, content in data.items():
+        entry = found[name]
+        assert entry.size == len(content)
+        assert entry.sha256 == sha(content) or entry.md5 == hashlib.md5(content).hexdigest()
