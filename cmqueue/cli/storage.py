@@ -245,6 +245,20 @@ def _bytes_view(what: str, total: int):
         yield lambda n: progress.advance(task, n)
 
 
+def _need_a_worker(cluster: Any) -> None:
+    """Refuse to queue storage jobs that no worker would take: the workers of the
+    machines that run here (not agents) consume the storage queue."""
+    from ..errors import ServiceError
+    from ..machine_state import read_states
+
+    here = [m.name for m in cluster.settings.inventory.enabled() if m.mode != "agent"]
+    states = read_states(cluster.redis, here) if here else {}
+    if not any(s.get("state") in ("consuming", "ready") for s in states.values()):
+        raise ServiceError("--parallel and --async need a worker on this host, and none is running: "
+                           + ("start them with `cmq up`" if here else
+                              "the inventory has no machine (ssh or local) whose worker would run the jobs"))
+
+
 def _no_questions(inventory: Any, services: set[str]) -> None:
     """Refuse to queue work on a service whose secret is asked for (a worker cannot ask)."""
     from ..storage.config import ASK
@@ -279,6 +293,7 @@ def _run_queued(settings: Any, steps: list[Any], parallel: int, what: str, sync_
     batch = f"sync-{sync_name}-{new_id('')}" if sync_name else None
     specs = jobs.build(steps, parallel, what, retries=STORAGE_RETRIES, sync=sync_name is not None, batch=batch)
     with Cluster(settings) as c:
+        _need_a_worker(c)
         c.send_specs(specs)
         if detach:
             sys.stdout.write(f"{specs[0].batch}\n")

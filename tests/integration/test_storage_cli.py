@@ -195,3 +195,10 @@ def test_sync_leaves_a_newer_destination_file_alone_and_says_so(user, service):
     back = user.root / f"kept-{service}.txt"
     assert user("get", f"{service}:newer/x.txt", str(back)).code == 0
     assert back.read_text() == "edited there, later\n"
+
+
+def test_parallel_without_workers_says_to_start_them_and_sends_nothing(user):
+    r = user("--parallel=2", "put", "-r", str(user.tree), "box:never")
+    assert r.code == 3, r.err
+    assert "cmq up" in r.err and len(r.err.strip().splitlines()) == 1
+    assert not (user.root / "box" / "never").exists()
