@@ -38,10 +38,10 @@ taken from the working directory, which `cd` changes and which lasts between com
 there); a NAME that is a directory receives it under its own name. Another copy of the
 same content becomes a replica; different content that is newer updates every replica,
 and older content is refused as a conflict. `get` reads the preferred replica (or the
-next that works) and checks its SHA-256; `replicate` copies a file to more services as
-{dirname}/{basename}; `prefer` picks the replica a name resolves to. A name may also be
-given as {service}/{dirname}/{basename}, one replica. `delete` forgets names (the files
-stay on their services unless --purge).
+next that works) and checks its SHA-256; given a directory, it gets every file under it.
+`replicate` copies a file to more services as {dirname}/{basename}; `prefer` picks the
+replica a name resolves to. A name may also be given as {service}/{dirname}/{basename},
+one replica. `delete` forgets names (the files stay on their services unless --purge).
 
 Examples:
   cmq vdir mkdir /proj/raw && cmq vdir cd /proj/raw
@@ -76,9 +76,16 @@ Examples:
         elif args["status"]:
             return _status(v, args)
         elif args["get"]:
-            record, service = v.get(args["NAME"], Path(args["DESTINATION"]))
-            output.err.print(f"vdir {record['path']}: {record['size']} bytes from {service}, sha256 verified",
-                             markup=False, highlight=False)
+            path = v.path(args["NAME"])
+            if v.db.has_dir(path) and v.db.file(path) is None:
+                got = v.get_tree(args["NAME"], Path(args["DESTINATION"]))
+                total = sum(r["size"] for r, _ in got)
+                output.err.print(f"vdir {path}: {len(got)} file(s), {total} bytes, sha256 verified",
+                                 markup=False, highlight=False)
+            else:
+                record, service = v.get(args["NAME"], Path(args["DESTINATION"]))
+                output.err.print(f"vdir {record['path']}: {record['size']} bytes from {service}, sha256 verified",
+                                 markup=False, highlight=False)
         elif args["replicate"]:
             record = v.replicate(args["NAME"], args["SERVICE"])
             where = ", ".join(r["service"] for r in record["replicas"])

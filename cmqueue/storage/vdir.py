@@ -244,6 +244,16 @@ class VirtualDirectory:
             return record, service
         raise VdirError(f"vdir {record['path']}: no replica could be read: " + "; ".join(problems))
 
+    def get_tree(self, text: str, destination: Path) -> list[tuple[dict[str, Any], str]]:
+        """Copy every file under a directory to ``destination`` (its tree kept), each as
+        :meth:`get` does; (record, service used) per file."""
+        path = self.path(text)
+        if not self.db.has_dir(path):
+            raise VdirError(f"vdir {path}: no such directory")
+        cut = len(path.rstrip("/")) + 1
+        return [self.get(record["path"], Path(destination) / record["path"][cut:])
+                for record in self.db.all_files(path)]
+
     def replicate(self, text: str, services: list[str]) -> dict[str, Any]:
         """Copy a file to more services (as ``{dirname}/{basename}`` there), verified."""
         record, _ = self.locate(text)

@@ -148,3 +148,16 @@ def test_a_name_under_a_missing_directory_says_how_to_make_it(user):
     user.put("y\n", f"box:{p}/y.txt")
     r = user("vdir", "add", f"box:{p}/y.txt", "/nowhere/y.txt")
     assert r.code == 1 and "cmq vdir mkdir /nowhere" in r.err
+
+
+def test_get_of_a_directory_brings_every_file_under_it(user):
+    p = user.prefix
+    assert user("vdir", "mkdir", "/tree/sub").code == 0
+    user.put("top\n", f"box:{p}/tree/top.txt")
+    assert user("vdir", "add", f"box:{p}/tree/top.txt", "/tree/").code == 0
+    user.put("deep\n", f"s3:{p}/tree/deep.txt")
+    assert user("vdir", "add", f"s3:{p}/tree/deep.txt", "/tree/sub/").code == 0
+    r = user("vdir", "get", "/tree", str(user.root / "tree-out"))
+    assert r.code == 0 and "2 file(s)" in r.err, r.err
+    assert (user.root / "tree-out" / "top.txt").read_text() == "top\n"
+    assert (user.root / "tree-out" / "sub" / "deep.txt").read_text() == "deep\n"
