@@ -28,10 +28,12 @@ from .names import check_name
 
 _STAT = ('if [ -d "$1" ]; then stat -c "d 0 %Y" -- "$1"; elif [ -f "$1" ]; then stat -c "f %s %Y" -- "$1"; '
          'else echo -; fi')
-_LIST_FILES = ('[ -d "$1" ] || exit 3; cd -- "$1" && '
-               'find . -mindepth 1 -type f ! -name "*.cmq-part" -printf "f %s %T@ %P\\0"')
-_LIST_FLAT = ('[ -d "$1" ] || exit 3; cd -- "$1" && find . -mindepth 1 -maxdepth 1 \\( -type f'
-              '  ! -name "*.cmq-part" -printf "f %s %T@ %P\\0" \\) -o \\( -type d -printf "d 0 %T@ %P\\0" \\)')
+# Listings leave out what is being received: files *.cmq-part, directories .cmq-part-*.
+_LIST_FILES = ('[ -d "$1" ] || exit 3; cd -- "$1" && find . -mindepth 1 -type d -name ".cmq-part-*" -prune '
+               '-o -type f ! -name "*.cmq-part" -printf "f %s %T@ %P\\0"')
+_LIST_FLAT = ('[ -d "$1" ] || exit 3; cd -- "$1" && find . -mindepth 1 -maxdepth 1 -name ".cmq-part-*" -prune '
+              '-o \\( -type f ! -name "*.cmq-part" -printf "f %s %T@ %P\\0" \\) '
+              '-o \\( -type d -printf "d 0 %T@ %P\\0" \\)')
 _READ = '[ -f "$1" ] || exit 3; exec cat -- "$1"'
 _WRITE = (
     '[ -d "$1" ] && { echo "is a directory" >&2; exit 4; }; '

@@ -8,6 +8,7 @@ import hashlib
 import os
 import secrets
 import time
+from pathlib import Path
 
 import pytest
 
@@ -182,3 +183,16 @@ def test_describe_gives_size_and_a_content_hash_of_many_files_and_skips_missing_
         entry = found[name]
         assert entry.size == len(content)
         assert entry.sha256 == sha(content) or entry.md5 == hashlib.md5(content).hexdigest()
+
+
+def test_a_machine_never_lists_what_it_is_still_receiving(inventory, tmp_path, monkeypatch):
+    monkeypatch.setenv("CMQ_HOME", str(tmp_path / "home"))
+    provider = open_service(inventory, "m1")
+    top = f"t-{secrets.token_hex(4)}"
+    put(provider, f"{top}/done.txt", b"done")
+    root = Path(provider.root)                       # the loopback machine's directory, here
+    (root / top / ".cmq-part-abc123").mkdir()
+    (root / top / ".cmq-part-abc123" / "half.txt").write_bytes(b"ha")
+    (root / top / ".half.txt.1234.cmq-part").write_bytes(b"ha")
+    assert [e.name for e in provider.list(top)] == [f"{top}/done.txt"]
+    assert [e.name for e in provider.list(top, recursive=True)] == [f"{top}/done.txt"]
