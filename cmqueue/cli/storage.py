@@ -55,7 +55,8 @@ is missing at DESTINATION or whose content (SHA-256) differs there and is older,
 leaves a destination file that is newer alone (it says so); either
 side of sync may be a local path (one without SERVICE:).
 
-With --parallel=N (N > 1) or --async, the files go as N jobs of about equal bytes to the
+sync compares here first, and only what differs goes on. With --parallel=N (N > 1)
+or --async, the files go as N jobs of about equal bytes to the
 storage queue, where the workers `cmq up` started move them; each job is in the history
 (`cmq status`), retried twice, and a job that runs again moves only what is not there.
 A TBD secret cannot be asked for in a worker: give those services a secret_file.
@@ -204,7 +205,7 @@ def _copy(providers: Any, args: Args, default: str | None, parallel: int, settin
     steps = plan(providers, source, dest, recursive=bool(args["--recursive"] or sync))
     t0 = time.monotonic()
     files, skipped, moved, newer = 0, 0, 0, 0
-    if sync and not queued:                   # (queued sync jobs look themselves)
+    if sync:                                  # (queued sync jobs look again: the files may change)
         steps, skipped, left = to_sync(providers, steps)
         newer = len(left)
         for s in left:
@@ -213,9 +214,15 @@ def _copy(providers: Any, args: Args, default: str | None, parallel: int, settin
     if queued and steps:
         _no_questions(settings.inventory, {s.source for s in steps} | {s.dest for s in steps})
         label = f"{what}{f' {name}' if name else ''} {source} -> {dest}"
-        files, skipped, moved, newer = _run_queued(settings, steps, parallel, label, name, bool(args["--async"]))
+        files, more_same, moved, more_newer = _run_queued(settings, steps, parallel, label, name,
+                                                          bool(args["--async"]))
+        skipped, newer = skipped + more_same, newer + more_newer
         if args["--async"]:
             return 0
+    elif args["--async"]:
+        output.err.print(f"sync {name}: nothing to move ({skipped} file(s) already there)", markup=False,
+                         highlight=False)
+        return 0
     else:
         with _bytes_view(what, sum(s.size for s in steps)) as on_bytes:
             moved = sum(r["bytes"] for r in run_steps(providers, steps, on_bytes))

@@ -98,9 +98,14 @@ def test_an_async_sync_returns_its_batch_and_sync_status_follows_it(cenv):
     r = cenv.run("storage", "sync", str(cenv.tree), "box:mirror", "--name=nightly", "--parallel=2")
     assert r.code == 0, r.err
     assert r.err.startswith("0 files, 0 B") and "(21 already there)" in r.err
+    r = cenv.run("storage", "sync", str(cenv.tree), "box:mirror", "--name=nightly", "--async")
+    assert r.code == 0 and r.out == "" and "nothing to move (21 file(s) already there)" in r.err
+    (cenv.tree / "d1" / "f3.bin").write_bytes(b"changed")
+    r = cenv.run("storage", "sync", str(cenv.tree), "box:mirror", "--name=nightly", "--parallel=2")
+    assert r.code == 0 and r.err.startswith("1 file,") and "(20 already there)" in r.err, r.err
     status = cenv.run("storage", "sync", "status", "--name=nightly", "--output=json", check=True).json()
-    assert [(s["files"], s["skipped"], s["bytes"]) for s in status][-1] == (0, 21, 0)
-    assert len(status) == 2
+    assert [(s["files"], s["state"]) for s in status] == [(21, "done"), (1, "done")]
+    (cenv.tree / "d1" / "f3.bin").write_bytes(bytes([1, 3]) * 4000)
     everything = cenv.run("storage", "sync", "status", check=True)
     assert "nightly" in everything.out
     missing = cenv.run("storage", "sync", "status", "--name=never")

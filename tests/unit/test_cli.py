@@ -251,3 +251,20 @@ def test_a_large_inventory_lists_alike_machines_on_one_row(tmp_path):
 def test_worker_part_must_be_a_share_of_the_workers(inv, tmp_path):
     one_line_error(cmq("--config", str(inv), "worker", "--part=3/2", env={"CMQ_HOME": str(tmp_path / "h")}),
                    "--part", "I/N")
+
+
+@pytest.mark.parametrize("name", sorted(n for n in __import__("cmqueue.cli.main", fromlist=["x"]).COMMAND_MODULES
+                                        if n not in ("recorder", "launcher")))
+def test_every_commands_usage_text_parses(name):
+    """A line of a usage text that starts with an option is read as an option's
+    definition: a bad one breaks the command at run time, not at --help."""
+    from docopt import docopt
+
+    from cmqueue.cli.commands import GLOBAL_OPTIONS
+    from cmqueue.cli.main import command
+
+    doc = (command(name).__doc__ or "") + GLOBAL_OPTIONS
+    with pytest.raises(SystemExit):               # --help prints the usage and exits: it parsed
+        docopt(doc, argv=[name, "--help"])
+    r = cmq(name, "--help")
+    assert r.returncode == 0 and "Usage:" in r.stdout, r.stderr
