@@ -94,15 +94,20 @@ class SshProvider(Provider):
         check_name(name)
         return posixpath.join(self.root, name) if name else self.root
 
+    def _failure(self, code: int, err: bytes, what: str, after: str = "") -> StorageError | StorageUnavailableError:
+        """The error of a script that exited ``code`` (255: ssh itself failed; MISSING:
+        the path is not there), about ``what``; ``after`` ends the message."""
+        if code == 255:
+            return StorageUnavailableError(f"{self.config.where}: cannot reach machine {self.machine.name}: "
+                                           f"{error_line(err, 'ssh failed')}")
+        if code == MISSING:
+            return NotFoundError(f"{what}: no such file or directory")
+        return StorageError(f"{what}: {error_line(err, f'exit code {code}')}{after}")
+
     def _run(self, script: str, *args: str, name: str = "", input: bytes | None = None) -> str:
         proc = self.transfer.run(script, *args, input=input)
-        if proc.returncode == 255:
-            raise StorageUnavailableError(f"{self.config.where}: cannot reach machine {self.machine.name}: "
-                                          f"{error_line(proc.stderr, 'ssh failed')}")
-        if proc.returncode == MISSING:
-            raise NotFoundError(f"{self.where(name)}: no such file or directory")
         if proc.returncode != 0:
-            raise StorageError(f"{self.where(name)}: {error_line(proc.stderr, f'exit code {proc.returncode}')}")
+            raise self._failure(proc.returncode, proc.stderr, self.where(name))
         return proc.stdout.decode("utf-8", "surrogateescape")
 
     def stat(self, name: str) -> Entry | None:
@@ -177,13 +182,10 @@ class SshProvider(Provider):
         proc.wait()
         proc.stdout.close()
         proc.stderr.close()
-        if proc.returncode == 255:
-            raise StorageUnavailableError(f"{self.config.where}: cannot reach machine {self.machine.name}: "
-                                          f"{error_line(err, 'ssh failed')}")
-        if proc.returncode != 0 or stream.hexdigest() != sha256:
-            why = (error_line(err, f"exit code {proc.returncode}") if proc.returncode
-                   else "the data does not match its SHA-256")
-            raise StorageError(f"{self.where(name)}: {why}; nothing was kept")
+        if proc.returncode != 0:
+            raise self._failure(proc.returncode, err, self.where(name), "; nothing was kept")
+        if stream.hexdigest() != sha256:
+            raise StorageError(f"{self.where(name)}: the data does not match its SHA-256; nothing was kept")
         stamp = out.split()
         return Entry(name=name, size=stream.size, mtime=float(stamp[-1]) if stamp else 0.0, sha256=sha256)
 
@@ -271,11 +273,8 @@ class SshProvider(Provider):
         err = proc.stderr.read()
         proc.stderr.close()
         if proc.wait() != 0:
-            if proc.returncode == 255:
-                raise StorageUnavailableError(f"{self.config.where}: cannot reach machine {self.machine.name}: "
-                                              f"{error_line(err, 'ssh failed')}")
-            raise StorageError(f"{self.where(items[0][1])} and {len(items) - 1} more: "
-                               f"{error_line(err, f'exit code {proc.returncode}')}; nothing was kept")
+            raise self._failure(proc.returncode, err, f"{self.where(items[0][1])} and {len(items) - 1} more",
+                                "; nothing was kept")
         return entries
 
     def get_files(self, items: list[tuple[str, Path]], on_bytes: OnBytes | None = None) -> list[Entry]:
@@ -319,12 +318,7 @@ class SshProvider(Provider):
             err = proc.stderr.read()
             code = proc.wait()
             if code != 0:
-                if code == 255:
-                    raise StorageUnavailableError(f"{self.config.where}: cannot reach machine {self.machine.name}: "
-                                                  f"{error_line(err, 'ssh failed')}")
-                raise (NotFoundError if code == MISSING else StorageError)(
-                    f"{self.where(items[0][0])} and {len(items) - 1} more: "
-                    f"{error_line(err, f'exit code {code}')}")
+                raise self._failure(code, err, f"{self.where(items[0][0])} and {len(items) - 1} more")
             entries = []
             for name in wanted:
                 tmp, got, size, mtime = received[name]
@@ -341,12 +335,8 @@ class SshProvider(Provider):
         except tarfile.TarError as e:
             err = proc.stderr.read()
             code = proc.wait()
-            if code == MISSING:
-                raise NotFoundError(f"{self.where(items[0][0])} and {len(items) - 1} more: "
-                                    f"{error_line(err, 'no such file')}") from None
-            if code == 255:
-                raise StorageUnavailableError(f"{self.config.where}: cannot reach machine {self.machine.name}: "
-                                              f"{error_line(err, 'ssh failed')}") from None
+            if code in (MISSING, 255):
+                raise self._failure(code, err, f"{self.where(items[0][0])} and {len(items) - 1} more") from None
             raise StorageError(f"{self.config.where}: a broken tar stream from {self.machine.name}: {e}") from None
         finally:
             if proc.poll() is None:

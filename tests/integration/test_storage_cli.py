@@ -145,11 +145,14 @@ def test_a_server_that_is_down_or_refuses_the_secret_is_one_line(user, tmp_path)
     inv["storage"]["az"]["secret"] = "d3Jvbmc="
     inv["storage"]["az2"] = {**inv["storage"]["az"], "secret": yaml.safe_load(user.config.read_text())["storage"]
                              ["az"]["secret"], "container": "no-such-container"}
+    inv["machines"]["dead"] = {"host": "127.0.0.1", "port": 1}          # nothing listens there
+    inv["storage"]["gone"] = {"type": "ssh", "machine": "dead"}
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(inv))
     bad.chmod(0o600)
     for service, words in (("s3", "cannot reach"), ("az", "refused the key and secret"),
-                           ("az2", "container (bucket) 'no-such-container' does not exist")):
+                           ("az2", "container (bucket) 'no-such-container' does not exist"),
+                           ("gone", "cannot reach machine dead")):
         p = subprocess.run([sys.executable, "-m", "cmqueue", "-c", str(bad), "storage", "list", f"{service}:"],
                            capture_output=True, text=True, timeout=60)
         assert p.returncode == 3, p.stderr
