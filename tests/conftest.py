@@ -185,6 +185,16 @@ def cmq(request, tmp_path_factory) -> Iterator[CmqEnv]:
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    """A private redis-server (password, free port) for one test module, stopped by pid."""
+    need_services()
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def mongo_url():
     """A MongoDB to test against: CMQ_TEST_MONGO_URL (a real one), else a mongoeco server

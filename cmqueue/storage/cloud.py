@@ -285,40 +285,28 @@ class CloudProvider(Provider):
         return Entry(name=name, size=stream.size, mtime=mtime if mtime is not None else _mtime(obj), sha256=sha256)
 
     def put_file(self, local: Path, name: str, on_bytes: OnBytes | None = None) -> Entry:
-        # S3: one PUT of the file with its Content-MD5, which the server checks (the SHA-256
-        # for the metadata and the MD5 come from one read of the file); a file above
-        # SINGLE_PUT goes by the stream path (a multipart upload). Azure: libcloud's file
-        # upload, whose blocks each carry a Content-MD5 the server checks.
-        if self.config.type == "azure" and local.stat().st_size > 0:     # (libcloud sends an empty file wrong)
-            return self._put_azure(local, name, on_bytes)
-        if self.config.type != "s3" or local.stat().st_size > SINGLE_PUT:
+        # One upload of the file by libcloud, after one read of it for the SHA-256 (kept as
+        # metadata) and the MD5. S3: one PUT with the Content-MD5, which the server checks
+        # (a file above SINGLE_PUT goes by the stream path, a multipart upload). Azure:
+        # blocks that each carry a Content-MD5 the server checks (an empty file goes by
+        # the stream path: libcloud sends it wrong).
+        size = local.stat().st_size
+        if self.config.type not in ("s3", "azure") or size > SINGLE_PUT or (self.config.type == "azure" and not size):
             return super().put_file(local, name, on_bytes)
         if not check_name(name):
             raise StorageError(f"{self.where(name)}: the root is not a file")
         sha, md5 = _digests(local)
         st = local.stat()
         meta = {"sha256": sha, "mtime": repr(st.st_mtime)}
+        headers = {"Content-MD5": base64.b64encode(md5).decode()} if self.config.type == "s3" else None
         container = self.container
         obj = self._call(name, lambda: self.driver.upload_object(
-            str(local), container, name, extra={"meta_data": meta}, verify_hash=False,
-            headers={"Content-MD5": base64.b64encode(md5).decode()}))
+            str(local), container, name, extra={"meta_data": meta}, verify_hash=self.config.type == "azure",
+            headers=headers))
         etag = (obj.hash or "").strip('"')
-        if len(etag) == 32 and etag != md5.hex():
+        if self.config.type == "s3" and len(etag) == 32 and etag != md5.hex():
             self._call(name, lambda: self.driver.delete_object(obj))
             raise StorageError(f"{self.where(name)}: the server's MD5 differs from the file's; the upload was removed")
-        if on_bytes is not None:
-            on_bytes(st.st_size)
-        return Entry(name=name, size=st.st_size, mtime=st.st_mtime, sha256=sha)
-
-    def _put_azure(self, local: Path, name: str, on_bytes: OnBytes | None) -> Entry:
-        if not check_name(name):
-            raise StorageError(f"{self.where(name)}: the root is not a file")
-        sha, _ = _digests(local)
-        st = local.stat()
-        meta = {"sha256": sha, "mtime": repr(st.st_mtime)}
-        container = self.container
-        self._call(name, lambda: self.driver.upload_object(str(local), container, name, extra={"meta_data": meta},
-                                                           verify_hash=True))
         if on_bytes is not None:
             on_bytes(st.st_size)
         return Entry(name=name, size=st.st_size, mtime=st.st_mtime, sha256=sha)

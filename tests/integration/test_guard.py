@@ -11,20 +11,13 @@ from cmqueue.guard import JobGuard, Verdict, claim_key, done_key, started_key
 from cmqueue.lease import Lease, lease_key, worker_lease
 from cmqueue.models import JobStatus
 from cmqueue.orphans import Held, holder_gone
-from cmqueue.testbed import RedisServer
-
-from ..conftest import need_services
 
 STREAM = "test:events"
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    need_services()
-    server = RedisServer(tmp_path_factory.mktemp("guard-redis"))
-    server.start()
-    yield redis.Redis.from_url(server.url, decode_responses=True)
-    server.stop()
+def client(redis_server):
+    return redis.Redis.from_url(redis_server.url, decode_responses=True)
 
 
 def guard(client, token):

@@ -10,18 +10,11 @@ import redis
 
 from cmqueue.errors import ServiceError
 from cmqueue.lease import Holder, Lease, holder, lease_key, worker_lease
-from cmqueue.testbed import RedisServer
-
-from ..conftest import need_services
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    need_services()
-    server = RedisServer(tmp_path_factory.mktemp("lease-redis"))
-    server.start()
-    yield redis.Redis.from_url(server.url)
-    server.stop()
+def client(redis_server):
+    return redis.Redis.from_url(redis_server.url)
 
 
 def lease(client, machine):

@@ -12,21 +12,14 @@ import redis
 from cmqueue import events
 from cmqueue.history.sqlite import SqliteStore
 from cmqueue.models import JobRecord, JobSpec, JobStatus
-from cmqueue.testbed import RedisServer
 from cmqueue.waiting import Waiter
-
-from ..conftest import need_services
 
 STREAM = "cmq:test:events"
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    need_services()
-    server = RedisServer(tmp_path_factory.mktemp("waiting-redis"))
-    server.start()
-    yield redis.Redis.from_url(server.url)
-    server.stop()
+def client(redis_server):
+    return redis.Redis.from_url(redis_server.url)
 
 
 def queued(store: SqliteStore, job: str) -> None:
