@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -39,6 +40,32 @@ CREATE TABLE IF NOT EXISTS steps (
     PRIMARY KEY (wf, name)
 );
 """
+BUSY_TIMEOUT = 30.0
+"""Seconds a statement waits for another process's lock before it fails."""
+
+
+def _switch_to_wal(db: sqlite3.Connection, timeout: float) -> None:
+    """Put the file in WAL mode, waiting out other processes doing the same.
+
+    Changing the journal mode needs the file to itself, and SQLite answers "locked" at once
+    instead of calling the busy handler when another process holds it (several services
+    opening a new history together): so the switch is retried here until *timeout*.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e):
+                raise
+        if time.monotonic() >= deadline:
+            raise sqlite3.OperationalError("database is locked (could not switch it to WAL mode)")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
+
+
 _COLS = "id, batch, spec, state, machine, exit_code, reason, started, ended, updated, result, attempt"
 
 
@@ -59,8 +86,8 @@ class SqliteStore(HistoryStore):
         self.path = Path(path).expanduser()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+            _switch_to_wal(self.db, BUSY_TIMEOUT)
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
         except sqlite3.Error as e:

@@ -151,3 +151,34 @@ def test_a_job_sent_without_a_cmq_client_is_recorded_from_its_first_event(store)
                        data={"exit_code": 0, "stdout": "m1\n", "job": "rest-1", "machine": "m1"})], cursor="8-0")
     rec = store.get("rest-1")
     assert (rec.state, rec.spec.command, rec.result.stdout) == (JobStatus.SUCCEEDED, "hostname", "m1\n")
+
+
+def test_a_new_sqlite_history_opened_while_another_process_writes_it_waits_for_the_lock(tmp_path):
+    """Several services open a new history at once: switching it to WAL waits out their locks.
+
+    SQLite answers the journal-mode change with "locked" at once, without waiting, while
+    another connection holds a write lock; the recorder once died of it at `honcho start`.
+    """
+    import sqlite3
+
+    path = tmp_path / "history.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE other_service (x)")
+    other.execute("BEGIN IMMEDIATE")
+    released = threading.Event()
+
+    def release():
+        other.execute("COMMIT")
+        released.set()
+
+    holder = threading.Timer(0.3, release)
+    holder.start()
+    try:
+        s = open_store(f"sqlite:///{path}")
+        assert released.is_set()
+        (mode,) = s.db.execute("PRAGMA journal_mode").fetchone()
+        assert mode == "wal"
+        s.close()
+    finally:
+        holder.join()
+        other.close()
