@@ -26,6 +26,9 @@ from .config import StorageConfig
 #: Bytes read or sent at a time.
 CHUNK = 1 << 20
 
+#: Suffix of a file being written (never listed).
+PART = ".cmq-part"
+
 
 class StorageError(CmqError):
     """A storage operation failed; the message names the service and the path."""
@@ -191,7 +194,7 @@ class Provider(ABC):
         ``expected`` (when known); the file gets ``mtime``."""
         try:
             local.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".cmq-part")
+            fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=PART)
         except OSError as e:
             raise StorageError(f"{local}: {e.strerror or e}") from None
         try:

@@ -8,17 +8,15 @@ name beside it and renamed once its SHA-256 matched.
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .base import (
     CHUNK,
+    PART,
     Entry,
-    Hashing,
     NotFoundError,
     OnBytes,
     Provider,
@@ -29,9 +27,6 @@ from .base import (
 )
 from .config import StorageConfig
 from .names import check_name
-
-#: Suffix of a file being written (never listed).
-PART = ".cmq-part"
 
 
 class LocalProvider(Provider):
@@ -95,34 +90,16 @@ class LocalProvider(Provider):
         return file_chunks(p, CHUNK)
 
     def write(self, name: str, chunks: Iterable[bytes], sha256: str, mtime: float | None = None) -> Entry:
+        return self.receive(name, chunks, self._file_target(name), sha256, mtime)
+
+    def _file_target(self, name: str) -> Path:
+        """Where file ``name`` goes: refused for the root and for a directory."""
         if not name:
             raise StorageError(f"{self.where(name)}: the root is a directory")
-        p = self.path(name)
-        if p.is_dir():
+        target = self.path(name)
+        if target.is_dir():
             raise StorageError(f"{self.where(name)}: is a directory")
-        try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=PART)
-        except OSError as e:
-            raise StorageError(f"{self.where(name)}: {e.strerror or e}") from None
-        try:
-            stream = Hashing(chunks)
-            with os.fdopen(fd, "wb") as f:
-                for chunk in stream:
-                    f.write(chunk)
-            if stream.hexdigest() != sha256:
-                raise StorageError(f"{self.where(name)}: the data does not match its SHA-256; nothing was kept")
-            if mtime is not None:
-                os.utime(tmp, (mtime, mtime))
-            os.replace(tmp, p)
-        except OSError as e:
-            Path(tmp).unlink(missing_ok=True)
-            why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-            raise StorageError(f"{self.where(name)}: {why}; nothing was kept") from None
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return Entry(name=name, size=stream.size, mtime=p.stat().st_mtime, sha256=sha256)
+        return target
 
     def delete(self, name: str) -> int:
         p = self.path(name)
@@ -147,16 +124,7 @@ class LocalProvider(Provider):
     # A folder on this machine: nothing travels, so one read of each file (hashed as it is
     # copied) is enough; the copy appears under its name only when complete.
     def put_file(self, local: Path, name: str, on_bytes: OnBytes | None = None) -> Entry:
-        if not name:
-            raise StorageError(f"{self.where(name)}: the root is a directory")
-        target = self.path(name)
-        if target.is_dir():
-            raise StorageError(f"{self.where(name)}: is a directory")
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise StorageError(f"{self.where(name)}: {e.strerror or e}") from None
-        entry = self.receive(name, counted(file_chunks(Path(local)), on_bytes), target, None,
+        entry = self.receive(name, counted(file_chunks(Path(local)), on_bytes), self._file_target(name), None,
                              Path(local).stat().st_mtime)
         return Entry(name=name, size=entry.size, mtime=entry.mtime, sha256=entry.sha256)
 

@@ -17,6 +17,7 @@ import subprocess
 import tarfile
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -168,16 +169,9 @@ class SshProvider(Provider):
         argv = self.transfer.script(_WRITE, self.path(name), sha256, "" if mtime is None else f"{mtime:.6f}")
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         stream = Hashing(chunks)
-        try:
+        with _feeding(proc) as stdin:
             for chunk in stream:
-                proc.stdin.write(chunk)
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
+                stdin.write(chunk)
         out, err = proc.stdout.read(), proc.stderr.read()
         proc.wait()
         proc.stdout.close()
@@ -207,8 +201,7 @@ class SshProvider(Provider):
         plain = [check_name(n) for n in names if _plain(n) and n]
         for i in range(0, len(plain), BATCH):
             chunk = plain[i:i + BATCH]
-            data = b"".join(n.encode("utf-8", "surrogateescape") + b"\0" for n in chunk)
-            out = self._run(_DESCRIBE, self.root, name=chunk[0], input=data)
+            out = self._run(_DESCRIBE, self.root, name=chunk[0], input=_nul_separated(chunk))
             stats, _, sums = out.partition("--cmq--\n")
             sizes = {}
             for line in stats.splitlines():
@@ -245,8 +238,8 @@ class SshProvider(Provider):
         proc = subprocess.Popen(self.transfer.script(_PUT_MANY, self.root), stdin=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         entries, manifest = [], []
-        try:
-            with tarfile.open(fileobj=proc.stdin, mode="w|", format=tarfile.GNU_FORMAT) as tar:
+        with _feeding(proc) as stdin:
+            with tarfile.open(fileobj=stdin, mode="w|", format=tarfile.GNU_FORMAT) as tar:
                 for path, name in items:
                     check_name(name)
                     info = tar.gettarinfo(str(path), arcname=name)
@@ -263,13 +256,6 @@ class SshProvider(Provider):
                 info = tarfile.TarInfo(".cmq-manifest")
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
         err = proc.stderr.read()
         proc.stderr.close()
         if proc.wait() != 0:
@@ -290,7 +276,7 @@ class SshProvider(Provider):
         received: dict[str, tuple[Path, str, int, float]] = {}
         manifest: dict[str, str] = {}
         try:
-            proc.stdin.write(b"".join(n.encode("utf-8", "surrogateescape") + b"\0" for n in wanted))
+            proc.stdin.write(_nul_separated(wanted))
             proc.stdin.close()
             with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
                 for member in tar:
@@ -346,6 +332,26 @@ class SshProvider(Provider):
                 tmp.unlink(missing_ok=True)
             proc.stdout.close()
             proc.stderr.close()
+
+
+@contextmanager
+def _feeding(proc: subprocess.Popen) -> Iterator[Any]:
+    """The block writes to ``proc``'s stdin, which is closed after it; a machine that hangs
+    up early is judged by its exit code, and on any other error the command is killed."""
+    try:
+        yield proc.stdin
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+def _nul_separated(names: Iterable[str]) -> bytes:
+    """``names`` as the NUL-separated list the remote scripts read on stdin."""
+    return b"".join(n.encode("utf-8", "surrogateescape") + b"\0" for n in names)
 
 
 def _in_batches(items: list[Any], names: list[str], one_by_one: Any, batch: Any) -> list[Entry]:
