@@ -128,6 +128,12 @@ class LocalProvider(Provider):
                              Path(local).stat().st_mtime)
         return Entry(name=name, size=entry.size, mtime=entry.mtime, sha256=entry.sha256)
 
+    def copy_within(self, source: str, dest: str) -> Entry | None:
+        src = self.path(source)
+        if not src.is_file():
+            raise NotFoundError(f"{self.where(source)}: no such file")
+        return self.receive(dest, file_chunks(src), self._file_target(dest), None, src.stat().st_mtime)
+
     def get_file(self, name: str, local: Path, on_bytes: OnBytes | None = None) -> Entry:
         source = self.path(name)
         if not source.is_file():

@@ -43,6 +43,13 @@ _WRITE = (
     'if [ "$got" != "$2" ]; then rm -f -- "$tmp"; echo "sha256 mismatch" >&2; exit 5; fi; '
     '[ -z "$3" ] || touch -d "@$3" -- "$tmp"; mv -f -- "$tmp" "$1" && stat -c "%Y" -- "$1"'
 )
+# Copy file $1 to $2 on the machine (time kept), renamed into place when complete; prints
+# its SHA-256, size and time.
+_COPY = (
+    '[ -f "$1" ] || exit 3; [ -d "$2" ] && { echo "is a directory" >&2; exit 4; }; '
+    'mkdir -p -- "$(dirname -- "$2")" && tmp="$2.$$.cmq-part" && cp -p -- "$1" "$tmp" || exit 1; '
+    'sum=$(sha256sum < "$tmp") && mv -f -- "$tmp" "$2" && echo "${sum%% *} $(stat -c "%s %Y" -- "$2")"'
+)
 _DELETE = ('if [ -d "$1" ]; then find "$1" -type f | wc -l; rm -rf -- "$1"; '
            'elif [ -e "$1" ]; then rm -f -- "$1" && echo 1; else exit 3; fi')
 _MKDIR = '[ -e "$1" ] && [ ! -d "$1" ] && { echo "a file has that name" >&2; exit 4; }; mkdir -p -- "$1"'
@@ -182,6 +189,12 @@ class SshProvider(Provider):
             raise StorageError(f"{self.where(name)}: the data does not match its SHA-256; nothing was kept")
         stamp = out.split()
         return Entry(name=name, size=stream.size, mtime=float(stamp[-1]) if stamp else 0.0, sha256=sha256)
+
+    def copy_within(self, source: str, dest: str) -> Entry | None:
+        if not check_name(dest):
+            raise StorageError(f"{self.where(dest)}: the root is a directory")
+        digest, size, mtime = self._run(_COPY, self.path(source), self.path(dest), name=source).split()
+        return Entry(name=dest, size=int(size), mtime=float(mtime), sha256=digest)
 
     def delete(self, name: str) -> int:
         if not name:

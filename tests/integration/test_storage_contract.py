@@ -185,6 +185,22 @@ def test_describe_gives_size_and_a_content_hash_of_many_files_and_skips_missing_
         assert entry.sha256 == sha(content) or entry.md5 == hashlib.md5(content).hexdigest()
 
 
+def test_a_copy_within_the_service_keeps_content_hash_and_time_and_the_source(service):
+    """Every provider here copies on the service itself: the bytes never come through cmq."""
+    provider, top = service
+    data = secrets.token_bytes(70_000)
+    put(provider, f"{top}/src/a.bin", data, mtime=1_690_000_000.0)
+    entry = provider.copy_within(f"{top}/src/a.bin", f"{top}/dst/deep/b.bin")
+    assert entry is not None and entry.size == len(data)
+    assert provider.hash(f"{top}/dst/deep/b.bin") == sha(data)
+    assert b"".join(provider.read(f"{top}/dst/deep/b.bin")) == data
+    assert abs(provider.stat(f"{top}/dst/deep/b.bin").mtime - 1_690_000_000.0) < 1.0
+    assert provider.stat(f"{top}/src/a.bin").size == len(data)
+    with pytest.raises(NotFoundError):
+        provider.copy_within(f"{top}/src/absent.bin", f"{top}/dst/c.bin")
+    assert provider.stat(f"{top}/dst/c.bin") is None
+
+
 def test_a_machine_never_lists_what_it_is_still_receiving(inventory, tmp_path, monkeypatch):
     monkeypatch.setenv("CMQ_HOME", str(tmp_path / "home"))
     provider = open_service(inventory, "m1")
