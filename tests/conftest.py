@@ -72,10 +72,11 @@ class CmqEnv:
     env: dict[str, str] = field(default_factory=dict)
     up: Result | None = None           #: what the first `cmq up` printed
 
-    def run(self, *args: str, timeout: float = 120, check: bool = False, stdin: str | None = None) -> Result:
-        """Run ``cmq ARGS`` with this setup's environment."""
+    def run(self, *args: str, timeout: float = 120, check: bool = False, stdin: str | None = None,
+            cwd: Path | None = None) -> Result:
+        """Run ``cmq ARGS`` with this setup's environment (in ``cwd``, when given)."""
         proc = subprocess.run([sys.executable, "-m", "cmqueue", *args], capture_output=True, text=True,
-                              env=self.env, timeout=timeout, input=stdin)
+                              env=self.env, timeout=timeout, input=stdin, cwd=cwd)
         res = Result(proc.returncode, proc.stdout, proc.stderr)
         if check and res.code != 0:
             raise AssertionError(f"cmq {' '.join(args)} exited {res.code}:\n{res.out}\n{res.err}")

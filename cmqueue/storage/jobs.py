@@ -95,11 +95,12 @@ def run(spec: JobSpec, inventory: Any, machine: str, on_progress: Any = None) ->
         for result in run_steps(providers, todo, count):
             done += 1
             lines.append(result["step"])
-    except CmqError as e:
+    except (CmqError, OSError) as e:           # OSError: a local file (gone since the command looked)
+        why = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else str(e)
         summary = {"files": done, "skipped": skipped, "bytes": moved}
         return JobResult(job=spec.id, machine=machine, exit_code=None, started=started, ended=time.time(),
-                         stdout="\n".join(lines) + ("\n" if lines else ""), reason=f"storage: {e}",
-                         data={**summary, "final": isinstance(e, (NotFoundError, ConfigError))})
+                         stdout="\n".join(lines) + ("\n" if lines else ""), reason=f"storage: {why}",
+                         data={**summary, "final": isinstance(e, (NotFoundError, ConfigError, FileNotFoundError))})
     finally:
         providers.close()
     summary = {"files": done, "skipped": skipped, "bytes": moved, "newer": len(newer)}

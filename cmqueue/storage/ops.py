@@ -74,8 +74,9 @@ def place(text: str, default: str | None, local: bool = False) -> Place:
     ``local``, a path on this machine). A service path is checked as a name."""
     service, path = names.split_address(text, None)
     if service is None:
-        if local:
-            return Place(None, text)
+        if local:                             # absolute: a queued job runs in a worker's directory
+            path = os.path.abspath(os.path.expanduser(text))
+            return Place(None, path + "/" if text.endswith("/") and not path.endswith("/") else path)
         if default is None:
             raise UsageError(f"{text}: which storage service? give --storage=SERVICE or SERVICE:PATH")
         service = default

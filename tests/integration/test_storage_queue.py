@@ -60,6 +60,16 @@ def test_a_tree_goes_as_n_jobs_on_the_queue_and_comes_back_whole(cenv):
     assert files(back) == files(cenv.tree)
 
 
+def test_relative_local_paths_name_the_same_files_for_the_workers(cenv):
+    """A worker runs in its own directory: the client's relative paths go as absolute ones."""
+    r = cenv.run("storage", "--parallel=2", "put", "-r", "tree/d2", "box:relative", cwd=cenv.root)
+    assert r.code == 0, r.err
+    assert files(cenv.root / "box" / "relative") == files(cenv.tree / "d2")
+    r = cenv.run("storage", "--parallel=2", "get", "-r", "box:relative", "back-relative/", cwd=cenv.root)
+    assert r.code == 0, r.err
+    assert files(cenv.root / "back-relative") == files(cenv.tree / "d2")
+
+
 def test_copy_between_services_through_the_queue(cenv):
     assert cenv.run("storage", "--parallel=2", "put", "-r", str(cenv.tree / "d1"), "az:c/d1").code == 0
     r = cenv.run("storage", "--parallel=3", "copy", "--recursive", "az:c/d1", "node:copied")

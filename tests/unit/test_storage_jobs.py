@@ -29,3 +29,27 @@ def test_jobs_carry_their_steps_on_the_storage_queue():
     assert all(s.kind == "storage" and s.target == "storage" and s.retries == 2 for s in specs)
     assert sum(len(s.params["steps"]) for s in specs) == 3 and all(s.params["sync"] for s in specs)
     assert len({s.batch for s in specs}) == 1
+
+
+def test_a_local_file_gone_since_the_command_looked_fails_the_job_naming_it(tmp_path):
+    """A storage job on a folder service (no server): the missing file ends the job failed,
+    for good, with its path; the files before it stay moved."""
+    from types import SimpleNamespace
+
+    from cmqueue.storage.config import StorageConfig
+    from cmqueue.storage.jobs import run
+
+    (tmp_path / "box").mkdir()
+    (tmp_path / "a.txt").write_text("here")
+    inventory = SimpleNamespace(storage={"box": StorageConfig(name="box", type="local",
+                                                             directory=str(tmp_path / "box"))})
+    gone = tmp_path / "gone.txt"
+    todo = [Step(source="", source_path=str(tmp_path / "a.txt"), dest="box", dest_path="a.txt", size=4),
+            Step(source="", source_path=str(gone), dest="box", dest_path="gone.txt", size=4)]
+    (spec,) = build(todo, 1, "put", retries=2)
+    result = run(spec, inventory, "local")
+    assert result.exit_code is None
+    assert result.reason == f"storage: {gone}: No such file or directory"
+    assert result.data["final"] is True
+    assert (tmp_path / "box" / "a.txt").read_text() == "here"
+    assert not (tmp_path / "box" / "gone.txt").exists()
