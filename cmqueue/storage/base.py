@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -22,12 +21,7 @@ from typing import Any
 
 from ..errors import CmqError, ServiceError
 from .config import StorageConfig
-
-#: Bytes read or sent at a time.
-CHUNK = 1 << 20
-
-#: Suffix of a file being written (never listed).
-PART = ".cmq-part"
+from .localfiles import CHUNK, PART, create_part  # noqa: F401 (CHUNK and PART: for the providers)
 
 
 class StorageError(CmqError):
@@ -194,7 +188,7 @@ class Provider(ABC):
         ``expected`` (when known); the file gets ``mtime``."""
         try:
             local.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=PART)
+            fd, tmp = create_part(str(local.parent), local.name)
         except OSError as e:
             raise StorageError(f"{local}: {e.strerror or e}") from None
         try:

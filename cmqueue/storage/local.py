@@ -8,7 +8,9 @@ name beside it and renamed once its SHA-256 matched.
 
 from __future__ import annotations
 
+import errno
 import os
+import posixpath
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -22,10 +24,10 @@ from .base import (
     Provider,
     StorageError,
     StorageUnavailableError,
-    counted,
     file_chunks,
 )
 from .config import StorageConfig
+from .localfiles import copy_file
 from .names import check_name
 
 
@@ -122,21 +124,89 @@ class LocalProvider(Provider):
         return True
 
     # A folder on this machine: nothing travels, so one read of each file (hashed as it is
-    # copied) is enough; the copy appears under its name only when complete.
+    # copied) is enough; the copy appears under its name only when complete. Each
+    # directory is checked (and made) once per call, not once per file.
     def put_file(self, local: Path, name: str, on_bytes: OnBytes | None = None) -> Entry:
-        entry = self.receive(name, counted(file_chunks(Path(local)), on_bytes), self._file_target(name), None,
-                             Path(local).stat().st_mtime)
-        return Entry(name=name, size=entry.size, mtime=entry.mtime, sha256=entry.sha256)
+        return self.put_files([(Path(local), name)], on_bytes)[0]
 
-    def copy_within(self, source: str, dest: str) -> Entry | None:
-        src = self.path(source)
-        if not src.is_file():
-            raise NotFoundError(f"{self.where(source)}: no such file")
-        return self.receive(dest, file_chunks(src), self._file_target(dest), None, src.stat().st_mtime)
+    def put_files(self, items: list[tuple[Path, str]], on_bytes: OnBytes | None = None) -> list[Entry]:
+        folders: dict[str, str] = {}
+        entries = []
+        for local, name in items:
+            directory, base = self._folder(name, folders)
+            entries.append(self._copy(str(local), directory, base, name, on_bytes, incoming=True))
+        return entries
 
     def get_file(self, name: str, local: Path, on_bytes: OnBytes | None = None) -> Entry:
-        source = self.path(name)
-        if not source.is_file():
-            raise NotFoundError(f"{self.where(name)}: no such file")
-        return self.receive(name, counted(file_chunks(source), on_bytes), Path(local), None, source.stat().st_mtime)
+        return self.get_files([(name, Path(local))], on_bytes)[0]
 
+    def get_files(self, items: list[tuple[str, Path]], on_bytes: OnBytes | None = None) -> list[Entry]:
+        folders: dict[str, str] = {}
+        made: set[str] = set()
+        entries = []
+        for name, local in items:
+            directory, base = self._folder(name, folders, make=False)
+            target = Path(local)
+            if str(target.parent) not in made:
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise StorageError(f"{target.parent}: {e.strerror or e}") from None
+                made.add(str(target.parent))
+            entries.append(self._copy(os.path.join(directory, base), str(target.parent), target.name, name,
+                                      on_bytes, incoming=False))
+        return entries
+
+    def copy_within(self, source: str, dest: str) -> Entry | None:
+        folders: dict[str, str] = {}
+        directory, base = self._folder(source, folders, make=False)
+        into, dest_base = self._folder(dest, folders)
+        return self._copy(os.path.join(directory, base), into, dest_base, dest, None, incoming=False,
+                          source_name=source)
+
+    def _folder(self, name: str, folders: dict[str, str], make: bool = True) -> tuple[str, str]:
+        """(the local directory of file ``name``, its base name); each directory is
+        checked to stay inside the folder (and, with ``make``, made) once per ``folders``."""
+        if not check_name(name):
+            raise StorageError(f"{self.where(name)}: the root is a directory")
+        parent, base = posixpath.split(name)
+        directory = folders.get(parent)
+        if directory is None:
+            p = self.path(parent)
+            if make:
+                try:
+                    p.mkdir(parents=True, exist_ok=True)
+                except FileExistsError:
+                    raise StorageError(f"{self.where(parent)}: a file has that name") from None
+                except OSError as e:
+                    raise StorageError(f"{self.where(parent)}: {e.strerror or e}") from None
+            directory = folders[parent] = str(p)
+        return directory, base
+
+    def _copy(self, source: str, directory: str, base: str, name: str, on_bytes: OnBytes | None,
+              incoming: bool, source_name: str | None = None) -> Entry:
+        """Copy one file (``incoming``: from this machine into the folder, else out of it,
+        or within it for ``source_name``), with the errors said in cmq's words."""
+        inside = not incoming
+        try:
+            size, sha, mtime = copy_file(source, directory, base, on_bytes, follow=not inside)
+        except OSError as e:
+            if inside and e.errno == errno.ELOOP and e.filename == source:
+                # a symbolic link in the folder: followed only when it stays inside
+                self.path(source_name or name)
+                size, sha, mtime = copy_file(source, directory, base, on_bytes)
+            else:
+                raise self._error(e, source, name, incoming, source_name) from None
+        return Entry(name=name, size=size, mtime=mtime, sha256=sha)
+
+    def _error(self, e: OSError, source: str, name: str, incoming: bool, source_name: str | None) -> StorageError:
+        if e.filename == source or e.errno == errno.EISDIR and e.filename is None:
+            if incoming:
+                gone = e.errno == errno.ENOENT
+                return (NotFoundError if gone else StorageError)(f"{source}: {e.strerror or e}")
+            return NotFoundError(f"{self.where(source_name or name)}: no such file")
+        where = self.where(name) if incoming or source_name else str(e.filename2 or e.filename or name)
+        if e.errno == errno.EISDIR:
+            return StorageError(f"{where}: is a directory")
+        why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        return StorageError(f"{where}: {why}; nothing was kept")

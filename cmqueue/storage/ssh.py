@@ -15,7 +15,6 @@ import os
 import posixpath
 import subprocess
 import tarfile
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +24,7 @@ from ..runner import control_dir
 from ..transfer import Transfer, error_line, remote_path
 from .base import CHUNK, Entry, Hashing, NotFoundError, OnBytes, Provider, StorageError, StorageUnavailableError
 from .config import StorageConfig
+from .localfiles import create_part
 from .names import check_name
 
 _STAT = ('if [ -d "$1" ]; then stat -c "d 0 %Y" -- "$1"; elif [ -f "$1" ]; then stat -c "f %s %Y" -- "$1"; '
@@ -305,7 +305,7 @@ class SshProvider(Provider):
                     if local is None:
                         raise StorageError(f"{self.config.where}: the machine sent {member.name!r}, not asked for")
                     local.parent.mkdir(parents=True, exist_ok=True)
-                    fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".cmq-part")
+                    fd, tmp = create_part(str(local.parent), local.name)
                     digest = hashlib.sha256()
                     with os.fdopen(fd, "wb") as f:
                         while chunk := source.read(CHUNK):
