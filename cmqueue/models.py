@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from enum import Enum
 from typing import Any, Self
 
@@ -62,14 +62,33 @@ class PlainData:
     """Dataclasses that travel as plain dicts (message bodies, events, JSON)."""
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict of every field."""
-        return asdict(self)  # type: ignore[call-overload]
+        """Plain dict of every field: nested dataclasses, dicts and lists are copied (as
+        ``dataclasses.asdict`` does), the values in them are not (they are plain data);
+        ``asdict`` deep-copies each value, a tenth of a second for a job of 1,000 files."""
+        return _plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
         """Inverse of :meth:`to_dict`; unknown keys are ignored."""
         names = cls.__dataclass_fields__  # type: ignore[attr-defined]
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every dataclass in it as a dict, and its dicts and lists copied."""
+    kind = type(value)
+    if kind is dict:
+        return {k: _plain(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return kind(_plain(v) for v in value)
+    if kind in _LEAVES:
+        return value
+    if is_dataclass(value) and not isinstance(value, type):
+        return {name: _plain(getattr(value, name)) for name in value.__dataclass_fields__}
+    return value
+
+
+_LEAVES = frozenset({str, int, float, bool, type(None)})
 
 
 @dataclass

@@ -1,4 +1,4 @@
-from cmqueue.models import JobStatus, new_id, next_state, short_id, stream_id_key
+from cmqueue.models import JobSpec, JobStatus, new_id, next_state, short_id, stream_id_key
 
 
 def test_final_states_never_change():
@@ -29,3 +29,15 @@ def test_short_ids_keep_their_prefix_letter():
 def test_stream_ids_compare_numerically():
     assert stream_id_key("10-0") > stream_id_key("9-5")
     assert stream_id_key("") < stream_id_key("0-1")
+
+
+def test_to_dict_is_what_asdict_gives_and_a_copy_of_the_containers():
+    import dataclasses
+
+    spec = JobSpec(id="j1", command="c", env={"A": "1"},
+                   params={"steps": [{"source": "a", "size": 1}], "pair": ("x", 2), "none": None})
+    plain = spec.to_dict()
+    assert plain == dataclasses.asdict(spec)
+    plain["params"]["steps"][0]["size"] = 99
+    plain["env"]["A"] = "2"
+    assert spec.params["steps"][0]["size"] == 1 and spec.env["A"] == "1"
