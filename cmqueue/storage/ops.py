@@ -83,13 +83,18 @@ def place(text: str, default: str | None, local: bool = False) -> Place:
     return Place(service, names.object_name(path, allow_root=True), into=path.endswith("/"))
 
 
-def _local_files(root: Path) -> list[tuple[str, Path]]:
+def _local_files(root: str, rel: str = "") -> list[tuple[str, str, int]]:
+    """(path relative to ``root``, path, size) of each file below ``root``, in name order
+    (symbolic links to files count as files; to directories, are not followed)."""
     found = []
-    for base, dirs, files in os.walk(root):
-        dirs.sort()
-        for f in sorted(files):
-            p = Path(base) / f
-            found.append((p.relative_to(root).as_posix(), p))
+    with os.scandir(os.path.join(root, rel) if rel else root) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        name = f"{rel}/{e.name}" if rel else e.name
+        if e.is_dir(follow_symlinks=False):
+            found += _local_files(root, name)
+        elif e.is_file():
+            found.append((name, e.path, e.stat().st_size))
     return found
 
 
@@ -122,8 +127,8 @@ def plan(providers: Providers, source: Place, dest: Place, recursive: bool) -> l
         if src.is_dir():
             if not recursive:
                 raise UsageError(f"{src} is a directory; use --recursive")
-            return [Step(source="", source_path=str(p), dest=dest.service or "", dest_path=_join(dest, rel),
-                         size=p.stat().st_size) for rel, p in _local_files(src)]
+            return [Step(source="", source_path=path, dest=dest.service or "", dest_path=_join(dest, rel),
+                         size=size) for rel, path, size in _local_files(str(src))]
         return [Step(source="", source_path=str(src), dest=dest.service or "",
                      dest_path=_into(dest, dest_is_dir, src.name), size=src.stat().st_size)]
     provider = providers(source.service)
