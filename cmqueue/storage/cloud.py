@@ -414,9 +414,31 @@ class CloudProvider(Provider):
         below = list(self._below(f"{name}/" if name else ""))
         if not below:
             raise NotFoundError(f"{self.where(name)}: no such file or directory")
-        for o in below:
-            self._call(o.name, lambda o=o: self.driver.delete_object(o))
+        if self.config.type == "s3":
+            for i in range(0, len(below), DELETE_BATCH):
+                self._delete_many(name, [o.name for o in below[i:i + DELETE_BATCH]])
+        else:
+            for o in below:
+                self._call(o.name, lambda o=o: self.driver.delete_object(o))
         return sum(1 for o in below if not o.name.endswith("/"))
+
+    def _delete_many(self, name: str, keys: list[str]) -> None:
+        """Delete up to DELETE_BATCH objects of an S3 bucket in one request (DeleteObjects)."""
+        from xml.sax.saxutils import escape
+
+        body = ("<Delete><Quiet>true</Quiet>"
+                + "".join(f"<Object><Key>{escape(k)}</Key></Object>" for k in keys)
+                + "</Delete>").encode()
+        headers = {"Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode(),
+                   "Content-Type": "application/xml", "Content-Length": str(len(body))}
+        path = self.driver._get_container_path(self.container)
+        response = self._call(name, lambda: self.driver.connection.request(
+            path, method="POST", params={"delete": ""}, data=body, headers=headers, raw=True))
+        text = response.body.decode("utf-8", "replace") if isinstance(response.body, bytes) else str(response.body)
+        if response.status != 200 or "<Error>" in text:
+            detail = text.split("<Message>", 1)[1].split("</Message>", 1)[0] if "<Message>" in text else ""
+            raise StorageError(f"{self.where(name)}: the server did not delete every object "
+                               f"(HTTP {response.status}{': ' + detail if detail else ''})")
 
     def mkdir(self, name: str) -> bool:
         check_name(name)
@@ -448,6 +470,9 @@ def _http_time(text: str) -> float:
         return 0.0
     return parsed.timestamp() if parsed else 0.0
 
+
+#: Objects deleted in one S3 request at most (the API's limit).
+DELETE_BATCH = 1000
 
 #: Seconds an Azure copy the server reports pending is waited for.
 COPY_WAIT = 3600.0
