@@ -63,12 +63,15 @@ _PUT_MANY = (
     'rm -rf -- "$tmp"; echo "sha256 mismatch" >&2; exit 5; fi; '
     'rm -f -- "$tmp/.cmq-manifest" && cp -alf -- "$tmp/." "$1/" && rm -rf -- "$tmp"'
 )
-# Send the files named on stdin (NUL-separated) as a tar stream, their sha256sum manifest last.
+# Send the files named on stdin (NUL-separated) as a tar stream while sha256sum reads them
+# too (at once, not first); then, on stderr after a marker line, their sums.
 _GET_MANY = (
     'cd -- "$1" || exit 3; list=$(mktemp) || exit 1; cat > "$list"; '
-    'if ! xargs -0 sha256sum -- < "$list" > "$list.sum"; then rm -f -- "$list" "$list.sum"; exit 3; fi; '
-    'tar -cf - --null -T "$list" -C "$(dirname -- "$list")" "$(basename -- "$list").sum"; rc=$?; '
-    'rm -f -- "$list" "$list.sum"; exit $rc'
+    'xargs -0 sha256sum -- < "$list" > "$list.sum" 2> "$list.err" & sums=$!; '
+    'tar -cf - --null -T "$list" 2> "$list.tar"; rc=$?; wait $sums; ok=$?; '
+    'if [ $ok -ne 0 ]; then cat "$list.err" >&2; rm -f -- "$list" "$list".*; exit 3; fi; '
+    '[ $rc -eq 0 ] || cat "$list.tar" >&2; '
+    'echo "--cmq-sums--" >&2; cat "$list.sum" >&2; rm -f -- "$list" "$list".*; exit $rc'
 )
 # Size, time and SHA-256 of the files named on stdin (NUL-separated) that exist.
 _DESCRIBE = (
@@ -76,6 +79,8 @@ _DESCRIBE = (
     'xargs -0 stat -c "%s %Y %n" -- < "$list" 2>/dev/null; echo "--cmq--"; '
     'xargs -0 sha256sum -- < "$list" 2>/dev/null; rm -f -- "$list"; exit 0'
 )
+#: The line after which a machine sends the SHA-256 sums of the files it sent (stderr).
+SUMS = b"--cmq-sums--\n"
 #: Exit code of the scripts when the path is not there.
 MISSING = 3
 #: Files sent in one tar stream at most.
@@ -296,11 +301,6 @@ class SshProvider(Provider):
                     source = tar.extractfile(member) if member.isfile() else None
                     if source is None:
                         continue
-                    if member.name.endswith(".sum") and member.name not in wanted:
-                        for line in source.read().decode("utf-8", "surrogateescape").splitlines():
-                            digest, _, name = line.partition("  ")
-                            manifest[name] = digest
-                        continue
                     local = wanted.get(member.name)
                     if local is None:
                         raise StorageError(f"{self.config.where}: the machine sent {member.name!r}, not asked for")
@@ -314,10 +314,13 @@ class SshProvider(Provider):
                             if on_bytes is not None:
                                 on_bytes(len(chunk))
                     received[member.name] = (Path(tmp), digest.hexdigest(), member.size, float(member.mtime))
-            err = proc.stderr.read()
+            err, _, sums = proc.stderr.read().partition(SUMS)
             code = proc.wait()
             if code != 0:
                 raise self._failure(code, err, f"{self.where(items[0][0])} and {len(items) - 1} more")
+            for line in sums.decode("utf-8", "surrogateescape").splitlines():
+                digest, _, name = line.partition("  ")
+                manifest[name] = digest
             entries = []
             for name in wanted:
                 tmp, got, size, mtime = received[name]
