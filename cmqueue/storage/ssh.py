@@ -22,7 +22,18 @@ from typing import Any
 
 from ..runner import control_dir
 from ..transfer import Transfer, error_line, remote_path
-from .base import CHUNK, Entry, Hashing, NotFoundError, OnBytes, Provider, StorageError, StorageUnavailableError
+from .base import (
+    CHUNK,
+    Entry,
+    Hashing,
+    NotFoundError,
+    OnBytes,
+    Provider,
+    StorageError,
+    StorageUnavailableError,
+    counted,
+    file_chunks,
+)
 from .config import StorageConfig
 from .localfiles import create_part
 from .names import check_name
@@ -49,6 +60,16 @@ _COPY = (
     '[ -f "$1" ] || exit 3; [ -d "$2" ] && { echo "is a directory" >&2; exit 4; }; '
     'mkdir -p -- "$(dirname -- "$2")" && tmp="$2.$$.cmq-part" && cp -p -- "$1" "$tmp" || exit 1; '
     'sum=$(sha256sum < "$tmp") && mv -f -- "$tmp" "$2" && echo "${sum%% *} $(stat -c "%s %Y" -- "$2")"'
+)
+# Receive one file of $2 bytes on stdin, hashed as it is written (not after), then its
+# expected SHA-256 on a line of its own; kept as $1 (time $3) only when both match.
+_PUT_ONE = (
+    '[ -d "$1" ] && { echo "is a directory" >&2; exit 4; }; '
+    'mkdir -p -- "$(dirname -- "$1")" && tmp="$1.$$.cmq-part" || exit 1; '
+    'got=$(head -c "$2" | tee -- "$tmp" | sha256sum) && IFS= read -r want || { rm -f -- "$tmp"; exit 1; }; '
+    'if [ "${got%% *}" != "$want" ] || [ "$(stat -c %s -- "$tmp")" != "$2" ]; then '
+    'rm -f -- "$tmp"; echo "sha256 mismatch or a short write" >&2; exit 5; fi; '
+    'touch -d "@$3" -- "$tmp" && mv -f -- "$tmp" "$1"'
 )
 _DELETE = ('if [ -d "$1" ]; then find "$1" -type f | wc -l; rm -rf -- "$1"; '
            'elif [ -e "$1" ]; then rm -f -- "$1" && echo 1; else exit 3; fi')
@@ -232,10 +253,29 @@ class SshProvider(Provider):
         return found
 
     def put_file(self, local: Path, name: str, on_bytes: OnBytes | None = None) -> Entry:
-        # One read here: the file streams (hashed on the way) with its manifest after it.
+        # One read here: the file streams (hashed on the way) with its SHA-256 after it; the
+        # machine hashes it as it writes it. (Several files go as one tar stream instead.)
         if not _plain(name) or not name:
             return super().put_file(local, name, on_bytes)
-        return self._put_batch([(Path(local), name)], on_bytes)[0]
+        if not check_name(name):
+            raise StorageError(f"{self.where(name)}: the root is a directory")
+        st = Path(local).stat()
+        proc = subprocess.Popen(self.transfer.script(_PUT_ONE, self.path(name), str(st.st_size), f"{st.st_mtime:.6f}"),
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        stream = Hashing(counted(file_chunks(Path(local)), on_bytes))
+        with _feeding(proc) as stdin:
+            for chunk in stream:
+                stdin.write(chunk)
+            if stream.size == st.st_size:     # else the machine finds the stream short, and drops it
+                stdin.write(f"{stream.hexdigest()}\n".encode())
+        err = proc.stderr.read()
+        proc.wait()
+        proc.stderr.close()
+        if stream.size != st.st_size:
+            raise StorageError(f"{local}: changed while it was sent; nothing was kept")
+        if proc.returncode != 0:
+            raise self._failure(proc.returncode, err, self.where(name), "; nothing was kept")
+        return Entry(name=name, size=stream.size, mtime=st.st_mtime, sha256=stream.hexdigest())
 
     def get_file(self, name: str, local: Path, on_bytes: OnBytes | None = None) -> Entry:
         if not _plain(name) or not name:
