@@ -31,7 +31,7 @@ MACHINE_FIELDS = {
 TRANSPORTS = ("auto", "session", "exec")
 TRANSFER_METHODS = ("auto", "rsync", "tar")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)?\s*$", re.IGNORECASE)
-TOP_FIELDS = {"broker", "history", "defaults", "machines", "settings", "tasks", "storage"}
+TOP_FIELDS = {"broker", "history", "defaults", "machines", "settings", "tasks", "storage", "clouds"}
 SETTINGS_FIELDS = {
     "output_cap", "visibility_timeout", "restore_interval", "claim_ttl", "connect_timeout",
     "kill_grace", "probe_interval", "max_reroutes", "control_persist", "flower_port", "broker_wait",
@@ -104,6 +104,7 @@ class Inventory:
     settings: dict[str, Any] = field(default_factory=dict)
     tasks: dict[str, Any] = field(default_factory=dict)
     storage: dict[str, Any] = field(default_factory=dict)   #: name -> cmqueue.storage.config.StorageConfig
+    clouds: dict[str, Any] = field(default_factory=dict)    #: name -> cmqueue.clouds.config.CloudConfig
 
     @property
     def labels(self) -> dict[str, list[str]]:
@@ -462,8 +463,13 @@ def _build(data: Any, path: Path) -> Inventory:
         from .storage.config import parse as parse_storage
 
         storage = parse_storage(data["storage"], path, set(machines))
+    clouds = None
+    if data.get("clouds") is not None:
+        from .clouds.config import parse as parse_clouds
+
+        clouds = parse_clouds(data["clouds"], path)
     return Inventory(path=path, machines=machines, broker=broker, history=history, settings=settings,
-                     tasks=tasks, storage=storage or {})
+                     tasks=tasks, storage=storage or {}, clouds=clouds or {})
 
 
 def load(path: str | os.PathLike, check_keys: bool = True) -> Inventory:

@@ -27,6 +27,7 @@ Commands:
   storage    files on storage services: put, get, list, copy, sync, search
   vdir       the virtual directory: names over files on the storage services
   pool       files kept by their SHA-256 on storage services, with a local cache
+  cloud      the clouds of the inventory (libcloud compute drivers)
   run        run a workflow: (a | b | c); d; a + b + c + d
   plan       show what a workflow would do, running nothing
   workflows  list workflows
@@ -84,6 +85,7 @@ COMMAND_MODULES: dict[str, str] = {
     "storage": "storage",
     "vdir": "vdir",
     "pool": "pool",
+    "cloud": "cloud",
 }
 
 

@@ -70,7 +70,7 @@ def masked(key: str, value: Any) -> Any:
 
 
 def _plain(value: Any) -> bool:
-    return isinstance(value, (str, int, float)) and not isinstance(value, bool) or isinstance(value, bool)
+    return isinstance(value, (str, int, float, bool))
 
 
 def parse(data: Any, path: Path) -> dict[str, CloudConfig]:
