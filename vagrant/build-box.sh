@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build a Vagrant box for the libvirt provider from Debian bookworm, offline of any
-# box catalogue: debootstrap from the configured Debian mirror, an ext4 image made
+# box catalogue: debootstrap from this machine's own Debian mirror (its apt sources,
+# unless MIRROR is given), an ext4 image made
 # with mkfs.ext4 -d (no loop mount), and the kernel and initrd shipped inside the box
 # so that libvirt boots them directly (no boot loader, no partition table).
 #
@@ -12,7 +13,17 @@
 set -euo pipefail
 
 out=${1:?usage: build-box.sh OUT.box [MIRROR]}
-mirror=${2:-http://deb.debian.org/debian}
+# The Debian archive this machine's apt uses: the first URI of a deb line (one-line
+# format) or of a URIs: field (deb822) whose components include main, not -security.
+apt_mirror() {
+    cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+        | awk '$1 == "deb" && $0 ~ / main/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' \
+        | grep -v -- '-security' | head -1
+    cat /etc/apt/sources.list.d/*.sources 2>/dev/null \
+        | awk '/^URIs:/ { print $2 }' | grep -v -- '-security' | head -1
+}
+mirror=${2:-$(apt_mirror | head -1)}
+[ -n "$mirror" ] || { echo "build-box.sh: no Debian mirror in this machine's apt sources; give MIRROR" >&2; exit 2; }
 suite=bookworm
 size_gb=3
 [ "$(id -u)" = 0 ] || { echo "build-box.sh: debootstrap needs root" >&2; exit 2; }
