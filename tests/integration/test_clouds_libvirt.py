@@ -1,0 +1,90 @@
+"""A real local cloud: a private libvirtd (its own mount namespace and socket), QEMU in
+software emulation, the small VM image made from this machine's packages, and libcloud's
+libvirt driver doing what it can (list, suspend, resume, destroy) on a VM cmq defined."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from cmqueue.clouds.domain import DomainSpec, domain_xml, ssh_endpoint
+from cmqueue.clouds.image import kernel_cmdline, small_image, wait_ready
+from cmqueue.clouds.libvirtd import PrivateLibvirtd, libvirtd_binary
+
+from ..conftest import need
+
+
+@pytest.fixture(scope="module")
+def libvirtd(tmp_path_factory):
+    need("libvirtd and QEMU (bash .ci/setup --tests)", libvirtd_binary() is not None
+         and shutil.which("qemu-system-x86_64") is not None)
+    need("root, for libvirtd's mount namespace", os.geteuid() == 0)
+    daemon = PrivateLibvirtd(tmp_path_factory.mktemp("libvirtd")).start()
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    return small_image(tmp_path_factory.mktemp("image"))
+
+
+def test_a_vm_boots_answers_ssh_on_its_pinned_key_and_libcloud_drives_it(libvirtd, image, tmp_path):
+    import libvirt
+    from libcloud.compute.providers import get_driver
+    from libcloud.compute.types import NodeState, Provider
+
+    key = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    port = _free_port()
+    console = tmp_path / "vm1.console"
+    spec = DomainSpec(name="vm1", ssh_port=port, console=str(console), kernel=str(image[0]), initrd=str(image[1]),
+                      cmdline=kernel_cmdline((tmp_path / "id.pub").read_text(), "vm1"), cloud="lab")
+    conn = libvirt.open(libvirtd.uri)
+    try:
+        conn.defineXML(domain_xml(spec)).create()
+    finally:
+        conn.close()
+    host_key = wait_ready(console)
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{port} {host_key}\n")
+
+    def ssh(command):
+        return subprocess.run(["ssh", "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
+                               "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", str(key), "-p", str(port),
+                               "root@127.0.0.1", command], capture_output=True, text=True, timeout=60)
+
+    assert ssh("hostname").stdout.strip() == "vm1"
+    driver = get_driver(Provider.LIBVIRT)(uri=libvirtd.uri)
+    (node,) = [n for n in driver.list_nodes() if n.name == "vm1"]
+    assert node.state == NodeState.RUNNING
+    assert ssh_endpoint(driver._get_domain_for_node(node).XMLDesc()) == ("127.0.0.1", port)
+    assert driver.ex_suspend_node(node)
+    # libcloud calls a paused domain TERMINATED: cmq reads libvirt's own state for its VMs
+    assert driver._get_domain_for_node(node).state()[0] == libvirt.VIR_DOMAIN_PAUSED
+    assert driver.ex_resume_node(node)
+    assert ssh("echo still here").stdout.strip() == "still here"
+    wrong = tmp_path / "wrong_hosts"
+    wrong.write_text(f"[127.0.0.1]:{port} {open(tmp_path / 'id.pub').read().split()[0]} "
+                     f"{open(tmp_path / 'id.pub').read().split()[1]}\n")
+    refused = subprocess.run(["ssh", "-o", f"UserKnownHostsFile={wrong}", "-o", "StrictHostKeyChecking=yes",
+                              "-o", "BatchMode=yes", "-i", str(key), "-p", str(port), "root@127.0.0.1", "true"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 255 and "HOST IDENTIFICATION HAS CHANGED" in refused.stderr
+    assert driver.destroy_node(node)                    # it stops the VM and leaves it defined
+    dom = driver._get_domain_for_node(node)
+    assert dom.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF
+    dom.undefine()
+    assert [n for n in driver.list_nodes() if n.name == "vm1"] == []
+    assert "virbr" not in subprocess.run(["ip", "link"], capture_output=True, text=True).stdout
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
