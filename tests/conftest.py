@@ -196,6 +196,21 @@ def redis_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(params=["sqlite", "mongo"])
+def history_store(request, tmp_path):
+    """A fresh history store of each backend: SQLite, then MongoDB (see mongo_url)."""
+    import uuid
+
+    from cmqueue.history import open_store
+
+    if request.param == "sqlite":
+        s = open_store(f"sqlite:///{tmp_path / 'history.db'}")
+    else:
+        s = open_store(f"{request.getfixturevalue('mongo_url')}/cmq_test_{uuid.uuid4().hex[:12]}")
+    yield s
+    s.close()
+
+
 @pytest.fixture(scope="session")
 def mongo_url():
     """A MongoDB to test against: CMQ_TEST_MONGO_URL (a real one), else a mongoeco server

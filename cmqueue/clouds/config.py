@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..sections import named_mappings
 
 #: The value of a credential that is asked for on the terminal.
 ASK = "TBD"
@@ -33,7 +34,6 @@ ASK = "TBD"
 FIELDS = ("type", "credentials", "default")
 #: What a VM gets from ``default`` unless the command says otherwise.
 DEFAULT_FIELDS = ("image", "size", "key", "network", "location", "user")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _DRIVER = re.compile(r"^[a-z][a-z0-9_]*$")
 _SECRETISH = re.compile(r"secret|password|passwd|token|credential|private", re.I)
 
@@ -75,18 +75,8 @@ def _plain(value: Any) -> bool:
 
 def parse(data: Any, path: Path) -> dict[str, CloudConfig]:
     """The clouds of an inventory's ``clouds:`` mapping, checked, in the order written."""
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path.name}: clouds: must be a mapping of cloud names")
     out: dict[str, CloudConfig] = {}
-    for name, raw in data.items():
-        name = str(name)
-        where = f"{path.name}: clouds.{name}"
-        if not _NAME.match(name):
-            raise ConfigError(f"{where}: cloud names use letters, digits, '.', '_' and '-'")
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{where}: must be a mapping with a 'type:' (a libcloud compute driver)")
+    for name, where, raw in named_mappings(data, path, "clouds", "cloud", "a 'type:' (a libcloud compute driver)"):
         for key in raw:
             if key not in FIELDS:
                 raise ConfigError(f"{where}.{key}: unknown field; known: {', '.join(FIELDS)}")

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
+from ..sections import named_mappings
 
 TYPES = ("local", "ssh", "s3", "azure", "libcloud")
 #: Fields each type takes (besides ``type``), and those it requires.
@@ -33,7 +34,6 @@ FIELDS: dict[str, tuple[set[str], set[str]]] = {
     "azure": ({"endpoint", "container", "key", "secret", "secret_file"}, {"container", "key"}),
     "libcloud": ({"driver", "container", "key", "secret", "secret_file", "args"}, {"driver", "container"}),
 }
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: The value of a secret that is asked for on the terminal.
 ASK = "TBD"
 
@@ -81,18 +81,8 @@ def _secretish(key: str) -> bool:
 
 def parse(data: Any, path: Path, machines: set[str]) -> dict[str, StorageConfig]:
     """The services of an inventory's ``storage:`` mapping, checked."""
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path.name}: storage: must be a mapping of service names")
     out: dict[str, StorageConfig] = {}
-    for name, raw in data.items():
-        name = str(name)
-        where = f"{path.name}: storage.{name}"
-        if not _NAME.match(name):
-            raise ConfigError(f"{where}: service names use letters, digits, '.', '_' and '-'")
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{where}: must be a mapping with a 'type:'")
+    for name, where, raw in named_mappings(data, path, "storage", "service", "a 'type:'"):
         kind = raw.get("type")
         if kind not in TYPES:
             raise ConfigError(f"{where}.type: must be one of {', '.join(TYPES)}, got {kind!r}")

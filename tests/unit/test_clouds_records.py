@@ -3,12 +3,9 @@ MongoDB (the mongo_url fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from cmqueue.clouds.records import flatten, records_for
-from cmqueue.history import open_store
 
 
 def test_flatten_joins_nested_keys_and_keeps_lists_as_json():
@@ -18,14 +15,9 @@ def test_flatten_joins_nested_keys_and_keeps_lists_as_json():
                            "ips": '["10.0.0.5"]', "odd_key_": True, "gone": None}
 
 
-@pytest.fixture(params=["sqlite", "mongo"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = open_store(f"sqlite:///{tmp_path / 'history.db'}")
-    else:
-        s = open_store(f"{request.getfixturevalue('mongo_url')}/cmq_test_{uuid.uuid4().hex[:12]}")
-    yield s
-    s.close()
+@pytest.fixture
+def store(history_store):
+    return history_store
 
 
 def test_records_make_their_own_columns_and_are_found_by_any_flattened_field(store):

@@ -1,7 +1,6 @@
 """One contract, run against every history backend."""
 
 import threading
-import uuid
 
 import pytest
 
@@ -9,17 +8,11 @@ from cmqueue.errors import UnknownJobError
 from cmqueue.history import open_store
 from cmqueue.models import Event, JobRecord, JobSpec, JobStatus, new_id
 
-BACKENDS = ["sqlite", "mongo"]          # mongo: the mongo_url fixture of tests/conftest.py
 
 
-@pytest.fixture(params=BACKENDS)
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = open_store(f"sqlite:///{tmp_path / 'history.db'}")
-    else:
-        s = open_store(f"{request.getfixturevalue('mongo_url')}/cmq_test_{uuid.uuid4().hex[:12]}")
-    yield s
-    s.close()
+@pytest.fixture
+def store(history_store):
+    return history_store
 
 
 def _jobs(n, batch="b1"):
