@@ -9,7 +9,6 @@ from cmqueue.history import open_store
 from cmqueue.models import Event, JobRecord, JobSpec, JobStatus, new_id
 
 
-
 @pytest.fixture
 def store(history_store):
     return history_store
