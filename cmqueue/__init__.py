@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from .clouds.cloud import Cloud
     from .cluster import Cluster, Job
     from .storage.pool import Pool
 
@@ -17,6 +18,10 @@ def __getattr__(name: str):
         from . import cluster
 
         return getattr(cluster, name)
+    if name == "Cloud":
+        from .clouds.cloud import Cloud
+
+        return Cloud
     if name == "Pool":
         from .storage.pool import Pool
 
@@ -24,4 +29,4 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["Cluster", "Job", "Pool", "__version__"]
+__all__ = ["Cloud", "Cluster", "Job", "Pool", "__version__"]

@@ -88,3 +88,56 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def lab(libvirtd, image, tmp_path):
+    """Cloud "lab" of an inventory, on the private libvirtd; its VMs deleted after."""
+    import yaml
+
+    from cmqueue.inventory import load
+
+    inv = tmp_path / "cmq.yaml"
+    inv.write_text(yaml.safe_dump({"machines": {"here": {"mode": "local"}},
+                                   "clouds": {"lab": {"type": "libvirt", "credentials": {"uri": libvirtd.uri}}}}))
+    inventory = load(inv)
+    home = tmp_path / "clouds"
+    # the small image made once for the module: the cloud finds it in its cache
+    (home / "images").mkdir(parents=True)
+    (home / "images" / "small").symlink_to(image[1].parent)
+    yield inventory, home
+    libvirtd.destroy_all()
+
+
+def test_the_cloud_api_boots_acts_in_parallel_records_and_deletes(lab, tmp_path):
+    from cmqueue import Cloud
+    from cmqueue.clouds.cloud import CloudError
+    from cmqueue.clouds.records import records_for
+    from cmqueue.history import open_store
+
+    inventory, home = lab
+    with Cloud("lab", inventory=inventory, home=home) as c:
+        booted = c.machines(["vm2", "vm3"], "boot")
+        assert [(r["name"], r["state"]) for r in booted] == [("vm2", "running"), ("vm3", "running")]
+        host, port = booted[0]["ssh"].split("@")[1].split(":")
+        answer = subprocess.run(["ssh", "-o", f"UserKnownHostsFile={c.known_hosts}", "-o", "HostKeyAlias=vm2",
+                                 "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+                                 "-i", str(c.key), "-p", port, f"root@{host}", "hostname"],
+                                capture_output=True, text=True, timeout=60)
+        assert answer.stdout.strip() == "vm2", answer.stderr
+        assert [r["state"] for r in c.machines(["vm2", "vm3"], "suspend")] == ["suspended", "suspended"]
+        assert c.machine("vm3", "resume")["state"] == "running"
+        store = open_store(f"sqlite:///{tmp_path / 'history.db'}")
+        c.refresh(store)
+        vms = records_for(store, "vm", key="id")
+        assert {r["name"]: r["state"] for r in vms.search(cloud="lab")} == {"vm2": "suspended", "vm3": "running"}
+        with pytest.raises(CloudError, match="exists already"):
+            c.boot("vm2")
+        with pytest.raises(CloudError, match="no VM 'vm9'"):
+            c.machine("vm9", "start")
+        assert c.machine("vm2", "delete")["state"] == "deleted"
+        assert [r["name"] for r in c.list()] == ["vm3"]
+        c.refresh(store)
+        assert [r["name"] for r in vms.search(cloud="lab")] == ["vm3"]
+        store.close()
+    assert oct((home / "known_hosts").stat().st_mode & 0o777) == "0o600"

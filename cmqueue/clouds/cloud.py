@@ -1,0 +1,316 @@
+"""``with Cloud("lab") as c: ...``: a cloud of the inventory, its driver opened for the
+block and closed after it; its VMs as records, and the actions of the seed on them.
+
+```python
+from cmqueue import Cloud
+with Cloud("lab") as c:
+    vm = c.boot("vm1")                      # a new VM, its ssh host key pinned
+    c.machine("vm1", "suspend")             # start | stop | suspend | resume | reboot | delete
+    c.machines(["vm2", "vm3"], "resume")    # in parallel
+    print(c.list())                         # every VM of the cloud, as records
+```
+
+Any libcloud compute driver is opened by its name (``type``) with the cloud's
+credentials; ``libvirt`` gets what libcloud lacks: cmq defines the domain of a new VM
+(:mod:`cmqueue.clouds.domain`), undefines it on delete, and reads libvirt's own state
+(libcloud calls a paused domain "terminated").
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ..errors import CmqError, ConfigError, ServiceError, UsageError
+from .config import ASK, CloudConfig
+
+#: What can be done to a VM (``boot`` makes a new one).
+ACTIONS = ("boot", "start", "stop", "suspend", "resume", "reboot", "delete")
+#: libvirt's domain states in cmq's words.
+LIBVIRT_STATES = {0: "unknown", 1: "running", 2: "running", 3: "suspended", 4: "stopping", 5: "stopped",
+                  6: "crashed", 7: "suspended"}
+_KEY_LOCK = threading.Lock()
+#: Credentials asked for in this process, by cloud and field (asked once per process).
+_asked: dict[tuple[str, str], str] = {}
+
+
+class CloudError(CmqError):
+    """A cloud refused an action or does not have the VM; the message names both."""
+
+
+class CloudUnavailableError(ServiceError):
+    """A cloud cannot be reached, or refused the credentials (exit 3)."""
+
+
+def credentials_of(config: CloudConfig) -> dict[str, Any]:
+    """The cloud's credentials, each ``TBD`` asked for on the terminal (hidden, once)."""
+    out = {}
+    for key, value in config.credentials.items():
+        if value != ASK:
+            out[key] = value
+            continue
+        if (config.name, key) not in _asked:
+            if not sys.stdin.isatty():
+                raise ConfigError(f"{config.where}.credentials.{key}: is TBD, to be asked for on a terminal, "
+                                  "and there is none")
+            typed = getpass.getpass(f"{key} of cloud {config.name} ({config.type}): ")
+            if not typed:
+                raise ConfigError(f"{config.where}.credentials.{key}: nothing was typed")
+            _asked[(config.name, key)] = typed
+        out[key] = _asked[(config.name, key)]
+    return out
+
+
+def compute_driver(config: CloudConfig) -> Any:
+    """The libcloud compute driver of ``config``, opened with its credentials."""
+    from libcloud.compute.providers import get_driver
+
+    try:
+        cls = get_driver(config.type)
+    except AttributeError:
+        raise ConfigError(f"{config.where}.type: libcloud has no compute driver {config.type!r}") from None
+    creds = credentials_of(config)
+    try:
+        if config.type == "libvirt":
+            return cls(uri=str(creds.get("uri", "qemu:///system")))
+        key, secret = creds.pop("key", None), creds.pop("secret", None)
+        return cls(key, secret, **creds) if secret is not None else cls(key, **creds)
+    except Exception as e:  # noqa: BLE001 - the drivers' own errors: one line naming the cloud
+        raise CloudUnavailableError(f"{config.where}: cannot open the {config.type} driver: "
+                                    f"{_first_line(e)}") from None
+
+
+def _first_line(e: object) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+class Cloud:
+    """A cloud of the inventory; a context that opens its driver and closes it after."""
+
+    def __init__(self, name: str, inventory: Any = None, home: Path | None = None) -> None:
+        from ..config import home_dir
+
+        if inventory is None:
+            from ..config import resolve
+
+            inventory = resolve(check_keys=False).inventory
+        if name not in inventory.clouds:
+            known = ", ".join(inventory.clouds) or "none: add a clouds: section"
+            raise UsageError(f"no cloud {name!r} in {inventory.path.name} (clouds: {known})")
+        self.name = name
+        self.config: CloudConfig = inventory.clouds[name]
+        self.home = Path(home) if home is not None else home_dir() / "clouds"
+        self.driver: Any = None
+
+    # -- the context -------------------------------------------------------------------
+    def __enter__(self) -> Cloud:
+        self.open()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Open the cloud's driver (done by ``with``)."""
+        if self.driver is None:
+            self.driver = compute_driver(self.config)
+
+    def close(self) -> None:
+        """Close the driver's connection."""
+        conn = getattr(self.driver, "connection", None)
+        if conn is not None and hasattr(conn, "close"):
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - closing: nothing left to do about it
+                pass
+        self.driver = None
+
+    # -- VMs ---------------------------------------------------------------------------
+    def list(self) -> list[dict[str, Any]]:
+        """Every VM of the cloud as a record (name, state, ssh endpoint, what the driver says)."""
+        self.open()
+        return sorted((self._record(n) for n in self._call("list", self.driver.list_nodes)), key=lambda r: r["name"])
+
+    def node(self, name: str) -> Any:
+        """The driver's node called ``name``; CloudError when there is none."""
+        self.open()
+        for node in self._call("list", self.driver.list_nodes):
+            if node.name == name:
+                return node
+        raise CloudError(f"cloud {self.name}: no VM {name!r}")
+
+    def machine(self, name: str, action: str = "start") -> dict[str, Any]:
+        """Do ``action`` to VM ``name``; its record after it (``delete``: as it was)."""
+        if action not in ACTIONS:
+            raise UsageError(f"{action!r}: an action is one of {', '.join(ACTIONS)}")
+        if action == "boot":
+            return self.boot(name)
+        node = self.node(name)
+        before = self._record(node) if action == "delete" else None
+        if self.config.type == "libvirt":
+            self._libvirt_action(node, action)
+        else:
+            self._driver_action(node, action)
+        if before is not None:
+            return {**before, "state": "deleted"}
+        return self._record(self.node(name))
+
+    def machines(self, names: list[str], action: str) -> list[dict[str, Any]]:
+        """Do ``action`` to every VM of ``names`` at once; their records, in that order."""
+        if not names:
+            return []
+        with ThreadPoolExecutor(max_workers=min(16, len(names))) as pool:
+            return list(pool.map(lambda n: self.machine(n, action), names))
+
+    def boot(self, name: str, image: str | None = None, size: str | None = None) -> dict[str, Any]:
+        """A new VM called ``name`` from the cloud's defaults (or ``image``/``size``),
+        running, with its ssh host key pinned; its record."""
+        self.open()
+        if any(n.name == name for n in self._call("list", self.driver.list_nodes)):
+            raise CloudError(f"cloud {self.name}: a VM called {name!r} exists already")
+        if self.config.type != "libvirt":
+            raise CloudError(f"cloud {self.name}: booting on {self.config.type} is not there yet "
+                             "(only libvirt clouds boot VMs so far)")
+        return self._boot_libvirt(name, image or self.config.default.get("image"), size)
+
+    def refresh(self, store: Any) -> list[dict[str, Any]]:
+        """Record the cloud's VMs as it reports them now in ``store``'s database (flattened
+        records of kind ``vm``); those it no longer has are forgotten. The records."""
+        from .records import records_for
+
+        records = self.list()
+        table = records_for(store, "vm", key="id")
+        table.delete(cloud=self.name)
+        table.add(records)
+        return records
+
+    # -- libvirt: what libcloud lacks ----------------------------------------------------
+    def _domain(self, node: Any) -> Any:
+        return self.driver._get_domain_for_node(node)
+
+    def _libvirt_action(self, node: Any, action: str) -> None:
+        dom = self._domain(node)
+        state = dom.state()[0]
+        steps = {
+            "start": lambda: state != 1 and dom.create(),
+            "stop": lambda: dom.isActive() and dom.destroy(),
+            "suspend": lambda: state != 3 and dom.suspend(),
+            "resume": lambda: state == 3 and dom.resume(),
+            "reboot": lambda: dom.reset(0),
+            "delete": lambda: (dom.isActive() and dom.destroy(), dom.undefine()),
+        }
+        self._call(f"{action} {node.name}", steps[action])
+        if action == "delete":
+            for path in (self._console(node.name),):
+                path.unlink(missing_ok=True)
+
+    def _driver_action(self, node: Any, action: str) -> None:
+        d = self.driver
+        calls = {"start": lambda: d.start_node(node), "stop": lambda: d.stop_node(node),
+                 "suspend": lambda: d.ex_suspend_node(node), "resume": lambda: d.ex_resume_node(node),
+                 "reboot": lambda: d.reboot_node(node), "delete": lambda: d.destroy_node(node)}
+        self._call(f"{action} {node.name}", calls[action])
+
+    def _console(self, name: str) -> Path:
+        return self.home / self.name / f"{name}.console"
+
+    @property
+    def known_hosts(self) -> Path:
+        """The host keys of this cloud's VMs, pinned when they booted (alias: the VM's name)."""
+        return self.home / "known_hosts"
+
+    @property
+    def key(self) -> Path:
+        """The private key cmq logs in to its VMs with (made on first use, 0600)."""
+        key = self.home / "id_ed25519"
+        with _KEY_LOCK:                       # VMs boot in parallel threads: one key, made once
+            if not key.exists():
+                key.parent.mkdir(parents=True, exist_ok=True)
+                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cmq-cloud", "-f", str(key)],
+                               check=True, capture_output=True)
+        return key
+
+    def _boot_libvirt(self, name: str, image: str | None, size: str | None) -> dict[str, Any]:
+        from .domain import DomainSpec, domain_xml
+        from .image import kernel_cmdline, small_image, wait_ready
+
+        if image not in (None, "", "small"):
+            raise CloudError(f"cloud {self.name}: image {image!r}: a libvirt cloud boots the small image so far")
+        memory = {"small": 256, "medium": 512, "large": 1024}.get(str(size or "small"))
+        if memory is None:
+            raise UsageError(f"size {size!r}: small, medium or large")
+        kernel, initrd = small_image(self.home / "images" / "small")
+        console = self._console(name)
+        console.parent.mkdir(parents=True, exist_ok=True)
+        console.unlink(missing_ok=True)
+        port = _free_port()
+        spec = DomainSpec(name=name, ssh_port=port, console=str(console), kernel=str(kernel), initrd=str(initrd),
+                          cmdline=kernel_cmdline(Path(f"{self.key}.pub").read_text(), name), memory_mib=memory,
+                          cloud=self.name)
+        conn = self.driver.connection
+        dom = self._call(f"boot {name}", lambda: conn.defineXML(domain_xml(spec)))
+        try:
+            self._call(f"boot {name}", dom.create)
+            host_key = wait_ready(console)
+        except BaseException:
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+            raise
+        self._pin(name, host_key)
+        return self._record(self.node(name))
+
+    def _pin(self, name: str, host_key: str) -> None:
+        from ..files import write_private
+
+        lines = [ln for ln in (self.known_hosts.read_text().splitlines() if self.known_hosts.exists() else [])
+                 if ln.split(" ", 1)[0] != name]
+        write_private(self.known_hosts, "\n".join([*lines, f"{name} {host_key}"]) + "\n")
+
+    # -- records -------------------------------------------------------------------------
+    def _record(self, node: Any) -> dict[str, Any]:
+        from libcloud.compute.types import NodeState
+
+        record: dict[str, Any] = {"id": f"{self.name}/{node.name}", "name": node.name, "cloud": self.name,
+                                  "provider": self.config.type, "state": _state_word(node.state, NodeState),
+                                  "public_ips": ",".join(node.public_ips or []),
+                                  "private_ips": ",".join(node.private_ips or [])}
+        if self.config.type == "libvirt":
+            from .domain import ssh_endpoint
+
+            dom = self._domain(node)
+            record["state"] = LIBVIRT_STATES.get(dom.state()[0], "unknown")
+            endpoint = ssh_endpoint(dom.XMLDesc())
+            if endpoint:
+                record["ssh"] = f"root@{endpoint[0]}:{endpoint[1]}"
+        extra = {k: v for k, v in (node.extra or {}).items() if isinstance(v, (str, int, float, bool))}
+        if extra:
+            record["data"] = extra
+        return record
+
+    def _call(self, what: str, fn: Any) -> Any:
+        try:
+            return fn()
+        except CmqError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a driver's or libvirt's error: one line naming the cloud
+            raise CloudError(f"cloud {self.name}: {what}: {_first_line(e)}") from None
+
+
+def _state_word(state: Any, states: Any) -> str:
+    words = {states.RUNNING: "running", states.STOPPED: "stopped", states.TERMINATED: "stopped",
+             states.SUSPENDED: "suspended", states.PAUSED: "suspended", states.PENDING: "pending",
+             states.REBOOTING: "pending", states.STARTING: "pending", states.STOPPING: "stopping"}
+    return words.get(state, str(state))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
