@@ -246,7 +246,7 @@ def publish_chunk(app: Celery, chunk: list[JobSpec], chord: dict[str, Any], inde
         batch = producer.batch(max_size=PUBLISH_BATCH) if hasattr(producer, "batch") else nullcontext()
         with batch:
             for spec in chunk:
-                task = app.tasks[TRANSFER_TASK if spec.kind in ("put", "get", "storage") else RUN_TASK]
+                task = app.tasks[TRANSFER_TASK if spec.kind in ("put", "get", "storage", "cloud") else RUN_TASK]
                 extra = {**chord, "group_index": index[spec.id]} if chord else {}
                 task.apply_async(kwargs={"spec": spec.to_dict()}, task_id=spec.id, queue=spec.queue,
                                  routing_key=spec.queue, producer=producer, retry=False, declare=[],

@@ -288,6 +288,8 @@ class MachineDriver:
                 result = self._transfer(spec)
             elif spec.kind == "storage":
                 result = self._storage(spec)
+            elif spec.kind == "cloud":
+                result = self._cloud(spec)
             elif "inputs" in spec.params:
                 result = self._run_staged(spec)
             else:
@@ -440,6 +442,19 @@ class MachineDriver:
             return jobs.run(spec, self.settings.inventory, self.machine.name, on_progress=progress)
         finally:
             progress.close()
+
+    def _cloud(self, spec: JobSpec) -> JobResult:
+        """Run a cloud action job in this process (one of this machine's slots)."""
+        with _STORAGE_IMPORT:               # imports from several threads at once can deadlock
+            import libcloud.compute.providers  # noqa: F401
+
+            from .clouds import cloud, jobs  # noqa: F401
+            if any(c.type == "libvirt" for c in self.settings.inventory.clouds.values()):
+                try:
+                    import libcloud.compute.drivers.libvirt_driver  # noqa: F401
+                except ImportError:
+                    pass                     # the job says so, in the cloud's words
+        return jobs.run(spec, self.settings.inventory, self.machine.name)
 
     def transfer(self, master: int = 0) -> Transfer:
         """A Transfer to this worker's machine through master ``master``."""

@@ -1,36 +1,103 @@
-"""`cmq cloud`: the clouds of the inventory (libcloud compute drivers)."""
+"""`cmq cloud`: the clouds of the inventory (libcloud compute drivers) and their VMs."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-from .commands import Args, _settings
-from .storage import _output, _rows
+from ..errors import UsageError
+from . import output
+from .commands import Args, _number, _settings
+from .storage import _need_a_worker, _output, _rows
+
+#: The actions that go to the queue, one job per VM.
+QUEUED = ("boot", "start", "stop", "suspend", "resume", "reboot", "delete")
 
 
 def cmd_cloud(args: Args) -> int:
-    """The clouds of the inventory: libcloud compute drivers with credentials and defaults.
+    """The clouds of the inventory (libcloud compute drivers) and their virtual machines.
 
 Usage:
   cmq cloud [options] config list [--output=OUTPUT]
+  cmq cloud [options] list [CLOUD] [--output=OUTPUT]
+  cmq cloud [options] refresh [CLOUD]
+  cmq cloud [options] boot CLOUD [--count=N] [--image=IMAGE] [--size=SIZE] [NAMES]
+  cmq cloud [options] (start|stop|suspend|resume|reboot|delete) NAMES [--cloud=CLOUD]
 
 Options:
   --output=OUTPUT    table, json or csv [default: table]
+  --count=N          VMs to boot when no NAMES are given (named CLOUD-1, CLOUD-2, ...) [default: 1]
+  --image=IMAGE      the image to boot (default: the cloud's default.image)
+  --size=SIZE        the size (flavor) to boot (default: the cloud's default.size)
+  --cloud=CLOUD      the cloud of NAMES (default: the only cloud of the inventory)
 
 Clouds are named in the inventory's clouds: section, in the order shown:
   clouds:
-    lab: {type: libvirt, credentials: {uri: "qemu:///session"}, default: {image: bookworm}}
+    lab: {type: libvirt, credentials: {uri: "qemu:///system"}, default: {size: small}}
     aws: {type: ec2, credentials: {key: AKIA..., secret: TBD, region: eu-west-1}}
 type is a libcloud compute driver (libvirt, openstack, ec2, gce, ...). A credential TBD
-is asked for on the terminal, hidden, when the cloud is opened; secrets are shown
-masked. An inventory that holds a secret must be private (0600).
+is asked for on the terminal, hidden, when the cloud is opened (so not in a queued
+action: give it in the inventory, which must then be 0600); secrets are shown masked.
+
+NAMES is a hostlist (vm[1-4],db1). boot and the actions go to the queue as one job per
+VM, all at once as far as the workers' slots go; each is in the history (`cmq status`).
+Workers on this host run them (`cmq up`). `list` asks the cloud; `refresh` records
+what it says in the history store's database (flattened records of kind vm).
+On a libvirt cloud cmq defines each VM itself: QEMU in software emulation, user-mode
+network with its ssh port forwarded on 127.0.0.1, its ssh host key pinned from its
+console before the first connection (~/.cloudmesh/cmq/clouds/known_hosts).
 
 Examples:
   cmq cloud config list
-  cmq cloud config list --output=json
+  cmq cloud boot lab --count=2
+  cmq cloud suspend lab-[1-2]
+  cmq cloud list lab --output=json
 """
     settings = _settings(args, check_keys=False)
-    return _config_list(settings, _output(args))
+    clouds = settings.inventory.clouds
+    if args["config"]:
+        return _config_list(settings, _output(args))
+    if args["list"] or args["refresh"]:
+        names = [args["CLOUD"]] if args["CLOUD"] else list(clouds)
+        for name in names:
+            _known(clouds, name)
+        return _list(settings, names, _output(args), record=bool(args["refresh"]))
+    action = next(a for a in QUEUED if args[a])
+    if action == "boot":
+        cloud = _known(clouds, args["CLOUD"])
+        count = _number(args, "--count", int)
+        if count is None or count < 1:
+            raise UsageError(f"--count={args['--count']}: must be 1 or more")
+        vms = _names(args["NAMES"]) if args["NAMES"] else [f"{cloud}-{i}" for i in range(1, count + 1)]
+        params = {k: args[f"--{k}"] for k in ("image", "size") if args[f"--{k}"]}
+    else:
+        cloud = _known(clouds, args["--cloud"]) if args["--cloud"] else _only(clouds)
+        vms, params = _names(args["NAMES"]), {}
+    return _queued(settings, cloud, vms, action, params)
+
+
+def _known(clouds: dict[str, Any], name: str) -> str:
+    if name not in clouds:
+        raise UsageError(f"no cloud {name!r} in the inventory (clouds: {', '.join(clouds) or 'none'})")
+    return name
+
+
+def _only(clouds: dict[str, Any]) -> str:
+    if len(clouds) != 1:
+        raise UsageError(f"which cloud? give --cloud=CLOUD (clouds: {', '.join(clouds) or 'none'})")
+    return next(iter(clouds))
+
+
+def _names(text: str) -> list[str]:
+    from ..hostlist import HostlistError, expand_list
+
+    try:
+        names = expand_list(text)
+    except HostlistError as e:
+        raise UsageError(f"NAMES: {e}") from None
+    if len(set(names)) != len(names):
+        raise UsageError(f"NAMES: {text} names a VM twice")
+    return names
 
 
 def _config_list(settings: Any, fmt: str) -> int:
@@ -44,6 +111,50 @@ def _config_list(settings: Any, fmt: str) -> int:
                      "credentials": " ".join(f"{k}={v}" for k, v in shown["credentials"].items()),
                      "default": " ".join(f"{k}={v}" for k, v in shown["default"].items())})
     _rows(rows, ["name", "type", "credentials", "default"], fmt)
+    return 0
+
+
+def _list(settings: Any, names: list[str], fmt: str, record: bool) -> int:
+    from ..clouds.cloud import Cloud
+
+    rows: list[dict[str, Any]] = []
+    store = None
+    if record:
+        from ..history import open_store
+
+        store = open_store(settings.history)
+    try:
+        for name in names:
+            with Cloud(name, inventory=settings.inventory) as cloud:
+                rows += cloud.refresh(store) if store is not None else cloud.list()
+    finally:
+        if store is not None:
+            store.close()
+    if record:
+        output.err.print(f"{len(rows)} VM(s) recorded", markup=False, highlight=False)
+    _rows(rows, ["name", "cloud", "state", "ssh", "provider"], fmt)
+    return 0
+
+
+def _queued(settings: Any, cloud: str, vms: list[str], action: str, params: dict[str, Any]) -> int:
+    """Send one job per VM and wait for them; a table of the VMs after it."""
+    from ..clouds import jobs
+    from ..cluster import Cluster
+    from ..errors import JobFailedError
+    from ..models import JobStatus
+
+    specs = jobs.build(cloud, vms, action, params)
+    with Cluster(settings) as c:
+        _need_a_worker(c)
+        c.send_specs(specs)
+        records = c.wait([s.id for s in specs])
+    done = [r.result.data for r in records if r.state == JobStatus.SUCCEEDED and r.result and r.result.data]
+    _rows(done, ["name", "cloud", "state", "ssh"], "table")
+    sys.stdout.flush()
+    bad = [r for r in records if r.state != JobStatus.SUCCEEDED]
+    if bad:
+        output.failures(bad)
+        raise JobFailedError(f"{len(bad)} of {len(records)} {action} job(s) failed (`cmq status` shows them)", bad)
     return 0
 
 

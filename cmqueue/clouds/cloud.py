@@ -75,6 +75,9 @@ def compute_driver(config: CloudConfig) -> Any:
         cls = get_driver(config.type)
     except AttributeError:
         raise ConfigError(f"{config.where}.type: libcloud has no compute driver {config.type!r}") from None
+    except ImportError as e:
+        extra = " (pip install 'cmqueue[clouds]')" if config.type == "libvirt" else ""
+        raise CloudUnavailableError(f"{config.where}: the {config.type} driver cannot load: {e}{extra}") from None
     creds = credentials_of(config)
     try:
         if config.type == "libvirt":

@@ -141,3 +141,40 @@ def test_the_cloud_api_boots_acts_in_parallel_records_and_deletes(lab, tmp_path)
         assert [r["name"] for r in vms.search(cloud="lab")] == ["vm3"]
         store.close()
     assert oct((home / "known_hosts").stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.fixture
+def cloud_env(libvirtd, image, tmp_path):
+    """A cluster (`cmq up`: one machine, 3 slots) whose inventory has cloud lab on the private libvirtd."""
+    from ..conftest import make_env, teardown
+
+    env = make_env(tmp_path, machines=1, slots=3, first=211,
+                   sections={"clouds": {"lab": {"type": "libvirt", "credentials": {"uri": libvirtd.uri}}}})
+    (env.home / "clouds" / "images").mkdir(parents=True)
+    (env.home / "clouds" / "images" / "small").symlink_to(image[1].parent)
+    yield env
+    teardown(env)
+    libvirtd.destroy_all()
+
+
+def test_cloud_commands_send_one_job_per_vm_and_say_what_failed(cloud_env):
+    import json
+
+    r = cloud_env.run("cloud", "boot", "lab", "vm[7-8]", timeout=180)
+    assert r.code == 0, r.err
+    assert [ln.split()[:3] for ln in r.out.splitlines()[1:]] == [["vm7", "lab", "running"], ["vm8", "lab", "running"]]
+    r = cloud_env.run("cloud", "suspend", "vm7")
+    assert r.code == 0, r.err
+    listed = json.loads(cloud_env.run("cloud", "list", "lab", "--output=json", check=True).out)
+    assert {v["name"]: v["state"] for v in listed} == {"vm7": "suspended", "vm8": "running"}
+    jobs = [j for j in cloud_env.run("jobs", "--json", check=True).json() if j["kind"] == "cloud"]
+    assert sorted(j["command"] for j in jobs) == ["cloud lab: boot vm7", "cloud lab: boot vm8",
+                                                  "cloud lab: suspend vm7"]
+    assert {j["state"] for j in jobs} == {"succeeded"}
+    again = cloud_env.run("cloud", "boot", "lab", "vm8")
+    assert again.code == 1 and "exists already" in again.err and "Traceback" not in again.err
+    r = cloud_env.run("cloud", "delete", "vm[7-8]")
+    assert r.code == 0, r.err
+    assert json.loads(cloud_env.run("cloud", "list", "--output=json", check=True).out) == []
+    bad = cloud_env.run("cloud", "start", "vm[1-")
+    assert bad.code == 2 and bad.err.startswith("cmq: NAMES:")
