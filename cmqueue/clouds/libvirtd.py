@@ -50,7 +50,7 @@ grep -q '^libvirt-qemu:' "$1/passwd" ||
 grep -q '^libvirt-qemu:' "$1/group" || echo 'libvirt-qemu:x:64055:' >> "$1/group"
 grep -q '^kvm:' "$1/group" || echo 'kvm:x:64056:' >> "$1/group"
 mount --bind "$1/passwd" /etc/passwd; mount --bind "$1/group" /etc/group
-exec libvirtd -f /etc/libvirt/libvirtd.conf
+exec libvirtd -f /etc/libvirt/libvirtd.conf -p "$1/libvirtd.pid"
 """
 
 
