@@ -461,10 +461,18 @@ class Fleet:
                 self.offer(machine)
 
     def _mtime(self) -> float:
-        try:
-            return self.settings.inventory.path.stat().st_mtime
-        except OSError:
-            return 0.0
+        """The newest time of the inventory and its companion files (machines added by
+        `cmq vagrant up` or `cmq cloud boot --join`)."""
+        from .inventory import companion_paths
+
+        path = self.settings.inventory.path
+        times = [0.0]
+        for p in (path, *companion_paths(path)):
+            try:
+                times.append(p.stat().st_mtime)
+            except OSError:
+                pass
+        return max(times)
 
     # -- the consumer -------------------------------------------------------------------
     def _in_loop(self, fn: Callable[[], Any]) -> None:

@@ -501,26 +501,37 @@ def load(path: str | os.PathLike, check_keys: bool = True) -> Inventory:
     return inv
 
 
-def companion_path(path: Path) -> Path:
-    """The file beside the inventory ``path`` that lists machines added by
-    ``cmq vagrant up`` (``cmq.yaml`` -> ``cmq.vagrant.yaml``)."""
-    return path.with_name(f"{path.stem}.vagrant.yaml")
+def companion_path(path: Path, kind: str = "vagrant") -> Path:
+    """The file beside the inventory ``path`` that lists machines another command added:
+    ``cmq vagrant up`` (kind ``vagrant``: ``cmq.yaml`` -> ``cmq.vagrant.yaml``) or ``cmq
+    cloud boot --join`` (kind ``clouds``: ``cmq.clouds.yaml``)."""
+    return path.with_name(f"{path.stem}.{kind}.yaml")
+
+
+#: The kinds of companion files, each with the command that writes it.
+COMPANIONS = {"vagrant": "cmq vagrant up", "clouds": "cmq cloud boot --join"}
+
+
+def companion_paths(path: Path) -> list[Path]:
+    """Every companion file of inventory ``path`` (existing or not)."""
+    return [companion_path(path, kind) for kind in COMPANIONS]
 
 
 def _merge_companion(inv: Inventory, path: Path) -> None:
-    """Add the machines of the companion file, if there is one, after the inventory's own."""
-    extra_path = companion_path(path)
-    try:
-        text = extra_path.read_text()
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise ConfigError(f"{extra_path}: cannot read: {e.strerror}") from None
-    raw = _read_yaml(text, extra_path)
-    if not isinstance(raw, dict) or set(raw) - {"machines"}:
-        raise _fail(extra_path, "", "may hold only a 'machines:' section (it is written by `cmq vagrant up`)")
-    extra = _build(raw, extra_path)
-    for name, machine in extra.machines.items():
-        if name in inv.machines:
-            raise _fail(extra_path, f"machines.{name}", f"also defined in {path.name}; rename one of them")
-        inv.machines[name] = machine
+    """Add the machines of the companion files, if any, after the inventory's own."""
+    for kind, writer in COMPANIONS.items():
+        extra_path = companion_path(path, kind)
+        try:
+            text = extra_path.read_text()
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise ConfigError(f"{extra_path}: cannot read: {e.strerror}") from None
+        raw = _read_yaml(text, extra_path)
+        if not isinstance(raw, dict) or set(raw) - {"machines"}:
+            raise _fail(extra_path, "", f"may hold only a 'machines:' section (it is written by `{writer}`)")
+        extra = _build(raw, extra_path)
+        for name, machine in extra.machines.items():
+            if name in inv.machines:
+                raise _fail(extra_path, f"machines.{name}", f"also defined in {path.name}; rename one of them")
+            inv.machines[name] = machine

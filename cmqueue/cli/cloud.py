@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 from ..errors import UsageError
@@ -10,6 +11,8 @@ from . import output
 from .commands import Args, _number, _settings
 from .storage import _need_a_worker, _output, _rows
 
+#: Seconds `boot --join` waits for the workers to serve the new machines.
+JOIN_WAIT = 60.0
 #: The actions that go to the queue, one job per VM.
 QUEUED = ("boot", "start", "stop", "suspend", "resume", "reboot", "delete")
 
@@ -21,7 +24,7 @@ Usage:
   cmq cloud [options] config list [--output=OUTPUT]
   cmq cloud [options] list [CLOUD] [--output=OUTPUT]
   cmq cloud [options] refresh [CLOUD]
-  cmq cloud [options] boot CLOUD [--count=N] [--image=IMAGE] [--size=SIZE] [NAMES]
+  cmq cloud [options] boot CLOUD [--count=N] [--image=IMAGE] [--size=SIZE] [--join] [--slots=S] [NAMES]
   cmq cloud [options] (start|stop|suspend|resume|reboot|delete) NAMES [--cloud=CLOUD]
 
 Options:
@@ -30,6 +33,8 @@ Options:
   --image=IMAGE      the image to boot (default: the cloud's default.image)
   --size=SIZE        the size (flavor) to boot (default: the cloud's default.size)
   --cloud=CLOUD      the cloud of NAMES (default: the only cloud of the inventory)
+  --join             the VMs become machines (label: their cloud) once they answer
+  --slots=S          jobs each joined VM runs at once [default: 1]
 
 Clouds are named in the inventory's clouds: section, in the order shown:
   clouds:
@@ -38,6 +43,10 @@ Clouds are named in the inventory's clouds: section, in the order shown:
 type is a libcloud compute driver (libvirt, openstack, ec2, gce, ...). A credential TBD
 is asked for on the terminal, hidden, when the cloud is opened (so not in a queued
 action: give it in the inventory, which must then be 0600); secrets are shown masked.
+
+With --join the booted VMs are written to <inventory>.clouds.yaml beside the inventory,
+which cmq reads with it: each an ssh machine whose host key is the one pinned at boot,
+served by the running workers within seconds; `delete` removes them from it.
 
 NAMES is a hostlist (vm[1-4],db1). boot and the actions go to the queue as one job per
 VM, all at once as far as the workers' slots go; each is in the history (`cmq status`).
@@ -70,10 +79,25 @@ Examples:
             raise UsageError(f"--count={args['--count']}: must be 1 or more")
         vms = _names(args["NAMES"]) if args["NAMES"] else [f"{cloud}-{i}" for i in range(1, count + 1)]
         params = {k: args[f"--{k}"] for k in ("image", "size") if args[f"--{k}"]}
+        slots = _number(args, "--slots", int)
+        if slots is None or slots < 1:
+            raise UsageError(f"--slots={args['--slots']}: must be 1 or more")
+        taken = [n for n in vms if n in settings.inventory.machines]
+        if args["--join"] and taken:
+            raise UsageError(f"--join: {', '.join(taken)} already name machines of the inventory")
     else:
         cloud = _known(clouds, args["--cloud"]) if args["--cloud"] else _only(clouds)
         vms, params = _names(args["NAMES"]), {}
-    return _queued(settings, cloud, vms, action, params)
+    done = _queued(settings, cloud, vms, action, params)
+    if action == "boot" and args["--join"]:
+        _join(settings, cloud, done, slots)
+    if action == "delete":
+        from ..clouds import joined
+
+        left = joined.remove(settings.inventory.path, [r["name"] for r in done])
+        if left:
+            output.err.print(f"no longer machines: {', '.join(left)}", markup=False, highlight=False)
+    return 0
 
 
 def _known(clouds: dict[str, Any], name: str) -> str:
@@ -136,8 +160,35 @@ def _list(settings: Any, names: list[str], fmt: str, record: bool) -> int:
     return 0
 
 
-def _queued(settings: Any, cloud: str, vms: list[str], action: str, params: dict[str, Any]) -> int:
-    """Send one job per VM and wait for them; a table of the VMs after it."""
+def _join(settings: Any, cloud: str, records: list[dict[str, Any]], slots: int) -> None:
+    """Make the booted VMs machines, and wait until the workers serve them."""
+    from ..clouds import joined
+    from ..clouds.cloud import Cloud
+    from ..cluster import Cluster
+    from ..errors import ServiceError
+    from ..machine_state import read_states
+
+    c = Cloud(cloud, inventory=settings.inventory)
+    entries = {r["name"]: joined.machine_entry(r, c.key, c.known_hosts, slots) for r in records if r.get("ssh")}
+    joined.add(settings.inventory.path, entries)
+    deadline = time.monotonic() + JOIN_WAIT
+    with Cluster(settings) as cluster:
+        while True:
+            states = read_states(cluster.redis, entries)
+            if all(states.get(n, {}).get("state") == "consuming" for n in entries):
+                break
+            if time.monotonic() > deadline:
+                late = [n for n in entries if states.get(n, {}).get("state") != "consuming"]
+                raise ServiceError(f"joined {', '.join(entries)}, but no worker serves {', '.join(late)} yet "
+                                   f"after {JOIN_WAIT:.0f} s: is `cmq up` running? (`cmq machines` shows them)")
+            time.sleep(0.2)
+    output.err.print(f"joined: {', '.join(entries)} (label {cloud})", markup=False, highlight=False)
+
+
+def _queued(settings: Any, cloud: str, vms: list[str], action: str,
+            params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Send one job per VM and wait for them; print a table of the VMs after it; their
+    records."""
     from ..clouds import jobs
     from ..cluster import Cluster
     from ..errors import JobFailedError
@@ -155,7 +206,7 @@ def _queued(settings: Any, cloud: str, vms: list[str], action: str, params: dict
     if bad:
         output.failures(bad)
         raise JobFailedError(f"{len(bad)} of {len(records)} {action} job(s) failed (`cmq status` shows them)", bad)
-    return 0
+    return done
 
 
 COMMANDS: dict[str, Any] = {"cloud": cmd_cloud}

@@ -178,3 +178,23 @@ def test_cloud_commands_send_one_job_per_vm_and_say_what_failed(cloud_env):
     assert json.loads(cloud_env.run("cloud", "list", "--output=json", check=True).out) == []
     bad = cloud_env.run("cloud", "start", "vm[1-")
     assert bad.code == 2 and bad.err.startswith("cmq: NAMES:")
+
+
+def test_a_vm_booted_with_join_runs_jobs_as_a_machine_until_it_is_deleted(cloud_env):
+    import json
+
+    r = cloud_env.run("cloud", "boot", "lab", "vm9", "--join", "--slots=2", timeout=180)
+    assert r.code == 0, r.err
+    assert "joined: vm9 (label lab)" in r.err
+    assert (cloud_env.config.parent / "cmq.clouds.yaml").stat().st_mode & 0o777 == 0o600
+    ran = cloud_env.run("submit", "--on", "vm9", "--wait", "uname -n; echo $((6 * 7))", timeout=120)
+    assert ran.code == 0, ran.err
+    assert ran.out.split() == ["vm9", "42"]
+    machines = {m["name"]: m for m in json.loads(cloud_env.run("machines", "--json", check=True).out)}
+    assert machines["vm9"]["worker"] == "consuming"
+    r = cloud_env.run("cloud", "delete", "vm9")
+    assert r.code == 0, r.err
+    assert "no longer machines: vm9" in r.err
+    assert not (cloud_env.config.parent / "cmq.clouds.yaml").exists()
+    machines = json.loads(cloud_env.run("machines", "--json", check=True).out)
+    assert "vm9" not in [m["name"] for m in machines]
