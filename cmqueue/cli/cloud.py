@@ -25,7 +25,9 @@ Usage:
   cmq cloud [options] list [CLOUD] [--output=OUTPUT]
   cmq cloud [options] refresh [CLOUD]
   cmq cloud [options] boot CLOUD [--count=N] [--image=IMAGE] [--size=SIZE] [--join] [--slots=S] [NAMES]
-  cmq cloud [options] (start|stop|suspend|resume|reboot|delete) NAMES [--cloud=CLOUD]
+  cmq cloud [options] (start|stop|suspend|resume|reboot) NAMES [--cloud=CLOUD]
+  cmq cloud [options] delete NAMES [--cloud=CLOUD] [--force]
+  cmq cloud [options] ssh NAME [--cloud=CLOUD] [COMMAND...]
 
 Options:
   --output=OUTPUT    table, json or csv [default: table]
@@ -35,6 +37,7 @@ Options:
   --cloud=CLOUD      the cloud of NAMES (default: the only cloud of the inventory)
   --join             the VMs become machines (label: their cloud) once they answer
   --slots=S          jobs each joined VM runs at once [default: 1]
+  --force            delete VMs that have unfinished jobs
 
 Clouds are named in the inventory's clouds: section, in the order shown:
   clouds:
@@ -46,7 +49,9 @@ action: give it in the inventory, which must then be 0600); secrets are shown ma
 
 With --join the booted VMs are written to <inventory>.clouds.yaml beside the inventory,
 which cmq reads with it: each an ssh machine whose host key is the one pinned at boot,
-served by the running workers within seconds; `delete` removes them from it.
+served by the running workers within seconds; `delete` removes them from it, and
+refuses while jobs for them are queued or running, unless --force. `ssh NAME` opens a
+shell on a VM (or runs COMMAND there) with its pinned host key.
 
 NAMES is a hostlist (vm[1-4],db1). boot and the actions go to the queue as one job per
 VM, all at once as far as the workers' slots go; each is in the history (`cmq status`).
@@ -71,6 +76,9 @@ Examples:
         for name in names:
             _known(clouds, name)
         return _list(settings, names, _output(args), record=bool(args["refresh"]))
+    if args["ssh"]:
+        return _ssh(settings, _known(clouds, args["--cloud"]) if args["--cloud"] else _only(clouds), args["NAME"],
+                    args["COMMAND"])
     action = next(a for a in QUEUED if args[a])
     if action == "boot":
         cloud = _known(clouds, args["CLOUD"])
@@ -88,6 +96,10 @@ Examples:
     else:
         cloud = _known(clouds, args["--cloud"]) if args["--cloud"] else _only(clouds)
         vms, params = _names(args["NAMES"]), {}
+        if action == "delete" and not args["--force"]:
+            from .vagrant import refuse_unfinished
+
+            refuse_unfinished(args, [n for n in vms if n in settings.inventory.machines], "delete", label=cloud)
     done = _queued(settings, cloud, vms, action, params)
     if action == "boot" and args["--join"]:
         _join(settings, cloud, done, slots)
@@ -157,6 +169,31 @@ def _list(settings: Any, names: list[str], fmt: str, record: bool) -> int:
     if record:
         output.err.print(f"{len(rows)} VM(s) recorded", markup=False, highlight=False)
     _rows(rows, ["name", "cloud", "state", "ssh", "provider"], fmt)
+    return 0
+
+
+def _ssh(settings: Any, cloud: str, name: str, command: list[str]) -> int:
+    """ssh to VM ``name`` of ``cloud`` on its forwarded port, its pinned host key checked."""
+    import os
+
+    from ..clouds.cloud import Cloud, CloudError
+
+    with Cloud(cloud, inventory=settings.inventory) as c:
+        record = next((r for r in c.list() if r["name"] == name), None)
+        if record is None or not record.get("ssh"):
+            raise CloudError(f"cloud {cloud}: no VM {name!r} that cmq can reach by ssh")
+        user, _, address = record["ssh"].partition("@")
+        host, _, port = address.rpartition(":")
+        argv = ["ssh", "-o", f"UserKnownHostsFile={c.known_hosts}", "-o", f"HostKeyAlias={name}",
+                "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-i", str(c.key), "-p", port,
+                "--", f"{user}@{host}"]
+    command = command[1:] if command[:1] == ["--"] else command
+    if command:
+        import shlex
+
+        argv.append(" ".join(shlex.quote(w) for w in command))
+    sys.stdout.flush()
+    os.execvp("ssh", argv)
     return 0
 
 

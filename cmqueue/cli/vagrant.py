@@ -73,7 +73,7 @@ queues, or the label `vagrant` when only VMs carry it), unless --force.
         _print_status(args, cluster)
         return 0
     if not args["--force"]:
-        _refuse_unfinished(args, list(cluster.entries()), "halt" if args["halt"] else "destroy")
+        refuse_unfinished(args, list(cluster.entries()), "halt" if args["halt"] else "destroy")
     if args["halt"]:
         cluster.halt()
         output.err.print("VMs halted; they stay in the inventory, disabled, until `cmq vagrant up`",
@@ -118,16 +118,18 @@ def _join(args: Args, names: list[str]) -> None:
         raise VagrantError(f"{'; '.join(failed)}; the VMs run and are in the inventory: {retry} tries again")
 
 
-def unfinished_on(records: list[Any], names: list[str], label_only_on_vms: bool) -> list[Any]:
-    """The records among ``records`` that ran, or are bound to run, on the VMs ``names``."""
+def unfinished_on(records: list[Any], names: list[str], label_only_on_vms: bool, label: str = LABEL) -> list[Any]:
+    """The records among ``records`` that ran, or are bound to run, on the VMs ``names``
+    (or on ``label``, when only those VMs carry it)."""
     targets = {f"machine:{n}" for n in names}
     if label_only_on_vms:
-        targets.add(f"label:{LABEL}")
+        targets.add(f"label:{label}")
     return [r for r in records if r.machine in names or r.spec.target in targets]
 
 
-def _refuse_unfinished(args: Args, names: list[str], what: str) -> None:
-    """UsageError when jobs for the VMs are queued, running or retrying."""
+def refuse_unfinished(args: Args, names: list[str], what: str, label: str = LABEL) -> None:
+    """UsageError when jobs for the VMs ``names`` (machines carrying ``label``) are
+    queued, running or retrying."""
     if not names:
         return
     from ..models import JobStatus
@@ -137,8 +139,8 @@ def _refuse_unfinished(args: Args, names: list[str], what: str) -> None:
         c.refresh()
         records = [r for s in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRYING)
                    for r in c.store.jobs(state=s)]
-        others = [m for m in c.settings.inventory.enabled() if LABEL in m.labels and m.name not in names]
-    pending = unfinished_on(records, names, label_only_on_vms=not others)
+        others = [m for m in c.settings.inventory.enabled() if label in m.labels and m.name not in names]
+    pending = unfinished_on(records, names, label_only_on_vms=not others, label=label)
     if pending:
         ids = ", ".join(r.id for r in pending[:5]) + (", ..." if len(pending) > 5 else "")
         raise UsageError(f"{len(pending)} unfinished jobs need the VMs ({ids}): wait for them "

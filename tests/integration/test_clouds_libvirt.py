@@ -192,7 +192,14 @@ def test_a_vm_booted_with_join_runs_jobs_as_a_machine_until_it_is_deleted(cloud_
     assert ran.out.split() == ["vm9", "42"]
     machines = {m["name"]: m for m in json.loads(cloud_env.run("machines", "--json", check=True).out)}
     assert machines["vm9"]["worker"] == "consuming"
-    r = cloud_env.run("cloud", "delete", "vm9")
+    shell = cloud_env.run("cloud", "ssh", "vm9", "--", "echo", "it's", "vm9")
+    assert shell.code == 0 and shell.out.strip() == "it's vm9", shell.err
+    busy = cloud_env.run("submit", "--on", "vm9", "sleep 600")
+    assert busy.code == 0, busy.err
+    refused = cloud_env.run("cloud", "delete", "vm9")
+    assert refused.code == 2 and "unfinished jobs need the VMs" in refused.err
+    assert [r["name"] for r in json.loads(cloud_env.run("cloud", "list", "--output=json", check=True).out)] == ["vm9"]
+    r = cloud_env.run("cloud", "delete", "vm9", "--force")
     assert r.code == 0, r.err
     assert "no longer machines: vm9" in r.err
     assert not (cloud_env.config.parent / "cmq.clouds.yaml").exists()
