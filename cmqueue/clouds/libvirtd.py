@@ -16,7 +16,9 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,6 +56,10 @@ exec libvirtd -f /etc/libvirt/libvirtd.conf -p "$1/libvirtd.pid"
 """
 
 
+#: Longest path of the daemon's sockets kept under its directory (sun_path holds 108 bytes).
+SOCKET_PATH_MAX = 100
+
+
 def libvirtd_binary() -> str | None:
     """libvirtd's path, or None when it is not installed."""
     return shutil.which("libvirtd", path="/usr/sbin:/usr/bin:/sbin")
@@ -64,7 +70,11 @@ class PrivateLibvirtd:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.socket = self.root / "sock" / "libvirt-sock"
+        sock = self.root / "sock"
+        self._own_sock = len(str(sock / "libvirt-admin-sock")) >= SOCKET_PATH_MAX
+        if self._own_sock:                   # a unix socket's path has at most 107 bytes
+            sock = Path(tempfile.mkdtemp(prefix="cmq-libvirt-"))
+        self.socket = sock / "libvirt-sock"
         self.log = self.root / "libvirtd.log"
         self.proc: subprocess.Popen | None = None
 
@@ -81,7 +91,8 @@ class PrivateLibvirtd:
                                "libvirt-daemon-driver-qemu qemu-system-x86)")
         if os.geteuid() != 0:
             raise ServiceError("a private libvirtd needs root (it runs in a mount namespace of its own)")
-        (self.root / "sock").mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.socket.parent.mkdir(parents=True, exist_ok=True)
         (self.root / "libvirtd.conf").write_text(LIBVIRTD_CONF.format(sock=self.socket.parent, log=self.log))
         (self.root / "qemu.conf").write_text(QEMU_CONF)
         (self.root / "start.sh").write_text(START)
@@ -90,13 +101,31 @@ class PrivateLibvirtd:
                                      stdout=open(self.root / "out.log", "wb"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
         deadline = time.monotonic() + timeout
-        while not self.socket.exists():
+        while not self._answers():
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                why = (self.root / "out.log").read_text(errors="replace").strip().splitlines()[-1:]
                 self.stop()
-                raise ServiceError(f"libvirtd did not start: {why or 'no socket'} (log: {self.log})")
+                raise ServiceError(f"libvirtd did not start: {self._last_error()} (log: {self.log})")
             time.sleep(0.02)
         return self
+
+    def _answers(self) -> bool:
+        """Whether the daemon accepts connections on its socket (it may exist and be stale)."""
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(str(self.socket))
+            except OSError:
+                return False
+        return True
+
+    def _last_error(self) -> str:
+        for path in (self.log, self.root / "out.log"):
+            try:
+                lines = [ln for ln in path.read_text(errors="replace").splitlines() if "error" in ln.lower()]
+            except OSError:
+                continue
+            if lines:
+                return lines[-1].split(" : ", 1)[-1][:300]
+        return "no socket"
 
     def destroy_all(self) -> int:
         """Destroy and undefine every domain of this daemon (QEMU outlives libvirtd
@@ -130,3 +159,5 @@ class PrivateLibvirtd:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.proc = None
+        if self._own_sock:
+            shutil.rmtree(self.socket.parent, ignore_errors=True)

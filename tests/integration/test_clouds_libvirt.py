@@ -205,3 +205,24 @@ def test_a_vm_booted_with_join_runs_jobs_as_a_machine_until_it_is_deleted(cloud_
     assert not (cloud_env.config.parent / "cmq.clouds.yaml").exists()
     machines = json.loads(cloud_env.run("machines", "--json", check=True).out)
     assert "vm9" not in [m["name"] for m in machines]
+
+
+def test_the_cloud_demo_boots_joins_uses_suspends_resumes_and_deletes_two_vms(libvirtd, image, tmp_path):
+    """`cmq cloud demo` (its own private libvirtd, beside the module's): the whole story."""
+    import sys
+
+    home = tmp_path / "home"
+    (home / "cloud-demo" / "clouds" / "images").mkdir(parents=True)
+    (home / "cloud-demo" / "clouds" / "images" / "small").symlink_to(image[1].parent)
+    env = {**os.environ, "CMQ_HOME": str(home)}
+    env.pop("CMQ_CONFIG", None)
+    r = subprocess.run([sys.executable, "-m", "cmqueue", "cloud", "demo"], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "385" in r.stdout.split()
+    for step in ("$ cmq cloud boot lab --count=2 --join", "joined: lab-1, lab-2 (label lab)",
+                 "$ cmq cloud suspend lab-1", "$ cmq cloud delete 'lab-[1-2]'", "libvirtd stopped"):
+        assert step in r.stderr
+    assert "lab-1  lab    deleted" in r.stdout
+    demo_daemon = home / "cloud-demo" / "libvirtd" / "libvirtd.pid"
+    assert not demo_daemon.exists() or not os.path.exists(f"/proc/{demo_daemon.read_text().strip()}")
