@@ -178,9 +178,30 @@ class Cloud:
         if any(n.name == name for n in self._call("list", self.driver.list_nodes)):
             raise CloudError(f"cloud {self.name}: a VM called {name!r} exists already")
         if self.config.type != "libvirt":
-            raise CloudError(f"cloud {self.name}: booting on {self.config.type} is not there yet "
-                             "(only libvirt clouds boot VMs so far)")
+            return self._boot_driver(name, image or self.config.default.get("image"),
+                                     size or self.config.default.get("size"))
         return self._boot_libvirt(name, image or self.config.default.get("image"), size)
+
+    def _boot_driver(self, name: str, image: str | None, size: str | None) -> dict[str, Any]:
+        """A new node through the driver's create_node, with the image and size named
+        (by id or name) and the cloud's default key (a key pair name, or a public key file)."""
+        if not image or not size:
+            raise CloudError(f"cloud {self.name}: booting needs an image and a size (give --image/--size, or "
+                             f"default: image and size in the inventory)")
+        chosen_image = _pick(self._call("list images", self.driver.list_images), image, f"cloud {self.name}: image")
+        chosen_size = _pick(self._call("list sizes", self.driver.list_sizes), size, f"cloud {self.name}: size")
+        kwargs: dict[str, Any] = {"name": name, "image": chosen_image, "size": chosen_size}
+        key = self.config.default.get("key")
+        if key:
+            path = Path(str(key)).expanduser()
+            if path.exists():
+                from libcloud.compute.base import NodeAuthSSHKey
+
+                kwargs["auth"] = NodeAuthSSHKey(path.read_text().strip())
+            else:
+                kwargs["ex_keyname"] = str(key)
+        node = self._call(f"boot {name}", lambda: self.driver.create_node(**kwargs))
+        return self._record(node)
 
     def refresh(self, store: Any) -> list[dict[str, Any]]:
         """Record the cloud's VMs as it reports them now in ``store``'s database (flattened
@@ -215,6 +236,9 @@ class Cloud:
 
     def _driver_action(self, node: Any, action: str) -> None:
         d = self.driver
+        needed = {"suspend": "ex_suspend_node", "resume": "ex_resume_node"}.get(action)
+        if needed and not hasattr(d, needed):
+            raise CloudError(f"cloud {self.name}: {action} {node.name}: the {self.config.type} driver cannot {action}")
         calls = {"start": lambda: d.start_node(node), "stop": lambda: d.stop_node(node),
                  "suspend": lambda: d.ex_suspend_node(node), "resume": lambda: d.ex_resume_node(node),
                  "reboot": lambda: d.reboot_node(node), "delete": lambda: d.destroy_node(node)}
@@ -304,6 +328,15 @@ class Cloud:
             raise
         except Exception as e:  # noqa: BLE001 - a driver's or libvirt's error: one line naming the cloud
             raise CloudError(f"cloud {self.name}: {what}: {_first_line(e)}") from None
+
+
+def _pick(options: list[Any], wanted: str, what: str) -> Any:
+    """The option whose id or name is ``wanted``; CloudError naming the ones there are."""
+    for option in options:
+        if wanted in (str(option.id), str(option.name)):
+            return option
+    shown = ", ".join(f"{o.name} ({o.id})" for o in options[:10]) + (", ..." if len(options) > 10 else "")
+    raise CloudError(f"{what} {wanted!r} not found; there are: {shown or 'none'}")
 
 
 def _state_word(state: Any, states: Any) -> str:
