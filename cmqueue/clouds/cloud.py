@@ -107,6 +107,7 @@ class Cloud:
             known = ", ".join(inventory.clouds) or "none: add a clouds: section"
             raise UsageError(f"no cloud {name!r} in {inventory.path.name} (clouds: {known})")
         self.name = name
+        self.inventory = inventory
         self.config: CloudConfig = inventory.clouds[name]
         self.home = Path(home) if home is not None else home_dir() / "clouds"
         self.driver: Any = None
@@ -202,6 +203,10 @@ class Cloud:
                 kwargs["ex_keyname"] = str(key)
         node = self._call(f"boot {name}", lambda: self.driver.create_node(**kwargs))
         return self._record(node)
+
+    def vm(self, name: str) -> VirtualMachine:
+        """VM ``name`` as a context of its own: ``with Cloud("lab").vm("vm1") as vm:``."""
+        return VirtualMachine(self, name)
 
     def refresh(self, store: Any) -> list[dict[str, Any]]:
         """Record the cloud's VMs as it reports them now in ``store``'s database (flattened
@@ -328,6 +333,46 @@ class Cloud:
             raise
         except Exception as e:  # noqa: BLE001 - a driver's or libvirt's error: one line naming the cloud
             raise CloudError(f"cloud {self.name}: {what}: {_first_line(e)}") from None
+
+
+class VirtualMachine:
+    """One VM of a cloud (the seed's second context): its actions, and jobs run on it
+    through cmq's queue once it is a machine (``cmq cloud boot --join``)."""
+
+    def __init__(self, cloud: Cloud, name: str) -> None:
+        self.cloud, self.name = cloud, name
+        self._cluster: Any = None
+
+    def __enter__(self) -> VirtualMachine:
+        self.cloud.open()
+        self.cloud.node(self.name)            # CloudError now if there is no such VM
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        if self._cluster is not None:
+            self._cluster.close()
+        self.cloud.close()
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The VM as the cloud reports it now."""
+        return self.cloud._record(self.cloud.node(self.name))
+
+    def action(self, action: str) -> dict[str, Any]:
+        """Do ``action`` (start, stop, suspend, resume, reboot, delete) to it."""
+        return self.cloud.machine(self.name, action)
+
+    def run(self, command: str, timeout: float | None = None) -> Any:
+        """Run ``command`` on the VM as a job on the queue; its JobResult (stdout, exit code)."""
+        from ..cluster import Cluster
+        from ..inventory import load
+
+        if self.name not in load(self.cloud.inventory.path, check_keys=False).machines:   # joined since?
+            raise UsageError(f"VM {self.name} is not a machine of {self.cloud.inventory.path.name}: boot it with "
+                             f"`cmq cloud boot {self.cloud.name} {self.name} --join` to run jobs on it")
+        if self._cluster is None:
+            self._cluster = Cluster.from_config(str(self.cloud.inventory.path), check_keys=False)
+        return self._cluster.submit(command, on=self.name).wait(timeout=timeout)
 
 
 def _pick(options: list[Any], wanted: str, what: str) -> Any:

@@ -180,7 +180,7 @@ def test_cloud_commands_send_one_job_per_vm_and_say_what_failed(cloud_env):
     assert bad.code == 2 and bad.err.startswith("cmq: NAMES:")
 
 
-def test_a_vm_booted_with_join_runs_jobs_as_a_machine_until_it_is_deleted(cloud_env):
+def test_a_vm_booted_with_join_runs_jobs_as_a_machine_until_it_is_deleted(cloud_env, monkeypatch):
     import json
 
     r = cloud_env.run("cloud", "boot", "lab", "vm9", "--join", "--slots=2", timeout=180)
@@ -192,6 +192,14 @@ def test_a_vm_booted_with_join_runs_jobs_as_a_machine_until_it_is_deleted(cloud_
     assert ran.out.split() == ["vm9", "42"]
     machines = {m["name"]: m for m in json.loads(cloud_env.run("machines", "--json", check=True).out)}
     assert machines["vm9"]["worker"] == "consuming"
+    from cmqueue import Cloud
+    from cmqueue.inventory import load
+
+    monkeypatch.setenv("CMQ_HOME", str(cloud_env.home))
+    with Cloud("lab", inventory=load(cloud_env.config)).vm("vm9") as vm:
+        assert vm.record["state"] == "running"
+        result = vm.run("echo from $(uname -n)", timeout=60)
+        assert (result.exit_code, result.stdout) == (0, "from vm9\n")
     shell = cloud_env.run("cloud", "ssh", "vm9", "--", "echo", "it's", "vm9")
     assert shell.code == 0 and shell.out.strip() == "it's vm9", shell.err
     busy = cloud_env.run("submit", "--on", "vm9", "sleep 600")
