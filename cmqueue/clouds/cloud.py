@@ -32,6 +32,8 @@ from .config import ASK, CloudConfig
 
 #: What can be done to a VM (``boot`` makes a new one).
 ACTIONS = ("boot", "start", "stop", "suspend", "resume", "reboot", "delete")
+#: Listings tried when VMs go away while they are listed (other jobs deleting them).
+LIST_TRIES = 5
 #: libvirt's domain states in cmq's words.
 LIBVIRT_STATES = {0: "unknown", 1: "running", 2: "running", 3: "suspended", 4: "stopping", 5: "stopped",
                   6: "crashed", 7: "suspended"}
@@ -139,12 +141,39 @@ class Cloud:
     def list(self) -> list[dict[str, Any]]:
         """Every VM of the cloud as a record (name, state, ssh endpoint, what the driver says)."""
         self.open()
-        return sorted((self._record(n) for n in self._call("list", self.driver.list_nodes)), key=lambda r: r["name"])
+        records = []
+        for node in self._nodes():
+            try:
+                records.append(self._record(node))
+            except CloudError as e:
+                if "not found" not in str(e).lower():
+                    raise                     # else it went away since it was listed
+        return sorted(records, key=lambda r: r["name"])
+
+    def _nodes(self) -> list[Any]:
+        """The driver's nodes; on libvirt, listed again when a VM goes away meanwhile
+        (another job deleting it), which libcloud reports as an error."""
+        for attempt in range(LIST_TRIES):
+            try:
+                return self._call("list", self.driver.list_nodes)
+            except CloudError as e:
+                if self.config.type != "libvirt" or "not found" not in str(e).lower() or attempt == LIST_TRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def node(self, name: str) -> Any:
         """The driver's node called ``name``; CloudError when there is none."""
         self.open()
-        for node in self._call("list", self.driver.list_nodes):
+        if self.config.type == "libvirt":        # one lookup, not a listing another job may race
+            import libvirt
+
+            try:
+                return self.driver._to_node(self.driver.connection.lookupByName(name))
+            except libvirt.libvirtError as e:
+                if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    raise CloudError(f"cloud {self.name}: no VM {name!r}") from None
+                raise CloudError(f"cloud {self.name}: {name}: {_first_line(e)}") from None
+        for node in self._nodes():
             if node.name == name:
                 return node
         raise CloudError(f"cloud {self.name}: no VM {name!r}")
@@ -176,7 +205,7 @@ class Cloud:
         """A new VM called ``name`` from the cloud's defaults (or ``image``/``size``),
         running, with its ssh host key pinned; its record."""
         self.open()
-        if any(n.name == name for n in self._call("list", self.driver.list_nodes)):
+        if any(n.name == name for n in self._nodes()):
             raise CloudError(f"cloud {self.name}: a VM called {name!r} exists already")
         if self.config.type != "libvirt":
             return self._boot_driver(name, image or self.config.default.get("image"),
@@ -316,9 +345,9 @@ class Cloud:
         if self.config.type == "libvirt":
             from .domain import ssh_endpoint
 
-            dom = self._domain(node)
-            record["state"] = LIBVIRT_STATES.get(dom.state()[0], "unknown")
-            endpoint = ssh_endpoint(dom.XMLDesc())
+            state, xml = self._call(node.name, lambda: (self._domain(node).state()[0], self._domain(node).XMLDesc()))
+            record["state"] = LIBVIRT_STATES.get(state, "unknown")
+            endpoint = ssh_endpoint(xml)
             if endpoint:
                 record["ssh"] = f"root@{endpoint[0]}:{endpoint[1]}"
         extra = {k: v for k, v in (node.extra or {}).items() if isinstance(v, (str, int, float, bool))}
