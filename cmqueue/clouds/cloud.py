@@ -18,15 +18,14 @@ credentials; ``libvirt`` gets what libcloud lacks: cmq defines the domain of a n
 
 from __future__ import annotations
 
-import getpass
 import socket
 import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ..asking import ask_hidden
 from ..errors import CmqError, ConfigError, ServiceError, UsageError
 from .config import ASK, CloudConfig
 
@@ -38,8 +37,6 @@ LIST_TRIES = 5
 LIBVIRT_STATES = {0: "unknown", 1: "running", 2: "running", 3: "suspended", 4: "stopping", 5: "stopped",
                   6: "crashed", 7: "suspended"}
 _KEY_LOCK = threading.Lock()
-#: Credentials asked for in this process, by cloud and field (asked once per process).
-_asked: dict[tuple[str, str], str] = {}
 
 
 class CloudError(CmqError):
@@ -57,15 +54,8 @@ def credentials_of(config: CloudConfig) -> dict[str, Any]:
         if value != ASK:
             out[key] = value
             continue
-        if (config.name, key) not in _asked:
-            if not sys.stdin.isatty():
-                raise ConfigError(f"{config.where}.credentials.{key}: is TBD, to be asked for on a terminal, "
-                                  "and there is none")
-            typed = getpass.getpass(f"{key} of cloud {config.name} ({config.type}): ")
-            if not typed:
-                raise ConfigError(f"{config.where}.credentials.{key}: nothing was typed")
-            _asked[(config.name, key)] = typed
-        out[key] = _asked[(config.name, key)]
+        out[key] = ask_hidden(f"{config.where}.credentials.{key}", f"{key} of cloud {config.name} ({config.type}): ",
+                              "give it in the inventory (which must then be 0600)")
     return out
 
 

@@ -3,16 +3,12 @@ on the terminal (``TBD``), hidden, never stored and never printed."""
 
 from __future__ import annotations
 
-import getpass
 import stat
-import sys
 from pathlib import Path
 
+from ..asking import ask_hidden
 from ..errors import ConfigError, InsecureFileError
 from .config import ASK, StorageConfig
-
-#: Secrets asked for in this process, by service (asked once per process).
-_asked: dict[str, str] = {}
 
 
 def read_secret_file(config: StorageConfig) -> str:
@@ -38,13 +34,6 @@ def secret_of(config: StorageConfig) -> str:
         return read_secret_file(config)
     if config.secret != ASK:
         return config.secret
-    if config.name in _asked:
-        return _asked[config.name]
-    if not sys.stdin.isatty():
-        raise ConfigError(f"{config.where}.secret: is TBD, to be asked for on a terminal, and there is none; "
-                          "run the command on a terminal, or give secret_file")
-    value = getpass.getpass(f"secret of storage service {config.name} ({config.type}, key {config.key}): ")
-    if not value:
-        raise ConfigError(f"{config.where}.secret: nothing was typed")
-    _asked[config.name] = value
-    return value
+    return ask_hidden(f"{config.where}.secret",
+                      f"secret of storage service {config.name} ({config.type}, key {config.key}): ",
+                      "run the command on a terminal, or give secret_file")
