@@ -47,3 +47,14 @@ def test_a_bad_cloud_is_one_line_naming_the_field_exit_2(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         "cmq: cmq.yaml: clouds.lab.flavour: unknown field; known: type, credentials, default"]
+
+
+def test_an_action_on_a_cloud_with_tbd_credentials_is_refused_before_anything_is_queued(tmp_path):
+    inv = tmp_path / "cmq.yaml"
+    inv.write_text(yaml.safe_dump({"machines": {"here": {"mode": "local"}},
+                                   "clouds": {"aws": {"type": "ec2", "credentials": {"key": "AKIA", "secret": "TBD"}}}}))
+    r = cmq("--config", str(inv), "cloud", "suspend", "web1", home=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "cmq: cloud aws has credentials TBD (secret), which a worker cannot ask for; give them in the inventory "
+        "(which must then be 0600) to act on its VMs"]
