@@ -96,9 +96,11 @@ EVENT_STREAM = "cmq:events"
 #: Name of the Celery queue every worker consumes (untargeted jobs).
 SHARED_QUEUE = "cmq.any"
 
-#: Name of the Celery queue of storage transfers (`cmq storage --parallel`), consumed by
-#: every worker that runs on a controller (not by agents: the files are here).
-STORAGE_QUEUE = "cmq.storage"
+#: Name of the Celery queue of host jobs: work done in a worker process on this host,
+#: not on a machine (storage transfers of `cmq storage --parallel`, cloud actions of `cmq
+#: cloud`), consumed by every worker that runs here (not by agents: the files and the
+#: credentials are here).
+HOST_QUEUE = "cmq.host"
 
 #: Attempts after a storage transfer job failed (each attempt skips files already there).
 STORAGE_RETRIES = 2

@@ -1,8 +1,8 @@
 """Queue names and which queues a machine's worker consumes.
 
 ``cmq.m.<machine>`` holds jobs pinned to one machine, ``cmq.l.<label>`` jobs for any
-machine with a label, ``cmq.any`` untargeted jobs, ``cmq.storage`` storage
-transfers. A machine's worker consumes its own
+machine with a label, ``cmq.any`` untargeted jobs, ``cmq.host`` host jobs (storage transfers, cloud actions:
+done in a worker process here, not on a machine). A machine's worker consumes its own
 queue, its labels' queues and the shared queue, so untargeted work goes to whichever
 machine frees a slot first.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from kombu import Queue
 
-from .defaults import SHARED_QUEUE, STORAGE_QUEUE
+from .defaults import HOST_QUEUE, SHARED_QUEUE
 from .inventory import Inventory, Machine
 
 
@@ -25,6 +25,10 @@ def label_queue(label: str) -> str:
     return f"cmq.l.{label}"
 
 
+#: Targets of host jobs: storage transfers and cloud actions.
+HOST_TARGETS = ("storage", "cloud")
+
+
 def queue_for_target(target: str) -> str:
     """Queue for a job target: ``machine:<name>``, ``label:<name>`` or ``any``."""
     kind, _, name = target.partition(":")
@@ -34,16 +38,16 @@ def queue_for_target(target: str) -> str:
         return label_queue(name)
     if target == "any":
         return SHARED_QUEUE
-    if target == "storage":
-        return STORAGE_QUEUE
+    if target in HOST_TARGETS:
+        return HOST_QUEUE
     raise ValueError(f"bad job target {target!r}")
 
 
 def worker_queues(machine: Machine) -> list[str]:
-    """Queues the worker of ``machine`` consumes, own queue first; storage transfers last,
+    """Queues the worker of ``machine`` consumes, own queue first; host jobs last,
     and not on an agent (it runs on another host, where the controller's files are not)."""
     queues = [machine_queue(machine.name), *(label_queue(lb) for lb in machine.labels), SHARED_QUEUE]
-    return queues if machine.mode == "agent" else [*queues, STORAGE_QUEUE]
+    return queues if machine.mode == "agent" else [*queues, HOST_QUEUE]
 
 
 def all_queues(inventory: Inventory) -> list[Queue]:
@@ -53,7 +57,7 @@ def all_queues(inventory: Inventory) -> list[Queue]:
         for q in worker_queues(m):
             if q not in names:
                 names.append(q)
-    for q in (SHARED_QUEUE, STORAGE_QUEUE):
+    for q in (SHARED_QUEUE, HOST_QUEUE):
         if q not in names:
             names.append(q)
     return [Queue(n, routing_key=n) for n in names]

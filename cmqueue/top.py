@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from . import routing
-from .defaults import SHARED_QUEUE, STORAGE_QUEUE
+from .defaults import HOST_QUEUE, SHARED_QUEUE
 from .machine_state import machine_key
 from .models import JobStatus
 
@@ -41,7 +41,7 @@ def snapshot(cluster: Any) -> dict[str, Any]:
         pipe.hgetall(machine_key(m.name))
     states = pipe.execute()
     queues = [routing.machine_queue(m.name) for m in inv.machines.values()]
-    queues += [routing.label_queue(lb) for lb in inv.labels] + [SHARED_QUEUE, STORAGE_QUEUE]
+    queues += [routing.label_queue(lb) for lb in inv.labels] + [SHARED_QUEUE, HOST_QUEUE]
     depths = queue_depths(client, queues)
     machines = []
     for m, info in zip(inv.machines.values(), states, strict=True):

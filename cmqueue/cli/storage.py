@@ -56,8 +56,8 @@ leaves a destination file that is newer alone (it says so); either
 side of sync may be a local path (one without SERVICE:).
 
 sync compares here first, and only what differs goes on. With --parallel=N (N > 1)
-or --async, the files go as N jobs of about equal bytes to the
-storage queue, where the workers `cmq up` started move them; each job is in the history
+or --async, the files go as N jobs of about equal bytes to the queue of host jobs
+(cmq.host), where the workers `cmq up` started move them; each job is in the history
 (`cmq status`), retried twice, and a job that runs again moves only what is not there.
 A TBD secret cannot be asked for in a worker: give those services a secret_file.
 On object stores a directory is the prefix of the names under it: `create dir` keeps
@@ -254,7 +254,7 @@ def _bytes_view(what: str, total: int):
 
 def _need_a_worker(cluster: Any) -> None:
     """Refuse to queue storage jobs that no worker would take: the workers of the
-    machines that run here (not agents) consume the storage queue."""
+    machines that run here (not agents) consume the queue of host jobs."""
     from ..errors import ServiceError
     from ..machine_state import read_states
 
@@ -287,7 +287,7 @@ def _sync_name(args: Args) -> str:
 
 def _run_queued(settings: Any, steps: list[Any], parallel: int, what: str, sync_name: str | None,
                 detach: bool) -> tuple[int, int, int, int]:
-    """Send ``steps`` as ``parallel`` jobs on the storage queue and (unless ``detach``)
+    """Send ``steps`` as ``parallel`` jobs on the queue of host jobs and (unless ``detach``)
     wait for them; (files moved, files already there, bytes moved, files left alone as
     newer at the destination). The workers `cmq up`
     started run them."""

@@ -1,6 +1,6 @@
 """Cloud actions as jobs on the queue (`cmq cloud boot|start|stop|suspend|resume|reboot|
 delete`): one job per VM, each in the history, run by a worker on this host (the queue
-of host jobs, ``cmq.storage``: the cloud's credentials are here, not on an agent), all at
+of host jobs, ``cmq.host``: the cloud's credentials are here, not on an agent), all at
 once as far as the workers' slots go.
 
 A job's output is the VM's record as JSON; its ``data`` is that record. An action is not
@@ -18,8 +18,8 @@ from ..models import JobResult, JobSpec, new_id
 
 #: The ``kind`` of a cloud action job.
 KIND = "cloud"
-#: The target (and so the queue) of cloud jobs: workers on this host.
-TARGET = "storage"
+#: The target (and so the queue, ``cmq.host``) of cloud jobs: workers on this host.
+TARGET = "cloud"
 
 
 def build(cloud: str, names: list[str], action: str, params: dict[str, Any] | None = None) -> list[JobSpec]:

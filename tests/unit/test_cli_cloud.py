@@ -51,8 +51,8 @@ def test_a_bad_cloud_is_one_line_naming_the_field_exit_2(tmp_path):
 
 def test_an_action_on_a_cloud_with_tbd_credentials_is_refused_before_anything_is_queued(tmp_path):
     inv = tmp_path / "cmq.yaml"
-    inv.write_text(yaml.safe_dump({"machines": {"here": {"mode": "local"}},
-                                   "clouds": {"aws": {"type": "ec2", "credentials": {"key": "AKIA", "secret": "TBD"}}}}))
+    aws = {"type": "ec2", "credentials": {"key": "AKIA", "secret": "TBD"}}
+    inv.write_text(yaml.safe_dump({"machines": {"here": {"mode": "local"}}, "clouds": {"aws": aws}}))
     r = cmq("--config", str(inv), "cloud", "suspend", "web1", home=tmp_path)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [

@@ -25,7 +25,7 @@ def test_never_more_groups_than_files_and_every_file_once():
 
 def test_jobs_carry_their_steps_on_the_storage_queue():
     specs = build(steps([10, 20, 30]), 2, "put a -> s3:b", retries=2, sync=True)
-    assert len(specs) == 2 and {s.queue for s in specs} == {"cmq.storage"}
+    assert len(specs) == 2 and {s.queue for s in specs} == {"cmq.host"}
     assert all(s.kind == "storage" and s.target == "storage" and s.retries == 2 for s in specs)
     assert sum(len(s.params["steps"]) for s in specs) == 3 and all(s.params["sync"] for s in specs)
     assert len({s.batch for s in specs}) == 1
