@@ -27,6 +27,7 @@ HOST_KEY_POLICIES = ("strict", "ask", "accept-new")
 MACHINE_FIELDS = {
     "host", "port", "user", "identity", "ssh_options", "slots", "labels", "workdir",
     "env", "mode", "enabled", "host_key_policy", "max_sessions", "transport", "transfer", "cache",
+    "host_jobs",
 }
 TRANSPORTS = ("auto", "session", "exec")
 TRANSFER_METHODS = ("auto", "rsync", "tar")
@@ -70,6 +71,7 @@ class Machine:
     transport: str = "auto"
     transfer: str = "auto"
     cache: int = defaults.CACHE_CAPACITY
+    host_jobs: bool = True               #: its slots also take host jobs (storage, cloud actions)
 
     @property
     def masters(self) -> int:
@@ -89,7 +91,7 @@ class Machine:
             "slots": self.slots, "labels": list(self.labels), "workdir": self.workdir,
             "env": dict(self.env), "mode": self.mode, "enabled": self.enabled,
             "host_key_policy": self.host_key_policy, "transport": self.transport,
-            "transfer": self.transfer, "cache": self.cache,
+            "transfer": self.transfer, "cache": self.cache, "host_jobs": self.host_jobs,
         }
 
 
@@ -264,6 +266,11 @@ def _machine_fields(path: Path, where: str, raw: dict, base: dict) -> dict[str, 
     if not isinstance(enabled, bool):
         raise _fail(path, f"{where}.enabled", f"must be true or false, got {enabled!r}")
     out["enabled"] = enabled
+    for flag in ("host_jobs",):
+        if flag in merged:
+            if not isinstance(merged[flag], bool):
+                raise _fail(path, f"{where}.{flag}", f"must be true or false, got {merged[flag]!r}")
+            out[flag] = merged[flag]
     policy = merged.get("host_key_policy", "strict")
     if policy not in HOST_KEY_POLICIES:
         raise _fail(

@@ -44,10 +44,11 @@ def queue_for_target(target: str) -> str:
 
 
 def worker_queues(machine: Machine) -> list[str]:
-    """Queues the worker of ``machine`` consumes, own queue first; host jobs last,
+    """Queues the worker of ``machine`` consumes, own queue first; host jobs last (unless
+    the machine says ``host_jobs: false``, as joined cloud VMs do),
     and not on an agent (it runs on another host, where the controller's files are not)."""
     queues = [machine_queue(machine.name), *(label_queue(lb) for lb in machine.labels), SHARED_QUEUE]
-    return queues if machine.mode == "agent" else [*queues, HOST_QUEUE]
+    return queues if machine.mode == "agent" or not machine.host_jobs else [*queues, HOST_QUEUE]
 
 
 def all_queues(inventory: Inventory) -> list[Queue]:

@@ -27,7 +27,7 @@ def machine_entry(record: dict[str, Any], key: Path, known_hosts: Path, slots: i
     user, _, address = str(record["ssh"]).partition("@")
     host, _, port = address.rpartition(":")
     return {"host": host, "port": int(port), "user": user, "identity": str(key), "slots": slots,
-            "labels": [record["cloud"]],
+            "labels": [record["cloud"]], "host_jobs": False,
             "ssh_options": {"HostKeyAlias": record["name"], "UserKnownHostsFile": str(known_hosts)}}
 
 
