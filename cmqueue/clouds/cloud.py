@@ -410,7 +410,17 @@ def _state_word(state: Any, states: Any) -> str:
     return words.get(state, str(state))
 
 
+_PORTS_GIVEN: set[int] = set()
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port on 127.0.0.1 for a VM's ssh forward, never one this process gave
+    before (VMs booted at once would otherwise race for the same one)."""
+    with _KEY_LOCK:
+        while True:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port not in _PORTS_GIVEN:
+                _PORTS_GIVEN.add(port)
+                return port
