@@ -34,7 +34,7 @@ from .staging import Stager
 from .transfer import SourceMissingError, Transfer, TransferError, describe
 
 #: Held while a storage job imports its providers (once per process, in one thread).
-_STORAGE_IMPORT = threading.Lock()
+_LAZY_IMPORT = threading.Lock()
 
 log = logging.getLogger("cmq.worker")
 
@@ -433,7 +433,7 @@ class MachineDriver:
     def _storage(self, spec: JobSpec) -> JobResult:
         """Run a storage transfer job in this process (it uses one of this machine's slots;
         the files move between this host and the storage services)."""
-        with _STORAGE_IMPORT:               # imports from several threads at once can deadlock
+        with _LAZY_IMPORT:               # imports from several threads at once can deadlock
             from .storage import jobs
 
             jobs.preload(self.settings.inventory)
@@ -445,7 +445,7 @@ class MachineDriver:
 
     def _cloud(self, spec: JobSpec) -> JobResult:
         """Run a cloud action job in this process (one of this machine's slots)."""
-        with _STORAGE_IMPORT:               # imports from several threads at once can deadlock
+        with _LAZY_IMPORT:               # imports from several threads at once can deadlock
             import libcloud.compute.providers  # noqa: F401
 
             from .clouds import cloud, jobs  # noqa: F401

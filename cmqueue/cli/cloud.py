@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import UsageError
 from . import output
 from .commands import Args, _number, _settings
-from .storage import _need_a_worker, _output, _rows
+from .common import need_a_worker, output_format, print_rows, refuse_unfinished
 
 #: Seconds `boot --join` waits for the workers to serve the new machines.
 JOIN_WAIT = 60.0
@@ -85,12 +85,12 @@ Examples:
     settings = _settings(args, check_keys=False)
     clouds = settings.inventory.clouds
     if args["config"]:
-        return _config_list(settings, _output(args))
+        return _config_list(settings, output_format(args))
     if args["list"] or args["refresh"]:
         names = [args["CLOUD"]] if args["CLOUD"] else list(clouds)
         for name in names:
             _known(clouds, name)
-        return _list(settings, names, _output(args), record=bool(args["refresh"]))
+        return _list(settings, names, output_format(args), record=bool(args["refresh"]))
     if args["ssh"]:
         return _ssh(settings, _known(clouds, args["--cloud"]) if args["--cloud"] else _only(clouds), args["NAME"],
                     args["COMMAND"])
@@ -112,8 +112,6 @@ Examples:
         cloud = _known(clouds, args["--cloud"]) if args["--cloud"] else _only(clouds)
         vms, params = _names(args["NAMES"]), {}
         if action == "delete" and not args["--force"]:
-            from .vagrant import refuse_unfinished
-
             refuse_unfinished(args, [n for n in vms if n in settings.inventory.machines], "delete", label=cloud)
     done = _queued(settings, cloud, vms, action, params)
     if action == "boot" and args["--join"]:
@@ -161,7 +159,7 @@ def _config_list(settings: Any, fmt: str) -> int:
         rows.append({"name": shown["name"], "type": shown["type"],
                      "credentials": " ".join(f"{k}={v}" for k, v in shown["credentials"].items()),
                      "default": " ".join(f"{k}={v}" for k, v in shown["default"].items())})
-    _rows(rows, ["name", "type", "credentials", "default"], fmt)
+    print_rows(rows, ["name", "type", "credentials", "default"], fmt)
     return 0
 
 
@@ -183,7 +181,7 @@ def _list(settings: Any, names: list[str], fmt: str, record: bool) -> int:
             store.close()
     if record:
         output.err.print(f"{len(rows)} VM(s) recorded", markup=False, highlight=False)
-    _rows(rows, ["name", "cloud", "state", "ssh", "provider"], fmt)
+    print_rows(rows, ["name", "cloud", "state", "ssh", "provider"], fmt)
     return 0
 
 
@@ -253,11 +251,11 @@ def _queued(settings: Any, cloud: str, vms: list[str], action: str,
                          "give them in the inventory (which must then be 0600) to act on its VMs")
     specs = jobs.build(cloud, vms, action, params)
     with Cluster(settings) as c:
-        _need_a_worker(c)
+        need_a_worker(c)
         c.send_specs(specs)
         records = c.wait([s.id for s in specs])
     done = [r.result.data for r in records if r.state == JobStatus.SUCCEEDED and r.result and r.result.data]
-    _rows(done, ["name", "cloud", "state", "ssh"], "table")
+    print_rows(done, ["name", "cloud", "state", "ssh"], "table")
     sys.stdout.flush()
     bad = [r for r in records if r.state != JobStatus.SUCCEEDED]
     if bad:

@@ -7,7 +7,7 @@ from typing import Any
 from ..errors import UsageError
 from . import output
 from .commands import Args
-from .storage import _output, _rows
+from .common import output_format, print_rows
 
 
 def cmd_pool(args: Args) -> int:
@@ -59,10 +59,10 @@ Examples:
         elif args["exists"]:
             return 0 if pool.exists(args["HASH"][0]) else 1
         elif args["list"]:
-            fmt = _output(args)
+            fmt = output_format(args)
             rows = [{**r, "services": ",".join(r["services"]), "cached": "yes" if r["cached"] else ""}
                     for r in pool.hashes()]
-            _rows(rows, ["sha256", "size", "services", "cached"], fmt)
+            print_rows(rows, ["sha256", "size", "services", "cached"], fmt)
         elif args["usage"]:
             used = pool.cache.used()
             print(f"{used} of {pool.cache.capacity} bytes cached ({pool.usage_ratio():.0%}) in {pool.cache.directory}")

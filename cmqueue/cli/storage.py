@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import sys
 import time
 from contextlib import contextmanager
@@ -11,8 +10,7 @@ from typing import Any
 from ..errors import UsageError
 from . import output
 from .commands import Args, _number, _settings
-
-OUTPUTS = ("table", "json", "csv")
+from .common import need_a_worker, output_format, print_rows
 
 
 def cmd_storage(args: Args) -> int:
@@ -73,11 +71,11 @@ Examples:
 
     settings = _settings(args, check_keys=False)
     if args["config"]:
-        return _config_list(settings, _output(args))
+        return _config_list(settings, output_format(args))
     inventory = settings.inventory
     default = _default_service(inventory, args["--storage"])
     if args["sync"] and args["status"]:
-        return _sync_status(settings, args["--name"], _output(args))
+        return _sync_status(settings, args["--name"], output_format(args))
     parallel = _number(args, "--parallel", int)
     if parallel is None or parallel < 1:
         raise UsageError(f"--parallel={args['--parallel']}: must be 1 or more")
@@ -86,21 +84,14 @@ Examples:
         if args["create"]:
             return _create_dir(providers, args["DIRECTORY"], default)
         if args["list"]:
-            return _list(providers, args["SOURCE"] or "/", default, args["--recursive"], _output(args))
+            return _list(providers, args["SOURCE"] or "/", default, args["--recursive"], output_format(args))
         if args["search"]:
-            return _search(providers, args, default, _output(args))
+            return _search(providers, args, default, output_format(args))
         if args["delete"]:
             return _delete(providers, args["SOURCE"], default)
         return _copy(providers, args, default, parallel, settings)
     finally:
         providers.close()
-
-
-def _output(args: Args) -> str:
-    value = args.get("--output") or "table"
-    if value not in OUTPUTS:
-        raise UsageError(f"--output={value}: must be one of {', '.join(OUTPUTS)}")
-    return value
 
 
 def _default_service(inventory: Any, given: str | None) -> str | None:
@@ -121,22 +112,8 @@ def _config_list(settings: Any, fmt: str) -> int:
         else:
             server = r.get("endpoint") or r.get("region") or r.get("driver", "")
             r["where"] = r.get("directory") or " ".join(x for x in (server, r.get("container", "")) if x)
-    _rows(rows, columns, fmt)
+    print_rows(rows, columns, fmt)
     return 0
-
-
-def _rows(rows: list[dict[str, Any]], columns: list[str], fmt: str) -> None:
-    if fmt == "json":
-        output.print_json(rows)
-    elif fmt == "csv":
-        writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
-        for r in rows:
-            writer.writerow(["" if r.get(c) is None else r.get(c) for c in columns])
-        sys.stdout.flush()
-    else:
-        output.plain_rows([columns, *[["-" if r.get(c) in (None, "") else str(r.get(c)) for c in columns]
-                                      for r in rows]])
 
 
 def _entry_rows(entries: list[Any]) -> list[dict[str, Any]]:
@@ -151,7 +128,7 @@ def _list(providers: Any, text: str, default: str | None, recursive: bool, fmt: 
     where = place(text, default)
     entries = providers(where.service).list(where.path, recursive=recursive)
     rows = _entry_rows(entries)
-    _rows(rows, ["name", "type", "size", "modified"] + (["sha256"] if fmt != "table" else []), fmt)
+    print_rows(rows, ["name", "type", "size", "modified"] + (["sha256"] if fmt != "table" else []), fmt)
     return 0
 
 
@@ -160,7 +137,7 @@ def _search(providers: Any, args: Args, default: str | None, fmt: str) -> int:
 
     where = place(args["DIRECTORY"], default)
     found = search(providers(where.service), where.path, args["FILENAME"], args["--recursive"])
-    _rows(_entry_rows(found), ["name", "size", "modified"] + (["sha256"] if fmt != "table" else []), fmt)
+    print_rows(_entry_rows(found), ["name", "size", "modified"] + (["sha256"] if fmt != "table" else []), fmt)
     return 0 if found else 1
 
 
@@ -252,20 +229,6 @@ def _bytes_view(what: str, total: int):
         yield lambda n: progress.advance(task, n)
 
 
-def _need_a_worker(cluster: Any) -> None:
-    """Refuse to queue storage jobs that no worker would take: the workers of the
-    machines that run here (not agents) consume the queue of host jobs."""
-    from ..errors import ServiceError
-    from ..machine_state import read_states
-
-    here = [m.name for m in cluster.settings.inventory.enabled() if m.mode != "agent"]
-    states = read_states(cluster.redis, here) if here else {}
-    if not any(s.get("state") in ("consuming", "ready") for s in states.values()):
-        raise ServiceError("--parallel and --async need a worker on this host, and none is running: "
-                           + ("start them with `cmq up`" if here else
-                              "the inventory has no machine (ssh or local) whose worker would run the jobs"))
-
-
 def _no_questions(inventory: Any, services: set[str]) -> None:
     """Refuse to queue work on a service whose secret is asked for (a worker cannot ask)."""
     from ..storage.config import ASK
@@ -300,7 +263,7 @@ def _run_queued(settings: Any, steps: list[Any], parallel: int, what: str, sync_
     batch = f"sync-{sync_name}-{new_id('')}" if sync_name else None
     specs = jobs.build(steps, parallel, what, retries=STORAGE_RETRIES, sync=sync_name is not None, batch=batch)
     with Cluster(settings) as c:
-        _need_a_worker(c)
+        need_a_worker(c)
         c.send_specs(specs)
         if detach:
             sys.stdout.write(f"{specs[0].batch}\n")
@@ -348,7 +311,7 @@ def _sync_status(settings: Any, name: str | None, fmt: str) -> int:
         row["submitted"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else None
     if not rows:
         raise UsageError(f"no sync {'called ' + name + ' ' if name else ''}in the history")
-    _rows(rows, ["sync", "state", "jobs", "files", "skipped", "bytes", "submitted", "what", "batch"], fmt)
+    print_rows(rows, ["sync", "state", "jobs", "files", "skipped", "bytes", "submitted", "what", "batch"], fmt)
     return 0
 
 

@@ -6,10 +6,11 @@ import time
 from typing import Any
 
 from ..config import config_path
-from ..errors import CmqError, UsageError, VagrantError
+from ..errors import CmqError, VagrantError
 from ..vagrant_cluster import LABEL, ClusterSpec, VagrantCluster
 from . import output
 from .commands import Args, _number, _settings
+from .common import refuse_unfinished
 
 
 def cmd_vagrant(args: Args) -> int:
@@ -73,7 +74,7 @@ queues, or the label `vagrant` when only VMs carry it), unless --force.
         _print_status(args, cluster)
         return 0
     if not args["--force"]:
-        refuse_unfinished(args, list(cluster.entries()), "halt" if args["halt"] else "destroy")
+        refuse_unfinished(args, list(cluster.entries()), "halt" if args["halt"] else "destroy", label=LABEL)
     if args["halt"]:
         cluster.halt()
         output.err.print("VMs halted; they stay in the inventory, disabled, until `cmq vagrant up`",
@@ -116,35 +117,6 @@ def _join(args: Args, names: list[str]) -> None:
     if failed:
         retry = " ".join(f"`cmq machines join {n.split(':')[0]}`" for n in failed)
         raise VagrantError(f"{'; '.join(failed)}; the VMs run and are in the inventory: {retry} tries again")
-
-
-def unfinished_on(records: list[Any], names: list[str], label_only_on_vms: bool, label: str = LABEL) -> list[Any]:
-    """The records among ``records`` that ran, or are bound to run, on the VMs ``names``
-    (or on ``label``, when only those VMs carry it)."""
-    targets = {f"machine:{n}" for n in names}
-    if label_only_on_vms:
-        targets.add(f"label:{label}")
-    return [r for r in records if r.machine in names or r.spec.target in targets]
-
-
-def refuse_unfinished(args: Args, names: list[str], what: str, label: str = LABEL) -> None:
-    """UsageError when jobs for the VMs ``names`` (machines carrying ``label``) are
-    queued, running or retrying."""
-    if not names:
-        return
-    from ..models import JobStatus
-    from .commands import _cluster
-
-    with _cluster(args, check_keys=False) as c:
-        c.refresh()
-        records = [r for s in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRYING)
-                   for r in c.store.jobs(state=s)]
-        others = [m for m in c.settings.inventory.enabled() if label in m.labels and m.name not in names]
-    pending = unfinished_on(records, names, label_only_on_vms=not others, label=label)
-    if pending:
-        ids = ", ".join(r.id for r in pending[:5]) + (", ..." if len(pending) > 5 else "")
-        raise UsageError(f"{len(pending)} unfinished jobs need the VMs ({ids}): wait for them "
-                         f"(`cmq wait`), cancel them (`cmq cancel`), or {what} with --force")
 
 
 def _forget_agents(args: Args, names: list[str]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from . import output
 from .commands import Args, _settings
-from .storage import _output, _rows
+from .common import output_format, print_rows
 
 
 def cmd_vdir(args: Args) -> int:
@@ -61,8 +61,8 @@ Examples:
             dirs, files = v.ls(args["DIR"])
             rows = [{"name": d.rsplit("/", 1)[-1] + "/", "type": "dir", "path": d} for d in dirs]
             rows += [_file_row(f) for f in files]
-            fmt = _output(args)
-            _rows(rows, ["name", "type", "size", "modified", "preferred", "replicas"] +
+            fmt = output_format(args)
+            print_rows(rows, ["name", "type", "size", "modified", "preferred", "replicas"] +
                   (["sha256", "path"] if fmt != "table" else []), fmt)
         elif args["add"]:
             record, done = v.add(args["FILEENDPOINT"], args["DIR_AND_NAME"])
@@ -105,16 +105,16 @@ def _file_row(f: dict[str, Any]) -> dict[str, Any]:
 
 def _status(v: Any, args: Args) -> int:
     info = v.status(args["DIR_OR_NAME"], verify=args["--verify"])
-    fmt = _output(args)
+    fmt = output_format(args)
     if fmt == "json":
         output.print_json(info)
         return 0
     if info["type"] == "dir":
-        _rows([info], ["path", "type", "files", "bytes", "replicas"], fmt)
+        print_rows([info], ["path", "type", "files", "bytes", "replicas"], fmt)
         return 0
     rows = [{"path": info["path"], "service": r["service"], "name": r["name"], "size": r["size"],
              "preferred": "yes" if r["preferred"] else "", "state": r["state"]} for r in info["replicas"]]
-    _rows(rows, ["path", "service", "name", "size", "preferred", "state"], fmt)
+    print_rows(rows, ["path", "service", "name", "size", "preferred", "state"], fmt)
     return 0 if all(r["state"].startswith("ok") for r in info["replicas"]) else 1
 
 

@@ -335,7 +335,8 @@ class Cloud:
         if self.config.type == "libvirt":
             from .domain import ssh_endpoint
 
-            state, xml = self._call(node.name, lambda: (self._domain(node).state()[0], self._domain(node).XMLDesc()))
+            dom = self._call(node.name, lambda: self._domain(node))
+            state, xml = self._call(node.name, lambda: (dom.state()[0], dom.XMLDesc()))
             record["state"] = LIBVIRT_STATES.get(state, "unknown")
             endpoint = ssh_endpoint(xml)
             if endpoint:
