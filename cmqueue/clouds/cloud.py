@@ -18,6 +18,7 @@ credentials; ``libvirt`` gets what libcloud lacks: cmq defines the domain of a n
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import threading
@@ -82,7 +83,30 @@ def compute_driver(config: CloudConfig) -> Any:
 
 
 def _first_line(e: object) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    text = str(getattr(e, "value", None) or e).strip()
+    line = (text.splitlines() or [type(e).__name__])[0]
+    return _QUERY.sub(r"\1?...", line)[:200]     # a request's query string can hold a key id or signature
+
+
+_QUERY = re.compile(r"(/[^\s?'\"]*)\?[^\s'\")]*")
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+
+
+def _unavailable(e: BaseException, where: str) -> CloudUnavailableError | None:
+    """The cloud could not be reached, or refused the credentials: that error (exit 3),
+    one line naming the endpoint and the reason and never the request; else None."""
+    from libcloud.common.types import InvalidCredsError
+    from requests.exceptions import ConnectionError as RequestsConnectionError
+    from requests.exceptions import Timeout
+
+    if isinstance(e, InvalidCredsError):
+        return CloudUnavailableError(f"{where}: the credentials were refused: {_first_line(e)}")
+    if isinstance(e, (RequestsConnectionError, Timeout, OSError)):
+        found = _ERRNO.search(str(e))
+        reason = ("timed out" if isinstance(e, Timeout) or "timed out" in str(e).lower()
+                  else found.group(1).strip().lower() if found else type(e).__name__)
+        return CloudUnavailableError(f"{where}: cannot reach it: {reason}")
+    return None
 
 
 class Cloud:
@@ -352,7 +376,16 @@ class Cloud:
         except CmqError:
             raise
         except Exception as e:  # noqa: BLE001 - a driver's or libvirt's error: one line naming the cloud
+            unavailable = _unavailable(e, f"cloud {self.name} ({self._endpoint()})")
+            if unavailable is not None:
+                raise unavailable from None
             raise CloudError(f"cloud {self.name}: {what}: {_first_line(e)}") from None
+
+    def _endpoint(self) -> str:
+        """Where the driver connects (``host:port``), or the driver's name."""
+        conn = getattr(self.driver, "connection", None)
+        host, port = getattr(conn, "host", None), getattr(conn, "port", None)
+        return f"{host}:{port}" if isinstance(host, str) and port else self.config.type
 
 
 class VirtualMachine:

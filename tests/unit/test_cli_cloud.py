@@ -58,3 +58,22 @@ def test_an_action_on_a_cloud_with_tbd_credentials_is_refused_before_anything_is
     assert r.stderr.strip().splitlines() == [
         "cmq: cloud aws has credentials TBD (secret), which a worker cannot ask for; give them in the inventory "
         "(which must then be 0600) to act on its VMs"]
+
+
+def test_a_cloud_that_refuses_the_credentials_is_one_line_exit_3_without_the_secret(tmp_path):
+    from tests.support.ec2_double import Ec2Double
+
+    with Ec2Double() as ec2:
+        ec2.errors["*"] = (401, "AuthFailure", "AWS was not able to validate the provided access credentials")
+        creds = {"key": "AKIAEXAMPLE", "secret": "s3cr3t-value", "region": "us-east-1", "host": "127.0.0.1",
+                 "port": ec2.port, "secure": False}
+        inv = tmp_path / "cmq.yaml"
+        inv.write_text(yaml.safe_dump({"machines": {"here": {"mode": "local"}},
+                                       "clouds": {"aws": {"type": "ec2", "credentials": creds}}}))
+        inv.chmod(0o600)
+        r = cmq("--config", str(inv), "cloud", "list", "aws", home=tmp_path)
+    assert r.returncode == 3
+    assert r.stderr.strip().splitlines() == [
+        f"cmq: cloud aws (127.0.0.1:{ec2.port}): the credentials were refused: AuthFailure: AWS was not able to "
+        "validate the provided access credentials"]
+    assert "s3cr3t" not in r.stdout + r.stderr and "AKIAEXAMPLE" not in r.stdout + r.stderr
