@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE))
 from bench_jobs import report, versions  # noqa: E402
 
 from cmqueue.clouds.domain import DomainSpec, domain_xml  # noqa: E402
-from cmqueue.clouds.image import kernel_cmdline, small_image, wait_ready  # noqa: E402
+from cmqueue.clouds.image import KERNEL_CMDLINE, make_host_key, small_image, vm_initrd, wait_ready  # noqa: E402
 from cmqueue.clouds.libvirtd import PrivateLibvirtd  # noqa: E402
 from cmqueue.files import write_private  # noqa: E402
 
@@ -89,9 +89,11 @@ def main() -> None:
             ports[name] = port
             console = root / f"{name}.console"
             xml = root / f"{name}.xml"
+            make_host_key(root / f"{name}.host_key")      # the same per-VM initrd cmq gives its VMs
+            own = vm_initrd(initrd, root / f"{name}.initrd", name, Path(f"{key}.pub").read_text(),
+                            root / f"{name}.host_key")
             xml.write_text(domain_xml(DomainSpec(name=name, ssh_port=port, console=str(console), kernel=str(kernel),
-                                                 initrd=str(initrd),
-                                                 cmdline=kernel_cmdline(Path(f"{key}.pub").read_text(), name))))
+                                                 initrd=str(own), cmdline=KERNEL_CMDLINE)))
             timed([*virsh, "define", str(xml)])
             timed([*virsh, "start", name])
             host_key = wait_ready(console)

@@ -25,7 +25,8 @@ Usage:
   cmq cloud [options] list [CLOUD] [--output=OUTPUT]
   cmq cloud [options] refresh [CLOUD]
   cmq cloud [options] boot CLOUD [--count=N] [--image=IMAGE] [--size=SIZE] [--join] [--slots=S] [NAMES]
-  cmq cloud [options] (start|stop|suspend|resume|reboot) NAMES [--cloud=CLOUD]
+  cmq cloud [options] (start|suspend|resume|reboot) NAMES [--cloud=CLOUD]
+  cmq cloud [options] stop NAMES [--cloud=CLOUD] [--grace=SECONDS]
   cmq cloud [options] delete NAMES [--cloud=CLOUD] [--force]
   cmq cloud [options] ssh NAME [--cloud=CLOUD] [COMMAND...]
   cmq cloud [options] demo [--vms=N]
@@ -39,6 +40,8 @@ Options:
   --join             the VMs become machines (label: their cloud) once they answer
   --slots=S          jobs each joined VM runs at once [default: 1]
   --force            delete VMs that have unfinished jobs
+  --grace=SECONDS    how long a VM has to shut down cleanly on its power button
+                     before it is powered off (libvirt; 0: at once) [default: 30]
   --vms=N            VMs the demo boots [default: 2]
 
 Clouds are named in the inventory's clouds: section, in the order shown:
@@ -111,6 +114,11 @@ Examples:
     else:
         cloud = _known(clouds, args["--cloud"]) if args["--cloud"] else _only(clouds)
         vms, params = _names(args["NAMES"]), {}
+        if action == "stop":
+            grace = _number(args, "--grace", float)
+            if grace is None or grace < 0:
+                raise UsageError(f"--grace={args['--grace']}: seconds, 0 or more")
+            params["grace"] = grace
         if action == "delete" and not args["--force"]:
             refuse_unfinished(args, [n for n in vms if n in settings.inventory.machines], "delete", label=cloud)
     done = _queued(settings, cloud, vms, action, params)

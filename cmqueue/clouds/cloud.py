@@ -22,6 +22,7 @@ import re
 import socket
 import subprocess
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from .config import ASK, CloudConfig
 
 #: What can be done to a VM (``boot`` makes a new one).
 ACTIONS = ("boot", "start", "stop", "suspend", "resume", "reboot", "delete")
+#: Seconds a libvirt VM has to shut down on its power button before it is powered off.
+STOP_GRACE = 30.0
 #: Listings tried when VMs go away while they are listed (other jobs deleting them).
 LIST_TRIES = 5
 #: libvirt's domain states in cmq's words.
@@ -192,8 +195,12 @@ class Cloud:
                 return node
         raise CloudError(f"cloud {self.name}: no VM {name!r}")
 
-    def machine(self, name: str, action: str = "start") -> dict[str, Any]:
-        """Do ``action`` to VM ``name``; its record after it (``delete``: as it was)."""
+    def machine(self, name: str, action: str = "start", grace: float | None = None) -> dict[str, Any]:
+        """Do ``action`` to VM ``name``; its record after it (``delete``: as it was).
+
+        ``stop`` presses a libvirt VM's power button and gives it ``grace`` seconds
+        (STOP_GRACE by default) to shut down before it is powered off; on other clouds
+        it is the driver's stop."""
         if action not in ACTIONS:
             raise UsageError(f"{action!r}: an action is one of {', '.join(ACTIONS)}")
         if action == "boot":
@@ -201,7 +208,7 @@ class Cloud:
         node = self.node(name)
         before = self._record(node) if action == "delete" else None
         if self.config.type == "libvirt":
-            self._libvirt_action(node, action)
+            self._libvirt_action(node, action, STOP_GRACE if grace is None else grace)
         else:
             self._driver_action(node, action)
         if before is not None:
@@ -266,12 +273,12 @@ class Cloud:
     def _domain(self, node: Any) -> Any:
         return self.driver._get_domain_for_node(node)
 
-    def _libvirt_action(self, node: Any, action: str) -> None:
+    def _libvirt_action(self, node: Any, action: str, grace: float) -> None:
         dom = self._domain(node)
         state = dom.state()[0]
         steps = {
-            "start": lambda: state != 1 and dom.create(),
-            "stop": lambda: dom.isActive() and dom.destroy(),
+            "start": lambda: self._start(dom, node.name, state),
+            "stop": lambda: dom.isActive() and _shut_down(dom, paused=state == 3, grace=grace),
             "suspend": lambda: state != 3 and dom.suspend(),
             "resume": lambda: state == 3 and dom.resume(),
             "reboot": lambda: dom.reset(0),
@@ -279,8 +286,25 @@ class Cloud:
         }
         self._call(f"{action} {node.name}", steps[action])
         if action == "delete":
-            for path in (self._console(node.name),):
+            for path in (self._console(node.name), self._host_key_file(node.name),
+                         self.home / self.name / f"{node.name}.initrd"):
                 path.unlink(missing_ok=True)
+
+    def _start(self, dom: Any, name: str, state: int) -> None:
+        """Start a stopped VM and wait until it answers ssh again, on the host key pinned
+        when it booted (a suspended one is resumed; a running one is left as it is)."""
+        from .image import ImageError, public_host_key, wait_ready
+
+        if state == 3:
+            dom.resume()
+        if dom.isActive():
+            return
+        dom.create()
+        host_file = self._host_key_file(name)
+        if host_file.exists():                 # a VM of the small image: it says on its console when it is up
+            said = wait_ready(self._console(name))
+            if said != public_host_key(host_file):
+                raise ImageError(f"VM {name} offered host key {said}, not the one pinned for it")
 
     def _driver_action(self, node: Any, action: str) -> None:
         d = self.driver
@@ -294,6 +318,10 @@ class Cloud:
 
     def _console(self, name: str) -> Path:
         return self.home / self.name / f"{name}.console"
+
+    def _host_key_file(self, name: str) -> Path:
+        """The VM's own ssh host key (private, 0600), given to it at each boot."""
+        return self.home / self.name / f"{name}.host_key"
 
     @property
     def known_hosts(self) -> Path:
@@ -313,7 +341,7 @@ class Cloud:
 
     def _boot_libvirt(self, name: str, image: str | None, size: str | None) -> dict[str, Any]:
         from .domain import DomainSpec, domain_xml
-        from .image import kernel_cmdline, small_image, wait_ready
+        from .image import KERNEL_CMDLINE, ImageError, make_host_key, small_image, vm_initrd, wait_ready
 
         if image not in (None, "", "small"):
             raise CloudError(f"cloud {self.name}: image {image!r}: a libvirt cloud boots the small image so far")
@@ -325,14 +353,19 @@ class Cloud:
         console.parent.mkdir(parents=True, exist_ok=True)
         console.unlink(missing_ok=True)
         port = _free_port()
-        spec = DomainSpec(name=name, ssh_port=port, console=str(console), kernel=str(kernel), initrd=str(initrd),
-                          cmdline=kernel_cmdline(Path(f"{self.key}.pub").read_text(), name), memory_mib=memory,
-                          cloud=self.name)
+        host_file = self._host_key_file(name)
+        host_key = make_host_key(host_file)      # made here and pinned: no trust in what the VM first says
+        own = vm_initrd(initrd, self.home / self.name / f"{name}.initrd", name, Path(f"{self.key}.pub").read_text(),
+                        host_file)
+        spec = DomainSpec(name=name, ssh_port=port, console=str(console), kernel=str(kernel), initrd=str(own),
+                          cmdline=KERNEL_CMDLINE, memory_mib=memory, cloud=self.name)
         conn = self.driver.connection
         dom = self._call(f"boot {name}", lambda: conn.defineXML(domain_xml(spec)))
         try:
             self._call(f"boot {name}", dom.create)
-            host_key = wait_ready(console)
+            said = wait_ready(console)
+            if said != host_key:
+                raise ImageError(f"VM {name} offered host key {said}, not the one cmq made for it")
         except BaseException:
             if dom.isActive():
                 dom.destroy()
@@ -426,6 +459,26 @@ class VirtualMachine:
         if self._cluster is None:
             self._cluster = Cluster.from_config(str(self.cloud.inventory.path), check_keys=False)
         return self._cluster.submit(command, on=self.name).wait(timeout=timeout)
+
+
+def _shut_down(dom: Any, paused: bool, grace: float) -> bool:
+    """Press the domain's power button and wait up to ``grace`` seconds for it to shut
+    down (a paused one is resumed first, to hear it); then power it off. True when it
+    shut down by itself."""
+    import libvirt
+
+    if grace > 0:
+        if paused:
+            dom.resume()
+        dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if not dom.isActive():
+                return True
+            time.sleep(0.05)
+    if dom.isActive():
+        dom.destroy()
+    return False
 
 
 def _pick(options: list[Any], wanted: str, what: str) -> Any:

@@ -73,6 +73,7 @@ def domain_xml(spec: DomainSpec) -> str:
         ET.SubElement(os_el, "kernel").text = spec.kernel
         ET.SubElement(os_el, "initrd").text = spec.initrd
         ET.SubElement(os_el, "cmdline").text = spec.cmdline
+    ET.SubElement(ET.SubElement(dom, "features"), "acpi")          # the power button a clean stop presses
     ET.SubElement(dom, "on_reboot").text = "restart"
     ET.SubElement(dom, "on_crash").text = "destroy"
     devices = ET.SubElement(dom, "devices")

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from ..errors import CmqError
 
-#: Kernel modules the VM needs (a virtio network card); what they depend on comes too.
-MODULES = ("virtio_pci", "virtio_net")
+#: Kernel modules the VM needs (a virtio network card; the ACPI power button and the
+#: input events acpid reads, for a clean stop); what they depend on comes too.
+MODULES = ("virtio_pci", "virtio_net", "button", "evdev")
 #: The Debian packages the image is made of (busybox-static and dropbear-bin installed here).
 KERNEL_PACKAGE = "linux-image-cloud-amd64"
 
@@ -30,13 +31,14 @@ INIT = """#!/bin/busybox sh
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 mkdir -p /dev/pts; mount -t devpts devpts /dev/pts
 for m in {modules}; do insmod /lib/modules/$m.ko; done
+mkdir -p /etc/acpi/PWRF
+printf '#!/bin/sh\necho CMQ-POWEROFF > /dev/console\nsync\npoweroff -f\n' > /etc/acpi/PWRF/00000080
+chmod 755 /etc/acpi/PWRF/00000080; mkdir -p /var/log
+(for i in $(seq 100); do grep -q "Power Button" /proc/bus/input/devices && break; sleep 0.1; done; acpid) &
 ip link set lo up; ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0; ip route add default via 10.0.2.2
-for word in $(cat /proc/cmdline); do
-  case "$word" in cmq.key=*) echo "${{word#cmq.key=}}" | base64 -d > /root/.ssh/authorized_keys;;
-                  cmq.name=*) hostname "${{word#cmq.name=}}";; esac
-done
-chmod 600 /root/.ssh/authorized_keys
-dropbearkey -t ed25519 -f /etc/dropbear/host_key > /dev/null 2>&1
+[ -s /etc/hostname ] && hostname "$(cat /etc/hostname)"
+chmod 600 /root/.ssh/authorized_keys /etc/dropbear/host_key 2>/dev/null
+[ -s /etc/dropbear/host_key ] || dropbearkey -t ed25519 -f /etc/dropbear/host_key > /dev/null 2>&1
 echo "CMQ-HOSTKEY $(dropbearkey -y -f /etc/dropbear/host_key | grep ^ssh-)"
 dropbear -R -E -s -p 22 -r /etc/dropbear/host_key
 echo CMQ-READY
@@ -165,18 +167,57 @@ def small_image(cache: Path) -> tuple[Path, Path]:
     """(kernel, initrd) of the small VM image, made once into ``cache``."""
     cache.mkdir(parents=True, exist_ok=True)
     vmlinuz, modules = kernel(cache)
-    initrd = cache / "initrd.gz"
+    initrd = cache / f"initrd-{image_version()}.gz"
     if not initrd.exists():
         initramfs(modules, initrd)
     return vmlinuz, initrd
 
 
-def kernel_cmdline(public_key: str, name: str) -> str:
-    """The kernel command line of a small-image VM: its authorized key and its name."""
-    import base64
+def image_version() -> str:
+    """A short hash of what the small image is made of (its init and modules), so a
+    changed image is made again rather than taken from an old cache."""
+    import hashlib
 
-    key = base64.b64encode(public_key.strip().encode()).decode()
-    return f"console=ttyS0 quiet panic=-1 cmq.key={key} cmq.name={name}"
+    return hashlib.sha256(f"{INIT}{MODULES}".encode()).hexdigest()[:10]
+
+
+#: The kernel command line of a small-image VM (what is its own is in its initrd).
+KERNEL_CMDLINE = "console=ttyS0 quiet panic=-1"
+
+
+def vm_initrd(base: Path, out: Path, name: str, authorized_key: str, host_key: Path) -> Path:
+    """The initrd of one VM at ``out`` (0600): the small image's ``base`` followed by an
+    archive of what is the VM's own (its name, the key cmq logs in with, and its ssh host
+    key, which it keeps across restarts). Nothing of it is on QEMU's command line."""
+    own = [("etc/hostname", 0o100644, f"{name}\n".encode()),
+           ("root/.ssh/authorized_keys", 0o100600, authorized_key.strip().encode() + b"\n"),
+           ("etc/dropbear/host_key", 0o100600, host_key.read_bytes())]
+    tmp = out.with_suffix(".part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(base.read_bytes())
+        f.write(gzip.compress(_newc(own), compresslevel=1))
+    os.replace(tmp, out)
+    return out
+
+
+def make_host_key(path: Path) -> str:
+    """A new ed25519 ssh host key in dropbear's format at ``path`` (0600); its public
+    line (``ssh-ed25519 AAAA...``), which cmq pins before the VM first boots."""
+    dropbearkey = shutil.which("dropbearkey", path="/usr/bin:/usr/sbin")
+    if not dropbearkey:
+        raise ImageError("dropbear is needed: apt-get install dropbear-bin")
+    path.unlink(missing_ok=True)
+    _run([dropbearkey, "-t", "ed25519", "-f", str(path)])
+    path.chmod(0o600)
+    return public_host_key(path)
+
+
+def public_host_key(path: Path) -> str:
+    """The public line (``ssh-ed25519 AAAA...``) of the dropbear host key at ``path``."""
+    dropbearkey = shutil.which("dropbearkey", path="/usr/bin:/usr/sbin") or "dropbearkey"
+    line = next((ln for ln in _run([dropbearkey, "-y", "-f", str(path)]).splitlines() if ln.startswith("ssh-")), "")
+    return " ".join(line.split()[:2])
 
 
 def wait_ready(console: Path, timeout: float = 120) -> str:

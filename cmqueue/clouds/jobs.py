@@ -44,7 +44,7 @@ def run(spec: JobSpec, inventory: Any, machine: str) -> JobResult:
             if p["action"] == "boot":
                 record = cloud.boot(p["vm"], image=p.get("image"), size=p.get("size"))
             else:
-                record = cloud.machine(p["vm"], p["action"])
+                record = cloud.machine(p["vm"], p["action"], grace=p.get("grace"))
     except CmqError as e:
         return JobResult(job=spec.id, machine=machine, exit_code=None, started=started, ended=time.time(),
                          reason=f"cloud: {e}", data={"final": True})

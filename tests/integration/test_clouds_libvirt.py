@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from cmqueue.clouds.domain import DomainSpec, domain_xml, ssh_endpoint
-from cmqueue.clouds.image import kernel_cmdline, small_image, wait_ready
+from cmqueue.clouds.image import KERNEL_CMDLINE, make_host_key, small_image, vm_initrd, wait_ready
 from cmqueue.clouds.libvirtd import PrivateLibvirtd, libvirtd_binary
 
 from ..conftest import need
@@ -41,14 +41,19 @@ def test_a_vm_boots_answers_ssh_on_its_pinned_key_and_libcloud_drives_it(libvirt
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     port = _free_port()
     console = tmp_path / "vm1.console"
-    spec = DomainSpec(name="vm1", ssh_port=port, console=str(console), kernel=str(image[0]), initrd=str(image[1]),
-                      cmdline=kernel_cmdline((tmp_path / "id.pub").read_text(), "vm1"), cloud="lab")
+    made = make_host_key(tmp_path / "vm1.host_key")
+    own = vm_initrd(image[1], tmp_path / "vm1.initrd", "vm1", (tmp_path / "id.pub").read_text(),
+                    tmp_path / "vm1.host_key")
+    assert oct(own.stat().st_mode & 0o777) == "0o600"
+    spec = DomainSpec(name="vm1", ssh_port=port, console=str(console), kernel=str(image[0]), initrd=str(own),
+                      cmdline=KERNEL_CMDLINE, cloud="lab")
     conn = libvirt.open(libvirtd.uri)
     try:
         conn.defineXML(domain_xml(spec)).create()
     finally:
         conn.close()
     host_key = wait_ready(console)
+    assert host_key == made                             # the VM serves the key made for it here
     known = tmp_path / "known_hosts"
     known.write_text(f"[127.0.0.1]:{port} {host_key}\n")
 
@@ -127,6 +132,14 @@ def test_the_cloud_api_boots_acts_in_parallel_records_and_deletes(lab, tmp_path)
         assert answer.stdout.strip() == "vm2", answer.stderr
         assert [r["state"] for r in c.machines(["vm2", "vm3"], "suspend")] == ["suspended", "suspended"]
         assert c.machine("vm3", "resume")["state"] == "running"
+        assert c.machine("vm3", "stop")["state"] == "stopped"
+        assert "CMQ-POWEROFF" in (home / "lab" / "vm3.console").read_text()      # it heard the power button
+        assert c.machine("vm3", "start")["state"] == "running"                   # and is up again, same host key:
+        again = subprocess.run(["ssh", "-o", f"UserKnownHostsFile={c.known_hosts}", "-o", "HostKeyAlias=vm3",
+                                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+                                "-i", str(c.key), "-p", booted[1]["ssh"].rsplit(":", 1)[1], "root@127.0.0.1",
+                                "hostname"], capture_output=True, text=True, timeout=60)
+        assert again.stdout.strip() == "vm3", again.stderr
         store = open_store(f"sqlite:///{tmp_path / 'history.db'}")
         c.refresh(store)
         vms = records_for(store, "vm", key="id")

@@ -77,3 +77,10 @@ def test_a_cloud_that_refuses_the_credentials_is_one_line_exit_3_without_the_sec
         f"cmq: cloud aws (127.0.0.1:{ec2.port}): the credentials were refused: AuthFailure: AWS was not able to "
         "validate the provided access credentials"]
     assert "s3cr3t" not in r.stdout + r.stderr and "AKIAEXAMPLE" not in r.stdout + r.stderr
+
+
+def test_stop_takes_a_grace_in_seconds(tmp_path):
+    inv = tmp_path / "cmq.yaml"
+    inv.write_text(yaml.safe_dump({"machines": {"here": {"mode": "local"}}, "clouds": {"lab": {"type": "libvirt"}}}))
+    r = cmq("--config", str(inv), "cloud", "stop", "vm1", "--grace=-1", home=tmp_path)
+    assert (r.returncode, r.stderr.strip()) == (2, "cmq: --grace=-1: seconds, 0 or more")
