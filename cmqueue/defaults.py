@@ -89,6 +89,8 @@ EMBEDDED_REDIS_PORT = 6390
 
 #: Port Flower (the web view) listens on, on 127.0.0.1; 0: `cmq up` starts no Flower.
 FLOWER_PORT = 5555
+#: Port of `cmq serve` (the REST API and the console) on 127.0.0.1.
+SERVE_PORT = 8765
 
 #: Redis stream that carries job events from workers to the history store.
 EVENT_STREAM = "cmq:events"

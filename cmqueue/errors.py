@@ -1,7 +1,8 @@
 """Every error cmq raises on purpose, under one base class.
 
-Each subclass carries the exit code the command line uses for it, so the mapping from
-errors to exit codes lives here and nowhere else (see ``cmqueue.cli.main``).
+Each subclass carries the exit code the command line uses for it and the HTTP status
+`cmq serve` answers with, so the mapping from errors to exit codes and statuses lives
+here and nowhere else (see ``cmqueue.cli.main`` and ``cmqueue.serve.app``).
 """
 
 from __future__ import annotations
@@ -11,18 +12,21 @@ class CmqError(Exception):
     """Base of every error cmq raises on purpose; printed as one line, no traceback."""
 
     exit_code = 1
+    http_status = 409                  #: a refusal: what was asked cannot be done now
 
 
 class UsageError(CmqError):
     """The command line is wrong: unknown option, bad value, missing argument."""
 
     exit_code = 2
+    http_status = 400
 
 
 class ConfigError(CmqError):
     """The inventory or a setting is invalid; the message names the file and the field."""
 
     exit_code = 2
+    http_status = 400
 
 
 class InsecureFileError(ConfigError):
@@ -32,15 +36,20 @@ class InsecureFileError(ConfigError):
 class UnknownMachineError(UsageError):
     """A machine or label named on the command line is not in the inventory."""
 
+    http_status = 404
+
 
 class UnknownJobError(UsageError):
     """A job id (or prefix) matches no job in the history, or more than one."""
+
+    http_status = 404
 
 
 class ServiceError(CmqError):
     """A service cmq needs (the broker, a worker, the history store) is not reachable."""
 
     exit_code = 3
+    http_status = 503
 
 
 class JobFailedError(CmqError):

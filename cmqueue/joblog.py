@@ -7,9 +7,10 @@ the log file stops growing and the record says why.
 
 from __future__ import annotations
 
+import socket
 import threading
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 class OutputLog:
@@ -83,3 +84,14 @@ class OutputLog:
     def kept(self) -> bool:
         """Whether the log file holds the whole output (and there was some)."""
         return self.size > 0 and not self.error
+
+
+def full_log(result: Any, stream: str) -> Path | None:
+    """The whole ``stream`` (stdout or stderr) of a job's result when the history kept
+    only its tail and the worker's log file is on this host; else None (the tail is all)."""
+    log = getattr(result, f"{stream}_log", "")
+    if getattr(result, f"{stream}_truncated", False) and log and result.log_host == socket.gethostname():
+        path = Path(log)
+        if path.exists():
+            return path
+    return None

@@ -56,3 +56,34 @@ def explain_waiting(client: Any, records: Iterable[JobRecord]) -> None:
             r.reason = waiting_reason(name, info.get("reason", ""))
         elif info.get("state") in (None, "stopped"):
             r.reason = f"waiting for {name}: no worker serves it (start one with `cmq up`)"
+
+
+def machine_rows(settings: Any) -> list[dict[str, Any]]:
+    """Each machine of the inventory as `cmq machines --json` and the API show it: its
+    settings, its worker's state (``-`` when none reported), and for an agent whether
+    it joined."""
+    from .services import Services
+
+    live = _worker_states(settings)
+    joined = Services(settings).records().get("agents") or {}
+    rows = []
+    for m in settings.inventory.machines.values():
+        row = m.to_dict()
+        row["worker"] = live.get(m.name, {}).get("state", "-")
+        if m.mode == "agent":
+            row["joined"] = m.name in joined
+        rows.append(row)
+    return rows
+
+
+def _worker_states(settings: Any) -> dict[str, dict[str, str]]:
+    """What each machine's worker reported, read from the broker (nothing when it is down)."""
+    if not settings.broker:
+        return {}
+    import redis
+
+    try:
+        client = redis.Redis.from_url(settings.broker, socket_connect_timeout=1, socket_timeout=1)
+        return read_states(client, settings.inventory.machines)
+    except (redis.RedisError, OSError):
+        return {}

@@ -177,6 +177,10 @@ def build_reduce(members: list[JobSpec], reducer: str, allow_failures: bool = Fa
                            "members": len(members)})
 
 
+#: What a variable name of a job's environment may be.
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
 def parse_env(pairs: Iterable[str]) -> dict[str, str]:
     """``['K=V', ...]`` to a dict; a clear error for a malformed pair."""
     import re
@@ -184,7 +188,7 @@ def parse_env(pairs: Iterable[str]) -> dict[str, str]:
     env = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+        if not sep or not re.match(ENV_NAME, key):
             raise UsageError(f"--env={pair}: expected NAME=VALUE with a valid variable name")
         env[key] = value
     return env

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from ..config import Settings, resolve
@@ -355,18 +353,9 @@ worker reaches the broker through an ssh tunnel from here, which `cmq up` reopen
         output.err.print(f"machine {name}: joined; worker pid {info['pid']} under {info['supervisor']}, "
                          f"broker through an ssh tunnel to its 127.0.0.1:{info['port']}", markup=False)
         return 0
-    from ..services import Services
+    from ..machine_state import machine_rows
 
-    settings = _settings(args, check_keys=False)
-    live = _machine_states(settings)
-    joined = Services(settings).records().get("agents") or {}
-    rows = []
-    for m in settings.inventory.machines.values():
-        row = m.to_dict()
-        row["worker"] = live.get(m.name, {}).get("state", "-")
-        if m.mode == "agent":
-            row["joined"] = m.name in joined
-        rows.append(row)
+    rows = machine_rows(_settings(args, check_keys=False))
     if args["--json"]:
         output.print_json(rows)
         return 0
@@ -403,20 +392,6 @@ worker reaches the broker through an ssh tunnel from here, which `cmq up` reopen
         t.add_row(*(Text(cell, style="" if r["enabled"] or i else "bright_black") for i, cell in enumerate(row)))
     output.out.print(t)
     return 0
-
-
-def _machine_states(settings: Settings) -> dict[str, dict[str, str]]:
-    if not settings.broker:
-        return {}
-    import redis
-
-    from ..machine_state import read_states
-
-    try:
-        client = redis.Redis.from_url(settings.broker, socket_connect_timeout=1, socket_timeout=1)
-        return read_states(client, settings.inventory.machines)
-    except (redis.RedisError, OSError):
-        return {}
 
 
 def _machines_check(args: Args) -> int:
@@ -672,6 +647,8 @@ The history keeps the last part of each stream (settings.output_cap bytes); the 
 output stays in the worker's log directory and is printed from there when it is on this
 machine.
 """
+    from ..joblog import full_log
+
     with _cluster(args, check_keys=False, listing=True) as c:
         (rec,) = c.status([args["JOB"]]) if args["JOB"] else []
         stream = "stderr" if args["--stderr"] else "stdout"
@@ -683,8 +660,9 @@ machine.
         text = getattr(res, stream)
         truncated = getattr(res, f"{stream}_truncated")
         log = getattr(res, f"{stream}_log")
-        if truncated and log and res.log_host == socket.gethostname() and Path(log).exists():
-            with open(log, "rb") as f:
+        whole = full_log(res, stream)
+        if whole is not None:
+            with open(whole, "rb") as f:
                 while chunk := f.read(1 << 20):
                     sys.stdout.buffer.write(chunk)
             sys.stdout.flush()

@@ -28,6 +28,7 @@ Commands:
   vdir       the virtual directory: names over files on the storage services
   pool       files kept by their SHA-256 on storage services, with a local cache
   cloud      the clouds of the inventory (libcloud compute drivers)
+  serve      the REST API (tokens: `cmq serve token create NAME`)
   run        run a workflow: (a | b | c); d; a + b + c + d
   plan       show what a workflow would do, running nothing
   workflows  list workflows
@@ -86,6 +87,7 @@ COMMAND_MODULES: dict[str, str] = {
     "vdir": "vdir",
     "pool": "pool",
     "cloud": "cloud",
+    "serve": "serve",
 }
 
 

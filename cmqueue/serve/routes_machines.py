@@ -1,0 +1,21 @@
+"""The machines of the inventory and their workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from .app import cluster
+from .schemas import Machine
+
+router = APIRouter(tags=["machines"])
+
+
+@router.get("/api/machines", response_model=list[Machine])
+def list_machines(c: Any = Depends(cluster)) -> list[dict[str, Any]]:
+    """Every machine of the inventory with its settings and its worker's state, as
+    `cmq machines --json` shows them."""
+    from ..machine_state import machine_rows
+
+    return machine_rows(c.settings)

@@ -1,0 +1,183 @@
+"""`cmq serve` against a live cluster (Redis, two sshd machines, workers): the API started
+as a user starts it, called over HTTP with a token made by `cmq serve token create`."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+
+import httpx
+import pytest
+
+from ..conftest import make_env, teardown, wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    """A `cmq serve` process of a cluster and a token for it."""
+
+    def __init__(self, env, token: str, port: int, proc: subprocess.Popen) -> None:
+        self.env, self.token, self.port, self.proc = env, token, port, proc
+        self.url = f"http://127.0.0.1:{port}"
+
+    def client(self, token: str | None = "default", **kw) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.token if token == 'default' else token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=90, **kw)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    env = make_env(tmp_path_factory.mktemp("serve"), machines=2, slots=2, first=221, labels={"m1": ["cpu"]})
+    proc = None
+    try:
+        made = env.run("serve", "token", "create", "ci", check=True)
+        token = made.out.strip()
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "cmqueue", "serve", f"--port={port}"], env=env.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().startswith(f"cmq serve: http://127.0.0.1:{port}/")
+
+        def answers():
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(answers, timeout=30, what="cmq serve to answer")
+        yield Served(env, token, port, proc)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
+        teardown(env)
+
+
+def test_every_route_but_health_needs_a_live_token(served):
+    assert httpx.get(f"{served.url}/api/health").json()["ok"] is True
+    for token in (None, "cmq_not-a-token", "Basic abc"):
+        with served.client(token=token) as anon:
+            r = anon.get("/api/jobs")
+            assert r.status_code == 401, token
+            assert r.json()["status"] == 401 and "token" in r.json()["error"]
+    extra = served.env.run("serve", "token", "create", "temp", check=True).out.strip()
+    with served.client(token=extra) as c:
+        assert c.get("/api/jobs").status_code == 200
+        served.env.run("serve", "token", "revoke", "temp", check=True)
+        assert c.get("/api/jobs").status_code == 401        # revoked: refused at once, no restart
+    listed = served.env.run("serve", "token", "list", "--output=json", check=True)
+    assert [t["name"] for t in json.loads(listed.out)] == ["ci"]
+    tokens = served.env.home / "serve" / "tokens.json"
+    assert oct(tokens.stat().st_mode & 0o777) == "0o600" and served.token not in tokens.read_text()
+
+
+def test_jobs_submitted_through_the_api_run_and_their_output_is_read_back(served):
+    with served.client() as c:
+        r = c.post("/api/jobs", json={"command": "echo hello from $CMQ_TEST_WORD", "all": True,
+                                      "env": {"CMQ_TEST_WORD": "rest"}, "wait": 60})
+        assert r.status_code == 201, r.text
+        batch = r.json()
+        assert [(j["state"], j["stdout"]) for j in batch["jobs"]] == [("succeeded", "hello from rest\n")] * 2
+        assert sorted(j["machine"] for j in batch["jobs"]) == ["m1", "m2"]
+        one = batch["jobs"][0]["id"]
+        assert c.get(f"/api/jobs/{one}").json()["exit_code"] == 0
+        assert c.get(f"/api/jobs/{one[:-2]}").json()["id"] == one               # a unique prefix will do
+        log = c.get(f"/api/jobs/{one}/log")
+        assert log.status_code == 200 and log.text == "hello from rest\n"
+        listed = c.get("/api/jobs", params={"batch": batch["batch"]}).json()
+        assert {j["id"] for j in listed} == {j["id"] for j in batch["jobs"]}
+        assert one in [j["id"] for j in c.get("/api/jobs", params={"q": "hello from", "last": 100}).json()]
+    # the same history the command line reads
+    status = json.loads(served.env.run("status", "--json", batch["batch"], check=True).out)
+    assert {s["id"] for s in status} == {j["id"] for j in batch["jobs"]}
+
+
+def test_a_map_with_a_reduce_answers_with_the_value(served):
+    with served.client() as c:
+        r = c.post("/api/maps", json={"template": "expr {} \\* 10", "args": ["1", "2", "3"], "reduce": "sum",
+                                      "label": "cpu", "wait": 60})
+        assert r.status_code == 201, r.text
+        body = r.json()
+        assert body["reduce"]["state"] == "succeeded" and body["reduce"]["value"] == 60
+        assert len(body["jobs"]) == 3 and {j["machine"] for j in body["jobs"]} == {"m1"}
+
+
+def test_bad_requests_are_one_line_json_with_the_clis_codes(served):
+    with served.client() as c:
+        cases = [
+            (c.post("/api/jobs", json={"command": "true", "on": "nosuch"}), 404, "nosuch"),
+            (c.post("/api/jobs", json={"command": ""}), 400, "command"),
+            (c.post("/api/jobs", json={"command": "true", "on": "m1", "label": "cpu"}), 400, "choose one of"),
+            (c.post("/api/jobs", json={"command": "true", "colour": "red"}), 400, "colour"),
+            (c.post("/api/jobs", json={"command": "true", "env": {"A B": "1"}}), 400, "env"),
+            (c.post("/api/maps", json={"template": "echo {}", "args": ["1"], "reduce": "no.such:fn"}), 400, "no.such"),
+            (c.get("/api/jobs/jnosuchjob"), 404, "jnosuchjob"),
+            (c.get("/api/jobs", params={"state": "sleeping"}), 400, "state"),
+        ]
+        for r, status, word in cases:
+            body = r.json()
+            assert (r.status_code, body["status"]) == (status, status), (r.request.url, r.text)
+            assert word in body["error"] and "\n" not in body["error"] and "Traceback" not in r.text
+
+
+def test_a_running_job_is_cancelled_and_its_events_stream_live(served):
+    seen: list[dict] = []
+    ready = threading.Event()
+
+    def listen():
+        with served.client() as c, c.stream("GET", "/api/events") as stream:
+            event = {}
+            for line in stream.iter_lines():
+                ready.set()
+                if line.startswith("data: "):
+                    event = json.loads(line[6:])
+                    seen.append(event)
+                    if event["state"] == "cancelled":
+                        return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert ready.wait(30)
+    with served.client() as c:
+        job = c.post("/api/jobs", json={"command": "sleep 60", "on": "m2"}).json()["jobs"][0]["id"]
+        wait_for(lambda: c.get(f"/api/jobs/{job}").json()["state"] == "running", what="the job to start")
+        cancelled = c.post(f"/api/jobs/{job}/cancel")
+        assert cancelled.status_code == 200 and cancelled.json()[0]["state"] == "cancelled"
+        waited = c.get(f"/api/jobs/{job}/wait", params={"timeout": 5}).json()
+        assert waited[0]["state"] == "cancelled"
+    listener.join(30)
+    mine = [e["state"] for e in seen if e["job"] == job]
+    assert mine[0] == "running" and mine[-1] == "cancelled"
+    assert all(e["machine"] in (None, "m2") for e in seen if e["job"] == job)
+
+
+def test_the_console_login_sets_an_httponly_strict_cookie_that_opens_the_api(served):
+    with httpx.Client(base_url=served.url, timeout=30) as browser:
+        assert browser.post("/api/login", json={"token": "cmq_wrong"}).status_code == 401
+        r = browser.post("/api/login", json={"token": served.token})
+        assert r.status_code == 204
+        cookie = r.headers["set-cookie"].lower()
+        assert "cmq_session=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+        assert served.token.lower() not in cookie                  # a session id, not the token
+        assert browser.get("/api/machines").status_code == 200
+        assert [m["name"] for m in browser.get("/api/machines").json()] == ["m1", "m2"]
+        assert browser.post("/api/logout").status_code == 204
+        assert browser.get("/api/machines").status_code == 401
+
+
+def test_the_server_log_never_holds_a_token(served):
+    with served.client() as c:
+        c.get("/api/jobs")
+    with served.client(token="cmq_leaked-guess") as c:
+        c.get("/api/jobs")
+    served.proc.terminate()
+    out, err = served.proc.communicate(timeout=30)
+    assert served.proc.returncode in (0, -15), err              # uvicorn ends by the signal it was stopped with
+    assert served.token not in out + err and "cmq_leaked-guess" not in out + err
