@@ -136,7 +136,24 @@ def create_api(settings: Any, tokens: TokenStore, secure_cookie: bool = False) -
     for module in (routes_jobs, routes_machines, routes_events):
         api.include_router(module.router, dependencies=[Depends(caller)], responses=ERRORS)
 
+    api.openapi = lambda: _spec(api)               # type: ignore[method-assign]
     return api
+
+
+def _spec(api: FastAPI) -> dict[str, Any]:
+    """The OpenAPI spec as FastAPI makes it, without the 422 answers it documents for
+    every route: a request that does not fit is answered 400 here (see ``bad_request``)."""
+    if api.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        spec = get_openapi(title=api.title, version=api.version, description=api.description, routes=api.routes)
+        for path in spec.get("paths", {}).values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            spec.get("components", {}).get("schemas", {}).pop(name, None)
+        api.openapi_schema = spec
+    return api.openapi_schema
 
 
 @asynccontextmanager

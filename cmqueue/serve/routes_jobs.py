@@ -90,8 +90,8 @@ def get_job(ref: str, c: Any = Depends(cluster)) -> dict[str, Any]:
     return job_out(_one(c, ref))
 
 
-@router.get("/api/jobs/{ref}/log", response_class=PlainTextResponse,
-            responses={200: {"content": {"text/plain": {}}, "description": "the output"}})
+@router.get("/api/jobs/{ref}/log", response_class=Response,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "the output"}})
 def job_log(ref: str, stream: str = Query("stdout", pattern="^(stdout|stderr)$"),
             c: Any = Depends(cluster)) -> Response:
     """A job's stdout (or stderr): the whole log when it is on this host, else the tail

@@ -8,8 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ..submit import ENV_NAME
 
-#: A job's environment: variable names as the shell takes them.
-Env = dict[Annotated[str, StringConstraints(pattern=ENV_NAME)], str]
+#: A job's environment: variable names as the shell takes them (and no other key).
+Env = Annotated[dict[Annotated[str, StringConstraints(pattern=ENV_NAME)], str],
+                Field(json_schema_extra={"additionalProperties": False})]
 
 
 class Strict(BaseModel):
