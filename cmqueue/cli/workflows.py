@@ -7,6 +7,7 @@ from typing import Any
 from rich.tree import Tree
 
 from ..errors import JobFailedError
+from ..workflow.views import plan_view, summary, where
 from . import output
 from .commands import Args, _cluster
 
@@ -32,16 +33,6 @@ def _kind(node: Any) -> str:
     from ..workflow.expr import Par, Seq
 
     return "in sequence (;)" if isinstance(node, Seq) else "in parallel (|)" if isinstance(node, Par) else ""
-
-
-def _where(c: Any, spec: Any) -> str:
-    inv = c.settings.inventory
-    kind, _, name = spec.target.partition(":")
-    if kind == "machine":
-        return name
-    if kind == "label":
-        return f"label {name}: " + ",".join(inv.labels.get(name, []))
-    return "any: " + ",".join(m.name for m in inv.enabled())
 
 
 def cmd_run(args: Args) -> int:
@@ -93,7 +84,7 @@ def _follow(c: Any, wf_id: str, as_json: bool) -> int:
     state = wfs.state(wf, steps)
     value = wfs.value(wf, steps) if state == "succeeded" else None
     if as_json:
-        output.print_json(_summary(c, wf, steps, state))
+        output.print_json(summary(c, wf, steps, state))
     elif state == "succeeded":
         from ..reducers import render
 
@@ -105,21 +96,6 @@ def _follow(c: Any, wf_id: str, as_json: bool) -> int:
             output.failures(bad)
         raise JobFailedError(f"workflow {wf_id} {state}; `cmq resume {wf_id}` runs what did not succeed", bad)
     return 0
-
-
-def _summary(c: Any, wf: dict, steps: list[Any], state: str) -> dict[str, Any]:
-    wfs = c.workflows
-    return {
-        "workflow": wf["id"], "expr": wf["expr"], "state": state,
-        "value": wfs.value(wf, steps) if state == "succeeded" else None,
-        "steps": [{"name": s.name, "kind": s.kind, "state": s.state, "job": s.record.id if s.record else None,
-                   "machine": s.record.machine if s.record else None,
-                   "exit_code": s.record.exit_code if s.record else None,
-                   "started": s.record.started if s.record else None, "ended": s.record.ended if s.record else None,
-                   "reason": s.record.reason if s.record else "",
-                   "result": (s.record.result.data.get("value", s.record.result.stdout)
-                              if s.record and s.record.result else None)} for s in steps],
-    }
 
 
 def cmd_plan(args: Args) -> int:
@@ -147,12 +123,7 @@ Options:
         plan = c.workflows.plan(args["EXPR"], c.tasks(args["--tasks"]), reducer=args["--reduce"])
         order = stages(plan)
         if args["--json"]:
-            output.print_json({
-                "expr": str(plan.tree), "order": order, "final": plan.final,
-                "steps": [{"name": s.name, "kind": s.kind, "command": s.spec.command,
-                           "where": _where(c, s.spec) if s.kind == "task" else "any",
-                           "operands": s.operands} for s in plan.steps.values()],
-            })
+            output.print_json(plan_view(c, plan))
             return 0
 
         def label(node: Any, seen: set[str]) -> str:
@@ -163,7 +134,7 @@ Options:
                 if again:
                     return f"[bold]{node.name}[/] [dim](reused: the run above)[/]"
                 return (f"[bold]{node.name}[/]  [dim]{_short(step.spec.command, 50)}[/]  "
-                        f"on {_where(c, step.spec)}")
+                        f"on {where(c, step.spec)}")
             kind = _kind(node)
             if kind:
                 return kind
@@ -188,17 +159,11 @@ Options:
   --last=N   only the newest N [default: 20]
   --json     print JSON
 """
+    from ..workflow.views import rows as workflow_rows
     from .commands import _number
 
     with _cluster(args, check_keys=False) as c:
-        wfs = c.workflows
-        rows = []
-        for w in c.store.workflows(last=_number(args, "--last", int)):
-            wf = c.store.workflow(w["id"])
-            steps = wfs.steps(wf)
-            rows.append({"workflow": w["id"], "state": wfs.state(wf, steps), "expr": w["expr"],
-                         "steps": len(steps), "succeeded": sum(s.state == "succeeded" for s in steps),
-                         "created": w["created"]})
+        rows = workflow_rows(c, _number(args, "--last", int))
         if args["--json"]:
             output.print_json(rows)
             return 0
@@ -229,7 +194,7 @@ Options:
         steps = wfs.steps(wf)
         state = wfs.state(wf, steps)
         if args["--json"]:
-            output.print_json(_summary(c, wf, steps, state))
+            output.print_json(summary(c, wf, steps, state))
             return 0
         by_name = {s.name: s for s in steps}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Query
@@ -21,7 +21,7 @@ from .app import cluster
 
 router = APIRouter(tags=["events"])
 
-#: Milliseconds one blocking read of the stream waits (a stopping server waits as long).
+#: Milliseconds one blocking read of the stream waits.
 BLOCK_MS = 1000
 #: Seconds between keep-alive comments while nothing happens.
 KEEP_ALIVE = 15.0
@@ -36,26 +36,26 @@ def _payload(event: Any) -> dict[str, Any]:
 
 @router.get("/api/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}, "description": "job state changes, as they come"}})
-def job_events(after: str | None = Query(None, pattern=_STREAM_ID),
-               last_event_id: str | None = Header(None, pattern=_STREAM_ID),
-               c: Any = Depends(cluster)) -> StreamingResponse:
+async def job_events(after: str | None = Query(None, pattern=_STREAM_ID),
+                     last_event_id: str | None = Header(None, pattern=_STREAM_ID),
+                     c: Any = Depends(cluster)) -> StreamingResponse:
     """Job state changes as server-sent events, from now (or after stream id ``after``)."""
-    import redis
+    from redis.asyncio import Redis
 
-    client = redis.Redis.from_url(c.settings.require_broker(), socket_connect_timeout=5)
+    client = Redis.from_url(c.settings.require_broker(), socket_connect_timeout=5)
     stream = c.settings.get("event_stream")
     start = after or last_event_id
     if start is None:
-        newest = client.xrevrange(stream, count=1)
+        newest = await client.xrevrange(stream, count=1)
         start = newest[0][0].decode() if newest else "0-0"
 
-    def follow() -> Iterator[str]:
+    async def follow() -> AsyncIterator[str]:
         cursor = start
         quiet_since = time.monotonic()
         try:
             yield ": cmq job events\n\n"
             while True:
-                found = client.xread({stream: cursor}, block=BLOCK_MS, count=500)
+                found = await client.xread({stream: cursor}, block=BLOCK_MS, count=500)
                 if not found:
                     if time.monotonic() - quiet_since > KEEP_ALIVE:
                         quiet_since = time.monotonic()
@@ -67,7 +67,7 @@ def job_events(after: str | None = Query(None, pattern=_STREAM_ID),
                     cursor = event.id
                     yield f"id: {event.id}\nevent: job\ndata: {json.dumps(_payload(event))}\n\n"
         finally:
-            client.close()
+            await client.aclose()
 
     return StreamingResponse(follow(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -126,3 +126,99 @@ def job_out(record: Any) -> dict[str, Any]:
     reran = out.get("reran_after")
     out["reran_after"] = None if reran is None else str(reran)
     return out
+
+
+class TaskSpec(Strict):
+    """A task of a workflow sent through the API: its command and where it may run
+    (staging local files is for the command line, which has them)."""
+
+    command: str = Field(min_length=1)
+    on: str | None = None
+    label: str | None = None
+    timeout: float | None = Field(None, gt=0)
+    retries: int = Field(0, ge=0, le=100)
+
+
+class WorkflowRequest(Strict):
+    """A workflow expression over tasks: those given here and the inventory's ``tasks:``."""
+
+    expr: str = Field(min_length=1, description="e.g. (a | b | c); d; a + b + c + d")
+    tasks: dict[str, str | TaskSpec] = Field(default_factory=dict, description="name: command, or name: {command, "
+                                             "on, label, timeout, retries}")
+    reduce: str = Field("add", description="what + uses: add, or any reducer of a map")
+    wait: float | None = Field(None, ge=0, le=3600, description="wait up to this many seconds for it to end")
+
+
+class PlanRequest(Strict):
+    """A workflow to plan: nothing runs."""
+
+    expr: str = Field(min_length=1)
+    tasks: dict[str, str | TaskSpec] = Field(default_factory=dict)
+    reduce: str = "add"
+
+
+class Again(Strict):
+    """Run a workflow's steps again: every one that did not succeed, or only ``step``."""
+
+    step: str | None = Field(None, min_length=1, description="only this step (whatever its state)")
+    wait: float | None = Field(None, ge=0, le=3600)
+
+
+class Step(BaseModel):
+    """A step of a workflow and its latest job."""
+
+    name: str
+    kind: str
+    state: str
+    job: str | None
+    machine: str | None
+    exit_code: int | None
+    started: float | None
+    ended: float | None
+    reason: str
+    result: Any = None
+
+
+class Workflow(BaseModel):
+    """A workflow, its state, its tree (nested: kind task|seq|par|sum), its steps and,
+    once it succeeded, its value."""
+
+    workflow: str
+    expr: str
+    state: str = Field(description="running, failing, suspended or succeeded")
+    created: float | None = None
+    value: Any = None
+    tree: dict[str, Any]
+    steps: list[Step]
+
+
+class WorkflowRow(BaseModel):
+    """A workflow in a list."""
+
+    workflow: str
+    state: str
+    expr: str
+    steps: int
+    succeeded: int
+    created: float
+
+
+class PlannedStep(BaseModel):
+    """A step a plan would run."""
+
+    name: str
+    kind: str
+    command: str
+    where: str
+    operands: list[str]
+
+
+class Plan(BaseModel):
+    """What a workflow would do: its tree, the order steps start in (steps of one list
+    together), and its steps."""
+
+    expr: str
+    order: list[list[str]]
+    final: list[str]
+    tree: dict[str, Any]
+    steps: list[PlannedStep]

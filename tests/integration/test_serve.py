@@ -109,6 +109,33 @@ def test_a_map_with_a_reduce_answers_with_the_value(served):
         assert len(body["jobs"]) == 3 and {j["machine"] for j in body["jobs"]} == {"m1"}
 
 
+def test_a_workflow_runs_shows_its_tree_and_resumes_after_a_failure(served, tmp_path):
+    flag = tmp_path / "ready"
+    tasks = {"a": "echo 1", "b": {"command": "echo 2", "on": "m2"}, "gate": f"test -e {flag} && echo 4"}
+    with served.client() as c:
+        planned = c.post("/api/workflows/plan", json={"expr": "(a | b); a + b", "tasks": tasks})
+        assert planned.status_code == 200, planned.text
+        assert planned.json()["order"] == [["a", "b"], ["a + b"]]
+        done = c.post("/api/workflows", json={"expr": "(a | b); a + b", "tasks": tasks, "wait": 60}).json()
+        assert (done["state"], done["value"]) == ("succeeded", 3)
+        assert done["tree"] == {"kind": "seq", "items": [
+            {"kind": "par", "items": [{"kind": "task", "step": "a"}, {"kind": "task", "step": "b"}]},
+            {"kind": "sum", "step": "a + b", "items": [{"kind": "task", "step": "a"}, {"kind": "task", "step": "b"}]}]}
+        assert {s["name"]: s["machine"] for s in done["steps"]}["b"] == "m2"
+        assert c.get(f"/api/workflows/{done['workflow']}").json()["value"] == 3
+        assert done["workflow"] in [w["workflow"] for w in c.get("/api/workflows").json()]
+
+        stuck = c.post("/api/workflows", json={"expr": "a; gate; a + gate", "tasks": tasks, "wait": 60}).json()
+        assert stuck["state"] == "suspended"
+        assert {s["name"]: s["state"] for s in stuck["steps"]}["gate"] == "failed"
+        flag.write_text("")
+        again = c.post(f"/api/workflows/{stuck['workflow']}/resume", json={"wait": 60}).json()
+        assert (again["state"], again["value"]) == ("succeeded", 5)
+        first_a = {s["name"]: s["job"] for s in stuck["steps"]}["a"]
+        assert {s["name"]: s["job"] for s in again["steps"]}["a"] == first_a     # what succeeded is reused
+        assert c.post("/api/workflows", json={"expr": "a; nosuch", "tasks": tasks}).status_code == 400
+
+
 def test_bad_requests_are_one_line_json_with_the_clis_codes(served):
     with served.client() as c:
         cases = [
