@@ -31,6 +31,8 @@ class StorageError(CmqError):
 class NotFoundError(StorageError):
     """The file or directory is not on the service."""
 
+    http_status = 404
+
 
 class StorageUnavailableError(ServiceError):
     """The service (its server, its bucket, its machine) cannot be reached."""

@@ -31,6 +31,12 @@ class VdirError(CmqError):
     """A virtual directory operation cannot be done (no such name, not empty, ...)."""
 
 
+class VdirNotFoundError(VdirError):
+    """A vdir name or directory that does not exist."""
+
+    http_status = 404
+
+
 class ConflictError(VdirError):
     """Different content for a name whose recorded content is as new or newer."""
 
@@ -77,7 +83,7 @@ class VirtualDirectory:
         """Change the working directory (to "/" without an argument); the new one."""
         path = self.path(text) if text else "/"
         if not self.db.has_dir(path):
-            raise VdirError(f"vdir {path}: no such directory")
+            raise VdirNotFoundError(f"vdir {path}: no such directory")
         write_private(self.home / CWD_FILE, path + "\n")
         return path
 
@@ -88,7 +94,7 @@ class VirtualDirectory:
         if record is not None:
             return [], [record]
         if not self.db.has_dir(path):
-            raise VdirError(f"vdir {path}: no such file or directory")
+            raise VdirNotFoundError(f"vdir {path}: no such file or directory")
         return self.db.subdirs(path), self.db.files(path)
 
     # -- files ------------------------------------------------------------------------------
@@ -105,7 +111,7 @@ class VirtualDirectory:
             record = self.db.file("/" + rest)
             if record is not None and any(r["service"] == first for r in record["replicas"]):
                 return record, first
-        raise VdirError(f"vdir {path}: no such file")
+        raise VdirNotFoundError(f"vdir {path}: no such file")
 
     def add(self, endpoint: str, text: str) -> tuple[dict[str, Any], str]:
         """Record the file at ``endpoint`` (SERVICE:PATH) under a name; (record, what was done)."""
@@ -122,7 +128,7 @@ class VirtualDirectory:
         if self.db.has_dir(path):
             path = posixpath.join(path, names.basename(name)) if path != "/" else "/" + names.basename(name)
         if not self.db.has_dir(parent_of(path)):
-            raise VdirError(f"vdir {parent_of(path)}: no such directory (cmq vdir mkdir {parent_of(path)})")
+            raise VdirNotFoundError(f"vdir {parent_of(path)}: no such directory (cmq vdir mkdir {parent_of(path)})")
         replica = {"service": service, "name": name, "size": entry.size, "sha256": sha, "mtime": entry.mtime}
         record = self.db.file(path)
         if record is None:
@@ -174,7 +180,7 @@ class VirtualDirectory:
             self.db.remove_file(path)
             return 1
         if not self.db.has_dir(path):
-            raise VdirError(f"vdir {path}: no such file or directory")
+            raise VdirNotFoundError(f"vdir {path}: no such file or directory")
         if purge:
             for r in self.db.all_files(path):
                 self._purge(r)
@@ -249,7 +255,7 @@ class VirtualDirectory:
         :meth:`get` does; (record, service used) per file."""
         path = self.path(text)
         if not self.db.has_dir(path):
-            raise VdirError(f"vdir {path}: no such directory")
+            raise VdirNotFoundError(f"vdir {path}: no such directory")
         cut = len(path.rstrip("/")) + 1
         return [self.get(record["path"], Path(destination) / record["path"][cut:])
                 for record in self.db.all_files(path)]

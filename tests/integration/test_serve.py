@@ -35,7 +35,12 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    env = make_env(tmp_path_factory.mktemp("serve"), machines=2, slots=2, first=221, labels={"m1": ["cpu"]})
+    root = tmp_path_factory.mktemp("serve")
+    for folder in ("box", "shelf"):
+        (root / folder).mkdir()
+    storage = {"box": {"type": "local", "directory": str(root / "box")},
+               "shelf": {"type": "local", "directory": str(root / "shelf")}}
+    env = make_env(root, machines=2, slots=2, first=221, labels={"m1": ["cpu"]}, sections={"storage": storage})
     proc = None
     try:
         made = env.run("serve", "token", "create", "ci", check=True)
@@ -134,6 +139,39 @@ def test_a_workflow_runs_shows_its_tree_and_resumes_after_a_failure(served, tmp_
         first_a = {s["name"]: s["job"] for s in stuck["steps"]}["a"]
         assert {s["name"]: s["job"] for s in again["steps"]}["a"] == first_a     # what succeeded is reused
         assert c.post("/api/workflows", json={"expr": "a; nosuch", "tasks": tasks}).status_code == 400
+
+
+def test_the_virtual_directory_uploads_lists_replicates_and_downloads_verified(served):
+    data = b"a,b\n1,2\n" * 1000
+    with served.client() as c:
+        assert [s["name"] for s in c.get("/api/storage").json()] == ["box", "shelf"]
+        assert c.post("/api/vdir/dirs", json={"path": "/proj/raw"}).status_code == 201
+        up = c.put("/api/vdir/files/proj/raw/a.csv", params={"service": "box"}, content=data)
+        assert up.status_code == 201, up.text
+        import hashlib
+
+        assert up.json()["sha256"] == hashlib.sha256(data).hexdigest() and up.json()["preferred"] == "box"
+        assert (served.env.root / "box" / "proj" / "raw" / "a.csv").read_bytes() == data
+        listing = c.get("/api/vdir/ls", params={"path": "/proj"}).json()
+        assert listing["dirs"] == ["/proj/raw"] and listing["files"] == []
+        assert [f["path"] for f in c.get("/api/vdir/ls", params={"path": "/proj/raw"}).json()["files"]] == [
+            "/proj/raw/a.csv"]
+        replicated = c.post("/api/vdir/replicate/proj/raw/a.csv", json={"services": ["shelf"]}).json()
+        assert sorted(r["service"] for r in replicated["replicas"]) == ["box", "shelf"]
+        assert c.post("/api/vdir/prefer/proj/raw/a.csv", json={"service": "shelf"}).json()["preferred"] == "shelf"
+        got = c.get("/api/vdir/files/proj/raw/a.csv")                   # {dirname}/{basename}: the preferred
+        assert got.content == data and got.headers["x-cmq-service"] == "shelf"
+        one = c.get("/api/vdir/files/box/proj/raw/a.csv")               # {service}/{dirname}/{basename}
+        assert one.content == data and one.headers["x-cmq-service"] == "box"
+        status = c.get("/api/vdir/status", params={"path": "/proj/raw/a.csv"}).json()
+        assert {r["service"]: r["state"] for r in status["replicas"]} == {"box": "ok (size)", "shelf": "ok (size)"}
+        assert [e["name"] for e in c.get("/api/storage/box/list", params={"path": "proj/raw"}).json()] == [
+            "proj/raw/a.csv"]
+        missing = c.get("/api/vdir/files/proj/raw/nope.csv")
+        assert missing.status_code == 404 and "no such file" in missing.json()["error"]
+        assert c.delete("/api/vdir/files/proj/raw/a.csv").json() == {"forgotten": 1}
+        assert c.get("/api/vdir/files/proj/raw/a.csv").status_code == 404
+        assert (served.env.root / "shelf" / "proj" / "raw" / "a.csv").exists()     # forgotten, not deleted
 
 
 def test_bad_requests_are_one_line_json_with_the_clis_codes(served):
