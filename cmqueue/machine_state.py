@@ -87,3 +87,44 @@ def _worker_states(settings: Any) -> dict[str, dict[str, str]]:
         return read_states(client, settings.inventory.machines)
     except (redis.RedisError, OSError):
         return {}
+
+
+def need_a_host_worker(cluster: Any, what: str) -> None:
+    """ServiceError unless a worker runs on this host to take host jobs (storage
+    transfers, cloud actions): the workers of the machines that run here, not agents.
+    ``what`` starts the message (``--parallel and --async need``)."""
+    from .errors import ServiceError
+
+    here = [m.name for m in cluster.settings.inventory.enabled() if m.mode != "agent"]
+    states = read_states(cluster.redis, here) if here else {}
+    if not any(s.get("state") in ("consuming", "ready") for s in states.values()):
+        raise ServiceError(f"{what} a worker on this host, and none is running: "
+                           + ("start them with `cmq up`" if here else
+                              "the inventory has no machine (ssh or local) whose worker would run the jobs"))
+
+
+def unfinished_on(records: list[JobRecord], names: list[str], label_only_on_vms: bool, label: str) -> list[JobRecord]:
+    """The records among ``records`` that ran, or are bound to run, on the VMs ``names``
+    (or on ``label``, when only those VMs carry it)."""
+    targets = {f"machine:{n}" for n in names}
+    if label_only_on_vms:
+        targets.add(f"label:{label}")
+    return [r for r in records if r.machine in names or r.spec.target in targets]
+
+
+def refuse_unfinished(cluster: Any, names: list[str], label: str, instead: str) -> None:
+    """UsageError when jobs for the machines ``names`` (which carry ``label``) are queued,
+    running or retrying; the message ends with ``instead`` (``or delete with --force``)."""
+    from .errors import UsageError
+
+    if not names:
+        return
+    cluster.refresh()
+    records = [r for s in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRYING)
+               for r in cluster.store.jobs(state=s)]
+    others = [m for m in cluster.settings.inventory.enabled() if label in m.labels and m.name not in names]
+    pending = unfinished_on(records, names, label_only_on_vms=not others, label=label)
+    if pending:
+        ids = ", ".join(r.id for r in pending[:5]) + (", ..." if len(pending) > 5 else "")
+        raise UsageError(f"{len(pending)} unfinished jobs need the VMs ({ids}): wait for them "
+                         f"(`cmq wait`), cancel them (`cmq cancel`), or {instead}")

@@ -248,15 +248,11 @@ def _queued(settings: Any, cloud: str, vms: list[str], action: str,
     """Send one job per VM and wait for them; print a table of the VMs after it; their
     records."""
     from ..clouds import jobs
-    from ..clouds.config import ASK
     from ..cluster import Cluster
     from ..errors import JobFailedError
     from ..models import JobStatus
 
-    asked = [k for k, v in settings.inventory.clouds[cloud].credentials.items() if v == ASK]
-    if asked:
-        raise UsageError(f"cloud {cloud} has credentials TBD ({', '.join(asked)}), which a worker cannot ask for; "
-                         "give them in the inventory (which must then be 0600) to act on its VMs")
+    jobs.refuse_asked(settings.inventory.clouds[cloud])
     specs = jobs.build(cloud, vms, action, params)
     with Cluster(settings) as c:
         need_a_worker(c)

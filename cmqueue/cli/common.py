@@ -39,43 +39,20 @@ def print_rows(items: list[dict[str, Any]], columns: list[str], fmt: str) -> Non
 
 
 def need_a_worker(cluster: Any) -> None:
-    """Refuse to queue storage jobs that no worker would take: the workers of the
-    machines that run here (not agents) consume the queue of host jobs."""
-    from ..errors import ServiceError
-    from ..machine_state import read_states
+    """Refuse to queue storage jobs that no worker would take (see
+    :func:`cmqueue.machine_state.need_a_host_worker`)."""
+    from ..machine_state import need_a_host_worker
 
-    here = [m.name for m in cluster.settings.inventory.enabled() if m.mode != "agent"]
-    states = read_states(cluster.redis, here) if here else {}
-    if not any(s.get("state") in ("consuming", "ready") for s in states.values()):
-        raise ServiceError("--parallel and --async need a worker on this host, and none is running: "
-                           + ("start them with `cmq up`" if here else
-                              "the inventory has no machine (ssh or local) whose worker would run the jobs"))
-
-
-def unfinished_on(records: list[Any], names: list[str], label_only_on_vms: bool, label: str) -> list[Any]:
-    """The records among ``records`` that ran, or are bound to run, on the VMs ``names``
-    (or on ``label``, when only those VMs carry it)."""
-    targets = {f"machine:{n}" for n in names}
-    if label_only_on_vms:
-        targets.add(f"label:{label}")
-    return [r for r in records if r.machine in names or r.spec.target in targets]
+    need_a_host_worker(cluster, "--parallel and --async need")
 
 
 def refuse_unfinished(args: Args, names: list[str], what: str, label: str) -> None:
     """UsageError when jobs for the VMs ``names`` (machines carrying ``label``) are
-    queued, running or retrying."""
+    queued, running or retrying (``what`` them with --force instead)."""
     if not names:
         return
-    from ..models import JobStatus
+    from ..machine_state import refuse_unfinished as refuse
     from .commands import _cluster
 
     with _cluster(args, check_keys=False) as c:
-        c.refresh()
-        records = [r for s in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRYING)
-                   for r in c.store.jobs(state=s)]
-        others = [m for m in c.settings.inventory.enabled() if label in m.labels and m.name not in names]
-    pending = unfinished_on(records, names, label_only_on_vms=not others, label=label)
-    if pending:
-        ids = ", ".join(r.id for r in pending[:5]) + (", ..." if len(pending) > 5 else "")
-        raise UsageError(f"{len(pending)} unfinished jobs need the VMs ({ids}): wait for them "
-                         f"(`cmq wait`), cancel them (`cmq cancel`), or {what} with --force")
+        refuse(c, names, label, f"{what} with --force")

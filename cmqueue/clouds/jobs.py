@@ -22,6 +22,18 @@ KIND = "cloud"
 TARGET = "cloud"
 
 
+def refuse_asked(config: Any) -> None:
+    """UsageError when the cloud has credentials ``TBD``: a worker runs the action and
+    cannot ask for them."""
+    from ..errors import UsageError
+    from .config import ASK
+
+    asked = [k for k, v in config.credentials.items() if v == ASK]
+    if asked:
+        raise UsageError(f"cloud {config.name} has credentials TBD ({', '.join(asked)}), which a worker cannot ask "
+                         "for; give them in the inventory (which must then be 0600) to act on its VMs")
+
+
 def build(cloud: str, names: list[str], action: str, params: dict[str, Any] | None = None) -> list[JobSpec]:
     """One job spec per VM of ``names``: ``action`` on it in ``cloud``."""
     batch = new_id("b")

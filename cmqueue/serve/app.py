@@ -77,7 +77,7 @@ def _problem(status: int, message: str, headers: dict[str, str] | None = None) -
 
 def create_api(settings: Any, tokens: TokenStore, secure_cookie: bool = False) -> FastAPI:
     """The API for the inventory and home of ``settings``, its tokens in ``tokens``."""
-    from . import routes_data, routes_events, routes_jobs, routes_machines, routes_workflows
+    from . import routes_clouds, routes_data, routes_events, routes_jobs, routes_machines, routes_workflows
 
     api = FastAPI(title="cmq", version=__version__, description="Run shell jobs and small workflows on a fleet of "
                   "machines. Every route but /api/health needs `Authorization: Bearer cmq_...` (made by `cmq serve "
@@ -133,7 +133,7 @@ def create_api(settings: Any, tokens: TokenStore, secure_cookie: bool = False) -
         answer.delete_cookie(COOKIE, path="/")
         return answer
 
-    for module in (routes_jobs, routes_workflows, routes_machines, routes_data, routes_events):
+    for module in (routes_jobs, routes_workflows, routes_machines, routes_data, routes_clouds, routes_events):
         api.include_router(module.router, dependencies=[Depends(caller)], responses=ERRORS)
 
     api.openapi = lambda: _spec(api)               # type: ignore[method-assign]

@@ -40,7 +40,10 @@ def served(tmp_path_factory):
         (root / folder).mkdir()
     storage = {"box": {"type": "local", "directory": str(root / "box")},
                "shelf": {"type": "local", "directory": str(root / "shelf")}}
-    env = make_env(root, machines=2, slots=2, first=221, labels={"m1": ["cpu"]}, sections={"storage": storage})
+    clouds = {"d": {"type": "dummy", "credentials": {"key": 0}},        # libcloud's test double
+              "aws": {"type": "ec2", "credentials": {"key": "AKIAEXAMPLE", "secret": "TBD"}}}
+    env = make_env(root, machines=2, slots=2, first=221, labels={"m1": ["cpu"]},
+                   sections={"storage": storage, "clouds": clouds})
     proc = None
     try:
         made = env.run("serve", "token", "create", "ci", check=True)
@@ -172,6 +175,23 @@ def test_the_virtual_directory_uploads_lists_replicates_and_downloads_verified(s
         assert c.delete("/api/vdir/files/proj/raw/a.csv").json() == {"forgotten": 1}
         assert c.get("/api/vdir/files/proj/raw/a.csv").status_code == 404
         assert (served.env.root / "shelf" / "proj" / "raw" / "a.csv").exists()     # forgotten, not deleted
+
+
+def test_cloud_actions_go_to_the_queue_one_job_per_vm(served):
+    with served.client() as c:
+        clouds = c.get("/api/clouds").json()
+        assert [(x["name"], x["type"]) for x in clouds] == [("d", "dummy"), ("aws", "ec2")]
+        assert clouds[1]["credentials"] == {"key": "***", "secret": "(asked on the terminal)"}
+        assert [v["name"] for v in c.get("/api/clouds/d/vms").json()] == ["dummy-1", "dummy-2"]
+        acted = c.post("/api/clouds/d/actions", json={"action": "reboot", "names": "dummy-[1-2]", "wait": 60})
+        assert acted.status_code == 201, acted.text
+        jobs = acted.json()["jobs"]
+        assert [(j["kind"], j["state"]) for j in jobs] == [("cloud", "succeeded")] * 2
+        assert json.loads(jobs[0]["stdout"])["name"] == "dummy-1"           # the VM's record, as the CLI prints
+        assert [j["command"] for j in jobs] == ["cloud d: reboot dummy-1", "cloud d: reboot dummy-2"]
+        refused = c.post("/api/clouds/aws/actions", json={"action": "stop", "names": "web1"})
+        assert refused.status_code == 400 and "TBD (secret)" in refused.json()["error"]
+        assert c.post("/api/clouds/nope/actions", json={"action": "stop", "names": "x"}).status_code == 404
 
 
 def test_bad_requests_are_one_line_json_with_the_clis_codes(served):
