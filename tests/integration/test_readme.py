@@ -4,7 +4,8 @@ Each ```sh block is run by bash (errexit, pipefail) in a directory holding the f
 examples use, with `cmq` on PATH and CMQ_CONFIG pointing at a loopback cluster whose
 machines are those of `cmq demo --keep` (node01-04, label cpu; node04 also gpu), and
 whose storage services are box (a folder) and node01 (a directory on node01). The
-only change made to a block is Flower's port (5555 in the README, a free one here).
+only change made to a block is the ports of Flower and `cmq serve` (5555 and 8765 in the
+README, free ones here).
 Files shown in the docs as ```python blocks whose first line is ``# NAME`` are written as
 NAME; the other small files the examples read are made below.
 
@@ -136,6 +137,8 @@ def test_shell_example_runs_as_written(readme_cluster, block):
     up = env.run("up")
     assert up.code == 0, up.err
     script = block.replace("127.0.0.1:5555", f"127.0.0.1:{env.flower_port}")
+    serve_port = random_free_port()
+    script = script.replace("127.0.0.1:8765", f"127.0.0.1:{serve_port}").replace("--port=8765", f"--port={serve_port}")
     bash_env = {**env.env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-x", "-c", script], cwd=env.work, env=bash_env,
                           capture_output=True, text=True, timeout=600)
