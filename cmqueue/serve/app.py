@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
@@ -135,9 +135,41 @@ def create_api(settings: Any, tokens: TokenStore, secure_cookie: bool = False) -
 
     for module in (routes_jobs, routes_workflows, routes_machines, routes_data, routes_clouds, routes_events):
         api.include_router(module.router, dependencies=[Depends(caller)], responses=ERRORS)
+    _console(api)
 
     api.openapi = lambda: _spec(api)               # type: ignore[method-assign]
     return api
+
+
+#: The console's pages run only what the server sent (no inline script, no other origin).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _console(api: FastAPI) -> None:
+    """The web console: static pages at ``/`` and ``/console/`` that call the API with
+    the session cookie (the pages hold nothing secret; the data needs the login)."""
+    from pathlib import Path
+
+    from fastapi.staticfiles import StaticFiles
+
+    folder = Path(__file__).with_name("console")
+    api.mount("/console", StaticFiles(directory=folder), name="console")
+
+    @api.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(folder / "index.html", media_type="text/html")
+
+    @api.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Any:
+        answer = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            answer.headers.setdefault(name, value)
+        return answer
 
 
 def _spec(api: FastAPI) -> dict[str, Any]:

@@ -19,3 +19,12 @@ def list_machines(c: Any = Depends(cluster)) -> list[dict[str, Any]]:
     from ..machine_state import machine_rows
 
     return machine_rows(c.settings)
+
+
+@router.get("/api/top", response_model=dict[str, Any])
+def top(c: Any = Depends(cluster)) -> dict[str, Any]:
+    """What `cmq top` shows: each machine's worker state and slots used and free, the
+    depth of every queue, and the jobs running now."""
+    from ..top import snapshot
+
+    return snapshot(c)

@@ -4,68 +4,19 @@ as a user starts it, called over HTTP with a token made by `cmq serve token crea
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import threading
 
 import httpx
 import pytest
 
-from ..conftest import make_env, teardown, wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Served:
-    """A `cmq serve` process of a cluster and a token for it."""
-
-    def __init__(self, env, token: str, port: int, proc: subprocess.Popen) -> None:
-        self.env, self.token, self.port, self.proc = env, token, port, proc
-        self.url = f"http://127.0.0.1:{port}"
-
-    def client(self, token: str | None = "default", **kw) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {self.token if token == 'default' else token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=90, **kw)
+from ..conftest import wait_for
+from ..support.served import serving
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
-    for folder in ("box", "shelf"):
-        (root / folder).mkdir()
-    storage = {"box": {"type": "local", "directory": str(root / "box")},
-               "shelf": {"type": "local", "directory": str(root / "shelf")}}
-    clouds = {"d": {"type": "dummy", "credentials": {"key": 0}},        # libcloud's test double
-              "aws": {"type": "ec2", "credentials": {"key": "AKIAEXAMPLE", "secret": "TBD"}}}
-    env = make_env(root, machines=2, slots=2, first=221, labels={"m1": ["cpu"]},
-                   sections={"storage": storage, "clouds": clouds})
-    proc = None
-    try:
-        made = env.run("serve", "token", "create", "ci", check=True)
-        token = made.out.strip()
-        port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "cmqueue", "serve", f"--port={port}"], env=env.env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().startswith(f"cmq serve: http://127.0.0.1:{port}/")
-
-        def answers():
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(answers, timeout=30, what="cmq serve to answer")
-        yield Served(env, token, port, proc)
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=30)
-        teardown(env)
+    with serving(tmp_path_factory.mktemp("serve"), first=221) as it:
+        yield it
 
 
 def test_every_route_but_health_needs_a_live_token(served):
