@@ -28,7 +28,8 @@ Commands:
   vdir       the virtual directory: names over files on the storage services
   pool       files kept by their SHA-256 on storage services, with a local cache
   cloud      the clouds of the inventory (libcloud compute drivers)
-  serve      the REST API (tokens: `cmq serve token create NAME`)
+  serve      the REST API and the web console (tokens: `cmq serve token create NAME`)
+  shell      the commands at a prompt (history, completion), or from a script
   run        run a workflow: (a | b | c); d; a + b + c + d
   plan       show what a workflow would do, running nothing
   workflows  list workflows
@@ -88,6 +89,7 @@ COMMAND_MODULES: dict[str, str] = {
     "pool": "pool",
     "cloud": "cloud",
     "serve": "serve",
+    "shell": "shell",
 }
 
 
