@@ -4,6 +4,8 @@ as a user starts it, called over HTTP with a token made by `cmq serve token crea
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 
 import httpx
@@ -303,3 +305,42 @@ def test_every_route_answers_by_its_schema_and_never_with_a_500(api_schema):
                                    excluded_checks=[positive_data_acceptance])
 
         check()
+
+
+def test_the_api_over_tls_with_secure_cookies_and_a_private_key_only(served, tmp_path):
+    import shutil
+
+    from cmqueue.testbed import random_free_port
+
+    from ..conftest import need
+
+    need("openssl", shutil.which("openssl") is not None)
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    key.chmod(0o644)
+    port = random_free_port()
+    loose = served.env.run("serve", f"--port={port}", f"--cert={cert}", f"--key={key}")
+    assert loose.code == 2 and "the TLS key holds secrets" in loose.err and "chmod 600" in loose.err
+    key.chmod(0o600)
+    proc = subprocess.Popen([sys.executable, "-m", "cmqueue", "serve", f"--port={port}", f"--cert={cert}",
+                             f"--key={key}"], env=served.env.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().startswith(f"cmq serve: https://127.0.0.1:{port}/")
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=str(cert), timeout=30) as tls:
+            wait_for(lambda: _answers(tls), timeout=30, what="cmq serve over TLS")
+            r = tls.post("/api/login", json={"token": served.token})
+            assert r.status_code == 204 and "secure" in r.headers["set-cookie"].lower()
+            assert tls.get("/api/machines").status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _answers(client) -> bool:
+    try:
+        return client.get("/api/health").status_code == 200
+    except httpx.TransportError:
+        return False
