@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench_jobs import report, ssh_config, versions  # noqa: E402
+from bench_jobs import fill_history, report, ssh_config, versions  # noqa: E402
 
 from cmqueue.testbed import LoopbackCluster, RedisServer  # noqa: E402
 
@@ -108,12 +108,7 @@ def main() -> None:
         one["fresh ssh"] = median_ms(f"{wrapper} -o ControlPath=none m1 true", env, opts.runs)
         one["ssh over master"] = median_ms(f"{wrapper} m1 true", env, opts.runs)
 
-        done = 0
-        while done < opts.history:                          # a history of real jobs
-            size = min(5000, opts.history - done)
-            subprocess.run(f"{cmq} submit --wait true ::: $(seq {size}) >/dev/null", shell=True, env=env,
-                           check=True)
-            done += size
+        fill_history(cmq, env, opts.history)                # a history of real jobs
         last = subprocess.run(f"{cmq} submit --json --wait --on=m1 'echo last'", shell=True, env=env,
                               check=True, capture_output=True, text=True).stdout
         job = last.split('"id": "')[1].split('"')[0]

@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench_jobs import report, versions  # noqa: E402
+from bench_jobs import fill_history, report, versions  # noqa: E402
 
 from cmqueue.testbed import LoopbackCluster, RedisServer  # noqa: E402
 
@@ -130,12 +130,7 @@ def main() -> None:
         rate["CLI, a command per job"] = m / (time.perf_counter() - t0)
         settle(ids)
 
-        done = 0
-        while done < opts.history:                                      # a history of real jobs
-            size = min(5000, opts.history - done)
-            subprocess.run(f"{cmq} submit --wait true ::: $(seq {size}) >/dev/null", shell=True, env=env,
-                           check=True)
-            done += size
+        fill_history(cmq, env, opts.history)                # a history of real jobs
         every = [r.id for r in c.store.jobs(last=opts.history)]
         sample = random.Random(7).choices(every, k=opts.requests)
         one = []
