@@ -463,16 +463,9 @@ class Fleet:
     def _mtime(self) -> float:
         """The newest time of the inventory and its companion files (machines added by
         `cmq vagrant up` or `cmq cloud boot --join`)."""
-        from .inventory import companion_paths
+        from .inventory import inventory_mtime
 
-        path = self.settings.inventory.path
-        times = [0.0]
-        for p in (path, *companion_paths(path)):
-            try:
-                times.append(p.stat().st_mtime)
-            except OSError:
-                pass
-        return max(times)
+        return inventory_mtime(self.settings.inventory.path)
 
     # -- the consumer -------------------------------------------------------------------
     def _in_loop(self, fn: Callable[[], Any]) -> None:

@@ -524,6 +524,18 @@ def companion_paths(path: Path) -> list[Path]:
     return [companion_path(path, kind) for kind in COMPANIONS]
 
 
+def inventory_mtime(path: Path) -> float:
+    """The newest modification time of inventory ``path`` and its companion files (0
+    when none exists): what changes when machines are edited, joined or removed."""
+    times = [0.0]
+    for p in (path, *companion_paths(path)):
+        try:
+            times.append(p.stat().st_mtime)
+        except OSError:
+            pass
+    return max(times)
+
+
 def _merge_companion(inv: Inventory, path: Path) -> None:
     """Add the machines of the companion files, if any, after the inventory's own."""
     for kind, writer in COMPANIONS.items():

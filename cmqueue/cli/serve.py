@@ -66,7 +66,7 @@ Examples:
         output.err.print(f"cmq serve: {args['--address']} is not loopback and there is no --cert: tokens would "
                          "travel in clear", markup=False, highlight=False)
     serve(settings, tokens, address=args["--address"], port=port, cert=args["--cert"], key=args["--key"],
-          origins=args["--allow-origin"])
+          origins=args["--allow-origin"], reload=lambda: _settings(args, check_keys=False))
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -39,17 +39,45 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 class Clusters:
     """One :class:`~cmqueue.cluster.Cluster` per server thread (a Cluster's store and
-    clients belong to one thread), all closed when the server stops."""
+    clients belong to one thread), all closed when the server stops. When the inventory
+    or its companion files change (machines edited, VMs joined), ``reload`` reads the
+    settings again and each thread's next Cluster uses them."""
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Any, reload: Callable[[], Any] | None = None) -> None:
+        from ..inventory import inventory_mtime
+
         self.settings = settings
+        self.reload = reload
+        self._seen = inventory_mtime(settings.inventory.path) if settings is not None else 0.0
         self._local = threading.local()
         self._all: list[Any] = []
         self._lock = threading.Lock()
 
+    def _follow_inventory(self) -> None:
+        from ..inventory import inventory_mtime
+
+        now = inventory_mtime(self.settings.inventory.path)
+        if now == self._seen:
+            return
+        with self._lock:
+            if now == self._seen:
+                return
+            self._seen = now
+            try:
+                self.settings = self.reload()
+            except CmqError as e:                    # a file being edited: keep what was read
+                log.warning("cmq serve: the inventory changed but cannot be read (%s); keeping it as it was", e)
+
     def get(self) -> Any:
-        """This thread's Cluster."""
+        """This thread's Cluster (a new one after the inventory changed)."""
+        if self.reload is not None:
+            self._follow_inventory()
         cluster = getattr(self._local, "cluster", None)
+        if cluster is not None and cluster.settings is not self.settings:
+            with self._lock:
+                self._all.remove(cluster)
+            cluster.close()
+            cluster = None
         if cluster is None:
             from ..cluster import Cluster
 
@@ -75,8 +103,10 @@ def _problem(status: int, message: str, headers: dict[str, str] | None = None) -
     return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
 
 
-def create_api(settings: Any, tokens: TokenStore, secure_cookie: bool = False) -> FastAPI:
-    """The API for the inventory and home of ``settings``, its tokens in ``tokens``."""
+def create_api(settings: Any, tokens: TokenStore, secure_cookie: bool = False,
+               reload: Callable[[], Any] | None = None) -> FastAPI:
+    """The API for the inventory and home of ``settings``, its tokens in ``tokens``;
+    ``reload`` reads the settings again when the inventory changes."""
     from . import routes_clouds, routes_data, routes_events, routes_jobs, routes_machines, routes_workflows
 
     api = FastAPI(title="cmq", version=__version__, description="Run shell jobs and small workflows on a fleet of "
@@ -86,7 +116,7 @@ def create_api(settings: Any, tokens: TokenStore, secure_cookie: bool = False) -
     api.state.settings = settings
     api.state.tokens = tokens
     api.state.sessions = Sessions(tokens)
-    api.state.clusters = Clusters(settings)
+    api.state.clusters = Clusters(settings, reload)
     api.state.secure_cookie = secure_cookie
 
     @api.exception_handler(CmqError)

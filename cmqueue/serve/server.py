@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import ServiceError
@@ -9,16 +10,18 @@ from .tokens import TokenStore
 
 
 def serve(settings: Any, tokens: TokenStore, address: str = "127.0.0.1", port: int = 8765,
-          cert: str | None = None, key: str | None = None, origins: list[str] | None = None) -> None:
+          cert: str | None = None, key: str | None = None, origins: list[str] | None = None,
+          reload: Callable[[], Any] | None = None) -> None:
     """Serve the API (and, over TLS, with Secure cookies) on ``address:port``; ``origins``
-    are the web origins allowed to call it from a browser (CORS, none by default)."""
+    are the web origins allowed to call it from a browser (CORS, none by default);
+    ``reload`` reads the settings again when the inventory changes."""
     import socket
 
     import uvicorn
 
     from .app import create_api
 
-    api = create_api(settings, tokens, secure_cookie=bool(cert))
+    api = create_api(settings, tokens, secure_cookie=bool(cert), reload=reload)
     if origins:
         from fastapi.middleware.cors import CORSMiddleware
 

@@ -210,17 +210,6 @@ def test_the_console_login_sets_an_httponly_strict_cookie_that_opens_the_api(ser
         assert browser.get("/api/machines").status_code == 401
 
 
-def test_the_server_log_never_holds_a_token(served):
-    with served.client() as c:
-        c.get("/api/jobs")
-    with served.client(token="cmq_leaked-guess") as c:
-        c.get("/api/jobs")
-    served.proc.terminate()
-    out, err = served.proc.communicate(timeout=30)
-    assert served.proc.returncode in (0, -15), err              # uvicorn ends by the signal it was stopped with
-    assert served.token not in out + err and "cmq_leaked-guess" not in out + err
-
-
 
 @pytest.fixture(scope="module")
 def api_schema(tmp_path_factory):
@@ -344,3 +333,33 @@ def _answers(client) -> bool:
         return client.get("/api/health").status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_the_api_follows_the_inventory_when_it_changes(served):
+    import yaml
+
+    from cmqueue.files import write_private
+
+    with served.client() as c:
+        before = c.post("/api/jobs", json={"command": "echo on gpu", "label": "gpu"})
+        assert before.status_code == 404 and "gpu" in before.json()["error"]
+        data = yaml.safe_load(served.env.config.read_text())
+        data["machines"]["m2"]["labels"] = ["gpu"]
+        write_private(served.env.config, yaml.safe_dump(data, sort_keys=False))
+        after = c.post("/api/jobs", json={"command": "echo on gpu", "label": "gpu", "wait": 60})
+        assert after.status_code == 201, after.text
+        assert [(j["state"], j["machine"], j["stdout"]) for j in after.json()["jobs"]] == [
+            ("succeeded", "m2", "on gpu\n")]
+        assert [m["labels"] for m in c.get("/api/machines").json()] == [["cpu"], ["gpu"]]
+
+
+def test_the_server_log_never_holds_a_token(served):
+    """Last of the module: it stops the server."""
+    with served.client() as c:
+        c.get("/api/jobs")
+    with served.client(token="cmq_leaked-guess") as c:
+        c.get("/api/jobs")
+    served.proc.terminate()
+    out, err = served.proc.communicate(timeout=30)
+    assert served.proc.returncode in (0, -15), err              # uvicorn ends by the signal it was stopped with
+    assert served.token not in out + err and "cmq_leaked-guess" not in out + err
