@@ -135,13 +135,15 @@ class Workflow:
 class Cluster:
     """The machines of one inventory, its broker and its history."""
 
-    def __init__(self, settings: Settings, trust_recorder: bool = False) -> None:
+    def __init__(self, settings: Settings, trust_recorder: bool = False, app: Any = None) -> None:
         """``trust_recorder``: listings skip catching up the event stream when this home's
         recorder runs (it follows the stream with a blocking read: the store is behind by
-        milliseconds), so that they need no broker client at all (see :meth:`refresh`)."""
+        milliseconds), so that they need no broker client at all (see :meth:`refresh`).
+        ``app``: a Celery app to send with, shared with other Clusters (not closed here)."""
         self.settings = settings
         self.trust_recorder = trust_recorder
-        self._app: Any = None
+        self._app: Any = app
+        self._own_app = app is None
         self._results_app: Any = None
         self._store: HistoryStore | None = None
         self._redis: Any = None
@@ -172,11 +174,11 @@ class Cluster:
 
     @property
     def app(self) -> Any:
-        """The Celery app (created on first use)."""
+        """The Celery app (created on first use, unless one was given)."""
+        self.redis  # noqa: B018 - fail early, with a clear message, if the broker is down (pinged once)
         if self._app is None:
             from .app import create_app
 
-            self.redis  # noqa: B018 - fail early, with a clear message, if the broker is down
             self._app = create_app(self.settings)
         return self._app
 
@@ -367,7 +369,7 @@ class Cluster:
             self._store.close()
         if self._redis is not None:
             self._redis.close()
-        if self._app is not None:
+        if self._app is not None and self._own_app:
             self._app.close()
 
     def __enter__(self) -> Cluster:

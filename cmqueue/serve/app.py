@@ -52,6 +52,18 @@ class Clusters:
         self._local = threading.local()
         self._all: list[Any] = []
         self._lock = threading.Lock()
+        self._apps: dict[int, Any] = {}          # id(settings) -> the Celery app every thread shares
+
+    def _app(self, settings: Any) -> Any:
+        """The Celery app of ``settings``, made once and shared by every thread (sending
+        is thread-safe; a first send per thread would otherwise pay for a new app)."""
+        with self._lock:
+            app = self._apps.get(id(settings))
+            if app is None:
+                from ..app import create_app
+
+                app = self._apps[id(settings)] = create_app(settings)
+            return app
 
     def _follow_inventory(self) -> None:
         from ..inventory import inventory_mtime
@@ -76,22 +88,27 @@ class Clusters:
         if cluster is not None and cluster.settings is not self.settings:
             with self._lock:
                 self._all.remove(cluster)
-            cluster.close()
+            cluster.close()                       # (not the shared app: other threads may send with it)
             cluster = None
         if cluster is None:
             from ..cluster import Cluster
 
-            cluster = self._local.cluster = Cluster(self.settings, trust_recorder=True)
+            settings = self.settings
+            app = self._app(settings) if settings is not None and settings.broker else None
+            cluster = self._local.cluster = Cluster(settings, trust_recorder=True, app=app)
             with self._lock:
                 self._all.append(cluster)
         return cluster
 
     def close(self) -> None:
-        """Close every Cluster made."""
+        """Close every Cluster made, then the shared apps."""
         with self._lock:
             for cluster in self._all:
                 cluster.close()
             self._all.clear()
+            for app in self._apps.values():
+                app.close()
+            self._apps.clear()
 
 
 def cluster(request: Request) -> Any:
