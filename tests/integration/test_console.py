@@ -42,7 +42,10 @@ def browser():
         sync_playwright = None
     need("playwright (pip)", sync_playwright is not None)
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        # no background connections: this machine's network is closed, and the test needs none
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run",
+            "--disable-sync", "--disable-quic"])
         yield chromium
         chromium.close()
 
