@@ -185,6 +185,10 @@ async def vdir_upload(path: str, request: Request, service: str = Query(min_leng
     from ..storage.names import object_name
 
     name = _absolute(path)
+    storage = request.app.state.clusters.settings.inventory.storage
+    if service not in storage:                       # before a byte of the body is read
+        raise UsageError(f"unknown storage service {service!r}; services: {', '.join(storage) or 'none'}")
+    object_name(name)                                # a name the services can hold, checked first too
     fd, tmp = tempfile.mkstemp(prefix="cmq-upload-")
     try:
         with os.fdopen(fd, "wb") as f:

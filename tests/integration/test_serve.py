@@ -123,6 +123,8 @@ def test_the_virtual_directory_uploads_lists_replicates_and_downloads_verified(s
         assert {r["service"]: r["state"] for r in status["replicas"]} == {"box": "ok (size)", "shelf": "ok (size)"}
         assert [e["name"] for e in c.get("/api/storage/box/list", params={"path": "proj/raw"}).json()] == [
             "proj/raw/a.csv"]
+        nowhere = c.put("/api/vdir/files/proj/raw/b.csv", params={"service": "attic"}, content=data)
+        assert nowhere.status_code == 400 and "unknown storage service 'attic'" in nowhere.json()["error"]
         missing = c.get("/api/vdir/files/proj/raw/nope.csv")
         assert missing.status_code == 404 and "no such file" in missing.json()["error"]
         assert c.delete("/api/vdir/files/proj/raw/a.csv").json() == {"forgotten": 1}
