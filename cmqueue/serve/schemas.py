@@ -171,6 +171,7 @@ class Step(BaseModel):
     kind: str
     state: str
     job: str | None
+    command: str | None = Field(None, description="a task's command (a sum has none)")
     machine: str | None
     exit_code: int | None
     started: float | None

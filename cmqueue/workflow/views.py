@@ -41,6 +41,7 @@ def summary(c: Any, wf: dict, steps: list[Any], state: str) -> dict[str, Any]:
         "value": wfs.value(wf, steps) if state == "succeeded" else None,
         "tree": tree(parse(wf["expr"])),
         "steps": [{"name": s.name, "kind": s.kind, "state": s.state, "job": s.record.id if s.record else None,
+                   "command": s.record.spec.command if s.record and s.kind == "task" else None,
                    "machine": s.record.machine if s.record else None,
                    "exit_code": s.record.exit_code if s.record else None,
                    "started": s.record.started if s.record else None, "ended": s.record.ended if s.record else None,

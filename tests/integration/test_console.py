@@ -143,6 +143,13 @@ def test_a_map_and_a_workflow_from_the_page_show_their_value_and_tree(served, pa
     for step in ("a", "b", "a + b"):
         assert page.locator(f"#tree [data-step='{step}'] [data-state]").first.get_attribute("data-state") == "succeeded"
     shot(page, served, "workflow")
+    page.click("#rerun")                                                       # edit it and run it again
+    assert page.input_value("#submit-workflow input[name=expr]") == "(a | b); a + b"
+    assert page.input_value("#submit-workflow textarea[name=tasks]") == "a: echo 20\nb: sleep 1; echo 22"
+    page.fill("#submit-workflow textarea[name=tasks]", "a: echo 20\nb: echo 80")
+    page.click("#submit-workflow button[type=submit]")
+    page.wait_for_selector("h1 [data-state=succeeded]", timeout=WAIT)
+    assert page.inner_text("#value") == "100"
     page.click("nav >> text=Workflows")
     page.wait_for_selector("#workflows td:text('(a | b); a + b')", timeout=WAIT)
 

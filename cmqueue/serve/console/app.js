@@ -180,8 +180,10 @@ function submit() {
       h("button", { type: "submit" }, "Run")),
     h("h2", {}, "A workflow"),
     h("form", { class: "bar", id: "submit-workflow", onsubmit: send("workflow") },
-      h("label", {}, "expression", h("input", { name: "expr", size: 40, required: true, placeholder: "(a | b); a + b" })),
-      h("label", {}, "tasks, one per line: name: command", h("textarea", { name: "tasks", placeholder: "a: echo 1\nb: echo 2" })),
+      h("label", {}, "expression", h("input", { name: "expr", size: 40, required: true, placeholder: "(a | b); a + b",
+        value: p.get("expr") || "" })),
+      h("label", {}, "tasks, one per line: name: command", h("textarea", { name: "tasks", placeholder: "a: echo 1\nb: echo 2",
+        value: p.get("tasks") || "" })),
       h("button", { type: "submit" }, "Run")));
   refreshSoon = null;
 }
@@ -217,7 +219,10 @@ async function workflow(id) {
     return h("li", {}, line, n.kind === "sum" ? h("ul", { class: "tree" }, n.items.map(node)) : null);
   };
   const act = (what) => async () => { await api("POST", `/api/workflows/${w.workflow}/${what}`, what === "resume" ? {} : undefined); route(); };
-  show(h("h1", {}, `Workflow ${w.workflow} `, state(w.state)), h("p", {}, h("code", {}, w.expr)),
+  const tasks = w.steps.filter((s) => s.kind === "task" && s.command).map((s) => `${s.name}: ${s.command}`).join("\n");
+  const again = new URLSearchParams({ expr: w.expr, tasks });
+  show(h("h1", {}, `Workflow ${w.workflow} `, state(w.state)), h("p", {}, h("code", {}, w.expr), " ",
+    h("a", { href: `#/submit?${again}`, id: "rerun" }, "Edit and run again")),
     h("ul", { class: "tree", id: "tree" }, node(w.tree)),
     w.state === "succeeded" ? h("p", {}, "value: ", h("code", { id: "value" }, JSON.stringify(w.value))) : null,
     h("p", {}, w.state === "suspended" ? h("button", { onclick: act("resume") }, "Resume") : null, " ",
