@@ -155,9 +155,9 @@ def _child(conn: socket.socket) -> int:
     os.environ.clear()
     os.environ.update(request["env"])
     os.umask(int(request["umask"]))
-    conn.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\n")
     code = 1
     try:
+        conn.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\n")
         os.chdir(request["cwd"])
         sys.argv = ["cmq", *request["argv"]]
         from .cli.main import main

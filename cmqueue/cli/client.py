@@ -46,6 +46,19 @@ def launch(argv: list[str]) -> int | None:
     """Run ``argv`` through the launcher; its exit code, or None when there is no
     launcher to take it (or it asked to be bypassed: its code changed)."""
     path = os.path.join(_home(), "launcher.sock")
+    pending: list[int] = []
+    target: list[int] = []
+
+    def forward(sig: int, _frame: object) -> None:
+        if not target:
+            pending.append(sig)             # before the launcher said which process runs it
+            return
+        try:
+            os.kill(target[0], sig)
+        except ProcessLookupError:
+            pass
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(path)
@@ -58,21 +71,17 @@ def launch(argv: list[str]) -> int | None:
         reader = conn.makefile("rb")
         hello = json.loads(reader.readline() or b"{}")
     except (OSError, ValueError):
-        conn.close()
-        return None
+        hello = {}
     if "pid" not in hello:
         conn.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in pending:                 # the command runs here: it gets them as if sent now
+            signal.raise_signal(sig)
         return None
-    pid = int(hello["pid"])
-
-    def forward(sig: int, _frame: object) -> None:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-    for sig in FORWARDED:
-        signal.signal(sig, forward)
+    target.append(int(hello["pid"]))
+    for sig in pending:
+        forward(sig, None)
     while True:
         try:
             line = reader.readline()
