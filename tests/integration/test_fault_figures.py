@@ -25,6 +25,11 @@ from ..support import netns
 from ..support.tally import Tally, count, marked
 
 FAST_REDELIVERY = {"visibility_timeout": 4, "restore_interval": 1, "claim_ttl": 3}
+#: The long faults last as issue 8 gives them when the figures are taken (bench/reliability.py);
+#: in a plain test run they last long enough for every lease and claim to expire, and no more.
+FIGURES = bool(os.environ.get("CMQ_FAULT_FIGURES"))
+HUNG_SECONDS = 60 if FIGURES else 30
+CUT_SECONDS = 120 if FIGURES else 40
 
 
 def submit(cenv: CmqEnv, log: Path, command: str, n: int, *options: str) -> dict:
@@ -154,7 +159,7 @@ def test_worker_killed_and_restarted_at_once_with_default_settings(tmp_path):
 
 
 @pytest.mark.slow
-def test_worker_stopped_for_a_minute_then_continued(tmp_path):
+def test_worker_stopped_then_continued(tmp_path):
     # SIGSTOP: a hung worker, not a dead one. Default settings. Its lease and its jobs'
     # claims expire; the jobs it held run elsewhere; when it continues it takes its lease
     # back, serves its machine again, and the runs that overlapped are reported.
@@ -171,10 +176,10 @@ def test_worker_stopped_for_a_minute_then_continued(tmp_path):
             wait_for(lambda: set(victims) <= {r["id"] for r in cenv.run("status", "--json", *victims).json()
                                               if r["state"] == "succeeded"},
                      timeout=60, what="the stopped worker's jobs to run elsewhere")
-            time.sleep(max(0.0, stopped + 60 - time.time()))  # the fault itself: hung for a minute
+            time.sleep(max(0.0, stopped + HUNG_SECONDS - time.time()))  # the fault itself: hung
         finally:
             os.kill(pid, signal.SIGCONT)
-        tally = finish(cenv, "a worker stopped (SIGSTOP) for 60 s, then continued", sub["batch"], log, t0,
+        tally = finish(cenv, f"a worker stopped (SIGSTOP) for {HUNG_SECONDS} s, then continued", sub["batch"], log, t0,
                        timeout=120, victims=victims, since_fault=stopped)
         # It serves its machine again, alone: the same process, its lease its own.
         back = cenv.run("submit", "--wait", "--on=m1", "echo back on $CMQ_MACHINE", timeout=120)
@@ -538,9 +543,9 @@ def test_network_cut_to_one_machine(tmp_path, cut_namespace):
 
 
 @pytest.mark.slow
-def test_broker_unreachable_from_an_agent_for_two_minutes(tmp_path):
+def test_broker_unreachable_from_an_agent_then_back(tmp_path):
     # An agent's worker reaches the broker through the controller's ssh tunnel; the tunnel
-    # dies and comes back with `cmq up` two minutes later. Default settings. Its jobs that
+    # dies and comes back with `cmq up` CUT_SECONDS later (two minutes for the figures). Default settings. Its jobs that
     # had started end on the machine meanwhile; what it held and had not finished runs
     # elsewhere (shared queue) or waits for it (pinned); nothing is lost, overlaps reported.
     cenv = make_env(tmp_path, machines=2, slots=2, first=171, machine_fields={"m2": {"mode": "agent"}})
@@ -558,9 +563,10 @@ def test_broker_unreachable_from_an_agent_for_two_minutes(tmp_path):
         os.kill(tunnel, signal.SIGKILL)
         wait_for(lambda: all(r["state"] == "succeeded" for r in cenv.run("status", "--json", *victims).json()),
                  timeout=120, what="m2's jobs of the shared queue to run on m1")
-        time.sleep(max(0.0, cut + 120 - time.time()))        # the fault itself: two minutes without a broker
+        time.sleep(max(0.0, cut + CUT_SECONDS - time.time()))  # the fault itself: no broker
         assert cenv.run("up").code == 0                        # the tunnel is opened again
-        fault = "the broker unreachable from an agent for 2 minutes (tunnel killed)"
+        lasting = "2 minutes" if FIGURES else f"{CUT_SECONDS} s"
+        fault = f"the broker unreachable from an agent for {lasting} (tunnel killed)"
         tallies = [finish(cenv, f"{fault}, jobs of the shared queue", shared["batch"], log, t0, timeout=300,
                           victims=victims, since_fault=cut),
                    finish(cenv, f"{fault}, jobs pinned to it", pinned["batch"], log, t0, timeout=300)]
