@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 from celery import Celery
@@ -26,6 +28,11 @@ class PublishingBackend(RedisBackend):
     def remove_pending_result(self, result: Any) -> Any:
         """Nothing to unsubscribe from."""
         return result
+
+
+def worker_client_name() -> str:
+    """The name a worker process's broker connections carry (Redis CLIENT SETNAME)."""
+    return f"cmq-worker-{socket.gethostname()}-{os.getpid()}"
 
 
 def create_app(settings: Settings, worker: bool = False, publisher: bool = False) -> Celery:
@@ -60,6 +67,9 @@ def create_app(settings: Settings, worker: bool = False, publisher: bool = False
             # An idle machine's BRPOP returns every polling_interval seconds: a worker with
             # hundreds of machines would otherwise wake hundreds of times a second.
             **({"polling_interval": 5} if worker else {}),
+            # Named, so that a stopping worker can end its own pending BRPOPs at once
+            # (see cmqueue.fleet.Channels.close) instead of waiting out the interval.
+            **({"client_name": worker_client_name()} if worker else {}),
             "visibility_timeout": vt,
             "unacked_restore_interval": int(settings.get("restore_interval")),
             "unacked_restore_throttle": 1,

@@ -245,7 +245,10 @@ class Channels:
             chan.consume(False)
 
     def close(self) -> None:
-        """Close every machine's channel."""
+        """Close every machine's channel. A channel waits for its pending BRPOP to answer
+        before it closes (so that no message it pops is dropped), up to the polling
+        interval; they are ended first, as if their timeout had come."""
+        self.fleet.unblock_polls()
         for name in list(self.open):
             self.detach(name)
 
@@ -556,6 +559,19 @@ class Fleet:
             except redis.RedisError as e:
                 log.warning("cancel listener: %s; reconnecting", e)
                 self._stop.wait(1.0)
+
+    def unblock_polls(self) -> None:
+        """End this process's blocked BRPOPs at once (CLIENT UNBLOCK: they answer as
+        when their timeout comes, with nothing popped)."""
+        name = self.app.conf.broker_transport_options.get("client_name")
+        if not name:
+            return
+        try:
+            for client in self.redis.client_list():
+                if client.get("name") == name and "b" in client.get("flags", ""):
+                    self.redis.client_unblock(client["id"])
+        except redis.RedisError as e:
+            log.debug("cannot end the pending polls early: %s", e)
 
     def stop(self) -> None:
         """Stop the helpers, close every machine and give its lease back."""

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import psutil
+import redis
 import yaml
 
 from ..conftest import make_env, teardown, wait_for, worker_pid
@@ -38,8 +40,22 @@ def test_one_process_serves_every_machine_with_its_own_slot_cap(tmp_path):
         for name, runs in spans.items():
             peak = max(sum(1 for s, e in runs if s <= t < e) for t, _ in runs)
             assert peak <= 2, (name, runs)
+        # Stopped, it ends its machines' pending polls at once (they would answer only at
+        # the polling interval, 5 s) instead of waiting them out.
+        broker = redis.Redis.from_url(cenv.redis.url)
+        assert [c for c in broker.client_list() if c["name"].startswith("cmq-worker-") and "b" in c["flags"]]
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: _gone(pid), timeout=30, what="the worker to stop")
+        assert broker.info("commandstats")["cmdstat_client|unblock"]["calls"] >= 1
     finally:
         teardown(cenv)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def test_a_second_controller_takes_over_the_machines_of_one_that_dies(tmp_path):
