@@ -13,16 +13,7 @@
 set -euo pipefail
 
 out=${1:?usage: build-box.sh OUT.box [MIRROR]}
-# The Debian archive this machine's apt uses: the first URI of a deb line (one-line
-# format) or of a URIs: field (deb822) whose components include main, not -security.
-apt_mirror() {
-    cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
-        | awk '$1 == "deb" && $0 ~ / main/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' \
-        | grep -v -- '-security' | head -1
-    cat /etc/apt/sources.list.d/*.sources 2>/dev/null \
-        | awk '/^URIs:/ { print $2 }' | grep -v -- '-security' | head -1
-}
-mirror=${2:-$(apt_mirror | head -1)}
+mirror=${2:-$("$(dirname "$0")/../scripts/debian-mirror")}
 [ -n "$mirror" ] || { echo "build-box.sh: no Debian mirror in this machine's apt sources; give MIRROR" >&2; exit 2; }
 suite=bookworm
 size_gb=3
