@@ -66,6 +66,7 @@ docker tag cmq-base:bookworm redis:7
 took
 
 step "docker build (the cmq image)"
-docker build --network=host -q -t cmq:latest . >/dev/null
+docker build --network=host -q -t cmq:latest . > "$work/build.log" 2>&1 \
+    || { echo; tail -30 "$work/build.log" >&2; exit 1; }
 took
 docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^(cmq|python|redis):' | sed 's/^/build-offline: /'
