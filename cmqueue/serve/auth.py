@@ -37,7 +37,7 @@ class Sessions:
             return None
         sid = secrets.token_urlsafe(32)
         with self._lock:
-            self._live[sid] = (name, token, time.monotonic())
+            self._live[sid] = (name, self.tokens.digest(token), time.monotonic())
         return sid
 
     def close(self, sid: str) -> None:
@@ -51,12 +51,12 @@ class Sessions:
             found = self._live.get(sid)
         if found is None:
             return None
-        name, token, used = found
-        if time.monotonic() - used > SESSION_IDLE or self.tokens.check(token) != name:
+        name, digest, used = found
+        if time.monotonic() - used > SESSION_IDLE or self.tokens.check_digest(digest) != name:
             self.close(sid)
             return None
         with self._lock:
-            self._live[sid] = (name, token, time.monotonic())
+            self._live[sid] = (name, digest, time.monotonic())
         return name
 
 

@@ -33,13 +33,24 @@ class TokenStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._cached: tuple[tuple[int, ...], dict[str, dict[str, Any]]] | None = None
 
     def _read(self) -> dict[str, dict[str, Any]]:
-        if not self.path.exists():
+        """The tokens; read again only when the file changed (its inode, size, mtime or
+        ctime: a chmod too), so a revoke takes effect at the next request."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            self._cached = None
             return {}
+        key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if self._cached is not None and self._cached[0] == key:
+            return self._cached[1]
         check_private(self.path, "the tokens file")
         data = read_json(self.path, default={}) or {}
-        return data.get("tokens", {}) if isinstance(data, dict) else {}
+        tokens = data.get("tokens", {}) if isinstance(data, dict) else {}
+        self._cached = (key, tokens)
+        return tokens
 
     def create(self, name: str) -> str:
         """A new token called ``name`` (refused when the name is taken); the token itself,
@@ -71,9 +82,15 @@ class TokenStore:
     def check(self, token: str) -> str | None:
         """The name of ``token`` when it is a live token, else None (every hash compared,
         in constant time)."""
-        if not token:
-            return None
-        digest = _digest(token)
+        return self.check_digest(_digest(token)) if token else None
+
+    @staticmethod
+    def digest(token: str) -> str:
+        """What is kept of ``token``: its SHA-256, in hex."""
+        return _digest(token)
+
+    def check_digest(self, digest: str) -> str | None:
+        """The name of the live token whose SHA-256 is ``digest``, else None."""
         found = None
         for name, entry in self._read().items():
             if hmac.compare_digest(digest, str(entry.get("sha256", ""))):
