@@ -134,7 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv[: argv.index(":::")] if ":::" in argv else "--debug" in argv
     try:
-        return _run(argv)
+        try:
+            code = _run(argv)
+        except SystemExit:                   # --help, --version: printed, not yet written
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()                   # here, where a reader that went away is caught
+        return code
     except CmqError as e:
         if debug:
             traceback.print_exc()
