@@ -7,7 +7,11 @@ FROM ${BASE}
 # ssh both ways and rsync (workers reach machines; machines serve ssh), tini as PID 1,
 # procps (ps for job control). The offline base has them already.
 RUN set -eux; \
-    if ! command -v sshd rsync tini ps >/dev/null 2>&1 || ! [ -x /usr/sbin/sshd ]; then \
+    missing=""; \
+    for program in /usr/sbin/sshd /usr/bin/ssh /usr/bin/rsync /usr/bin/tini /usr/bin/ps; do \
+        [ -x "$program" ] || missing="$missing $program"; \
+    done; \
+    if [ -n "$missing" ]; then \
         apt-get update -qq; \
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
             openssh-server openssh-client rsync tini procps; \
