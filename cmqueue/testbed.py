@@ -50,17 +50,21 @@ def wait_port(host: str, port: int, timeout: float = 15.0, proc: subprocess.Pope
 
 
 def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
-    """Send ``sig`` to ``pid`` and all its descendants."""
+    """Send ``sig`` to ``pid`` and all its descendants. A SIGKILL comes to all of them as
+    at once: they are stopped first, so that none sees another die and acts on it (a
+    job's shell reporting its command killed, as if the command had failed)."""
     try:
         parent = psutil.Process(pid)
         procs = [*parent.children(recursive=True), parent]
     except psutil.Error:
         return
-    for p in procs:
-        try:
-            p.send_signal(sig)
-        except psutil.Error:
-            pass
+    signals = (signal.SIGSTOP, sig) if sig == signal.SIGKILL else (sig,)
+    for each in signals:
+        for p in procs:
+            try:
+                p.send_signal(each)
+            except psutil.Error:
+                pass
     psutil.wait_procs(procs, timeout=5)
 
 
