@@ -119,6 +119,13 @@ def test_the_jobs_page_filters_searches_and_sorts(served, page):
     assert page.locator("#jobs td.c-command").all_inner_texts() == ["echo zz-sorted-b", "false # zz-sorted-a"]
     page.click("#jobs th:text('command')")
     assert page.locator("#jobs td.c-command").all_inner_texts() == ["false # zz-sorted-a", "echo zz-sorted-b"]
+    # A job that ends refreshes the page, which keeps the order the user chose.
+    with served.client() as c:
+        c.post("/api/jobs", json={"command": "echo zz-sorted-c", "on": "m1", "wait": 60})
+    page.wait_for_selector("#jobs tbody tr >> nth=2", timeout=WAIT)
+    assert page.locator("#jobs td.c-command").all_inner_texts() == [
+        "false # zz-sorted-a", "echo zz-sorted-c", "echo zz-sorted-b"]
+    # A filter chosen but not sent yet stays as chosen through refreshes.
     page.select_option("select[name=state]", "failed")
     page.click("button:text('Filter')")
     page.wait_for_url(re.compile(r"state=failed"), timeout=WAIT)

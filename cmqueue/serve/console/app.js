@@ -50,8 +50,10 @@ function params() {
 }
 
 // A table whose columns sort on a click: cols = [[title, key, render?]].
+// Its order is kept by table id, so that a refresh of the page keeps the user's sort.
+const sorts = new Map();
 function table(rows, cols, id) {
-  let key = null, up = true;
+  let [key, up] = sorts.get(id) || [null, true];
   const body = h("tbody");
   const fill = () => {
     const sorted = key === null ? rows : [...rows].sort((a, b) => {
@@ -61,7 +63,7 @@ function table(rows, cols, id) {
     body.replaceChildren(...sorted.map((r) => h("tr", {}, cols.map(([, k, f]) => h("td", { class: `c-${k}` }, f ? f(r) : r[k])))));
   };
   const head = h("tr", {}, cols.map(([title, k]) => h("th", {
-    onclick: () => { up = key === k ? !up : true; key = k; fill(); },
+    onclick: () => { up = key === k ? !up : true; key = k; sorts.set(id, [key, up]); fill(); },
   }, title)));
   fill();
   return h("table", { id }, h("thead", {}, head), body);
@@ -350,12 +352,19 @@ let pending = null;
 let lastEvent = 0;               // when the last job event came (ms)
 let loadStarted = 0;             // when the page on screen started reading what it shows (ms)
 
-// Refresh the page on screen soon (once for a burst of events), unless the user is typing.
+// A form the user has changed is theirs until they send it or leave the page: a refresh
+// would put back what the page had shown.
+for (const kind of ["input", "change"]) {
+  main.addEventListener(kind, (ev) => ev.target.closest?.("form")?.classList.add("edited"));
+}
+
+// Refresh the page on screen soon (once for a burst of events), unless the user is typing
+// or has changed a form of it.
 function soon() {
   if (pending) return;
   pending = setTimeout(async () => {
     pending = null;
-    if (!refreshSoon || document.activeElement?.closest("form")) return;
+    if (!refreshSoon || document.activeElement?.closest("form") || main.querySelector("form.edited")) return;
     const fn = refreshSoon;
     loadStarted = Date.now();
     try { await fn(); afterLoad(); } catch (e) { if (e instanceof Unauthorized) login(); }
