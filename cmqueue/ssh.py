@@ -70,7 +70,7 @@ def kill_argv(workdir: str, job_id: str, grace: float = defaults.KILL_GRACE) -> 
     return ["sh", "-c", KILLER, "cmq-kill", workdir, job_id, str(int(max(1, grace)))]
 
 
-def control_path(control_dir: Path, machine: Machine, index: int) -> str:
+def control_path(control_dir: Path, machine: Machine, index: int | str) -> str:
     """ControlPath of master ``index`` of ``machine`` (short: socket paths max ~104 bytes).
 
     The name carries a hash of everything that decides the connection (host, port, user,

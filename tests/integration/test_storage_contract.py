@@ -7,12 +7,14 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from cmqueue.inventory import load
+from cmqueue.runner import close_all_masters
 from cmqueue.storage import NotFoundError, StorageError, open_service
 from cmqueue.storage.names import BadNameError
 
@@ -38,6 +40,7 @@ def service(request, inventory, tmp_path, monkeypatch):
     top = f"t-{secrets.token_hex(4)}"
     yield provider, top
     provider.close()
+    close_all_masters()                              # a machine's master, this test's home
 
 
 def sha(data: bytes) -> str:
@@ -199,6 +202,26 @@ def test_a_copy_within_the_service_keeps_content_hash_and_time_and_the_source(se
     with pytest.raises(NotFoundError):
         provider.copy_within(f"{top}/src/absent.bin", f"{top}/dst/c.bin")
     assert provider.stat(f"{top}/dst/c.bin") is None
+
+
+def test_a_machine_is_reached_through_one_ssh_master_that_later_commands_reuse(inventory, tmp_path,
+                                                                                monkeypatch):
+    monkeypatch.setenv("CMQ_HOME", str(tmp_path / "home"))
+    provider = open_service(inventory, "m1")
+    control = provider.transfer.control
+    try:
+        assert provider.stat("no-such-file") is None
+        check = ["ssh", "-o", f"ControlPath={control}", "-O", "check", "--", "cmq-master"]
+        assert subprocess.run(check, capture_output=True).returncode == 0      # the first command left it
+        again = open_service(inventory, "m1")
+        assert again.transfer.control == control
+        put(again, "reused.txt", b"through the same master")
+        assert provider.stat("reused.txt").size == len(b"through the same master")
+        again.delete("reused.txt")
+    finally:
+        provider.close()
+        assert close_all_masters() == 1
+    assert subprocess.run(check, capture_output=True).returncode != 0
 
 
 def test_a_machine_never_lists_what_it_is_still_receiving(inventory, tmp_path, monkeypatch):
