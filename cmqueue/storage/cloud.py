@@ -14,10 +14,13 @@ from __future__ import annotations
 import base64
 import email.utils
 import hashlib
+import http.client
+import mimetypes
 import os
 import posixpath
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +40,7 @@ from .base import (
 from .config import StorageConfig
 from .names import check_name
 from .secrets import secret_of
+from .signed_http import FileSlice, SignedHttp
 
 T = TypeVar("T")
 
@@ -140,6 +144,9 @@ class CloudProvider(Provider):
         self.driver = self._call("connect", lambda: make_driver(config))
         _read_environment_once(self.driver)
         self._container: Any = None
+        conn = getattr(self.driver, "connection", None)
+        lean = config.type in META_PREFIX and self._call("connect", lambda: SignedHttp.usable(conn))
+        self._http = SignedHttp(conn) if lean else None
 
     # -- errors ---------------------------------------------------------------------------
     def _call(self, name: str, fn: Callable[[], T]) -> T:
@@ -158,7 +165,7 @@ class CloudProvider(Provider):
             raise StorageUnavailableError(f"{self.config.where}: the server refused the key and secret") from None
         except LibcloudError as e:
             raise StorageError(f"{self.where(name)}: {_first_line(e.value if hasattr(e, 'value') else e)}") from None
-        except (OSError, ConnectionError) as e:
+        except (OSError, ConnectionError, http.client.HTTPException) as e:
             raise StorageUnavailableError(f"{self.config.where}: cannot reach "
                                           f"{self.config.endpoint or self.config.type}: {_first_line(e)}") from None
         except Exception as e:      # requests' errors and the drivers' own
@@ -170,8 +177,29 @@ class CloudProvider(Provider):
     def container(self) -> Any:
         """The container (bucket), looked up once."""
         if self._container is None:
-            self._container = self._call("", lambda: self.driver.get_container(self.config.container))
+            if self._http is not None:
+                self._container = self._find_container()
+            else:
+                self._container = self._call("", lambda: self.driver.get_container(self.config.container))
         return self._container
+
+    def _find_container(self) -> Any:
+        """The container, after a HEAD on the kept-alive connection says it exists (the
+        request libcloud's ``get_container`` makes, without a connection of its own)."""
+        from libcloud.storage.base import Container
+
+        name = self.config.container
+        params = {"restype": "container"} if self.config.type == "azure" else None
+        answer = self._call("", lambda: self._http.request("HEAD", f"/{name}", params=params))
+        self._call("", answer.read)
+        if answer.status == 404:
+            raise StorageUnavailableError(f"{self.config.where}: container (bucket) {name!r} does not exist")
+        if answer.status in (401, 403):
+            raise StorageUnavailableError(f"{self.config.where}: the server refused the key and secret")
+        if answer.status != 200:
+            raise StorageError(f"{self.config.where}: container (bucket) {name!r}: the server answered HTTP "
+                               f"{answer.status}")
+        return Container(name=name, extra={}, driver=self.driver)
 
     # -- the contract -----------------------------------------------------------------
     def _object(self, name: str) -> Any | None:
@@ -278,6 +306,14 @@ class CloudProvider(Provider):
     def _get(self, name: str) -> tuple[dict[str, str], Iterator[bytes]]:
         """One GET of object ``name`` (S3, Azure): its headers and its bytes, in CHUNK pieces."""
         path = self.driver._get_object_path(self.container, name)
+        if self._http is not None:
+            answer = self._call(name, lambda: self._http.request("GET", path))
+            if answer.status != 200:
+                self._call(name, answer.read)
+                if answer.status == 404:
+                    raise NotFoundError(f"{self.where(name)}: no such file")
+                raise StorageError(f"{self.where(name)}: the server answered HTTP {answer.status}")
+            return {k.lower(): v for k, v in answer.getheaders()}, self._guarded(name, self._body(answer))
         try:
             response = self._call(name, lambda: self.driver.connection.request(path, method="GET", stream=True,
                                                                                 raw=True))
@@ -290,6 +326,16 @@ class CloudProvider(Provider):
         if response.status != 200:
             raise StorageError(f"{self.where(name)}: the server answered HTTP {response.status}")
         return response.headers, self._guarded(name, response.iter_content(CHUNK))
+
+    def _body(self, answer: http.client.HTTPResponse) -> Iterator[bytes]:
+        """The body of ``answer`` in CHUNK pieces; the connection is closed when the
+        reader stops before the end (it cannot carry the next request)."""
+        try:
+            while chunk := answer.read(CHUNK):
+                yield chunk
+        finally:
+            if not answer.isclosed():
+                self._http.close()
 
     def _guarded(self, name: str, stream: Iterable[bytes]) -> Iterator[bytes]:
         it = iter(stream)
@@ -316,11 +362,11 @@ class CloudProvider(Provider):
 
     def put_file(self, local: Path, name: str, on_bytes: OnBytes | None = None) -> Entry:
         # One request carrying the whole file, after one read of it for the SHA-256 (kept as
-        # metadata) and the MD5, sent as Content-MD5, which the server checks. S3: libcloud's
-        # PUT. Azure: a Put Blob of our own (libcloud sends anything above 4 MiB as blocks
-        # one after another, at half the rate). Larger files (above SINGLE_PUT) and other
-        # drivers go by the stream path (multipart uploads, blocks); so does an empty file
-        # on Azure, which libcloud sends wrong.
+        # metadata) and the MD5, sent as Content-MD5, which the server checks: a PUT (S3), a
+        # Put Blob (Azure: libcloud sends anything above 4 MiB as blocks one after another,
+        # at half the rate), on the kept-alive connection (else S3 through libcloud).
+        # Larger files (above SINGLE_PUT) and other drivers go by the stream path (multipart
+        # uploads, blocks); so does an empty file on Azure, which libcloud sends wrong.
         size = local.stat().st_size
         kind = self.config.type
         if kind not in SINGLE_PUT or size > SINGLE_PUT[kind] or (kind == "azure" and not size):
@@ -332,14 +378,23 @@ class CloudProvider(Provider):
         meta = {"sha256": sha, "mtime": repr(st.st_mtime)}
         content_md5 = base64.b64encode(md5).decode()
         container = self.container
-        if kind == "azure":
-            headers = {"Content-Length": str(st.st_size), "Content-MD5": content_md5, "x-ms-blob-type": "BlockBlob",
-                       "Content-Type": "application/octet-stream",
+        if kind == "azure" or self._http is not None:
+            headers = {"Content-Length": str(st.st_size), "Content-MD5": content_md5,
+                       "Content-Type": mimetypes.guess_type(name)[0] or "application/octet-stream",
                        **{f"{META_PREFIX[kind]}{k}": v for k, v in meta.items()}}
-            with open(local, "rb") as body:
-                response = self._raw(name, self.driver._get_object_path(container, name), "PUT", headers, body)
-            if response.status != 201:
-                raise StorageError(f"{self.where(name)}: the server answered the upload with HTTP {response.status}")
+            if kind == "azure":
+                headers["x-ms-blob-type"] = "BlockBlob"
+            with open(local, "rb") as f:
+                response = self._raw(name, self.driver._get_object_path(container, name), "PUT", headers,
+                                     FileSlice(f, st.st_size))
+            if response.status != (201 if kind == "azure" else 200):
+                raise StorageError(f"{self.where(name)}: the server answered the upload with HTTP {response.status}"
+                                   f"{_message(response.body)}")
+            etag = response.headers.get("etag", "").strip('"')
+            if kind == "s3" and len(etag) == 32 and etag != md5.hex():
+                self._call(name, lambda: self.delete(name))
+                raise StorageError(f"{self.where(name)}: the server's MD5 differs from the file's; "
+                                   "the upload was removed")
         else:
             obj = self._call(name, lambda: self.driver.upload_object(
                 str(local), container, name, extra={"meta_data": meta}, verify_hash=False,
@@ -370,8 +425,7 @@ class CloudProvider(Provider):
             headers = {"x-ms-copy-source": f"{scheme}://{connection.host}:{connection.port}{prefix}{source_path}"}
         dest_path = self.driver._get_object_path(container, dest)
         response = self._raw(source, dest_path, "PUT", headers)
-        body = response.body if response.status == 200 else b""
-        body = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
+        body = response.body.decode("utf-8", "replace") if response.status == 200 else ""
         if response.status == 404:
             raise NotFoundError(f"{self.where(source)}: no such file")
         if response.status == 400 and self.config.type == "s3":
@@ -387,9 +441,18 @@ class CloudProvider(Provider):
 
     def _raw(self, name: str, path: str, method: str, headers: dict[str, str] | None = None,
              data: Any = None) -> Any:
-        """One request whose answer's status is read here (no error raised for it)."""
-        return self._call(name, lambda: self.driver.connection.request(path, method=method, headers=headers or {},
-                                                                        data=data, raw=True))
+        """One request whose answer's status is read here (no error raised for it): its
+        status, headers (names in lower case) and body."""
+        if self._http is not None:
+            def send() -> Answer:
+                answer = self._http.request(method, path, headers, data)
+                return Answer(answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read())
+            return self._call(name, send)
+        response = self._call(name, lambda: self.driver.connection.request(path, method=method, headers=headers or {},
+                                                                            data=data, raw=True))
+        body = response.body if response.status < 300 or method != "HEAD" else b""
+        return Answer(response.status, {k.lower(): v for k, v in response.headers.items()},
+                      body if isinstance(body, bytes) else (body or "").encode())
 
     def _copied(self, name: str, path: str, headers: dict[str, str]) -> None:
         """Wait for an Azure copy the server reported pending (a large blob) to end."""
@@ -446,10 +509,27 @@ class CloudProvider(Provider):
         return False
 
     def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
         conn = getattr(self.driver, "connection", None)
         session = getattr(getattr(conn, "connection", None), "session", None)
         if session is not None:
             session.close()
+
+
+@dataclass
+class Answer:
+    """A server's answer, read whole."""
+
+    status: int
+    headers: dict[str, str]               #: names in lower case
+    body: bytes
+
+
+def _message(body: bytes) -> str:
+    """``: MESSAGE`` of an S3 or Azure XML error body, else nothing."""
+    text = body.decode("utf-8", "replace")
+    return f": {_first_line(text)}" if "<Message>" in text else ""
 
 
 #: Where S3 and Azure put an object's metadata among a GET's headers.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -202,6 +203,30 @@ def test_a_copy_within_the_service_keeps_content_hash_and_time_and_the_source(se
     with pytest.raises(NotFoundError):
         provider.copy_within(f"{top}/src/absent.bin", f"{top}/dst/c.bin")
     assert provider.stat(f"{top}/dst/c.bin") is None
+
+
+@pytest.mark.parametrize("name", ["s3", "az"])
+def test_an_object_store_keeps_one_connection_and_replaces_one_the_server_closed(inventory, tmp_path, monkeypatch,
+                                                                                 name):
+    monkeypatch.setenv("CMQ_HOME", str(tmp_path / "home"))
+    provider = open_service(inventory, name)
+    top = f"t-{secrets.token_hex(4)}"
+    try:
+        local = tmp_path / "a.txt"
+        local.write_bytes(b"kept alive")
+        provider.put_file(local, f"{top}/a.txt")
+        kept = provider._http.http.sock
+        assert kept is not None
+        for i in range(3):
+            provider.get_file(f"{top}/a.txt", tmp_path / f"got{i}.txt")
+        assert provider._http.http.sock is kept                    # every request on one connection
+        kept.shutdown(socket.SHUT_RDWR)                            # as a server does with an idle one
+        entry = provider.get_file(f"{top}/a.txt", tmp_path / "after.txt")
+        assert (tmp_path / "after.txt").read_bytes() == b"kept alive" and entry.sha256 == sha(b"kept alive")
+        assert provider._http.http.sock is not kept
+    finally:
+        provider.delete(top)
+        provider.close()
 
 
 def test_a_machine_is_reached_through_one_ssh_master_that_later_commands_reuse(inventory, tmp_path,
