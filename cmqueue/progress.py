@@ -26,7 +26,8 @@ class ProgressReporter:
         self.key = progress_key(job)
         self.total = total
         self.moved = 0
-        self._last = 0.0
+        self._last = time.monotonic()        # a first count after INTERVAL: a short transfer writes none
+        self._written = False
 
     def __call__(self, moved: int) -> None:
         self.moved = moved
@@ -41,12 +42,14 @@ class ProgressReporter:
             pipe.hset(self.key, mapping={"bytes": self.moved, "total": self.total})
             pipe.expire(self.key, TTL)
             pipe.execute()
+            self._written = True
         except Exception:  # noqa: BLE001 - progress is best effort, never fails a transfer
             pass
 
     def close(self) -> None:
-        """Write the final count."""
-        self._write()
+        """Write the final count, over one written before (the job's result says what moved)."""
+        if self._written:
+            self._write()
 
 
 def read_progress(client: Any, jobs: list[str]) -> dict[str, tuple[int, int]]:

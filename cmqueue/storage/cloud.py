@@ -249,9 +249,30 @@ class CloudProvider(Provider):
         obj = self._object(name)
         if obj is not None:
             return self._entry(obj)
-        for _ in self._below(name + "/"):
-            return Entry(name=name, is_dir=True)
-        return None
+        return Entry(name=name, is_dir=True) if self._anything_below(name + "/") else None
+
+    def _anything_below(self, prefix: str) -> bool:
+        """Whether some object's name starts with ``prefix``: a listing of one object (of
+        a first page through libcloud), not of all of them."""
+        if self._http is None:
+            container = self.container
+            return self._call(prefix, lambda: next(iter(self.driver.iterate_container_objects(container,
+                                                                                            prefix=prefix)),
+                                                    None)) is not None
+        from xml.etree import ElementTree
+
+        name = self.container.name
+        params = ({"restype": "container", "comp": "list", "prefix": prefix, "maxresults": "1"}
+                  if self.config.type == "azure" else {"prefix": prefix, "max-keys": "1"})
+        answer = self._raw(prefix, f"/{name}", "GET", params=params)
+        if answer.status != 200:
+            raise StorageError(f"{self.where(prefix)}: the server answered a listing with HTTP {answer.status}"
+                               f"{_message(answer.body)}")
+        try:
+            root = ElementTree.fromstring(answer.body)
+        except ElementTree.ParseError as e:
+            raise StorageError(f"{self.where(prefix)}: the server's listing is not XML: {e}") from None
+        return any(el.tag.rpartition("}")[2] in ("Contents", "Blob") for el in root.iter())
 
     def list(self, directory: str = "", recursive: bool = False) -> list[Entry]:
         check_name(directory)
@@ -440,16 +461,16 @@ class CloudProvider(Provider):
         return entry
 
     def _raw(self, name: str, path: str, method: str, headers: dict[str, str] | None = None,
-             data: Any = None) -> Any:
+             data: Any = None, params: dict[str, str] | None = None) -> Answer:
         """One request whose answer's status is read here (no error raised for it): its
         status, headers (names in lower case) and body."""
         if self._http is not None:
             def send() -> Answer:
-                answer = self._http.request(method, path, headers, data)
+                answer = self._http.request(method, path, headers, data, params)
                 return Answer(answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read())
             return self._call(name, send)
         response = self._call(name, lambda: self.driver.connection.request(path, method=method, headers=headers or {},
-                                                                            data=data, raw=True))
+                                                                            data=data, params=params, raw=True))
         body = response.body if response.status < 300 or method != "HEAD" else b""
         return Answer(response.status, {k.lower(): v for k, v in response.headers.items()},
                       body if isinstance(body, bytes) else (body or "").encode())

@@ -148,7 +148,7 @@ def plan(providers: Providers, source: Place, dest: Place, recursive: bool) -> l
 
 def _join(dest: Place, rel: str) -> str:
     if dest.service is None:
-        return str(Path(dest.path) / rel)
+        return os.path.join(dest.path, rel)
     return names.join(dest.path, rel)
 
 
