@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import CmqError, ServiceError
 from .config import StorageConfig
-from .localfiles import CHUNK, PART, create_part  # noqa: F401 (CHUNK and PART: for the providers)
+from .localfiles import CHUNK, PART, ChunkWriter, create_part  # noqa: F401 (CHUNK and PART: for the providers)
 
 
 class StorageError(CmqError):
@@ -195,9 +195,12 @@ class Provider(ABC):
             raise StorageError(f"{local}: {e.strerror or e}") from None
         try:
             stream = Hashing(chunks)
-            with os.fdopen(fd, "wb") as f:
-                for chunk in stream:
-                    f.write(chunk)
+            try:
+                with ChunkWriter(fd) as out:
+                    for chunk in stream:
+                        out.write(chunk)
+            finally:
+                os.close(fd)
             got = stream.hexdigest()
             if expected is not None and got != expected:
                 raise StorageError(f"{self.where(name)}: what arrived does not match its SHA-256 "

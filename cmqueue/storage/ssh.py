@@ -40,7 +40,7 @@ from .base import (
     file_chunks,
 )
 from .config import StorageConfig
-from .localfiles import create_part
+from .localfiles import ChunkWriter, create_part
 from .names import check_name
 
 # Sets $sum to the machine's fastest SHA-256 tool: OpenSSL's (hardware SHA where the CPU
@@ -362,12 +362,15 @@ class SshProvider(Provider):
                     local.parent.mkdir(parents=True, exist_ok=True)
                     fd, tmp = create_part(str(local.parent), local.name)
                     digest = hashlib.sha256()
-                    with os.fdopen(fd, "wb") as f:
-                        while chunk := source.read(CHUNK):
-                            digest.update(chunk)
-                            f.write(chunk)
-                            if on_bytes is not None:
-                                on_bytes(len(chunk))
+                    try:
+                        with ChunkWriter(fd) as out:
+                            while chunk := source.read(CHUNK):
+                                digest.update(chunk)
+                                out.write(chunk)
+                                if on_bytes is not None:
+                                    on_bytes(len(chunk))
+                    finally:
+                        os.close(fd)
                     received[member.name] = (Path(tmp), digest.hexdigest(), member.size, float(member.mtime))
             err, _, sums = proc.stderr.read().partition(SUMS)
             code = proc.wait()
