@@ -40,7 +40,7 @@ from .base import (
     file_chunks,
 )
 from .config import StorageConfig
-from .localfiles import ChunkWriter, create_part
+from .localfiles import ChunkWriter, create_part, write_all
 from .names import check_name
 
 # Sets $sum to the machine's fastest SHA-256 tool: OpenSSL's (hardware SHA where the CPU
@@ -278,10 +278,11 @@ class SshProvider(Provider):
         _widen(proc.stdin)
         stream = Hashing(counted(file_chunks(Path(local)), on_bytes))
         with _feeding(proc) as stdin:
-            for chunk in stream:
-                stdin.write(chunk)
+            with ChunkWriter(stdin.fileno()) as out:      # ssh takes a chunk while the next is hashed
+                for chunk in stream:
+                    out.write(chunk)
             if stream.size == st.st_size:     # else the machine finds the stream short, and drops it
-                stdin.write(f"{stream.hexdigest()}\n".encode())
+                write_all(stdin.fileno(), f"{stream.hexdigest()}\n".encode())
         err = proc.stderr.read()
         proc.wait()
         proc.stderr.close()
