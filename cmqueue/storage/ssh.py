@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import io
+import itertools
 import os
 import posixpath
 import subprocess
@@ -114,8 +115,11 @@ _DESCRIBE = _SUM + (
 SUMS = b"--cmq-sums--\n"
 #: Exit code of the scripts when the path is not there.
 MISSING = 3
-#: The ssh master of storage commands to a machine, beside its jobs' masters 0, 1...
-STORAGE_MASTER = "storage"
+#: ssh masters of storage commands to a machine (beside its jobs' masters 0, 1...): each
+#: provider takes the next, so that the sessions of many jobs at once stay under sshd's
+#: MaxSessions (10 by default) per master; past it, ssh opens a connection of its own.
+STORAGE_MASTERS = 4
+_SPREAD = itertools.count(os.getpid())
 #: Files sent in one tar stream at most.
 BATCH = 500
 
@@ -131,7 +135,8 @@ class SshProvider(Provider):
     def __init__(self, config: StorageConfig, machine) -> None:  # noqa: ANN001 (inventory.Machine)
         super().__init__(config)
         self.machine = machine
-        control = control_path(private_dir(control_dir()), machine, STORAGE_MASTER) if machine.mode == "ssh" else None
+        spread = f"storage-{next(_SPREAD) % STORAGE_MASTERS}"
+        control = control_path(private_dir(control_dir()), machine, spread) if machine.mode == "ssh" else None
         self.transfer = Transfer(machine, control)
         self.root = remote_path(machine.workdir, config.directory or ".")
         self._made = False

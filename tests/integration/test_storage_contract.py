@@ -18,6 +18,7 @@ from cmqueue.inventory import load
 from cmqueue.runner import close_all_masters
 from cmqueue.storage import NotFoundError, StorageError, open_service
 from cmqueue.storage.names import BadNameError
+from cmqueue.storage.ssh import STORAGE_MASTERS
 
 from .storage_servers import storage_servers  # noqa: F401 (a fixture)
 
@@ -229,23 +230,25 @@ def test_an_object_store_keeps_one_connection_and_replaces_one_the_server_closed
         provider.close()
 
 
-def test_a_machine_is_reached_through_one_ssh_master_that_later_commands_reuse(inventory, tmp_path,
-                                                                                monkeypatch):
+def test_a_machine_is_reached_through_a_few_ssh_masters_that_later_commands_reuse(inventory, tmp_path,
+                                                                                  monkeypatch):
     monkeypatch.setenv("CMQ_HOME", str(tmp_path / "home"))
-    provider = open_service(inventory, "m1")
-    control = provider.transfer.control
+    providers = [open_service(inventory, "m1") for _ in range(STORAGE_MASTERS + 2)]
+    controls = {p.transfer.control for p in providers}
     try:
-        assert provider.stat("no-such-file") is None
-        check = ["ssh", "-o", f"ControlPath={control}", "-O", "check", "--", "cmq-master"]
-        assert subprocess.run(check, capture_output=True).returncode == 0      # the first command left it
-        again = open_service(inventory, "m1")
-        assert again.transfer.control == control
-        put(again, "reused.txt", b"through the same master")
-        assert provider.stat("reused.txt").size == len(b"through the same master")
-        again.delete("reused.txt")
+        assert len(controls) == STORAGE_MASTERS                        # providers take turns
+        for p in providers:
+            assert p.stat("no-such-file") is None
+        for control in controls:                                       # the first command left each one
+            check = ["ssh", "-o", f"ControlPath={control}", "-O", "check", "--", "cmq-master"]
+            assert subprocess.run(check, capture_output=True).returncode == 0
+        put(providers[0], "reused.txt", b"through a master")
+        assert providers[-1].stat("reused.txt").size == len(b"through a master")
+        providers[1].delete("reused.txt")
     finally:
-        provider.close()
-        assert close_all_masters() == 1
+        for p in providers:
+            p.close()
+        assert close_all_masters() == STORAGE_MASTERS
     assert subprocess.run(check, capture_output=True).returncode != 0
 
 
