@@ -12,6 +12,7 @@ bundle libcloud would give requests (or not at all when libcloud is told not to)
 from __future__ import annotations
 
 import http.client
+import io
 import ssl
 from typing import Any
 from urllib.parse import urlencode
@@ -26,25 +27,28 @@ BLOCK = 1 << 20
 
 
 class FileSlice:
-    """The first ``size`` bytes of open file ``f``, as a request body: a file that grew
-    since its Content-Length was taken is not sent past it (the server then finds the
-    body's MD5 wrong, rather than reading the rest as the next request)."""
+    """The first ``size`` bytes of open file ``f`` (from where it stands), as a request
+    body: a file that grew since its Content-Length was taken is not sent past it (the
+    server then finds the body's MD5 wrong, rather than reading the rest as the next
+    request). Positions are in the slice, 0 to ``size``."""
 
     def __init__(self, f: Any, size: int) -> None:
         self.f, self.size, self.start = f, size, f.tell()
 
     def read(self, n: int = -1) -> bytes:
         """Up to ``n`` bytes (all that is left of the slice for -1)."""
-        left = self.size - (self.f.tell() - self.start)
+        left = self.size - self.tell()
         return self.f.read(left if n < 0 else min(n, left)) if left > 0 else b""
 
     def tell(self) -> int:
         """Where the next read starts."""
-        return self.f.tell()
+        return self.f.tell() - self.start
 
-    def seek(self, where: int) -> int:
-        """Go back to ``where`` (a position :meth:`tell` gave) for a retry."""
-        return self.f.seek(where)
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move as a file does (from the slice's start, here, or its end)."""
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.tell(), io.SEEK_END: self.size}[whence]
+        self.f.seek(self.start + max(0, min(self.size, base + offset)))
+        return self.tell()
 
 
 class SignedHttp:

@@ -46,8 +46,17 @@ def test_a_request_is_signed_by_the_drivers_own_code(clean_env):
 
 
 def test_a_file_body_stops_at_its_size_and_goes_back_for_a_retry():
-    f = io.BytesIO(b"0123456789-grown")
+    f = io.BytesIO(b"head:0123456789-grown")
+    f.seek(5)
     body = FileSlice(f, 10)
     assert body.read(4) + body.read(100) + body.read(100) == b"0123456789"
     body.seek(0)
     assert body.read() == b"0123456789"
+
+
+def test_a_file_body_measures_as_its_slice():
+    """requests measures a body by seeking to its end (and back)."""
+    body = FileSlice(io.BytesIO(b"head:0123456789-grown"[5:]), 10)
+    assert body.seek(0, io.SEEK_END) == 10 and body.tell() == 10 and body.read() == b""
+    assert body.seek(-4, io.SEEK_CUR) == 6 and body.read() == b"6789"
+    assert body.seek(0) == 0
