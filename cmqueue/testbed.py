@@ -374,18 +374,33 @@ def _azure_key() -> str:
 @dataclass
 class AzuriteServer(_ChildServer):
     """A private Azurite (Azure Blob) on a free loopback port with its own account and
-    key, telemetry off."""
+    key, telemetry off; with ``tls``, over HTTPS with a certificate of its own for
+    127.0.0.1 (``certificate``: the file a client trusts)."""
 
     root: Path
     account: str = "cmqaccount"
     secret: str = field(default_factory=_azure_key, repr=False)
     port: int = 0
+    tls: bool = False
     proc: subprocess.Popen | None = None
 
     @property
     def endpoint(self) -> str:
         """The Blob endpoint URL (path-style: the account is the first part of a path)."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def certificate(self) -> Path:
+        """The server's self-signed certificate (with ``tls``)."""
+        return self.root / "cert.pem"
+
+    def _make_certificate(self) -> list[str]:
+        key = self.root / "key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                        str(self.certificate), "-days", "1", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+        key.chmod(0o600)
+        return ["--cert", str(self.certificate), "--key", str(key)]
 
     def start(self) -> AzuriteServer:
         """Start it and wait until it listens."""
@@ -396,6 +411,7 @@ class AzuriteServer(_ChildServer):
         data.mkdir(parents=True, exist_ok=True)
         self.port = self.port or random_free_port()
         env = {**os.environ, "AZURITE_ACCOUNTS": f"{self.account}:{self.secret}"}
+        tls = self._make_certificate() if self.tls else []
         self._spawn([binary, "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--location", str(data),
-                     "--disableTelemetry", "--silent", "--skipApiVersionCheck"], "azurite.log", self.port, env)
+                     "--disableTelemetry", "--silent", "--skipApiVersionCheck", *tls], "azurite.log", self.port, env)
         return self
