@@ -8,7 +8,8 @@ the queue run by the workers `cmq up` started; `rclone --transfers=8`); then `cm
 storage sync` of the unchanged tree, which must move 0 bytes.
 
 Each figure is the median of --repeat runs of each tool (3), which go first in turn;
-dirty pages are written out before each run. Prints MB/s (large file) and files/s (tree)
+dirty pages are written out before each run. Everything lives under $TMPDIR: a tmpfs
+(TMPDIR=/dev/shm, ~6 GB at most) measures the tools rather than a disk. Prints MB/s (large file) and files/s (tree)
 for both and the ratio cmq/rclone; --record appends them to bench/RESULTS.md.
 Usage: python bench/bench_storage.py [--size-mb=200] [--files=1000] [--services=box,node,s3,az] [--repeat=3]
        [--record]
@@ -213,6 +214,7 @@ def measure(opts: argparse.Namespace, services: list[str], root: Path, cluster: 
         t_c, t_r, said = pair(lambda k: [*cmq, "storage", "--parallel=8", "sync", str(tree), f"{s}:tree-cmq0"],
                               lambda k: [*rclone, "sync", "--transfers=8", str(tree), r("tree-rclone0")])
         rows.append((s, "unchanged tree sync (s)", t_c, t_r, said.strip().splitlines()[-1].split(" in ")[0]))
+        shutil.rmtree(out)                  # (in a tmpfs, the copies got are memory)
         return rows
 
     for s in services:

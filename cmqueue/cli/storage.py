@@ -57,6 +57,8 @@ sync compares here first, and only what differs goes on. With --parallel=N (N > 
 or --async, the files go as N jobs of about equal bytes to the queue of host jobs
 (cmq.host), where the workers `cmq up` started move them; each job is in the history
 (`cmq status`), retried twice, and a job that runs again moves only what is not there.
+Files that go between this host and a folder service (type local) go as one job per
+CPU of this host at most: nothing travels, and more jobs only share the same CPUs.
 A TBD secret cannot be asked for in a worker: give those services a secret_file.
 On object stores a directory is the prefix of the names under it: `create dir` keeps
 nothing there.
@@ -261,6 +263,7 @@ def _run_queued(settings: Any, steps: list[Any], parallel: int, what: str, sync_
     from ..storage import jobs
 
     batch = f"sync-{sync_name}-{new_id('')}" if sync_name else None
+    parallel = jobs.useful_parallel(steps, parallel, settings.inventory)
     specs = jobs.build(steps, parallel, what, retries=STORAGE_RETRIES, sync=sync_name is not None, batch=batch)
     with Cluster(settings) as c:
         need_a_worker(c)

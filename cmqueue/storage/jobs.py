@@ -9,6 +9,7 @@ only the others; a sync job always does.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -31,6 +32,18 @@ def split(steps: list[Step], parts: int) -> list[list[Step]]:
         groups[lightest].append(i)
         weights[lightest] += steps[i].size + 1
     return [[steps[i] for i in sorted(g)] for g in groups if g]
+
+
+def useful_parallel(steps: list[Step], parallel: int, inventory: Any) -> int:
+    """How many jobs ``steps`` go as, for ``--parallel=parallel``: at most one per CPU of
+    this host when every file goes between this host and folder services (type local),
+    where nothing travels and more jobs only share the same CPUs (and per-job costs)."""
+    def here(service: str) -> bool:
+        return not service or inventory.storage[service].type == "local"
+
+    if all(here(s.source) and here(s.dest) for s in steps):
+        return max(1, min(parallel, os.cpu_count() or 1))
+    return parallel
 
 
 def build(steps: list[Step], parallel: int, what: str, retries: int, sync: bool = False,

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from cmqueue.storage.jobs import build, split
+import os
+from pathlib import Path
+
+from cmqueue.inventory import Inventory
+from cmqueue.storage.config import StorageConfig
+from cmqueue.storage.jobs import build, split, useful_parallel
 from cmqueue.storage.ops import Step
 
 
@@ -29,6 +34,19 @@ def test_jobs_carry_their_steps_on_the_storage_queue():
     assert all(s.kind == "storage" and s.target == "storage" and s.retries == 2 for s in specs)
     assert sum(len(s.params["steps"]) for s in specs) == 3 and all(s.params["sync"] for s in specs)
     assert len({s.batch for s in specs}) == 1
+
+
+def test_copies_between_this_host_and_its_folders_go_as_one_job_per_cpu_at_most(monkeypatch):
+    inv = Inventory(path=Path("cmq.yaml"), machines={}, storage={
+        "box": StorageConfig(name="box", type="local", directory="/srv"),
+        "s3": StorageConfig(name="s3", type="s3", container="b")})
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    to_box = [Step(source="", source_path=f"/f{i}", dest="box", dest_path=f"f{i}") for i in range(100)]
+    from_box = [Step(source="box", source_path=f"f{i}", dest="", dest_path=f"/g{i}") for i in range(100)]
+    assert useful_parallel(to_box, 8, inv) == 2 and useful_parallel(from_box, 8, inv) == 2
+    assert useful_parallel(to_box, 1, inv) == 1
+    assert useful_parallel(steps([1] * 100), 8, inv) == 8                  # an object store: as asked
+    assert useful_parallel([*to_box, *steps([1])], 8, inv) == 8
 
 
 def test_a_local_file_gone_since_the_command_looked_fails_the_job_naming_it(tmp_path):
