@@ -30,6 +30,10 @@ from typing import Any
 
 #: The socket's name in the cmq home.
 SOCKET_NAME = "launcher.sock"
+#: Seconds between two looks at whether the socket is still this launcher's: one whose
+#: socket another launcher took over (two `cmq up` at once, one killed before it recorded
+#: its launcher) exits rather than linger, unreachable.
+CHECK_EVERY = 5.0
 #: Modules a command may need, imported once by the launcher.
 PRELOAD = (
     "celery", "kombu.transport.redis", "redis", "yaml", "rich.console", "rich.table", "rich.progress", "rich.live",
@@ -101,11 +105,20 @@ def serve(home: Path) -> None:
     finally:
         os.umask(old)
     server.listen(64)
+    server.settimeout(CHECK_EVERY)
+    mine = _identity(path)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)          # children are reaped by the kernel
-    signal.signal(signal.SIGTERM, lambda *_: (path.unlink(missing_ok=True), os._exit(0)))
+    signal.signal(signal.SIGTERM, lambda *_: (_unlink_if(path, mine), os._exit(0)))
     print(f"launcher: listening on {path}", flush=True)
     while True:
-        conn, _ = server.accept()
+        try:
+            conn, _ = server.accept()
+        except TimeoutError:
+            if _identity(path) != mine:                  # a newer launcher took the socket over
+                print(f"launcher: {path} is another launcher's now; exiting", flush=True)
+                os._exit(0)
+            continue
+        conn.setblocking(True)
         uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[1]
         if uid != os.getuid():
             conn.close()
@@ -114,12 +127,27 @@ def serve(home: Path) -> None:
             conn.sendall(b'{"stale": true}\n')
             conn.close()
             server.close()
-            path.unlink(missing_ok=True)
+            _unlink_if(path, mine)
             os.execv(sys.executable, [sys.executable, "-m", "cmqueue", "launcher"])
         if os.fork() == 0:
             server.close()
             os._exit(_child(conn))
         conn.close()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the socket at ``path``, None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _unlink_if(path: Path, mine: tuple[int, int] | None) -> None:
+    """Remove the socket at ``path`` if it is still this launcher's (not a newer one's)."""
+    if _identity(path) == mine:
+        path.unlink(missing_ok=True)
 
 
 def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:

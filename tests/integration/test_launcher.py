@@ -105,3 +105,39 @@ def test_only_its_owner_may_use_it_and_down_removes_it(tmp_path):
         assert (r.returncode, r.ran) == (0, "here"), r.stderr   # no launcher: the command runs here
     finally:
         teardown(cenv)
+
+
+def test_a_launcher_whose_socket_another_took_over_exits_and_never_removes_the_new_one(tmp_path):
+    # Two `cmq up` at once, one killed before it recorded its launcher: the unrecorded one
+    # must not linger unreachable, nor take the recorded one's socket with it when stopped.
+    from cmqueue.launcher import CHECK_EVERY, _identity
+
+    (tmp_path / "home").mkdir(mode=0o700)                         # as `cmq up` makes it
+    env = {**os.environ, "CMQ_HOME": str(tmp_path / "home")}
+    sock = socket_path(tmp_path / "home")
+    started: list[subprocess.Popen] = []
+
+    def launcher() -> tuple[subprocess.Popen, tuple[int, int]]:
+        before = _identity(sock)
+        proc = subprocess.Popen([sys.executable, "-m", "cmqueue", "launcher"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        started.append(proc)
+        wait_for(lambda: _identity(sock) not in (None, before), timeout=60, what="the launcher's socket")
+        return proc, _identity(sock)
+
+    try:
+        first, _ = launcher()
+        second, _ = launcher()
+        assert first.wait(timeout=CHECK_EVERY * 4) == 0           # it saw the socket was not its own
+        third, third_socket = launcher()
+        second.send_signal(signal.SIGTERM)                         # before it looked
+        assert second.wait(timeout=30) == 0
+        assert _identity(sock) == third_socket                     # the newest one's socket stays
+        assert third.poll() is None
+        third.send_signal(signal.SIGTERM)
+        assert third.wait(timeout=30) == 0 and not sock.exists()   # its own, it removes
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
