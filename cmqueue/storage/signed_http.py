@@ -1,10 +1,10 @@
 """Requests to an object store on one kept-alive ``http.client`` connection, signed by the
 libcloud driver's own connection (its SigV4 or Shared Key code: nothing is signed here).
 
-libcloud sends through requests and urllib3, which cost about 0.4 ms of Python a
+libcloud sends through requests and urllib3, which cost about 0.3 ms of Python a
 request here (URL parsing, header dicts, hooks, the environment), more than a small
-object's whole GET against a server on the same machine. A tree of small objects moves
-2-3x faster this way. It is used only where it is the same request as libcloud's: no
+object's whole GET against a server on the same machine: this way a small GET costs half
+the CPU (0.26-0.34 ms). It is used only where it is the same request as libcloud's: no
 proxy and no client certificate on the driver's session; TLS is verified with the CA
 bundle libcloud would give requests (or not at all when libcloud is told not to).
 """
@@ -20,8 +20,6 @@ from urllib.parse import urlencode
 #: Errors of a kept-alive connection the server closed while it was idle: the request is
 #: sent again once, on a new connection.
 STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
-
-
 #: Bytes of a request's body sent at a time.
 BLOCK = 1 << 20
 
@@ -74,8 +72,10 @@ class SignedHttp:
         if not self.conn.secure:
             return http.client.HTTPConnection(self.conn.host, int(self.conn.port), timeout=timeout, blocksize=BLOCK)
         verify = self.conn.connection.verification
-        if verify is False:
-            context = ssl._create_unverified_context()
+        if verify is False:                  # libcloud told not to verify (VERIFY_SSL_CERT)
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
         else:
             import requests.certs
 

@@ -85,3 +85,15 @@ def test_a_certificate_nobody_vouches_for_is_refused_in_one_line(azurite_tls, in
     message = str(refused.value)
     assert "CERTIFICATE_VERIFY_FAILED" in message or "certificate verify failed" in message, message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("through", ["kept-alive", "requests"])
+def test_a_store_is_not_checked_only_when_libcloud_is_told_not_to(azurite_tls, inventory, monkeypatch, through):
+    monkeypatch.setattr(libcloud.security, "VERIFY_SSL_CERT", False)
+    if through == "requests":
+        monkeypatch.setattr(SignedHttp, "usable", staticmethod(lambda conn: False))
+    provider = open_service(inventory, "az")
+    try:
+        assert provider.stat("nothing-by-this-name") is None           # answered over HTTPS, unchecked
+    finally:
+        provider.close()
