@@ -228,7 +228,14 @@ class Channels:
             chan.consume(on)
 
     def detach(self, name: str) -> None:
-        """Close machine ``name``'s channel (once its jobs ended)."""
+        """Close machine ``name``'s channel (once its jobs ended). Its pending poll is
+        ended first (see :meth:`close`), and with it this process's others, which only
+        poll again."""
+        if name in self.open:
+            self.fleet.unblock_polls()
+            self._close_channel(name)
+
+    def _close_channel(self, name: str) -> None:
         chan = self.open.pop(name, None)
         if chan is not None:
             chan.close()
@@ -250,7 +257,7 @@ class Channels:
         interval; they are ended first, as if their timeout had come."""
         self.fleet.unblock_polls()
         for name in list(self.open):
-            self.detach(name)
+            self._close_channel(name)
 
     def qos(self, *_: Any, **__: Any) -> None:
         """Credit is per machine (see MachineChannel.can_consume)."""

@@ -104,3 +104,27 @@ def test_a_machine_added_to_the_inventory_joins_the_running_worker(tmp_path):
         assert worker_pid(cenv, "m1") == pid
     finally:
         teardown(cenv)
+
+
+def test_a_machine_taken_out_of_the_inventory_is_let_go_without_waiting_out_its_poll(tmp_path):
+    cenv = make_env(tmp_path, machines=3, slots=1, first=231, settings={"worker_processes": 1})
+    broker = redis.Redis.from_url(cenv.redis.url)
+    try:
+        pid = worker_pid(cenv, "m1")
+        assert _served_by(cenv, ["m1", "m2", "m3"], pid)
+        unblocked = broker.info("commandstats").get("cmdstat_client|unblock", {}).get("calls", 0)
+        inv = yaml.safe_load(cenv.config.read_text())
+        inv["machines"]["m3"]["enabled"] = False
+        cenv.config.write_text(yaml.safe_dump(inv, sort_keys=False))
+        log = cenv.home / "logs" / "worker-w1.log"
+        wait_for(lambda: "m3: no longer served by this worker" in log.read_text(), timeout=60,
+                 what="the worker to let m3 go")
+        # Its channel's pending poll was ended (it would answer only at the polling
+        # interval), and the other machines' polls, ended with it, went on.
+        assert broker.info("commandstats")["cmdstat_client|unblock"]["calls"] > unblocked
+        r = cenv.run("submit", "--wait", "--on=m2", "echo on $CMQ_MACHINE", check=True)
+        assert r.out == "on m2\n" and worker_pid(cenv, "m1") == pid
+    finally:
+        broker.close()
+        teardown(cenv)
+
