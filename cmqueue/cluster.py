@@ -198,8 +198,21 @@ class Cluster:
 
     # -- submitting -----------------------------------------------------------------------
     def _send(self, specs: list[JobSpec]) -> list[Job]:
+        self._hold_stream()
         _submit().send(self.app, self.store, specs)
         return [Job(self, s) for s in specs]
+
+    def _hold_stream(self) -> None:
+        """Mark how far this store read the event stream, before jobs go: no other store's
+        trimming drops the events of these jobs before this one reads them."""
+        import redis
+
+        from .history import readers
+
+        try:
+            readers.mark(self.redis, self.settings.get("event_stream"), self.store.identity, self.store.cursor())
+        except (ServiceError, redis.RedisError, OSError) as e:   # the send says what is wrong with the broker
+            log.debug("cannot mark the event stream: %s", e)
 
     def submit(self, command: str, on: str | None = None, label: str | None = None,
                timeout: float | None = None, retries: int = 0,
@@ -247,6 +260,7 @@ class Cluster:
         _, members = submitting.build_specs(template, where, args=[str(a) for a in args],
                                             timeout=timeout, retries=retries, env=env, puts=puts, gets=gets)
         rspec = submitting.build_reduce(members, reduce, allow_failures=allow_failures)
+        self._hold_stream()
         submitting.send(self.app, self.store, members, rspec)
         return Job(self, rspec)
 

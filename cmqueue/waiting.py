@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import events
-from .history import HistoryStore
+from .history import HistoryStore, readers
 from .history.sync import sync
 from .models import JobRecord, stream_id_key
 
@@ -18,6 +18,8 @@ MIN_INTERVAL = 0.05
 TICK = 0.25
 #: Most stream entries one blocking read brings.
 READ_BATCH = 2000
+#: Seconds between two marks of how far a long wait has read (well within READER_TTL).
+MARK_EVERY = 60.0
 
 
 class Waiter:
@@ -27,6 +29,7 @@ class Waiter:
         self.store = store
         self.client = client
         self.stream = stream
+        self._marked = time.monotonic()
 
     def refresh(self) -> list:
         """Apply new events to the store; returns them."""
@@ -50,6 +53,10 @@ class Waiter:
             return after
         evs = [events.decode(eid, fields) for eid, fields in found[0][1]]
         self.store.apply(evs, cursor=evs[-1].id)
+        now = time.monotonic()
+        if now - self._marked > MARK_EVERY:          # still reading: keep holding the stream
+            readers.mark(self.client, self.stream, self.store.identity, evs[-1].id)
+            self._marked = now
         return evs[-1].id
 
     def follow(self) -> None:
@@ -107,7 +114,7 @@ class Waiter:
         return [records[i] for i in ids if i in records]
 
     def trim(self) -> None:
-        """Drop from the stream the entries the store has applied."""
+        """Drop from the stream the entries every store reading it has applied."""
         cursor = self.store.cursor()
         if cursor:
-            self.client.xtrim(self.stream, minid=cursor, approximate=True)
+            readers.trim(self.client, self.stream, self.store.identity, cursor)

@@ -61,6 +61,12 @@ class HistoryStore(ABC):
     def cursor(self) -> str:
         """Stream id of the last applied stream event ('' when none)."""
 
+    @property
+    def identity(self) -> str:
+        """A name of this store, the same in every process that uses it (the event
+        stream is trimmed by what each store applied: see :mod:`.readers`)."""
+        return f"{type(self).__name__}-{id(self)}"
+
     @abstractmethod
     def get(self, job_id: str) -> JobRecord | None:
         """The job with exactly this id, or None."""

@@ -39,6 +39,7 @@ class MongoStore(HistoryStore):
         from pymongo.errors import PyMongoError
 
         self._errors = PyMongoError
+        self._url = url
         name = urlsplit(url).path.lstrip("/").split("?")[0] or "cmq"
         try:
             self.client: Any = pymongo.MongoClient(url, serverSelectionTimeoutMS=5000, tz_aware=False)
@@ -126,6 +127,13 @@ class MongoStore(HistoryStore):
             if self.db.jobs.update_one({"_id": ev.job, "state": job["state"]}, {"$set": sets}).modified_count:
                 return 1
         return 0
+
+    @property
+    def identity(self) -> str:
+        """``mongo-`` and a digest of the URL (which may hold a password)."""
+        import hashlib
+
+        return f"mongo-{hashlib.sha256(self._url.encode()).hexdigest()[:16]}"
 
     def cursor(self) -> str:
         doc = self.db.meta.find_one({"_id": "cursor"})

@@ -146,6 +146,15 @@ class SqliteStore(HistoryStore):
                 db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('cursor', ?)", (cursor,))
         return changed
 
+    @property
+    def identity(self) -> str:
+        """``sqlite-`` and a digest of this host's name and the file's path."""
+        import hashlib
+        import socket
+
+        where = f"{socket.gethostname()}:{self.path.resolve()}"
+        return f"sqlite-{hashlib.sha256(where.encode()).hexdigest()[:16]}"
+
     def cursor(self) -> str:
         with self._lock:
             row = self.db.execute("SELECT value FROM meta WHERE key='cursor'").fetchone()

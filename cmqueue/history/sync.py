@@ -6,6 +6,7 @@ from typing import Any
 
 from .. import events
 from ..models import Event
+from . import readers
 from .base import HistoryStore
 
 
@@ -13,8 +14,8 @@ def sync(store: HistoryStore, client: Any, stream: str, batch: int = 2000) -> li
     """Apply every stream event after the store's cursor; returns the events read.
 
     Safe to run from several processes at once: the store skips events at or before its
-    cursor inside the same transaction that advances it. Applied entries are trimmed
-    from the stream.
+    cursor inside the same transaction that advances it. Entries every store reading the
+    stream applied are trimmed from it (see :mod:`.readers`).
     """
     read: list[Event] = []
     while True:
@@ -24,6 +25,6 @@ def sync(store: HistoryStore, client: Any, stream: str, batch: int = 2000) -> li
             return read
         store.apply(found, cursor=found[-1].id)
         read.extend(found)
-        client.xtrim(stream, minid=found[-1].id, approximate=True)
+        readers.trim(client, stream, store.identity, found[-1].id)
         if len(found) < batch:
             return read
