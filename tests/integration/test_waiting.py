@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from cmqueue import events
+from cmqueue.history import readers
 from cmqueue.history.sqlite import SqliteStore
 from cmqueue.models import JobRecord, JobSpec, JobStatus
 from cmqueue.waiting import Waiter
@@ -65,7 +66,7 @@ def test_wait_returns_when_the_job_ends_not_when_its_read_times_out(client, tmp_
 
 
 def test_wait_applies_the_events_and_trims_what_it_applied(client, tmp_path):
-    client.delete(STREAM)
+    client.delete(STREAM, readers.readers_key(STREAM))   # the stores of the tests before no longer read it
     store = SqliteStore(str(tmp_path / "history.db"))
     queued(store, "a")
     for i in range(300):                            # older entries: whole stream nodes to trim
