@@ -334,7 +334,7 @@ class CloudProvider(Provider):
                 if answer.status == 404:
                     raise NotFoundError(f"{self.where(name)}: no such file")
                 raise StorageError(f"{self.where(name)}: the server answered HTTP {answer.status}")
-            return {k.lower(): v for k, v in answer.getheaders()}, self._guarded(name, self._body(answer))
+            return _lowered(answer.getheaders()), self._guarded(name, self._body(answer))
         try:
             response = self._call(name, lambda: self.driver.connection.request(path, method="GET", stream=True,
                                                                                 raw=True))
@@ -467,12 +467,12 @@ class CloudProvider(Provider):
         if self._http is not None:
             def send() -> Answer:
                 answer = self._http.request(method, path, headers, data, params)
-                return Answer(answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read())
+                return Answer(answer.status, _lowered(answer.getheaders()), answer.read())
             return self._call(name, send)
         response = self._call(name, lambda: self.driver.connection.request(path, method=method, headers=headers or {},
                                                                             data=data, params=params, raw=True))
         body = response.body if response.status < 300 or method != "HEAD" else b""
-        return Answer(response.status, {k.lower(): v for k, v in response.headers.items()},
+        return Answer(response.status, _lowered(response.headers.items()),
                       body if isinstance(body, bytes) else (body or "").encode())
 
     def _copied(self, name: str, path: str, headers: dict[str, str]) -> None:
@@ -545,6 +545,11 @@ class Answer:
     status: int
     headers: dict[str, str]               #: names in lower case
     body: bytes
+
+
+def _lowered(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Headers as a dict with their names in lower case."""
+    return {k.lower(): v for k, v in headers}
 
 
 def _message(body: bytes) -> str:
