@@ -151,9 +151,11 @@ class Cluster:
 
     @classmethod
     def from_config(cls, path: str | None = None, broker: str | None = None,
-                    check_keys: bool = True) -> Cluster:
-        """A Cluster for the inventory at ``path`` (default: $CMQ_CONFIG or ~/.cloudmesh/cmq.yaml)."""
-        return cls(resolve(path, broker=broker, check_keys=check_keys))
+                    check_keys: bool = True, history: str | None = None) -> Cluster:
+        """A Cluster for the inventory at ``path`` (default: $CMQ_CONFIG or ~/.cloudmesh/cmq.yaml),
+        ``broker`` and ``history`` taking the place of command line options (see
+        :mod:`cmqueue.config`)."""
+        return cls(resolve(path, broker=broker, history=history, check_keys=check_keys))
 
     # -- parts, made on first use ---------------------------------------------------------
     @property

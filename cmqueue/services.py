@@ -114,7 +114,8 @@ class Services:
 
     def _spawn(self, argv: list[str], log: Path, broker: str | None = None) -> dict[str, Any]:
         log.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "CMQ_HOME": str(self.home)}
+        # The children resolve the same settings as this command did, whatever layer they came from.
+        env = {**os.environ, "CMQ_HOME": str(self.home), "CMQ_HISTORY": self.settings.history}
         if broker:  # through the environment: a password on a command line is visible to all
             env["CMQ_BROKER"] = broker
         with log.open("ab") as out:
@@ -128,7 +129,7 @@ class Services:
         """The broker URL and, when cmq runs that Redis (embedded, or a local URL with a
         password that does not answer), its config file, written 0600 with the password.
         The URL, port and password are recorded so every later command finds them."""
-        configured = self.settings.inventory.broker or os.environ.get("CMQ_BROKER")
+        configured = self.named_broker()
         state = self.records()
         if configured:
             parts = urlsplit(configured)
@@ -136,7 +137,7 @@ class Services:
                 return configured, None
             if not parts.password:
                 raise ConfigError(
-                    f"{self.settings.inventory.path.name}: broker: cmq starts Redis only with a "
+                    f"{self._broker_origin()}: cmq starts Redis only with a "
                     "password; put one in the URL (redis://:PASSWORD@127.0.0.1:PORT/0)")
             port, password = parts.port or 6379, parts.password
             url = configured
@@ -158,15 +159,19 @@ class Services:
         return url, conf
 
     def ensure_redis(self) -> tuple[str, bool]:
-        """The broker URL, starting the embedded Redis if needed; (url, started_now)."""
-        configured = self.settings.inventory.broker or os.environ.get("CMQ_BROKER")
+        """The broker URL, starting the embedded Redis if needed; (url, started_now). A broker
+        the user named (``--broker``, ``CMQ_BROKER``, ``broker:``) is used when it answers,
+        and recorded so that later commands (and the next ``cmq up``) find it too."""
+        configured = self.named_broker()
         if configured and not ping(configured):
+            self._record_broker(configured)
             return configured, False
         if configured and urlsplit(configured).hostname not in LOCAL_HOSTS:
             raise ServiceError(f"broker {redact_url(configured)} does not answer: {ping(configured)}")
         rec = self.records().get("redis") or {}
         if not configured and rec.get("url") and not ping(rec["url"]):
             return rec["url"], False
+        self._record_broker(None)
         url, conf = self.redis_config()
         assert conf is not None
         rec = self._spawn([redis_binary(), str(conf)], self.settings.log_dir / "redis.out")
@@ -180,6 +185,26 @@ class Services:
         state["redis"] = rec
         self._save(state)
         return url, True
+
+    def named_broker(self) -> str | None:
+        """The broker a user named: on this command (see :attr:`Settings.named_broker`), else
+        to the ``cmq up`` that recorded it."""
+        return self.settings.named_broker or (self.records().get("broker") or {}).get("url")
+
+    def _broker_origin(self) -> str:
+        """Where the named broker came from, as a user wrote it."""
+        return {"option": "--broker", "environment": "CMQ_BROKER"}.get(
+            self.settings.sources.get("broker", ""), f"{self.settings.inventory.path.name}: broker")
+
+    def _record_broker(self, url: str | None) -> None:
+        """Record the named broker in use (None: the embedded one is, or none)."""
+        state = self.records()
+        if (state.get("broker") or {}).get("url") != url:
+            if url:
+                state["broker"] = {"url": url}
+            else:
+                state.pop("broker", None)
+            self._save(state)
 
     def procfile(self) -> str:
         """A Procfile (honcho, foreman) that runs this inventory's stack in the foreground:

@@ -78,17 +78,12 @@ class Names:
         self._cache: dict[str, tuple[float, Any]] = {}
 
     def _settings(self) -> Any:
+        from .cli.client import global_values
         from .config import resolve
 
-        config = broker = None
-        for i, word in enumerate(self.global_argv):
-            if word in ("-c", "--config") and i + 1 < len(self.global_argv):
-                config = self.global_argv[i + 1]
-            elif word.startswith("--config="):
-                config = word.split("=", 1)[1]
-            elif word.startswith("--broker="):
-                broker = word.split("=", 1)[1]
-        return resolve(config, broker=broker, check_keys=False)
+        given = global_values(self.global_argv)
+        return resolve(given.get("--config"), broker=given.get("--broker"), history=given.get("--history"),
+                       check_keys=False)
 
     def _kept(self, key: str, read: Callable[[], Any]) -> Any:
         now = time.monotonic()

@@ -19,7 +19,10 @@ from . import output
 GLOBAL_OPTIONS = """
 Global options:
   -c FILE --config=FILE  inventory file (default: $CMQ_CONFIG, else ~/.cloudmesh/cmq.yaml)
-  --broker=URL           broker URL (overrides the inventory and the embedded Redis)
+  --broker=URL           broker URL (default: $CMQ_BROKER, else the inventory's broker:, else
+                         the one `cmq up` recorded)
+  --history=URL          history store (default: $CMQ_HISTORY, else the inventory's history:,
+                         else SQLite in cmq's home)
   --debug                show tracebacks of errors
   -h --help              show this help
 """
@@ -28,7 +31,8 @@ Args = dict[str, Any]
 
 
 def _settings(args: Args, check_keys: bool = True) -> Settings:
-    return resolve(args.get("--config"), broker=args.get("--broker"), check_keys=check_keys)
+    return resolve(args.get("--config"), broker=args.get("--broker"), history=args.get("--history"),
+                   check_keys=check_keys)
 
 
 def _cluster(args: Args, check_keys: bool = True, listing: bool = False):

@@ -41,7 +41,10 @@ Commands:
 
 Options:
   -c FILE --config=FILE  inventory file (default: $CMQ_CONFIG, else ~/.cloudmesh/cmq.yaml)
-  --broker=URL           broker URL (overrides the inventory and the embedded Redis)
+  --broker=URL           broker URL (default: $CMQ_BROKER, else the inventory's broker:, else
+                         the one `cmq up` recorded)
+  --history=URL          history store (default: $CMQ_HISTORY, else the inventory's history:,
+                         else SQLite in cmq's home)
   --debug                show tracebacks of errors
   -h --help              show this help
   --version              show the version
@@ -123,7 +126,7 @@ def _run(argv: list[str]) -> int:
             refuse_trailing_options(name, words, after, doc)
         sub_argv = [name, *opts, "--", *words]
     args = parse(doc, sub_argv, name)
-    for key in ("--config", "--broker", "--debug"):
+    for key in ("--config", "--broker", "--history", "--debug"):
         args[key] = args.get(key) or top.get(key)
     args[":::"] = after
     return int(func(args) or 0)

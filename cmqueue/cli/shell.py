@@ -31,8 +31,9 @@ Examples:
     global_argv: list[str] = []
     if args.get("--config"):
         global_argv += ["--config", args["--config"]]
-    if args.get("--broker"):
-        global_argv += [f"--broker={args['--broker']}"]
+    for key in ("--broker", "--history"):
+        if args.get(key):
+            global_argv += [f"{key}={args[key]}"]
     if args.get("--debug"):
         global_argv.append("--debug")
     return run(global_argv, home_dir() / "shell_history")

@@ -187,3 +187,32 @@ def test_procfile_runs_the_whole_stack_under_honcho(local_setup):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
+
+
+@pytest.mark.parametrize("given", ["environment", "option"])
+def test_up_uses_the_broker_given_by_environment_or_option_and_starts_no_redis(local_setup, redis_server, given):
+    """config-broker-precedence: an inventory without ``broker:``, the broker named only by
+    CMQ_BROKER (or only by --broker): `cmq up` starts no Redis of its own, jobs go through
+    the one named, and later commands find it without being told again."""
+    env, tmp = local_setup
+    url = redis_server.url
+    given_env = {**env, "CMQ_BROKER": url} if given == "environment" else env
+    flag = [f"--broker={url}"] if given == "option" else []
+    up = cmq(given_env, *flag, "up")
+    assert up.returncode == 0, up.stderr
+    assert "already running" in up.stderr and "started" not in up.stderr.split("\n")[0]
+    state = json.loads((tmp / "home" / "services.json").read_text())
+    assert "redis" not in state                                     # none of its own
+    assert not (tmp / "home" / "redis").exists()
+    ps = json.loads(cmq(given_env, *flag, "ps", "--json").stdout)
+    assert "redis" not in {r["service"] for r in ps}
+    client = redis.Redis.from_url(url)
+    client.delete("cmq:events")
+    # Told once is enough: a plain `cmq submit` uses the broker `cmq up` was given.
+    run = cmq(env, "submit", "--wait", "--json", "echo through-{}", ":::", given)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)[0]["stdout"] == f"through-{given}\n"
+    assert client.xlen("cmq:events") > 0                             # the jobs' events went there
+    assert cmq(env, "down", "--grace=2").returncode == 0
+    assert redis_server.proc.poll() is None                          # not ours: left running
+    assert "broker" not in json.loads((tmp / "home" / "services.json").read_text())
