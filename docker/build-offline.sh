@@ -24,7 +24,7 @@ root=$work/rootfs
 step() { printf 'build-offline: %-44s' "$1"; started=$SECONDS; }
 took() { echo " $((SECONDS - started)) s"; }
 
-step "debootstrap bookworm from $mirror"
+step "debootstrap bookworm from the machine's apt mirror"
 # What the stack's images have in common: Python (cmq), ssh both ways and rsync (workers
 # and machine containers), Redis (the broker service), CA certificates, tini (PID 1).
 debootstrap --variant=minbase \

@@ -29,18 +29,47 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 XDIST_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 
 
+#: Seconds past a test's own time limit after which faulthandler dumps every thread and
+#: ends the worker: the backstop for a hang that pytest-timeout's signal cannot break
+#: (xdist then reports the test as crashed and goes on with a new worker).
+BACKSTOP = 60
+
+
+def _limit(item: pytest.Item) -> float:
+    """The test's time limit in seconds: its timeout mark, else the configured default."""
+    mark = item.get_closest_marker("timeout")
+    if mark is not None and (mark.args or "timeout" in mark.kwargs):
+        return float(mark.args[0] if mark.args else mark.kwargs["timeout"])
+    return float(item.config.getini("timeout") or 0)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """Arm the faulthandler backstop for the whole of one test (setup, call, teardown)."""
+    import faulthandler
+
+    limit = _limit(item)
+    if limit > 0:
+        faulthandler.dump_traceback_later(limit + BACKSTOP, exit=True, file=sys.__stderr__)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
 def session_subnet() -> str | None:
     """The loopback subnet of this worker's session-wide clusters (None: 127.0.0.X)."""
     return f"127.{10 + XDIST_WORKER}" if XDIST_WORKER else None
 
 
 def need(what: str, present: bool) -> None:
-    """Skip (laptop) or fail (CI) when ``what`` is not installed."""
+    """Skip (laptop) or fail (CI) when ``what`` is not here: the one way a test says what it
+    needs, so that a missing install step fails CI instead of hiding as a skip."""
     if present:
         return
     if IN_CI:
         pytest.fail(f"{what} is required in CI but missing")
-    pytest.skip(f"{what} not installed")
+    pytest.skip(f"needs {what}, which is missing here")
 
 
 def need_services() -> None:

@@ -20,7 +20,7 @@ import psutil
 import pytest
 import redis
 
-from ..conftest import CmqEnv, make_env, teardown, wait_for, worker_pid
+from ..conftest import CmqEnv, make_env, need, teardown, wait_for, worker_pid
 from ..support import netns
 from ..support.tally import Tally, count, marked
 
@@ -343,10 +343,7 @@ def test_sshd_stopped_mid_run_and_brought_back(tmp_path):
 @pytest.fixture
 def small_disk(tmp_path):
     """m1's work directory on a 1 MiB tmpfs (needs root to mount)."""
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI runs as root: a tmpfs is needed for the full-disk test")
-        pytest.skip("mounting a tmpfs needs root")
+    need("root (to mount a tmpfs; CI runs as root)", os.geteuid() == 0)
     work = tmp_path / "cluster" / "m1" / "work"
     work.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(work)], check=True)
@@ -376,10 +373,7 @@ def test_full_disk_fails_jobs_clearly_and_loses_none(tmp_path, small_disk):
 @pytest.fixture
 def small_home(tmp_path):
     """The controller's cmq home (history, logs, pid records) on a 4 MiB tmpfs."""
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI runs as root: a tmpfs is needed for the full-disk test")
-        pytest.skip("mounting a tmpfs needs root")
+    need("root (to mount a tmpfs; CI runs as root)", os.geteuid() == 0)
     home = tmp_path / "home"
     home.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(home)], check=True)
@@ -435,10 +429,7 @@ FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 @pytest.fixture
 def faketime():
     """libfaketime, to give a machine a clock that is off."""
-    if not FAKETIME.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI installs libfaketime (.ci/setup --tests): the clock-skew test must run")
-        pytest.skip("libfaketime is not installed (Debian: apt-get install libfaketime)")
+    need("libfaketime (.ci/setup --tests; Debian: apt-get install libfaketime)", FAKETIME.exists())
     return {"LD_PRELOAD": str(FAKETIME), "FAKETIME": "+1h", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
 
 
@@ -508,10 +499,7 @@ def test_agent_clock_an_hour_behind(tmp_path, faketime):
 
 @pytest.fixture
 def cut_namespace():
-    if not netns.available():
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI runs as root with iproute2: the network-cut test must run")
-        pytest.skip("network namespaces need root and iproute2")
+    need("network namespaces (root and iproute2)", netns.available())
     ns = netns.Netns(subnet=37).create()
     yield ns
     ns.delete()

@@ -76,7 +76,9 @@ def test_a_second_controller_takes_over_the_machines_of_one_that_dies(tmp_path):
         wait_for(lambda: _served_by(cenv, ["m1", "m2"], standby.pid), timeout=60,
                  what="the second controller to take both machines over")
         took = time.monotonic() - killed
-        assert took < 15 + 5 + 5, took                     # lease TTL, a heartbeat, some slack
+        # Taken over when the lease runs out (15 s), not by some later sweep: three lease
+        # times leave room for a loaded machine's late heartbeats.
+        assert took < 3 * 15, took
         done = cenv.run("wait", "--timeout=120", sub["batch"], timeout=180)
         assert done.code == 0, done.out + done.err
         rows = cenv.run("status", "--json", sub["batch"], check=True).json()

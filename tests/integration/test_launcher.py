@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -70,10 +69,9 @@ def test_ctrl_c_reaches_the_command(cenv):
     waiting = subprocess.Popen([sys.executable, "-c", CLIENT, "wait", job_id], env=cenv.env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: _children_of_launcher(cenv), timeout=30, what="the command to start in the launcher")
-    started = time.monotonic()
     waiting.send_signal(signal.SIGINT)
-    out, err = waiting.communicate(timeout=30)
-    assert waiting.returncode == 130 and "interrupted" in err and time.monotonic() - started < 10, err
+    out, err = waiting.communicate(timeout=30)     # long before its 60 s job could end
+    assert waiting.returncode == 130 and "interrupted" in err, err
     cmq(cenv, "cancel", job_id)
 
 

@@ -35,10 +35,9 @@ def test_the_lease_of_a_dead_worker_here_is_taken_over_at_once(client):
     gone = subprocess.Popen(["true"])
     gone.wait()
     client.set(lease_key(worker_lease("m2")), Holder(Holder.me().host, gone.pid, time.time() - 100).dump(), ex=60)
-    t = time.monotonic()
     mine = lease(client, "m2")
-    mine.take()
-    assert time.monotonic() - t < 1 and holder(client, worker_lease("m2")) == Holder.parse(mine.me)
+    mine.take(wait=0)                   # not waited out: a dead holder on this host is replaced
+    assert holder(client, worker_lease("m2")) == Holder.parse(mine.me)
     assert mine.keep()
     mine.release()
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from ..conftest import wait_for
+from ..support import threads
 from ..support.served import serving
 
 
@@ -182,8 +183,7 @@ def test_a_running_job_is_cancelled_and_its_events_stream_live(served):
                     if event["state"] == "cancelled":
                         return
 
-    listener = threading.Thread(target=listen, daemon=True)
-    listener.start()
+    listener = threads.start(listen, on_error=ready.set)
     assert ready.wait(30)
     with served.client() as c:
         job = c.post("/api/jobs", json={"command": "sleep 60", "on": "m2"}).json()["jobs"][0]["id"]
@@ -192,7 +192,7 @@ def test_a_running_job_is_cancelled_and_its_events_stream_live(served):
         assert cancelled.status_code == 200 and cancelled.json()[0]["state"] == "cancelled"
         waited = c.get(f"/api/jobs/{job}/wait", params={"timeout": 5}).json()
         assert waited[0]["state"] == "cancelled"
-    listener.join(30)
+    listener.result(timeout=30)
     mine = [e["state"] for e in seen if e["job"] == job]
     assert mine[0] == "running" and mine[-1] == "cancelled"
     assert all(e["machine"] in (None, "m2") for e in seen if e["job"] == job)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 
 import pytest
 
 from cmqueue.transfer import sha256_file
 
-from ..conftest import make_env, teardown, wait_for
+from ..conftest import make_env, need, teardown, wait_for
+from ..support import threads
 
 MiB = 1 << 20
 
@@ -35,9 +35,8 @@ def test_pinned_inputs_survive_eviction_and_lru_frees_space(small_cache, tmp_pat
     cache = env.workdir("m1") / "cache"
     gate = tmp_path / "gate"
     # A holds x in the cache while it runs (until the gate file appears).
-    holder = threading.Thread(target=lambda: env.run(
-        "submit", "--wait", f"--put={x}", f"while [ ! -e {gate} ]; do sleep 0.1; done"), daemon=True)
-    holder.start()
+    holder = threads.start(lambda: env.run(
+        "submit", "--wait", f"--put={x}", f"while [ ! -e {gate} ]; do sleep 0.1; done"))
     wait_for(lambda: (cache / sha256_file(x)).exists(), timeout=60, what="x in the cache")
     r = env.run("submit", "--wait", "--json", f"--put={y}", "wc -c < y.bin")
     assert r.code == 0, r.err
@@ -47,7 +46,7 @@ def test_pinned_inputs_survive_eviction_and_lru_frees_space(small_cache, tmp_pat
     assert (cache / sha256_file(x)).exists()                   # pinned by the running job
     assert not (cache / sha256_file(y)).exists()               # staged without caching
     gate.touch()
-    holder.join(60)
+    assert holder.result(timeout=60).code == 0
     # x is free now: the next input evicts it (least recently used) and is cached itself.
     r = env.run("submit", "--wait", "--json", f"--put={y}", "true")
     assert r.code == 0 and r.json()[0]["reason"] == ""
@@ -62,8 +61,7 @@ def test_pinned_inputs_survive_eviction_and_lru_frees_space(small_cache, tmp_pat
 
 
 def test_full_disk_is_a_transfer_failure_naming_job_and_file(small_cache, tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
+    need("root (to mount a tmpfs; CI runs as root)", os.geteuid() == 0)
     env = small_cache
     work = env.workdir("m1")
     other = work / "other-data.txt"

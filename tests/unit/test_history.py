@@ -8,6 +8,8 @@ from cmqueue.errors import UnknownJobError
 from cmqueue.history import open_store
 from cmqueue.models import Event, JobRecord, JobSpec, JobStatus, new_id
 
+from ..support import threads
+
 
 @pytest.fixture
 def store(history_store):
@@ -93,11 +95,9 @@ def test_concurrent_appliers_apply_each_event_once(store, tmp_path):
     store.add(recs)
     evs = [Event(r.id, JobStatus.RUNNING, 1.0, "m", id=f"{i + 1}-0") for i, r in enumerate(recs)]
     other = open_store(f"sqlite:///{tmp_path / 'history.db'}")
-    threads = [threading.Thread(target=s.apply, args=(evs,), kwargs={"cursor": evs[-1].id}) for s in (store, other)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    appliers = [threads.start(lambda s=s: s.apply(evs, cursor=evs[-1].id)) for s in (store, other)]
+    for t in appliers:
+        t.result(timeout=60)
     assert sum(len(store.events(r.id)) for r in recs) == 100  # one queued + one running each
     other.close()
 
@@ -172,5 +172,5 @@ def test_a_new_sqlite_history_opened_while_another_process_writes_it_waits_for_t
         assert mode == "wal"
         s.close()
     finally:
-        holder.join()
+        holder.join(30)
         other.close()

@@ -162,19 +162,16 @@ def test_unknown_keys_suggest_the_closest_known_one(text, message):
     assert message in str(e.value)
 
 
-def test_an_alias_bomb_is_refused_quickly(tmp_path):
-    import time
-
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path):
     lines = ['broker: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     for i in range(1, 9):
         lines.append(f"x{i}: &a{i} [" + ",".join([f"*{'a' if i == 1 else 'a' + str(i - 1)}"] * 9) + "]")
     lines.append("machines: {n1: {labels: *a8}}")
     path = tmp_path / "bomb.yaml"
     path.write_text("\n".join(lines))
-    t0 = time.monotonic()
+    # Refused while counting, before 9**9 values are built (the test's time limit would end that).
     with pytest.raises(ConfigError, match="bomb.yaml: more than 100000 values once its aliases"):
         load(path, check_keys=False)
-    assert time.monotonic() - t0 < 2
 
 
 def test_anchors_for_shared_settings_still_work():

@@ -18,10 +18,9 @@ def test_a_long_job_list_is_printed_fast_as_plain_aligned_lines(monkeypatch):
     buf = io.StringIO()
     monkeypatch.setattr(output.out, "file", buf)
     recs = _records(5000)
-    t = time.perf_counter()
-    output.print_jobs(recs)
-    assert time.perf_counter() - t < 2          # a rich table of 5,000 rows takes ~6 s
+    output.print_jobs(recs)                     # not a rich table: 5,000 rows of one take ~6 s
     lines = buf.getvalue().splitlines()
+    assert not any(ch in buf.getvalue() for ch in "│┃━─")
     assert lines[0].split() == ["job", "state", "machine", "exit", "started", "took", "command", "reason"]
     assert len(lines) == 5001
     first = lines[1].split()

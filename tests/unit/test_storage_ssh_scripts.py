@@ -12,6 +12,8 @@ import pytest
 
 from cmqueue.storage import ssh
 
+from ..conftest import need
+
 NAMES = ["plain.txt", "-starts-with-dash.txt", "with space.txt", "d/deep.bin"]
 
 
@@ -26,8 +28,7 @@ def tools(request, tmp_path):
         wanted.append("openssl")
     for tool in wanted:
         found = shutil.which(tool)
-        if found is None:
-            pytest.skip(f"{tool} is not installed")
+        need(tool, found is not None)
         (bin_dir / tool).symlink_to(found)
     return request.param, str(bin_dir)
 
