@@ -36,11 +36,13 @@ BACKSTOP = 60
 
 
 def _limit(item: pytest.Item) -> float:
-    """The test's time limit in seconds: its timeout mark, else the configured default."""
+    """The test's time limit in seconds, as pytest-timeout takes it: its timeout mark, else
+    ``--timeout``, else the ``timeout`` setting of pyproject.toml."""
     mark = item.get_closest_marker("timeout")
     if mark is not None and (mark.args or "timeout" in mark.kwargs):
         return float(mark.args[0] if mark.args else mark.kwargs["timeout"])
-    return float(item.config.getini("timeout") or 0)
+    given = item.config.getoption("timeout", None)
+    return float(given if given is not None else item.config.getini("timeout") or 0)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -55,6 +57,22 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
         yield
     finally:
         faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture(autouse=True)
+def _signals_left_as_found():
+    """A test that leaves a signal's handler changed fails (and the handler is put back):
+    a SIGINT left ignored is inherited by every process the later tests of that worker
+    start, which then cannot be interrupted."""
+    import signal
+
+    watched = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE)
+    before = {sig: signal.getsignal(sig) for sig in watched}
+    yield
+    changed = [sig for sig in watched if signal.getsignal(sig) != before[sig]]
+    for sig in changed:
+        signal.signal(sig, before[sig])
+    assert not changed, f"the test left the handlers of {[signal.Signals(s).name for s in changed]} changed"
 
 
 def session_subnet() -> str | None:

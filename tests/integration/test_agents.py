@@ -10,6 +10,7 @@ import signal
 import stat
 
 import psutil
+import pytest
 
 from ..conftest import make_env, teardown, wait_for
 
@@ -25,6 +26,7 @@ def agent_workers(agent_dir) -> list[psutil.Process]:
     return found
 
 
+@pytest.mark.timeout(600)
 def test_join_runs_jobs_on_the_machine_through_a_tunnel_then_leave(tmp_path):
     cenv = make_env(tmp_path, machines=2, slots=2, first=161,
                     machine_fields={"m2": {"mode": "agent", "labels": ["edge"]}})

@@ -16,6 +16,9 @@ from cmqueue.clouds.libvirtd import PrivateLibvirtd, libvirtd_binary
 
 from ..conftest import need
 
+#: VMs boot under QEMU in software emulation: minutes each on a loaded machine.
+pytestmark = pytest.mark.timeout(900)
+
 
 @pytest.fixture(scope="module")
 def libvirtd(tmp_path_factory):

@@ -14,6 +14,7 @@ import pytest
 from ..conftest import ROOT, need
 
 
+@pytest.mark.timeout(1500)
 @pytest.mark.slow
 def test_the_compose_stack_runs_a_map_survives_a_killed_worker_and_goes_down_quickly():
     if os.environ.get("CMQ_TESTS_CONTAINER"):

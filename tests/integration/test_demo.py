@@ -7,8 +7,12 @@ import subprocess
 import sys
 
 import psutil
+import pytest
 
 from ..conftest import need_services
+
+#: A whole demo (sshd's, Redis, workers, jobs) per test.
+pytestmark = pytest.mark.timeout(600)
 
 
 def _cmq(*args, env, timeout=300):

@@ -15,6 +15,7 @@ from ..conftest import need_services
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("example", ["wordcount", "pi"])
 def test_example_runs_and_prints_its_reduced_result(example, tmp_path):
     need_services()

@@ -24,6 +24,9 @@ from ..conftest import CmqEnv, make_env, need, teardown, wait_for, worker_pid
 from ..support import netns
 from ..support.tally import Tally, count, marked
 
+#: Each test breaks a part of a running cluster and waits for it to heal.
+pytestmark = pytest.mark.timeout(600)
+
 FAST_REDELIVERY = {"visibility_timeout": 4, "restore_interval": 1, "claim_ttl": 3}
 #: The long faults last as issue 8 gives them when the figures are taken (bench/reliability.py);
 #: in a plain test run they last long enough for every lease and claim to expire, and no more.

@@ -10,6 +10,9 @@ import pytest
 
 from ..conftest import make_env, teardown, wait_for
 
+#: Machines go down and come back; a thousand jobs survive a restart of everything.
+pytestmark = pytest.mark.timeout(600)
+
 
 @pytest.fixture(params=["session", "exec"])
 def fresh(request, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 
 def test_sum_reduce_through_the_api(cmq):
     with cmq.cluster_api() as c:
@@ -76,6 +78,7 @@ def test_user_reducer_from_a_file(cmq, tmp_path):
     assert (r.code, r.out) == (0, "ccc\n"), r.err
 
 
+@pytest.mark.timeout(900)
 def test_a_ten_thousand_argument_map_reduces_every_member_once(tmp_path):
     from ..conftest import make_env, teardown
 

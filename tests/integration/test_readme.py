@@ -130,6 +130,7 @@ def test_the_docs_have_examples_and_every_left_out_one_says_why():
     assert "tasks.py" in shown_files()
 
 
+@pytest.mark.timeout(900)
 @pytest.mark.slow
 @pytest.mark.parametrize("block", shell_examples())
 def test_shell_example_runs_as_written(readme_cluster, block):

@@ -108,6 +108,7 @@ def last_line(r) -> str:
     return r.err.strip().splitlines()[-1]
 
 
+@pytest.mark.timeout(900)
 def test_up_adds_the_vms_with_pinned_keys_jobs_run_there_and_destroy_removes_them(venv):
     paths = ClusterPaths(venv.config)
     r = up(venv)

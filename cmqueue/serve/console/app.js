@@ -21,8 +21,12 @@ function h(tag, attrs = {}, ...children) {
 }
 
 class Unauthorized extends Error {}
+// A page load that a newer one (a refresh, another filter) overtook: it draws nothing.
+class Overtaken extends Error {}
+let loads = 0;                   // page loads begun; a GET answered after a newer load began is dropped
 
 async function api(method, path, body, raw = false) {
+  const load = loads;
   const init = { method, headers: {} };
   if (body instanceof Blob) { init.body = body; init.headers["Content-Type"] = "application/octet-stream"; }
   else if (body !== undefined) { init.body = JSON.stringify(body); init.headers["Content-Type"] = "application/json"; }
@@ -33,6 +37,7 @@ async function api(method, path, body, raw = false) {
     try { msg = (await r.json()).error || msg; } catch (e) { /* not JSON */ }
     throw new Error(msg);
   }
+  if (method === "GET" && load !== loads) throw new Overtaken();
   if (raw) return r;
   return r.status === 204 ? null : r.json();
 }
@@ -336,12 +341,14 @@ async function route() {
   const fn = PAGES[page] || jobs;
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("here", a.getAttribute("href") === `#/${page || "jobs"}`);
   try {
+    loads += 1;
     loadStarted = Date.now();
     await fn(arg && decodeURIComponent(arg));
     document.getElementById("logout").hidden = false;
     listen();
     afterLoad();
   } catch (e) {
+    if (e instanceof Overtaken) return;
     if (e instanceof Unauthorized) return login();
     show(failure(e));
   }
@@ -366,6 +373,7 @@ function soon() {
     pending = null;
     if (!refreshSoon || document.activeElement?.closest("form") || main.querySelector("form.edited")) return;
     const fn = refreshSoon;
+    loads += 1;
     loadStarted = Date.now();
     try { await fn(); afterLoad(); } catch (e) { if (e instanceof Unauthorized) login(); }
   }, 300);
