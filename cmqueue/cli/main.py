@@ -71,6 +71,7 @@ from .parse import (
     explain,
     leading_options,
     parse,
+    refuse_abbreviations,
     refuse_trailing_options,
     split_triple_colon,
     value_options,
@@ -107,6 +108,10 @@ def command(name: str) -> Any:
 def _run(argv: list[str]) -> int:
     from docopt import docopt
 
+    from .client import command_word
+
+    word = command_word(argv)
+    refuse_abbreviations(__doc__ or "", argv[: argv.index(word)] if word in argv else argv, "cmq")
     try:
         top = docopt(__doc__, argv=argv, options_first=True, version=f"cmq {__version__}")
     except DocoptExit as e:

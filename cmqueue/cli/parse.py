@@ -148,9 +148,37 @@ def explain(exc: DocoptExit, doc: str, command: str, argv: list[str]) -> str:
     return f"{command}: missing or unexpected arguments; usage: {usage}"
 
 
+def refuse_abbreviations(doc: str, argv: list[str], command: str) -> None:
+    """UsageError for a long option that is only the start of one of ``doc``'s options
+    (``--al`` for ``--all``): docopt would take it as that option, and a command must
+    never do something other than what was typed. Words after ``--`` are not options."""
+    known = {n for n in option_names(doc) if n.startswith("--")}
+    takes = value_options(doc)
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+            continue
+        if word == "--":
+            return
+        name = word.split("=", 1)[0]
+        if not name.startswith("--") or name == "--":
+            continue
+        if name in known:
+            skip = name in takes and "=" not in word
+            continue
+        meant = sorted(k for k in known if k.startswith(name))
+        if meant:
+            where = "" if command == "cmq" else f"{command}: "
+            raise UsageError(f"{where}unknown option {name}: options are taken only as spelled "
+                             f"(did you mean `{meant[0]}`?); {_help(command)}")
+
+
 def parse(doc: str, argv: list[str], command: str, **kw: Any) -> dict[str, Any]:
     """docopt ``argv`` (the command's name first) against ``doc``; a UsageError with
-    one line (see :func:`explain`) when it does not match."""
+    one line (see :func:`explain`) when it does not match. Options are taken only as
+    spelled (see :func:`refuse_abbreviations`)."""
+    refuse_abbreviations(doc, argv[1:], command)
     try:
         return dict(docopt(doc, argv=argv, **kw))
     except DocoptExit as e:

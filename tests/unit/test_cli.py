@@ -268,3 +268,25 @@ def test_every_commands_usage_text_parses(name):
         docopt(doc, argv=[name, "--help"])
     r = cmq(name, "--help")
     assert r.returncode == 0 and "Usage:" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("argv, meant", [
+    (["submit", "--al", "--wait", "uname"], "--all"),
+    (["submit", "--wai", "--all", "uname"], "--wait"),
+    (["map", "--red=sum", "echo {}", ":::", "1"], "--reduce"),
+    (["--conf", "x.yaml", "status"], "--config"),
+    (["jobs", "--las=3"], "--last"),
+])
+def test_an_abbreviated_option_is_refused_and_runs_nothing(inv, argv, meant):
+    """first-contact-round2: docopt would take `--al` as `--all`; cmq takes options only as
+    spelled, and says which one was meant (exit 2, before anything is read or sent)."""
+    r = cmq("--config", str(inv), *argv) if argv[0] != "--conf" else cmq(*argv)
+    typed = next(w.split("=")[0] for w in argv if w.startswith("--") and meant.startswith(w.split("=")[0]))
+    one_line_error(r, f"unknown option {typed}:", f"did you mean `{meant}`")
+
+
+def test_words_after_the_double_dash_are_the_commands_own(inv):
+    from cmqueue.cli.parse import refuse_abbreviations
+
+    refuse_abbreviations("Usage: cmq submit [options] COMMAND...\n\nOptions:\n  --all  every machine\n",
+                         ["--all", "--", "echo", "--al"], "submit")
