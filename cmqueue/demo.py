@@ -12,10 +12,11 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from .cli import output
 from .config import Settings, home_dir, resolve
-from .errors import ServiceError
+from .errors import ServiceError, UsageError
 from .files import read_json, write_json_private
 from .lease import process_started
 from .models import short_id
@@ -56,6 +57,12 @@ def cmq_command() -> str:
     return str(mine) if mine.exists() else f"{sys.executable} -m cmqueue"
 
 
+def kept_running(root: Path) -> bool:
+    """Whether a demo left running with --keep runs in ``root`` (its sshd's are alive)."""
+    pids = (read_json(root / MARKER, default={}) or {}).get("sshd", [])
+    return any(process_started(pid) is not None for pid in pids)
+
+
 def stop_demo(root: Path | None = None) -> list[str]:
     """Stop a demo left running with --keep (its workers, Redis, ssh masters and sshd's);
     returns what was stopped (empty when no demo was running)."""
@@ -86,28 +93,34 @@ def stop_demo(root: Path | None = None) -> list[str]:
 
 
 @contextmanager
-def loopback_stack(machines: int = 4, keep: bool = False, slots: int = 2) -> Iterator[Settings]:
-    """A running loopback cluster: ``machines`` sshd's on 127.0.0.51... (node01...; see
-    :func:`machine_labels`), an embedded Redis
-    and a worker per machine; yields its settings, stops it all afterwards (unless ``keep``)."""
-    from .services import Services
+def loopback_stack(machines: int = 4, keep: bool = False, slots: int = 2, root: Path | None = None,
+                   first: int = 51, flower: bool = False) -> Iterator[Settings]:
+    """A running loopback cluster: ``machines`` sshd's on 127.0.0.<first>... (node01...;
+    see :func:`machine_labels`), an embedded Redis and the workers, with ``root`` (default:
+    the demo's, :func:`demo_root`) as its home; yields its settings, stops it all afterwards
+    (unless ``keep``). A demo kept running in ``root`` is never taken over: ServiceError.
+    With ``flower``, Flower runs too, on a free port, and where and how to log in is printed."""
+    from .services import Services, free_port
 
     if sshd_binary() is None:
         raise ServiceError("the demo needs sshd: apt-get install openssh-server")
     if machines < 1:
         raise ServiceError("--machines must be at least 1")
-    root = demo_root()
-    stop_demo(root)
+    root = root or demo_root()
+    if kept_running(root):
+        raise ServiceError(f"a demo kept with --keep runs in {root}: not taking it over")
+    stop_demo(root)                      # what a demo that was killed may have left
     output.err.print(f"[bold]loopback cluster[/]: {machines} sshd machines (node01...) on "
-                     f"127.0.0.51-{50 + machines}, "
+                     f"127.0.0.{first}-{first + machines - 1}, "
                      f"files under {root}")
-    cluster = LoopbackCluster(root / "cluster", n=machines, slots=slots, first=51)
+    cluster = LoopbackCluster(root / "cluster", n=machines, slots=slots, first=first)
     names = machine_names(machines)
     for sshd, name in zip(cluster.machines, names, strict=True):
         sshd.name = name
     cluster.start()
     write_json_private(root / MARKER, {"sshd": [m.proc.pid for m in cluster.machines]})
-    config = cluster.write_inventory(root / "cmq.yaml", broker=None, settings={"flower_port": 0},
+    config = cluster.write_inventory(root / "cmq.yaml", broker=None,
+                                     settings={"flower_port": free_port(5555) if flower else 0},
                                      labels=machine_labels(names))
     os.environ["CMQ_HOME"] = str(root)
     settings = resolve(str(config))
@@ -118,6 +131,8 @@ def loopback_stack(machines: int = 4, keep: bool = False, slots: int = 2) -> Ite
         output.err.print("embedded Redis up (password-protected, AOF on); starting the workers")
         states = services.start_workers(url)
         output.print_machine_states(states)
+        if flower:
+            _start_flower(services, settings, url)
         yield settings
     finally:
         if not keep:
@@ -126,15 +141,65 @@ def loopback_stack(machines: int = 4, keep: bool = False, slots: int = 2) -> Ite
             write_json_private(root / MARKER, {"sshd": []})
 
 
-def run_demo(machines: int = 4, jobs: int = 24, keep: bool = False) -> int:
-    """Start the loopback cluster, run ``jobs`` jobs across it, show where each ran."""
+#: The first loopback address of an example's own cluster (the demo's are 127.0.0.51...).
+EXAMPLE_FIRST = 71
+
+
+@contextmanager
+def example_stack(name: str, machines: int = 3) -> Iterator[Settings]:
+    """A loopback cluster of an example's own: its own home (a temporary directory,
+    removed afterwards) and addresses (127.0.0.71...), so that an example never touches
+    a cluster it did not start, such as a demo kept running with --keep."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=f"cmq-{name}-") as tmp, \
+            loopback_stack(machines, root=Path(tmp), first=EXAMPLE_FIRST) as settings:
+        yield settings
+
+
+@contextmanager
+def _kept_stack(root: Path) -> Iterator[Settings]:
+    """The settings of the demo kept running in ``root``, left running afterwards."""
+    os.environ["CMQ_HOME"] = str(root)
+    output.err.print(f"[bold]the kept demo[/] in {root}: running the demo job on it, leaving it running")
+    yield resolve(str(root / "cmq.yaml"))
+
+
+def _start_flower(services: Any, settings: Settings, url: str) -> None:
+    """Flower for the demo; optional, so a failure is one line."""
+    from .flower import login
+
+    user, _, _ = login(settings)
+    try:
+        where, _ = services.start_flower(url)
+    except ServiceError as e:
+        output.err.print(f"{e} (the demo goes on without it)", markup=False)
+        return
+    output.err.print(f"flower on {where}/ (user {user}; its password: "
+                     f"`CMQ_HOME={settings.home} {cmq_command()} flower --show-login`)", markup=False)
+
+
+def run_demo(machines: int = 4, jobs: int = 24, keep: bool = False, kept: str | None = None) -> int:
+    """Start the loopback cluster, run ``jobs`` jobs across it, show where each ran. While
+    a demo kept with --keep runs, ``kept`` says what to do with it: ``reuse`` (run the
+    job on it, leave it running) or ``replace`` (stop it, start anew); None refuses, as
+    a demo never silently takes over one that runs."""
     from .cluster import Cluster
 
     if jobs < 1:
         raise ServiceError("--jobs must be at least 1")
     root = demo_root()
     t0 = time.monotonic()
-    with loopback_stack(machines, keep) as settings, Cluster(settings) as c:
+    running = kept_running(root)
+    if running and kept is None:
+        raise UsageError(f"a demo kept with --keep runs in {root}: `cmq demo --reuse` runs the demo job "
+                         "on it, `cmq demo --replace` stops it and starts a new one, `cmq demo --stop` stops it")
+    if running and kept == "replace":
+        output.err.print(f"stopping the kept demo in {root}: {', '.join(stop_demo(root))}", markup=False)
+        running = False
+    keep = keep or running                   # a reused demo stays up
+    stack = _kept_stack(root) if running else loopback_stack(machines, keep, flower=True)
+    with stack as settings, Cluster(settings) as c:
         started = time.monotonic()
         submitted = c.map(DEMO_JOB, range(1, jobs + 1))
         view = output.ProgressView(len(submitted))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +37,18 @@ def login(settings: Settings, create: bool = True) -> tuple[str, str, bool]:
     return USER, password, True
 
 
-def serve(app: Any, settings: Settings, port: int, address: str = "127.0.0.1") -> None:
-    """Run Flower in the foreground for ``app`` (blocks)."""
+def serve(app: Any, settings: Settings, port: int, address: str = "127.0.0.1",
+          announce: Callable[[str, str], None] | None = None) -> None:
+    """Run Flower in the foreground for ``app`` (blocks). ``announce(url, user)`` is told
+    where it listens and who logs in before it starts (never the password)."""
     from .services import port_free
 
     if not port_free(address, port):
         raise ServiceError(f"port {port} on {address} is in use; choose another with --port "
                            "(or settings: flower_port)")
     user, password, _ = login(settings)
+    if announce is not None:
+        announce(f"http://{address}:{port}/", user)
     os.environ["FLOWER_BASIC_AUTH"] = f"{user}:{password}"     # read by Flower, never on argv
     db = flower_dir(settings) / "flower.db"
     app.start(["flower", f"--port={port}", f"--address={address}", "--persistent=True",

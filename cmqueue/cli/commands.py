@@ -263,7 +263,12 @@ Options:
         raise ServiceError(f"flower: broker {redact_url(settings.broker)} does not answer ({problem}); "
                            "start it with `cmq up`")
     port = _number(args, "--port", int) or int(settings.get("flower_port")) or 5555
-    serve(create_app(settings), settings, port, address=args["--address"])
+
+    def announce(url: str, user: str) -> None:
+        output.err.print(f"flower on {url} (user {user}; its password: `cmq flower --show-login`); "
+                         "Ctrl-C stops it", markup=False)
+
+    serve(create_app(settings), settings, port, address=args["--address"], announce=announce)
     return 0
 
 
@@ -471,6 +476,9 @@ Options:
                   exit 1 if any failed
   -b --gather     with --wait, print identical outputs once, under the folded list of
                   machines that printed them (node[01-16] (16)), as clush -b does
+  --cancel-on-interrupt  with --wait, a Ctrl-C cancels the jobs (without it, a Ctrl-C
+                  stops waiting and says how to wait again or cancel; a second
+                  Ctrl-C within 3 s cancels them)
   --json          print the batch and job ids (with --wait: the results) as JSON
 
 Examples:
@@ -512,7 +520,9 @@ Examples:
                     output.out.print(f"batch {batch}: {len(specs)} jobs "
                                      f"({specs[0].id} … {specs[-1].id})")
             return 0
-        return _wait_and_report(c, [s.id for s in specs], as_json=args["--json"], gather=args["--gather"])
+        return _wait_and_report(c, [s.id for s in specs], as_json=args["--json"], gather=args["--gather"],
+                                ref=specs[0].batch if len(specs) > 1 else specs[0].id,
+                                cancel_on_interrupt=args["--cancel-on-interrupt"])
 
 
 def staging_options(args: Args) -> dict[str, Any]:
@@ -521,10 +531,21 @@ def staging_options(args: Args) -> dict[str, Any]:
             "results": args.get("--results")}
 
 
-def _wait_and_report(c, ids: list[str], as_json: bool, timeout: float | None = None, gather: bool = False) -> int:
+#: Seconds after a first Ctrl-C during a wait in which a second one cancels the jobs.
+SECOND_INTERRUPT = 3.0
+
+
+def _wait_and_report(c, ids: list[str], as_json: bool, timeout: float | None = None, gather: bool = False,
+                     ref: str | None = None, cancel_on_interrupt: bool = False) -> int:
+    """Wait for the jobs ``ids`` with a progress view, print their outputs and failures;
+    the exit code. A Ctrl-C stops waiting, not the jobs: see :func:`_interrupted`
+    (``ref`` names them for `cmq wait` and `cmq cancel`, default the ids)."""
     view = output.ProgressView(len(ids), enabled=not as_json)
-    with view:
-        records = c.wait(ids, timeout=timeout, on_update=view.update)
+    try:
+        with view:
+            records = c.wait(ids, timeout=timeout, on_update=view.update)
+    except KeyboardInterrupt:
+        return _interrupted(c, ids, ref or " ".join(ids), cancel_on_interrupt)
     if as_json:
         output.print_json([r.to_dict() for r in records])
     else:
@@ -544,23 +565,45 @@ def _wait_and_report(c, ids: list[str], as_json: bool, timeout: float | None = N
     return 0
 
 
+def _interrupted(c, ids: list[str], ref: str, cancel: bool) -> int:
+    """A Ctrl-C while waiting: with ``cancel`` (--cancel-on-interrupt) the jobs are
+    cancelled (running ones killed on their machines); else say how to wait again or
+    cancel, and cancel them if a second Ctrl-C comes within SECOND_INTERRUPT seconds,
+    as GNU parallel and clush do. Exit 130 either way."""
+    if not cancel:
+        output.err.print(f"cmq: stopped waiting; the jobs go on. `cmq wait {ref}` waits again, "
+                         f"`cmq cancel {ref}` cancels them (Ctrl-C again now cancels them)", markup=False)
+        try:
+            time.sleep(SECOND_INTERRUPT)
+            return 130
+        except KeyboardInterrupt:
+            pass
+    records = c.cancel(ids)
+    ended = sum(1 for r in records if r.state == JobStatus.CANCELLED)
+    output.err.print(f"cmq: interrupted: cancelled {ended} of {len(records)} job(s) of {ref}", markup=False)
+    return 130
+
+
 def cmd_wait(args: Args) -> int:
     """Wait for jobs (ids, batch ids or unique prefixes) with a progress view.
 
 Usage:
-  cmq wait [options] [--timeout=S] [--json] [--gather] JOB...
+  cmq wait [options] [--timeout=S] [--json] [--gather] [--cancel-on-interrupt] JOB...
 
 Options:
   --timeout=S   give up after S seconds (exit 1)
   -b --gather   print identical outputs once, under the folded list of their machines
   --json        print the results as JSON
+  --cancel-on-interrupt  a Ctrl-C cancels the jobs (without it, a Ctrl-C stops waiting;
+                a second Ctrl-C within 3 s cancels them)
 
 Prints the jobs' outputs as `cmq submit --wait` does. Exits 1 if any job did not succeed.
 """
     with _cluster(args, check_keys=False) as c:
         records = c.status(args["JOB"])
         return _wait_and_report(c, [r.id for r in records], as_json=args["--json"],
-                                timeout=_number(args, "--timeout"), gather=args["--gather"])
+                                timeout=_number(args, "--timeout"), gather=args["--gather"],
+                                ref=" ".join(args["JOB"]), cancel_on_interrupt=args["--cancel-on-interrupt"])
 
 
 def cmd_status(args: Args) -> int:
@@ -681,7 +724,7 @@ machine.
 
 def cmd_top(args: Args) -> int:
     """Watch the cluster: machines with slots used and free, queue depths per machine and
-label, the jobs running now; refreshed in place until Ctrl-C.
+label, the jobs running now; refreshed in place until q, Esc or Ctrl-C.
 
 Usage:
   cmq top [options] [--interval=S] [--once] [--json]
@@ -689,9 +732,10 @@ Usage:
 Options:
   --interval=S   seconds between refreshes [default: 1]
   --once         print one snapshot and exit
-
-On a terminal, q (or Esc) quits, as does Ctrl-C.
   --json         print one snapshot as JSON and exit
+
+Without a terminal (into a pipe or a file) it prints a snapshot every interval as plain
+lines, each headed by the time, until the reader goes away or it is interrupted.
 """
     from rich.live import Live
 
@@ -705,11 +749,27 @@ On a terminal, q (or Esc) quits, as does Ctrl-C.
         if args["--once"]:
             output.out.print(output.top_view(snapshot(c)))
             return 0
+        if not output.out.is_terminal:
+            return _top_lines(c, snapshot, interval)
         # Keys first: the terminal is in cbreak mode before the first screen shows.
         with _keys() as pressed, \
                 Live(output.top_view(snapshot(c)), console=output.out, refresh_per_second=4, screen=False) as live:
             while pressed(interval) not in ("q", "Q", "\x1b"):
                 live.update(output.top_view(snapshot(c)))
+        return 0
+
+
+def _top_lines(c, snapshot: Callable[[Any], dict[str, Any]], interval: float) -> int:
+    """`cmq top` without a terminal: a snapshot every ``interval`` seconds, as plain lines
+    headed by the time, flushed at once; ends quietly on Ctrl-C (a closed pipe ends it
+    as for every command: quietly, exit 141)."""
+    try:
+        while True:
+            output.out.print(f"-- {time.strftime('%Y-%m-%d %H:%M:%S')}", markup=False)
+            output.out.print(output.top_view(snapshot(c)))
+            output.out.file.flush()
+            time.sleep(interval)
+    except KeyboardInterrupt:
         return 0
 
 
@@ -775,7 +835,7 @@ def cmd_demo(args: Args) -> int:
 demo job across it.
 
 Usage:
-  cmq demo [options] [--machines=N] [--jobs=N] [--keep]
+  cmq demo [options] [--machines=N] [--jobs=N] [--keep] [--reuse | --replace]
   cmq demo --stop [options]
 
 Options:
@@ -786,10 +846,14 @@ Options:
                  variables that point every cmq command at it
   --stop         stop a demo cluster left running with --keep (from any shell: with
                  or without those variables)
+  --reuse        while a demo kept with --keep runs: run the demo job on it and leave
+                 it running
+  --replace      while a demo kept with --keep runs: stop it and start a new one
 
 Needs sshd (Debian: openssh-server). Everything lives under $CMQ_HOME/demo, which is
-also the demo's own CMQ_HOME; your own inventory and services are not touched. A new
-demo stops the one before.
+also the demo's own CMQ_HOME; your own inventory and services are not touched. While a
+demo kept with --keep runs, a new one says so and does nothing unless told --reuse or
+--replace.
 """
     from ..demo import demo_root, run_demo, stop_demo
 
@@ -799,8 +863,9 @@ demo stops the one before.
                                                                 else "nothing was running"), markup=False)
         return 0
 
+    kept = "reuse" if args["--reuse"] else "replace" if args["--replace"] else None
     return run_demo(machines=_number(args, "--machines", int), jobs=_number(args, "--jobs", int),
-                    keep=args["--keep"])
+                    keep=args["--keep"], kept=kept)
 
 
 COMMANDS: dict[str, Callable[[Args], int]] = {

@@ -1,8 +1,9 @@
 """A Monte Carlo estimate of pi over all machines: each job throws darts with its own
 seed and prints how many landed in the quarter circle; a sum reduce adds them up.
 
-    .venv/bin/python examples/pi/run.py                   # loopback cluster
-    .venv/bin/python examples/pi/run.py --config cmq.yaml # your machines (cmq up first)
+    .venv/bin/python examples/pi/run.py                       # a loopback cluster of its own
+    .venv/bin/python examples/pi/run.py --config "$CMQ_CONFIG" # the demo kept by `cmq demo --keep`
+    .venv/bin/python examples/pi/run.py --config cmq.yaml     # your machines (cmq up first)
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ def main() -> int:
     from contextlib import nullcontext
 
     from cmqueue import Cluster
-    from cmqueue.demo import loopback_stack
+    from cmqueue.demo import example_stack
 
-    stack = nullcontext(None) if a.config else loopback_stack(3)
+    stack = nullcontext(None) if a.config else example_stack("pi")
     with stack as settings:
         c = Cluster.from_config(a.config) if a.config else Cluster(settings)
         with c:

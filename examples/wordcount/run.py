@@ -1,8 +1,9 @@
 """Word counts over a text corpus: split it into shards, stage one shard and count.py
 into each job's directory, count on the machines, reduce the JSON counts to one.
 
-    .venv/bin/python examples/wordcount/run.py                   # loopback cluster
-    .venv/bin/python examples/wordcount/run.py --config cmq.yaml # your machines (cmq up first)
+    .venv/bin/python examples/wordcount/run.py                       # a loopback cluster of its own
+    .venv/bin/python examples/wordcount/run.py --config "$CMQ_CONFIG" # the demo kept by `cmq demo --keep`
+    .venv/bin/python examples/wordcount/run.py --config cmq.yaml     # your machines (cmq up first)
 
 The corpus defaults to the licence texts Debian ships (/usr/share/common-licenses); give
 your own files with --corpus. The result is checked against a count done here.
@@ -47,9 +48,9 @@ def main() -> int:
     from contextlib import nullcontext
 
     from cmqueue import Cluster
-    from cmqueue.demo import loopback_stack
+    from cmqueue.demo import example_stack
 
-    stack = nullcontext(None) if a.config else loopback_stack(3)
+    stack = nullcontext(None) if a.config else example_stack("wordcount")
     with tempfile.TemporaryDirectory() as tmp, stack as settings:
         shards = split(files, a.shards, Path(tmp))
         c = Cluster.from_config(a.config) if a.config else Cluster(settings)

@@ -9,7 +9,7 @@ import sys
 import psutil
 import pytest
 
-from ..conftest import need_services
+from ..conftest import ROOT, need_services
 
 #: A whole demo (sshd's, Redis, workers, jobs) per test.
 pytestmark = pytest.mark.timeout(600)
@@ -78,8 +78,28 @@ def _keep_then_stop(env, tmp_path):
     r = _cmq("submit", "--all", "--wait", "echo on $CMQ_MACHINE", env=demo_env, timeout=120)
     assert r.returncode == 0 and r.stdout == "node01: on node01\nnode02: on node02\n", r.stderr
     old = _sshd_pids(root)
-    # A second demo, run from a shell that has the exports, replaces the first in place.
-    second = _cmq("demo", "--keep", "--jobs=2", "--machines=2", env=demo_env)
+    # A second demo never silently takes the kept one over: it says so and does nothing,
+    # from a shell with the exports or without them.
+    for shell in (demo_env, env):
+        refused = _cmq("demo", "--keep", "--jobs=2", "--machines=2", env=shell)
+        assert refused.returncode == 2 and "--reuse" in refused.stderr and "--replace" in refused.stderr, refused
+        assert _sshd_pids(root) == old and all(psutil.pid_exists(p) for p in old)
+    # first-contact-round2: an example runs on a cluster of its own and leaves the kept one
+    # running, its inventory as it was.
+    inventory = (root / "cmq.yaml").read_text()
+    pi = subprocess.run([sys.executable, str(ROOT / "examples" / "pi" / "run.py"), "--jobs=4", "--samples=20000"],
+                        capture_output=True, text=True, env=demo_env, timeout=300)
+    assert pi.returncode == 0, pi.stderr
+    assert "127.0.0.71" in pi.stderr and str(root) not in pi.stderr
+    assert (root / "cmq.yaml").read_text() == inventory
+    r = _cmq("submit", "--all", "--wait", "echo still $CMQ_MACHINE", env=demo_env, timeout=120)
+    assert r.returncode == 0 and r.stdout == "node01: still node01\nnode02: still node02\n", r.stderr
+    # --reuse runs the demo job on it and leaves it running.
+    reused = _cmq("demo", "--reuse", "--jobs=4", env=env)
+    assert reused.returncode == 0 and "4/4 jobs succeeded" in reused.stdout, reused.stderr
+    assert _sshd_pids(root) == old and all(psutil.pid_exists(p) for p in old)
+    # --replace stops it and starts a new one in its place.
+    second = _cmq("demo", "--keep", "--replace", "--jobs=2", "--machines=2", env=demo_env)
     assert second.returncode == 0, second.stderr
     assert _exports(second.stdout) == exports
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in old)

@@ -190,3 +190,23 @@ def test_flower_without_redis_says_so(tmp_path):
         assert r.returncode == 3, r.stderr
         assert message in r.stderr and r.stderr.count("\n") == 1
         assert "Traceback" not in r.stderr and "secret" not in r.stderr
+
+
+def test_flower_in_the_foreground_says_where_and_who_logs_in_first(flower_env):
+    """first-contact-round2: `cmq flower` prints its URL and user before it blocks, never
+    the password, and answers there with that login."""
+    from .test_jobs import _read_until
+
+    port = random_free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "cmqueue", "flower", f"--port={port}"], env=flower_env.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        said = _read_until(proc.stderr, "Ctrl-C stops it", timeout=60)
+        assert f"flower on http://127.0.0.1:{port}/ (user cmq;" in said and "--show-login" in said
+        login = flower_env.run("flower", "--show-login", check=True).out.strip()
+        assert login.split(":", 1)[1] not in said                          # never the password
+        wait_for(lambda: _curl(port, "/api/workers", login)[0] == 200, timeout=60, what="flower to answer")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        proc.stderr.close()

@@ -296,3 +296,74 @@ def test_non_utf8_and_newlines_in_arguments_and_binary_output(cmq):
     assert r.code == 0, r.err
     (rec,) = r.json()
     assert rec["state"] == "succeeded" and 0 < len(rec["stdout"].encode("utf-8", "surrogateescape")) <= 4 * 65536
+
+
+def _read_until(stream, marker: str, timeout: float) -> str:
+    """What ``stream`` (a pipe) gives until ``marker`` appears, with a deadline."""
+    import os
+    import selectors
+    import time
+
+    seen = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(stream, selectors.EVENT_READ)
+        while marker.encode() not in seen:
+            left = deadline - time.monotonic()
+            assert left > 0, f"timed out waiting for {marker!r}; read {seen!r}"
+            if sel.select(left):
+                chunk = os.read(stream.fileno(), 65536)
+                assert chunk, f"the stream ended before {marker!r}; read {seen!r}"
+                seen += chunk
+    return seen.decode()
+
+
+def _interrupted_submit(cmq, tag: str, twice: bool) -> tuple[int, str, list[dict]]:
+    """`cmq submit --all --wait 'sleep 30'`, interrupted with a real SIGINT once its jobs
+    run (and a second one as soon as it said so, when ``twice``); its exit code, what it
+    printed on stderr, and its jobs as `cmq jobs` lists them."""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "cmqueue", "submit", "--all", "--wait", f"sleep 30; echo {tag}"],
+                            env=cmq.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def mine():
+        return [r for r in cmq.run("jobs", "--json", "--last=50").json() if tag in r["command"]]
+
+    try:
+        wait_for(lambda: len(mine()) == 3 and all(r["state"] == "running" for r in mine()), timeout=60,
+                 what="the jobs to run")
+        proc.send_signal(signal.SIGINT)
+        err = _read_until(proc.stderr, "cancels them", timeout=30)
+        if twice:
+            proc.send_signal(signal.SIGINT)
+        err += proc.stderr.read().decode()
+        code = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        proc.stderr.close()
+    return code, err, mine()
+
+
+def test_a_ctrl_c_during_wait_leaves_the_jobs_running_and_names_the_batch(cmq):
+    """first-contact-round2: the first Ctrl-C stops waiting, not the jobs, and prints the
+    batch id with the ways on; `cmq status` takes that id."""
+    tag = uuid.uuid4().hex[:8]
+    code, err, rows = _interrupted_submit(cmq, tag, twice=False)
+    assert code == 130, err
+    batch = rows[0]["batch"]
+    assert f"`cmq wait {batch}`" in err and f"`cmq cancel {batch}`" in err
+    status = cmq.run("status", "--json", batch, check=True).json()
+    assert len(status) == 3 and {r["state"] for r in status} == {"running"}
+    cancelled = cmq.run("cancel", "--json", batch, check=True).json()
+    assert {r["state"] for r in cancelled} == {"cancelled"}
+
+
+def test_a_second_ctrl_c_cancels_the_jobs_on_their_machines(cmq):
+    tag = uuid.uuid4().hex[:8]
+    code, err, rows = _interrupted_submit(cmq, tag, twice=True)
+    assert code == 130, err
+    assert f"cancelled 3 of 3 job(s) of {rows[0]['batch']}" in err
+    assert {r["state"] for r in rows} == {"cancelled"}
+    assert wait_for(lambda: no_process_with(f"sleep 30; echo {tag}"), timeout=30, what="the jobs' processes to end")

@@ -59,3 +59,31 @@ def test_top_on_a_terminal_quits_on_q(cmq):
         if proc.poll() is None:
             proc.kill()
         os.close(leader)
+
+
+def test_top_into_a_pipe_prints_a_snapshot_every_interval_and_ends_when_the_reader_goes(cmq):
+    """first-contact-round2: without a terminal, top prints plain snapshots at once (not
+    nothing until it is killed), and a reader that goes away ends it quietly, through the
+    launcher as well as in its own process."""
+    import subprocess
+    import sys
+
+    from .test_jobs import _read_until
+
+    for launched in (True, False):
+        entry = "from cmqueue.cli.client import main; raise SystemExit(main())" if launched else \
+            "from cmqueue.cli.main import main; raise SystemExit(main())"
+        proc = subprocess.Popen([sys.executable, "-c", entry, "top", "--interval=0.2"], env=cmq.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            seen = _read_until(proc.stdout, "cmq.m.m3", timeout=60)
+            seen += _read_until(proc.stdout, "\n-- ", timeout=30)       # the next snapshot follows
+            assert seen.startswith("-- ") and "machines" in seen and "\x1b[" not in seen
+            proc.stdout.close()                                         # the reader goes away
+            assert proc.wait(timeout=30) in (0, 141)
+            err = proc.stderr.read().decode()
+            assert "without an exit status" not in err and "Traceback" not in err, err
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+            proc.stderr.close()
