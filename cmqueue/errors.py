@@ -45,6 +45,15 @@ class UnknownJobError(UsageError):
     http_status = 404
 
 
+class MissingError(CmqError):
+    """Something the command names does not exist: a local file, a file on a storage
+    service, a name in the virtual directory. The same kind of error, the same exit
+    code, whichever command names it."""
+
+    exit_code = 2
+    http_status = 404
+
+
 class ServiceError(CmqError):
     """A service cmq needs (the broker, a worker, the history store) is not reachable."""
 

@@ -219,6 +219,9 @@ class Shell:
             words = ["vdir", "pwd"]
         elif head == "cmq":
             words = words[1:]
+        from .cli.parse import IN_SHELL
+
+        inside = IN_SHELL.set(True)               # errors point at `help`, not `cmq --help`
         try:
             code = cmq([*self.global_argv, *words])
         except SystemExit as e:                   # --help and --version exit through docopt
@@ -226,6 +229,8 @@ class Shell:
         except KeyboardInterrupt:
             print("cmq: interrupted", file=sys.stderr)
             code = 130
+        finally:
+            IN_SHELL.reset(inside)
         sys.stdout.flush()
         if code:
             self.failed = code

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import placeholders
-from .errors import UsageError
+from .errors import MissingError, UsageError
 from .transfer import Transfer, TransferError, error_line, sha256_file, walk_files
 
 #: Attempts of one staging step (in or out) before the job fails as a transfer failure.
@@ -97,7 +97,7 @@ def plan(job_id: str, arg: str | None, seq: int, puts: list[str], gets: list[str
         local, remote = parse_put(placeholders.render_path(value, arg, seq) if arg is not None else value)
         src = Path(local).expanduser()
         if not src.exists():
-            raise UsageError(f"--put={value}: {local}: no such file or directory")
+            raise MissingError(f"--put={value}: {local}: no such file or directory")
         dest = _relative(remote or src.resolve().name, f"--put={value}")
         if src.is_dir():
             for rel, f in walk_files(src):

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import defaults, ssh
-from .errors import CmqError
+from .errors import CmqError, MissingError
 from .inventory import Machine
 from .models import PlainData
 
@@ -78,7 +78,7 @@ class TransferError(CmqError):
     """A transfer failed; the message names the machine and the path."""
 
 
-class SourceMissingError(TransferError):
+class SourceMissingError(TransferError, MissingError):
     """What a transfer should copy is not there (or is a directory without recursive):
     trying again cannot help, so it fails at once."""
 

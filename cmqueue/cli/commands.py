@@ -15,6 +15,7 @@ from ..config import Settings, resolve
 from ..errors import JobFailedError, UsageError
 from ..models import JobStatus
 from . import output
+from .parse import help_hint
 
 GLOBAL_OPTIONS = """
 Global options:
@@ -496,7 +497,7 @@ Examples:
     if words and words[0] == "--":
         words = words[1:]
     if not words:
-        raise UsageError("no COMMAND given; see `cmq submit --help`")
+        raise UsageError(f"no COMMAND given; {help_hint('submit')}")
     command = " ".join(words)
     after = args[":::"]
     if after is not None and args["--each"]:
@@ -531,6 +532,24 @@ def staging_options(args: Args) -> dict[str, Any]:
             "results": args.get("--results")}
 
 
+def _say_where_outputs_went(records) -> None:
+    """One line on stderr naming where the outputs of the jobs (--get) were fetched to."""
+    fetched = [local for r in records if r.state == JobStatus.SUCCEEDED
+               for _remote, local in (r.spec.params.get("outputs") or [])]
+    if not fetched:
+        return
+
+    def shown(path: str) -> str:
+        rel = os.path.relpath(path)
+        return path if rel.startswith("..") else rel
+
+    if len(fetched) == 1:
+        output.err.print(f"fetched: {shown(fetched[0])}", markup=False)
+    else:
+        output.err.print(f"fetched {len(fetched)} outputs under {shown(os.path.commonpath(fetched))}/",
+                         markup=False)
+
+
 #: Seconds after a first Ctrl-C during a wait in which a second one cancels the jobs.
 SECOND_INTERRUPT = 3.0
 
@@ -550,6 +569,7 @@ def _wait_and_report(c, ids: list[str], as_json: bool, timeout: float | None = N
         output.print_json([r.to_dict() for r in records])
     else:
         output.print_outputs(records, gather=gather)
+        _say_where_outputs_went(records)
     not_final = [r for r in records if not r.state.final]
     bad = [r for r in records if r.state.final and r.state != JobStatus.SUCCEEDED]
     if bad and not as_json:
@@ -818,6 +838,10 @@ Options:
                 wf = c.workflows.resolve(ref)
             except UnknownJobError:
                 jobs.append(ref)                       # not a workflow: jobs (or the error)
+                continue
+            ended = c.workflows.state(wf)
+            if ended in ("succeeded", "suspended"):
+                output.err.print(f"workflow {wf['id']} already ended ({ended}): nothing to cancel", markup=False)
                 continue
             c.workflows.cancel(wf["id"])
             output.err.print(f"workflow {wf['id']} suspended; its unfinished steps are cancelled", markup=False)

@@ -6,11 +6,11 @@ Usage:
   cmq --version
 
 Commands:
-  up         start Redis if needed, one worker per machine, and the recorder
+  up         start Redis if needed, the worker processes that drive the machines, the recorder
   down       stop exactly what `cmq up` started
   ps         show the services `cmq up` started
   procfile   print a Procfile for the stack (honcho start)
-  worker     run the worker of one machine in the foreground
+  worker     run a worker process in the foreground (for all machines or --machines=HOSTLIST)
   flower     run Flower (the web view) in the foreground; --show-login
   machines   list the machines; `cmq machines check` probes them
   submit     submit jobs (one command, per machine, or per argument)
@@ -69,6 +69,7 @@ from ..errors import CmqError, UsageError
 from .parse import (
     did_you_mean,
     explain,
+    help_hint,
     leading_options,
     parse,
     refuse_abbreviations,
@@ -120,7 +121,7 @@ def _run(argv: list[str]) -> int:
     func = command(name)
     if func is None:
         public = [c for c in COMMAND_MODULES if c not in ("recorder", "launcher")]
-        raise UsageError(f"unknown command {name!r}{did_you_mean(name, public)}; see `cmq --help`")
+        raise UsageError(f"unknown command {name!r}{did_you_mean(name, public)}; {help_hint()}")
     sub_argv, after = split_triple_colon([name, *top["<args>"]])
     from .commands import GLOBAL_OPTIONS
 

@@ -13,6 +13,7 @@ from ..errors import JobFailedError, UsageError
 from ..models import JobRecord, JobStatus
 from . import output
 from .commands import Args, _cluster, _number, staging_options
+from .parse import help_hint
 
 #: Seconds between two recomputations of the partial value on screen.
 PARTIAL_INTERVAL = 0.3
@@ -118,7 +119,7 @@ Examples:
     if words and words[0] == "--":
         words = words[1:]
     if not words:
-        raise UsageError("no TEMPLATE given; see `cmq map --help`")
+        raise UsageError(f"no TEMPLATE given; {help_hint('map')}")
     after = args[":::"]
     if after is not None and args["--each"]:
         raise UsageError("use either ::: ARG... or --each=FILE, not both")

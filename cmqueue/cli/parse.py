@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable
+from contextvars import ContextVar
 from typing import Any
 
 from docopt import DocoptExit, Option, docopt, parse_docstring_sections, parse_options
@@ -95,8 +96,20 @@ def _subcommands(doc: str, command: str) -> set[str]:
     return {t[0] for t in _usage_lines(doc, command) if t and re.fullmatch(r"[a-z][a-z-]*", t[0])}
 
 
-def _help(command: str) -> str:
+#: True while a line of ``cmq shell`` runs: help is then ``help [COMMAND]``, not ``cmq ... --help``.
+IN_SHELL: ContextVar[bool] = ContextVar("in_cmq_shell", default=False)
+
+
+def help_hint(command: str = "cmq") -> str:
+    """Where the usage of ``command`` is (``cmq`` itself: the list of commands), said as
+    it is asked for where the user types: ``see `cmq submit --help``` or, in ``cmq shell``,
+    ``type `help submit```."""
+    if IN_SHELL.get():
+        return "type `help`" if command == "cmq" else f"type `help {command}`"
     return "see `cmq --help`" if command == "cmq" else f"see `cmq {command} --help`"
+
+
+_help = help_hint
 
 
 def _positional(argv: list[str], doc: str) -> list[str]:

@@ -8,6 +8,7 @@ from ..errors import UsageError
 from . import output
 from .commands import Args
 from .common import output_format, print_rows
+from .parse import help_hint
 
 
 def cmd_pool(args: Args) -> int:
@@ -67,7 +68,7 @@ Examples:
             used = pool.cache.used()
             print(f"{used} of {pool.cache.capacity} bytes cached ({pool.usage_ratio():.0%}) in {pool.cache.directory}")
         else:
-            raise UsageError("pool: say what to do; see `cmq pool --help`")
+            raise UsageError(f"pool: say what to do; {help_hint('pool')}")
     return 0
 
 

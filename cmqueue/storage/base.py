@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CmqError, ServiceError
+from ..errors import CmqError, MissingError, ServiceError
 from .config import StorageConfig
 from .localfiles import CHUNK, PART, ChunkWriter, create_part  # noqa: F401 (CHUNK and PART: for the providers)
 
@@ -28,10 +28,8 @@ class StorageError(CmqError):
     """A storage operation failed; the message names the service and the path."""
 
 
-class NotFoundError(StorageError):
+class NotFoundError(StorageError, MissingError):
     """The file or directory is not on the service."""
-
-    http_status = 404
 
 
 class StorageUnavailableError(ServiceError):

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import CmqError, UsageError
+from ..errors import CmqError, MissingError, UsageError
 from ..files import write_private
 from . import names
 from .base import NotFoundError, StorageError
@@ -31,10 +31,8 @@ class VdirError(CmqError):
     """A virtual directory operation cannot be done (no such name, not empty, ...)."""
 
 
-class VdirNotFoundError(VdirError):
+class VdirNotFoundError(VdirError, MissingError):
     """A vdir name or directory that does not exist."""
-
-    http_status = 404
 
 
 class ConflictError(VdirError):

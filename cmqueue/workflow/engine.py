@@ -183,10 +183,13 @@ class Workflows:
         return wf["id"], sorted(again, key=lambda n: plan.steps[n].seq)
 
     def cancel(self, ref: str) -> dict:
-        """Suspend the workflow and cancel its steps that have not ended."""
+        """Suspend the workflow and cancel its steps that have not ended. A workflow that
+        already ended (succeeded, or suspended with nothing running) is left as it is."""
         from ..guard import request_cancel
 
         wf = self.resolve(ref)
+        if self.state(wf) in ("succeeded", "suspended"):
+            return wf
         self.c.redis.set(suspended_key(wf["id"]), "cancelled by the user")
         live = [v.record.id for v in self.steps(wf) if v.record and not v.record.state.final]
         if live:

@@ -83,3 +83,16 @@ def test_missing_output_of_a_successful_job_is_a_transfer_failure(cmq, tmp_path)
     (rec,) = recs
     assert rec["exit_code"] == 0 and rec["state"] == "failed"
     assert rec["reason"].startswith(f"transfer failed: job {rec['id']}: fetching never-written.txt")
+
+
+def test_submit_wait_says_where_the_fetched_outputs_are(cmq, tmp_path):
+    """first-contact-round2: --get results land in ./cmq-results/<id>/ (by default): the
+    command names where, relative to the directory it was run in."""
+    r = cmq.run("submit", "--wait", "--on=m2", "--get=out.txt", "echo hi > out.txt", cwd=tmp_path, timeout=180)
+    assert r.code == 0, r.err
+    job = next(p.name for p in (tmp_path / "cmq-results").iterdir())
+    assert f"fetched: cmq-results/{job}/out.txt" in r.err
+    assert (tmp_path / "cmq-results" / job / "out.txt").read_text() == "hi\n"
+    r = cmq.run("submit", "--wait", "--on=m2", "--get=o.txt", "echo {} > o.txt", ":::", "a", "b", cwd=tmp_path,
+                timeout=180)
+    assert r.code == 0 and "fetched 2 outputs under cmq-results/" in r.err, r.err

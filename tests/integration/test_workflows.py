@@ -193,5 +193,12 @@ def test_cancel_a_workflow(cmq, tmp_path):
         cmq.run("show", "--json", wf).json()), timeout=60, what="the workflow to be suspended")
     assert {s["name"]: s["state"] for s in shown["steps"]}["d"] == "cancelled"
     assert "d" not in (_events(log) if os.path.exists(log) else {})
+    # Cancelling it again, or a workflow that succeeded, says it ended and changes nothing.
+    again = cmq.run("cancel", wf)
+    assert again.code == 0 and f"workflow {wf} already ended (suspended): nothing to cancel" in again.err
+    done = cmq.run("run", f"--tasks={tasks}", "--wait", "--json", "a", timeout=180).json()["workflow"]
+    r = cmq.run("cancel", done)
+    assert r.code == 0 and f"workflow {done} already ended (succeeded): nothing to cancel" in r.err
+    assert cmq.run("show", "--json", done).json()["state"] == "succeeded"
     if os.path.exists(log):
         os.unlink(log)

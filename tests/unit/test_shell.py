@@ -114,3 +114,14 @@ def test_a_script_runs_every_line_and_exits_with_the_last_failure(inventory, cap
     assert code == 2
     assert "unknown command 'nosuch'" in captured.err
     assert captured.out.strip().splitlines()[-1] == "/"        # the line after the failure ran
+
+
+def test_inside_the_shell_errors_point_at_help_not_at_cmq_help(inventory, capfd):
+    shell = Shell(["--config", str(inventory)], inventory.parent / "h")
+    assert shell.script(["nosuch\n", "submit --al true\n"]) == 2
+    err = capfd.readouterr().err
+    assert "unknown command 'nosuch'; type `help`" in err
+    assert "type `help submit`" in err and "cmq --help" not in err and "cmq submit --help" not in err
+    from cmqueue.cli.parse import help_hint
+
+    assert help_hint("submit") == "see `cmq submit --help`"           # outside the shell again

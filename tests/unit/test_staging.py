@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cmqueue.errors import UsageError
+from cmqueue.errors import MissingError, UsageError
 from cmqueue.staging import Hasher, parse_get, parse_put, plan
 from cmqueue.transfer import TransferError, parse_manifest, remote_path, sha256_file
 
@@ -31,7 +31,7 @@ def test_plan_hashes_inputs_once_and_places_outputs(tmp_path):
     assert p.outputs == [["o.txt", str(tmp_path / "res" / "J1" / "o.txt")]]
     with pytest.raises(UsageError, match="put {job} in it"):
         plan("J1", None, 1, [], ["o.txt:fixed.txt"], False, tmp_path, hasher, many=True)
-    with pytest.raises(UsageError, match="nope: no such file or directory"):
+    with pytest.raises(MissingError, match="nope: no such file or directory"):
         plan("J1", None, 1, [str(tmp_path / "nope")], [], False, tmp_path, hasher, many=False)
     with pytest.raises(UsageError, match="must be a relative path"):
         plan("J1", None, 1, [f"{tmp_path / 'a.txt'}:../up.txt"], [], False, tmp_path, hasher, many=False)
