@@ -15,7 +15,7 @@ from kombu.exceptions import KombuError, OperationalError
 from redis.exceptions import RedisError
 
 from . import placeholders, routing, staging
-from .errors import ServiceError, UsageError
+from .errors import MissingError, ServiceError, UsageError
 from .history import HistoryStore
 from .inventory import Inventory
 from .models import Event, JobRecord, JobSpec, JobStatus, new_id
@@ -139,7 +139,7 @@ def build_transfers(inventory: Inventory, kind: str, machines: str, source: str,
     if kind == "put":
         local = Path(source).expanduser().resolve()
         if not local.exists():
-            raise UsageError(f"{source}: no such file or directory")
+            raise MissingError(f"{source}: no such file or directory")
         if local.is_dir() and not recursive:
             raise UsageError(f"{source} is a directory; use --recursive")
         total, _ = local_size(local)
@@ -152,7 +152,8 @@ def build_transfers(inventory: Inventory, kind: str, machines: str, source: str,
         if several:
             for t in targets:
                 t.mkdir(parents=True, exist_ok=True)
-        params = [{"source": source, "dest": str(t), "recursive": recursive} for t in targets]
+        slash = "/" if (dest or "").endswith("/") and not several else ""    # a file goes inside
+        params = [{"source": source, "dest": f"{t}{slash}", "recursive": recursive} for t in targets]
         words = [f"get {m}:{source} -> {t}" for m, t in zip(chosen, targets, strict=True)]
     now = time.time()
     specs = [JobSpec(id=new_id(), command=w, target=f"machine:{m}", queue=routing.machine_queue(m), batch=batch,

@@ -288,17 +288,17 @@ class Transfer:
     # -- put / get ----------------------------------------------------------------------
     def put(self, src: Path, dst: str, *, recursive: bool = False,
             progress: Progress | None = None) -> TransferResult:
-        """Copy local ``src`` to ``dst`` on the machine (a trailing / puts it inside).
-
-        A directory needs ``recursive``; its contents become the remote directory.
-        """
+        """Copy local ``src`` to ``dst`` on the machine, by cmq's one rule for trees
+        (rclone's): a directory (with ``recursive``) gives its contents to ``dst``, whatever
+        the slashes; one file goes inside ``dst`` when it ends in ``/`` (or is the workdir
+        itself, ``""``), else is written as ``dst``."""
         src = Path(src)
         if not src.exists():
             raise SourceMissingError(f"{src}: no such file or directory")
         if src.is_dir() and not recursive:
             raise SourceMissingError(f"{src} is a directory; use --recursive")
-        target = remote_path(self.machine.workdir, dst.rstrip("/") + "/" + src.name if dst.endswith("/")
-                             or dst in ("", "~") else dst)
+        inside = src.is_file() and (dst.endswith("/") or dst in ("", "~"))
+        target = remote_path(self.machine.workdir, dst.rstrip("/") + "/" + src.name if inside else dst)
         t0 = time.monotonic()
         kind = self.probe(target)
         size, files = local_size(src)
@@ -322,9 +322,11 @@ class Transfer:
                               bytes=size, files=files, seconds=time.monotonic() - t0, method=method,
                               verified=verified)
 
-    def get(self, src: str, dst: Path, *, recursive: bool = False,
+    def get(self, src: str, dst: Path | str, *, recursive: bool = False,
             progress: Progress | None = None) -> TransferResult:
-        """Copy ``src`` from the machine to local ``dst`` (an existing directory: inside)."""
+        """Copy ``src`` from the machine to local ``dst`` by the same rule as :meth:`put`:
+        a directory gives its contents to ``dst``; one file goes inside ``dst`` when it
+        ends in ``/`` or is a directory, else is written as ``dst``."""
         source = remote_path(self.machine.workdir, src)
         t0 = time.monotonic()
         kind = self.probe(source)
@@ -332,8 +334,9 @@ class Transfer:
             raise SourceMissingError(f"{self.machine.name}:{source}: no such file or directory")
         if kind == "d" and not recursive:
             raise SourceMissingError(f"{self.machine.name}:{source} is a directory; use --recursive")
+        into = str(dst).endswith("/")
         dst = Path(dst)
-        if dst.is_dir() and kind == "f":
+        if kind == "f" and (into or dst.is_dir()):
             dst = dst / posixpath.basename(source)
         dst.parent.mkdir(parents=True, exist_ok=True)
         method = self.method()

@@ -415,7 +415,7 @@ class MachineDriver:
             if spec.kind == "put":
                 moved = t.put(Path(p["source"]), p["dest"], recursive=bool(p.get("recursive")), progress=progress)
             else:
-                moved = t.get(p["source"], Path(p["dest"]), recursive=bool(p.get("recursive")),
+                moved = t.get(p["source"], p["dest"], recursive=bool(p.get("recursive")),
                               progress=progress)
         except TransferError as e:
             ok, _, why = self.runner.probe()

@@ -207,3 +207,28 @@ def test_parallel_without_workers_says_to_start_them_and_sends_nothing(user):
     assert r.code == 3, r.err
     assert "cmq up" in r.err and len(r.err.strip().splitlines()) == 1
     assert not (user.root / "box" / "never").exists()
+
+
+def test_one_rule_for_trees_and_slashes_in_put_get_copy_and_sync(user, tmp_path):
+    """first-contact-round2: the rule of `cmq put`/`get` (rclone's): a directory gives its
+    contents to the destination whatever the slashes; one file goes inside a destination
+    that ends in / (or is a directory), else takes its name."""
+    tree = user.tree
+    want = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file())
+
+    def listed(where: str) -> list[str]:
+        rows = json.loads(user("list", where, "--recursive", "--output=json").out)
+        base = where.split(":", 1)[1].rstrip("/")
+        return sorted(r["name"][len(base) + 1:] for r in rows if r["type"] == "file")
+
+    for spelled, dest in ((f"{tree}/", "box:rule/a/"), (str(tree), "box:rule/b"), (str(tree), "box:rule/c/")):
+        assert user("put", "-r", spelled, dest).code == 0
+        assert listed(dest) == want, dest
+    assert user("copy", "-r", "box:rule/a/", "m1:rule/d").code == 0 and listed("m1:rule/d") == want
+    assert user("sync", f"{tree}/", "box:rule/e/").code == 0 and listed("box:rule/e") == want
+    for spelled, dest in (("box:rule/a/", tmp_path / "x"), ("box:rule/a", tmp_path / "y")):
+        assert user("get", "-r", spelled, f"{dest}/").code == 0
+        assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == want
+    assert user("put", str(tree / "f0.txt"), "box:rule/f/").code == 0 and listed("box:rule/f") == ["f0.txt"]
+    assert user("put", str(tree / "f0.txt"), "box:rule/g.txt").code == 0
+    assert user("get", "box:rule/g.txt", f"{tmp_path}/z/").code == 0 and (tmp_path / "z" / "g.txt").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,28 @@ def test_get_of_a_missing_file_fails_as_a_transfer_at_once(cmq, tmp_path):
     # Trying again cannot make a missing file appear: it failed on its first attempt.
     (rec,) = cmq.run("jobs", "--json", "--last=1", check=True).json()
     assert rec["command"].startswith("get ") and rec["state"] == "failed" and rec["attempt"] == 1
+
+
+def test_one_rule_for_trees_and_slashes_in_put_and_get(cmq, tmp_path):
+    """first-contact-round2: a directory gives its contents to the destination whatever
+    the slashes (rclone's rule, as `cmq storage` has it); one file goes inside a
+    destination that ends in / (or is a directory), else takes its name."""
+    src = _tree(tmp_path / "inputs")
+    tag = uuid.uuid4().hex[:8]
+    spellings = ((str(src) + "/", f"rule-{tag}/a/"), (str(src), f"rule-{tag}/b"), (str(src), f"rule-{tag}/c/"))
+    for spelled, dest in spellings:
+        assert cmq.run("put", "-r", spelled, f"m1:{dest}").code == 0
+        assert local_manifest(cmq.workdir("m1") / dest) == local_manifest(src), dest       # contents, no inputs/
+    one = src / "a.txt"
+    assert cmq.run("put", str(one), f"m1:rule-{tag}/d/").code == 0
+    assert (cmq.workdir("m1") / f"rule-{tag}" / "d" / "a.txt").read_bytes() == one.read_bytes()
+    assert cmq.run("put", str(one), f"m1:rule-{tag}/e.txt").code == 0
+    assert (cmq.workdir("m1") / f"rule-{tag}" / "e.txt").read_bytes() == one.read_bytes()
+    back = tmp_path / "back"
+    for spelled, dest in ((f"m1:rule-{tag}/a/", back / "x"), (f"m1:rule-{tag}/a", back / "y")):
+        assert cmq.run("get", "-r", spelled, str(dest) + "/").code == 0
+        assert local_manifest(dest) == local_manifest(src)
+    assert cmq.run("get", f"m1:rule-{tag}/e.txt", str(back / "new") + "/").code == 0
+    assert (back / "new" / "e.txt").read_bytes() == one.read_bytes()
+    assert cmq.run("get", f"m1:rule-{tag}/e.txt", str(back / "named.txt")).code == 0
+    assert (back / "named.txt").read_bytes() == one.read_bytes()
