@@ -14,10 +14,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .cli import output
 from .config import Settings, home_dir, resolve
 from .errors import ServiceError, UsageError
-from .files import read_json, write_json_private
+from .files import read_json, write_json_private, write_private
 from .lease import process_started
 from .models import short_id
 from .testbed import LoopbackCluster, kill_tree, sshd_binary
@@ -81,25 +83,79 @@ def stop_demo(root: Path | None = None) -> list[str]:
                 os.environ.pop("CMQ_HOME", None)
             else:
                 os.environ["CMQ_HOME"] = before
-    pids = (read_json(root / MARKER, default={}) or {}).get("sshd", [])
-    alive = [pid for pid in pids if process_started(pid) is not None]
+    marker = read_json(root / MARKER, default={}) or {}
+    alive = [pid for pid in marker.get("sshd", []) if process_started(pid) is not None]
     for pid in alive:
         kill_tree(pid)
     if alive:
         stopped.append(f"{len(alive)} sshd")
+    for name, pid in (marker.get("servers") or {}).items():
+        if process_started(pid) is not None:
+            kill_tree(pid)
+            stopped.append(name)
     if (root / MARKER).exists():
         write_json_private(root / MARKER, {"sshd": []})
     return stopped
 
 
+#: The bucket (container) the demo's object stores hold.
+DEMO_BUCKET = "data"
+
+
+def demo_storage(root: Path) -> dict[str, dict[str, Any]]:
+    """The storage services every demo has: ``box``, a folder under its home, and
+    ``node01``, a directory (``store``) on machine node01."""
+    (root / "box").mkdir(parents=True, exist_ok=True)
+    return {"box": {"type": "local", "directory": str(root / "box")},
+            "node01": {"type": "ssh", "machine": "node01", "directory": "store"}}
+
+
+def start_object_stores(root: Path) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
+    """A local S3 (SeaweedFS) as ``s3`` and Azure Blob (Azurite) as ``blob``, on loopback
+    with generated credentials, each where its program is installed (`.ci/setup --tests`
+    installs both); (their storage sections, their pids). Their secrets go only into the
+    demo's inventory (0600)."""
+    from .testbed import AzuriteServer, SeaweedServer, azurite_binary, weed_binary
+
+    sections: dict[str, dict[str, Any]] = {}
+    pids: dict[str, int] = {}
+    if weed_binary() is not None:
+        (root / "seaweed").mkdir(parents=True, exist_ok=True)
+        weed = SeaweedServer(root / "seaweed").start()
+        sections["s3"] = {"type": "s3", "endpoint": weed.endpoint, "bucket": DEMO_BUCKET, "key": weed.key,
+                          "secret": weed.secret}
+        pids["s3 (SeaweedFS)"] = weed.proc.pid if weed.proc else 0
+    if azurite_binary() is not None:
+        (root / "azurite").mkdir(parents=True, exist_ok=True)
+        azurite = AzuriteServer(root / "azurite").start()
+        sections["blob"] = {"type": "azure", "endpoint": azurite.endpoint, "container": DEMO_BUCKET,
+                            "key": azurite.account, "secret": azurite.secret}
+        pids["blob (Azurite)"] = azurite.proc.pid if azurite.proc else 0
+    return sections, pids
+
+
+def _make_buckets(settings: Settings, names: list[str]) -> None:
+    """Create the bucket of each object store (what an administrator does once)."""
+    from .storage.cloud import make_driver
+
+    for name in names:
+        driver = make_driver(settings.inventory.storage[name])
+        try:
+            driver.get_container(DEMO_BUCKET)
+        except Exception:   # noqa: BLE001 - libcloud's drivers differ in what "no such container" raises
+            driver.create_container(DEMO_BUCKET)
+
+
 @contextmanager
 def loopback_stack(machines: int = 4, keep: bool = False, slots: int = 2, root: Path | None = None,
-                   first: int = 51, flower: bool = False) -> Iterator[Settings]:
+                   first: int = 51, flower: bool = False, object_stores: bool = False) -> Iterator[Settings]:
     """A running loopback cluster: ``machines`` sshd's on 127.0.0.<first>... (node01...;
     see :func:`machine_labels`), an embedded Redis and the workers, with ``root`` (default:
     the demo's, :func:`demo_root`) as its home; yields its settings, stops it all afterwards
     (unless ``keep``). A demo kept running in ``root`` is never taken over: ServiceError.
-    With ``flower``, Flower runs too, on a free port, and where and how to log in is printed."""
+    With ``flower``, Flower runs too, on a free port, and where and how to log in is printed.
+    Its inventory names the storage services of :func:`demo_storage` and, with
+    ``object_stores``, those of :func:`start_object_stores`."""
     from .services import Services, free_port
 
     if sshd_binary() is None:
@@ -119,13 +175,22 @@ def loopback_stack(machines: int = 4, keep: bool = False, slots: int = 2, root: 
         sshd.name = name
     cluster.start()
     write_json_private(root / MARKER, {"sshd": [m.proc.pid for m in cluster.machines]})
-    config = cluster.write_inventory(root / "cmq.yaml", broker=None,
-                                     settings={"flower_port": free_port(5555) if flower else 0},
-                                     labels=machine_labels(names))
+    storage = demo_storage(root)
+    stores: dict[str, dict[str, Any]] = {}
+    if object_stores:
+        stores, pids = start_object_stores(root)
+        write_json_private(root / MARKER, {"sshd": [m.proc.pid for m in cluster.machines], "servers": pids})
+        storage.update(stores)
+    inventory = cluster.inventory(None, settings={"flower_port": free_port(5555) if flower else 0},
+                                  labels=machine_labels(names))
+    config = write_private(root / "cmq.yaml", yaml.safe_dump({**inventory, "storage": storage}, sort_keys=False))
     os.environ["CMQ_HOME"] = str(root)
     settings = resolve(str(config))
     services = Services(settings)
     try:
+        if stores:
+            _make_buckets(settings, list(stores))
+            output.err.print(f"storage services: {', '.join(storage)} (`cmq storage config list`)", markup=False)
         url, _ = services.ensure_redis()
         settings.broker = url
         output.err.print("embedded Redis up (password-protected, AOF on); starting the workers")
@@ -138,7 +203,7 @@ def loopback_stack(machines: int = 4, keep: bool = False, slots: int = 2, root: 
         if not keep:
             services.stop(grace=3)
             cluster.stop()
-            write_json_private(root / MARKER, {"sshd": []})
+            stop_demo(root)                  # the object stores, and anything else recorded
 
 
 #: The first loopback address of an example's own cluster (the demo's are 127.0.0.51...).
@@ -198,7 +263,7 @@ def run_demo(machines: int = 4, jobs: int = 24, keep: bool = False, kept: str | 
         output.err.print(f"stopping the kept demo in {root}: {', '.join(stop_demo(root))}", markup=False)
         running = False
     keep = keep or running                   # a reused demo stays up
-    stack = _kept_stack(root) if running else loopback_stack(machines, keep, flower=True)
+    stack = _kept_stack(root) if running else loopback_stack(machines, keep, flower=True, object_stores=True)
     with stack as settings, Cluster(settings) as c:
         started = time.monotonic()
         submitted = c.map(DEMO_JOB, range(1, jobs + 1))

@@ -169,6 +169,11 @@ def _child(conn: socket.socket) -> int:
     """Become the command the client asked for; returns its exit code."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)           # subprocess waits for its children
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # The command gets Ctrl-C as if typed here, even when the launcher was started with
+    # SIGINT ignored (`cmq up &` from a script: a shell without job control starts
+    # background commands so).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
     try:
         request, fds = _receive(conn)
     except (OSError, ValueError):

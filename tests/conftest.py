@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -22,6 +23,12 @@ import pytest
 from cmqueue.testbed import LoopbackCluster, RedisServer, sshd_binary
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# A run started in the background of a script (`pytest ... &`, as a CI runner may) inherits
+# SIGINT ignored, and so would every process the tests start: a command could then not be
+# interrupted, which the tests of Ctrl-C check. The tests run as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 #: Which pytest-xdist worker runs this session (0 without xdist). Modules go whole to one
 #: worker (--dist loadfile) and each module has loopback addresses of its own; clusters that
 #: live for the whole session are started by every worker, so each worker puts them on a

@@ -63,7 +63,26 @@ def test_commands_run_in_the_launcher_as_if_typed_here(cenv, tmp_path):
     assert cmq(cenv, "ps").ran == "in-launcher" and cmq(cenv, "up").ran == "here"
 
 
-def test_ctrl_c_reaches_the_command(cenv):
+def _restart_launcher_with_sigint_ignored(cenv) -> None:
+    """Stop the launcher and start it again from a `cmq up` that ignores SIGINT, as a
+    shell without job control starts `cmq up &`."""
+    import psutil
+
+    pid = json.loads((cenv.home / "services.json").read_text())["launcher"]["pid"]
+    os.kill(pid, signal.SIGTERM)
+    psutil.Process(pid).wait(timeout=30)
+    up = subprocess.run([sys.executable, "-m", "cmqueue", "up"], env=cenv.env, capture_output=True, text=True,
+                        timeout=120, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert up.returncode == 0, up.stderr
+    wait_for(lambda: socket_path(cenv.home).exists(), timeout=60, what="the new launcher's socket")
+    launcher = json.loads((cenv.home / "services.json").read_text())["launcher"]["pid"]
+    assert launcher != pid
+
+
+@pytest.mark.parametrize("started", ["as usual", "with SIGINT ignored"])
+def test_ctrl_c_reaches_the_command(cenv, started):
+    if started != "as usual":
+        _restart_launcher_with_sigint_ignored(cenv)
     job = cmq(cenv, "submit", "--json", "--on=m1", "sleep 60").stdout
     job_id = json.loads(job)["jobs"][0]["id"]
     waiting = subprocess.Popen([sys.executable, "-c", CLIENT, "wait", job_id], env=cenv.env,

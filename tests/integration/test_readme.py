@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from cmqueue.demo import machine_labels, machine_names
+from cmqueue.demo import demo_storage, machine_labels, machine_names
 from cmqueue.testbed import random_free_port
 
 from ..conftest import make_env, teardown
@@ -106,9 +106,7 @@ def readme_cluster(tmp_path_factory):
     port = random_free_port()
     labels = machine_labels(MACHINES)
     root = tmp_path_factory.mktemp("readme")
-    (root / "box").mkdir()
-    storage = {"box": {"type": "local", "directory": str(root / "box")},
-               "node01": {"type": "ssh", "machine": "node01", "directory": "store"}}
+    storage = demo_storage(root)                 # the services every `cmq demo` has
     env = make_env(root, machines=len(MACHINES), slots=2, first=181, labels=labels,
                    settings={"flower_port": port}, prepare=rename, sections={"storage": storage})
     work = env.root / "work"
