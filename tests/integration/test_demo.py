@@ -5,11 +5,12 @@ import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 import pytest
 
-from ..conftest import ROOT, need_services
+from ..conftest import IN_CI, ROOT, need_services
 
 #: A whole demo (sshd's, Redis, workers, jobs) per test.
 pytestmark = pytest.mark.timeout(600)
@@ -94,6 +95,9 @@ def _keep_then_stop(env, tmp_path):
     assert (root / "cmq.yaml").read_text() == inventory
     r = _cmq("submit", "--all", "--wait", "echo still $CMQ_MACHINE", env=demo_env, timeout=120)
     assert r.returncode == 0 and r.stdout == "node01: still node01\nnode02: still node02\n", r.stderr
+    # first-contact-round2: README's storage block runs on the kept demo as written, after
+    # only creating the files it names.
+    _storage_block_runs_on(demo_env, tmp_path / "user")
     # --reuse runs the demo job on it and leaves it running.
     reused = _cmq("demo", "--reuse", "--jobs=4", env=env)
     assert reused.returncode == 0 and "4/4 jobs succeeded" in reused.stdout, reused.stderr
@@ -113,3 +117,25 @@ def _keep_then_stop(env, tmp_path):
     assert json.loads(ps.stdout) == []
     again = _cmq("demo", "--stop", env=demo_env, timeout=120)
     assert again.returncode == 0 and "nothing was running" in again.stderr
+
+
+def _storage_block_runs_on(demo_env: dict, work) -> None:
+    from .test_readme import fenced_blocks
+
+    (block,) = [text for _, info, text, _ in fenced_blocks(ROOT / "README.md")
+                if info == "sh" and "cmq storage config list" in text]
+    (work / "inputs").mkdir(parents=True)
+    (work / "inputs" / "one.txt").write_text("one\n")
+    (work / "inputs" / "two.txt").write_text("two\n")
+    (work / "data.csv").write_text("x,y\n1,2\n")
+    bash_env = {**demo_env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block], cwd=work, env=bash_env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    listed = json.loads(subprocess.run([sys.executable, "-m", "cmqueue", "storage", "config", "list", "--output=json"],
+                                       env=demo_env, capture_output=True, text=True, timeout=60).stdout)
+    names = {row["name"] for row in listed}
+    assert {"box", "node01"} <= names
+    if IN_CI:                                    # .ci/setup --tests installs SeaweedFS and Azurite
+        assert {"s3", "blob"} <= names and all(r["secret"] in ("", "***") for r in listed)
+    assert (work / "got.txt").read_text() == "one\n" and (work / "copy.csv").read_text() == "x,y\n1,2\n"
