@@ -30,7 +30,15 @@ def console(name: str) -> Console:
         from rich.console import Console
 
         made = globals()[name] = Console(stderr=name == "err", highlight=False, soft_wrap=True)
+        made.on_broken_pipe = _reader_went_away       # type: ignore[method-assign]
     return made
+
+
+def _reader_went_away() -> None:
+    """A write to a reader that went away (`cmq jobs | head -1`): rich would exit 1 at once;
+    raise BrokenPipeError instead, which every command ends on the same way, quietly with
+    141 (see :func:`cmqueue.cli.main.main`)."""
+    raise BrokenPipeError(32, "the reader went away")
 
 
 def __getattr__(name: str) -> Any:

@@ -135,7 +135,7 @@ def test_delete_forgets_names_and_purge_removes_the_files(user):
     (["vdir", "add", "nothing", "/"], "give the file as SERVICE:PATH", 2),
     (["vdir", "get", "/none.txt", "x"], "vdir /none.txt: no such file", 2),
     (["vdir", "prefer", "/none.txt", "s3"], "vdir /none.txt: no such file", 2),
-    (["vdir", "delete", "/"], "the root is not deleted", 1),
+    (["vdir", "delete", "/"], "the root is not deleted", 2),
 ])
 def test_bad_input_is_one_line(user, args, message, code):
     """A name that does not exist is exit 2 here as in every command (MissingError)."""
