@@ -190,7 +190,7 @@ def loopback_stack(machines: int = 4, keep: bool = False, slots: int = 2, root: 
     try:
         if stores:
             _make_buckets(settings, list(stores))
-            output.err.print(f"storage services: {', '.join(storage)} (`cmq storage config list`)", markup=False)
+        output.err.print(f"storage services: {', '.join(storage)} (`cmq storage config list`)", markup=False)
         url, _ = services.ensure_redis()
         settings.broker = url
         output.err.print("embedded Redis up (password-protected, AOF on); starting the workers")
