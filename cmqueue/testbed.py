@@ -116,7 +116,7 @@ class Sshd:
         """Kill the daemon and every session it runs (the machine 'goes down')."""
         if self.proc is not None:
             kill_tree(self.proc.pid)
-            self.proc.wait()
+            self.proc.wait(timeout=30)
             self.proc = None
 
     @property
@@ -160,7 +160,7 @@ class RedisServer:
         written is gone)."""
         if self.proc is not None:
             self.proc.kill()
-            self.proc.wait()
+            self.proc.wait(timeout=30)
             self.proc = None
 
     def stop(self) -> None:
@@ -171,7 +171,7 @@ class RedisServer:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait()
+                self.proc.wait(timeout=30)
             self.proc = None
 
 
@@ -319,7 +319,7 @@ class _ChildServer:
         if self.proc is not None:
             kill_tree(self.proc.pid, signal.SIGTERM)
             kill_tree(self.proc.pid)
-            self.proc.wait()
+            self.proc.wait(timeout=30)
             self.proc = None
 
 

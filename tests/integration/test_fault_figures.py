@@ -298,7 +298,7 @@ def test_cmq_up_killed_while_starting_workers(tmp_path):
         wait_for(lambda: state.exists() and json.loads(state.read_text()).get("workers"), timeout=60,
                  what="cmq up to start a worker")
         up.kill()                                                 # kill -9 of the parent, mid-start
-        up.wait()
+        up.wait(timeout=30)
         again = cenv.run("up")
         assert again.code == 0, again.out + again.err
         tally = finish(cenv, "kill -9 of `cmq up` mid-start", sub["batch"], log, t0)

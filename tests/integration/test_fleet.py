@@ -87,7 +87,7 @@ def test_a_second_controller_takes_over_the_machines_of_one_that_dies(tmp_path):
         assert r.out == "m1: on m1\nm2: on m2\n"
     finally:
         standby.kill()
-        standby.wait()
+        standby.wait(timeout=30)
         log.close()
         teardown(cenv)
 

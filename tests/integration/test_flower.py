@@ -195,13 +195,13 @@ def test_flower_without_redis_says_so(tmp_path):
 def test_flower_in_the_foreground_says_where_and_who_logs_in_first(flower_env):
     """first-contact-round2: `cmq flower` prints its URL and user before it blocks, never
     the password, and answers there with that login."""
-    from .test_jobs import _read_until
+    from ..support.streams import read_until
 
     port = random_free_port()
     proc = subprocess.Popen([sys.executable, "-m", "cmqueue", "flower", f"--port={port}"], env=flower_env.env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
-        said = _read_until(proc.stderr, "Ctrl-C stops it", timeout=60)
+        said = read_until(proc.stderr, "Ctrl-C stops it", timeout=60)
         assert f"flower on http://127.0.0.1:{port}/ (user cmq;" in said and "--show-login" in said
         login = flower_env.run("flower", "--show-login", check=True).out.strip()
         assert login.split(":", 1)[1] not in said                          # never the password

@@ -12,6 +12,7 @@ from collections import defaultdict
 import psutil
 
 from ..conftest import make_env, teardown, wait_for
+from ..support.streams import read_until
 
 
 def no_process_with(text: str) -> bool:
@@ -298,26 +299,6 @@ def test_non_utf8_and_newlines_in_arguments_and_binary_output(cmq):
     assert rec["state"] == "succeeded" and 0 < len(rec["stdout"].encode("utf-8", "surrogateescape")) <= 4 * 65536
 
 
-def _read_until(stream, marker: str, timeout: float) -> str:
-    """What ``stream`` (a pipe) gives until ``marker`` appears, with a deadline."""
-    import os
-    import selectors
-    import time
-
-    seen = b""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(stream, selectors.EVENT_READ)
-        while marker.encode() not in seen:
-            left = deadline - time.monotonic()
-            assert left > 0, f"timed out waiting for {marker!r}; read {seen!r}"
-            if sel.select(left):
-                chunk = os.read(stream.fileno(), 65536)
-                assert chunk, f"the stream ended before {marker!r}; read {seen!r}"
-                seen += chunk
-    return seen.decode()
-
-
 def _interrupted_submit(cmq, tag: str, twice: bool) -> tuple[int, str, list[dict]]:
     """`cmq submit --all --wait 'sleep 30'`, interrupted with a real SIGINT once its jobs
     run (and a second one as soon as it said so, when ``twice``); its exit code, what it
@@ -334,7 +315,7 @@ def _interrupted_submit(cmq, tag: str, twice: bool) -> tuple[int, str, list[dict
         wait_for(lambda: len(mine()) == 3 and all(r["state"] == "running" for r in mine()), timeout=60,
                  what="the jobs to run")
         proc.send_signal(signal.SIGINT)
-        err = _read_until(proc.stderr, "cancels them", timeout=30)
+        err = read_until(proc.stderr, "cancels them", timeout=30)
         if twice:
             proc.send_signal(signal.SIGINT)
         err += proc.stderr.read().decode()

@@ -158,4 +158,4 @@ def test_a_launcher_whose_socket_another_took_over_exits_and_never_removes_the_n
         for proc in started:
             if proc.poll() is None:
                 proc.kill()
-                proc.wait()
+                proc.wait(timeout=30)

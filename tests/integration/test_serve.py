@@ -14,6 +14,7 @@ import pytest
 from ..conftest import wait_for
 from ..support import threads
 from ..support.served import serving
+from ..support.streams import read_until
 
 
 @pytest.fixture(scope="module")
@@ -319,7 +320,7 @@ def test_the_api_over_tls_with_secure_cookies_and_a_private_key_only(served, tmp
                              f"--key={key}"], env=served.env.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
-        assert proc.stdout.readline().startswith(f"cmq serve: https://127.0.0.1:{port}/")
+        assert read_until(proc.stdout, "\n", timeout=60).startswith(f"cmq serve: https://127.0.0.1:{port}/")
         with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=str(cert), timeout=30) as tls:
             wait_for(lambda: _answers(tls), timeout=30, what="cmq serve over TLS")
             r = tls.post("/api/login", json={"token": served.token})

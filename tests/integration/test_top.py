@@ -68,7 +68,7 @@ def test_top_into_a_pipe_prints_a_snapshot_every_interval_and_ends_when_the_read
     import subprocess
     import sys
 
-    from .test_jobs import _read_until
+    from ..support.streams import read_until
 
     for launched in (True, False):
         entry = "from cmqueue.cli.client import main; raise SystemExit(main())" if launched else \
@@ -76,8 +76,8 @@ def test_top_into_a_pipe_prints_a_snapshot_every_interval_and_ends_when_the_read
         proc = subprocess.Popen([sys.executable, "-c", entry, "top", "--interval=0.2"], env=cmq.env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            seen = _read_until(proc.stdout, "cmq.m.m3", timeout=60)
-            seen += _read_until(proc.stdout, "\n-- ", timeout=30)       # the next snapshot follows
+            seen = read_until(proc.stdout, "cmq.m.m3", timeout=60)
+            seen += read_until(proc.stdout, "\n-- ", timeout=30)       # the next snapshot follows
             assert seen.startswith("-- ") and "machines" in seen and "\x1b[" not in seen
             proc.stdout.close()                                         # the reader goes away
             assert proc.wait(timeout=30) in (0, 141)

@@ -15,6 +15,7 @@ import httpx
 from cmqueue.testbed import random_free_port
 
 from ..conftest import make_env, teardown, wait_for
+from .streams import read_until
 
 
 class Served:
@@ -47,7 +48,7 @@ def serving(root: Path, first: int) -> Iterator[Served]:
         port = random_free_port()
         proc = subprocess.Popen([sys.executable, "-m", "cmqueue", "serve", f"--port={port}"], env=env.env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().startswith(f"cmq serve: http://127.0.0.1:{port}/")
+        assert read_until(proc.stdout, "\n", timeout=60).startswith(f"cmq serve: http://127.0.0.1:{port}/")
 
         def answers() -> bool:
             try:
