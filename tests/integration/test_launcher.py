@@ -16,6 +16,7 @@ import cmqueue
 from cmqueue.launcher import socket_path
 
 from ..conftest import make_env, teardown, wait_for
+from ..support.streams import read_until
 
 #: The `cmq` entry point, reporting on stderr whether it ran the command itself.
 CLIENT = """
@@ -83,15 +84,29 @@ def _restart_launcher_with_sigint_ignored(cenv) -> None:
 def test_ctrl_c_reaches_the_command(cenv, started):
     if started != "as usual":
         _restart_launcher_with_sigint_ignored(cenv)
+    import pty
+
     job = cmq(cenv, "submit", "--json", "--on=m1", "sleep 60").stdout
     job_id = json.loads(job)["jobs"][0]["id"]
-    waiting = subprocess.Popen([sys.executable, "-c", CLIENT, "wait", job_id], env=cenv.env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: _children_of_launcher(cenv), timeout=30, what="the command to start in the launcher")
-    waiting.send_signal(signal.SIGINT)
-    out, err = waiting.communicate(timeout=30)     # long before its 60 s job could end
+    # On a terminal, so that the command shows its progress view once it waits: the Ctrl-C
+    # is sent then, not while it still starts.
+    leader, follower = pty.openpty()
+    waiting = subprocess.Popen([sys.executable, "-c", CLIENT, "wait", job_id], env={**cenv.env, "COLUMNS": "120"},
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    screen = os.fdopen(leader, "rb", buffering=0)
+    try:
+        read_until(screen, "eta", timeout=60)
+        assert _children_of_launcher(cenv)                 # it runs in the launcher
+        waiting.send_signal(signal.SIGINT)
+        assert waiting.wait(timeout=30) == 130             # long before its 60 s job could end
+        err = read_until(screen, "cancels them", timeout=30)
+    finally:
+        waiting.kill()
+        waiting.wait(timeout=30)
+        screen.close()
     # It stops waiting, not the job, and says how to go on.
-    assert waiting.returncode == 130 and "stopped waiting" in err and f"`cmq cancel {job_id}`" in err, err
+    assert "stopped waiting" in err and f"`cmq cancel {job_id}`" in err, err
     cmq(cenv, "cancel", job_id)
 
 
