@@ -557,14 +557,14 @@ SECOND_INTERRUPT = 3.0
 def _wait_and_report(c, ids: list[str], as_json: bool, timeout: float | None = None, gather: bool = False,
                      ref: str | None = None, cancel_on_interrupt: bool = False) -> int:
     """Wait for the jobs ``ids`` with a progress view, print their outputs and failures;
-    the exit code. A Ctrl-C stops waiting, not the jobs: see :func:`_interrupted`
+    the exit code. A Ctrl-C stops waiting, not the jobs: see :func:`stop_waiting`
     (``ref`` names them for `cmq wait` and `cmq cancel`, default the ids)."""
     view = output.ProgressView(len(ids), enabled=not as_json)
     try:
         with view:
             records = c.wait(ids, timeout=timeout, on_update=view.update)
     except KeyboardInterrupt:
-        return _interrupted(c, ids, ref or " ".join(ids), cancel_on_interrupt)
+        return stop_waiting(c, ids, ref or " ".join(ids), cancel_on_interrupt)
     if as_json:
         output.print_json([r.to_dict() for r in records])
     else:
@@ -585,11 +585,11 @@ def _wait_and_report(c, ids: list[str], as_json: bool, timeout: float | None = N
     return 0
 
 
-def _interrupted(c, ids: list[str], ref: str, cancel: bool) -> int:
-    """A Ctrl-C while waiting: with ``cancel`` (--cancel-on-interrupt) the jobs are
-    cancelled (running ones killed on their machines); else say how to wait again or
-    cancel, and cancel them if a second Ctrl-C comes within SECOND_INTERRUPT seconds,
-    as GNU parallel and clush do. Exit 130 either way."""
+def stop_waiting(c, ids: list[str], ref: str, cancel: bool) -> int:
+    """What a Ctrl-C while waiting does (`submit --wait`, `wait`, `map`): with ``cancel``
+    (--cancel-on-interrupt) the jobs are cancelled (running ones killed on their
+    machines); else say how to wait again or cancel, and cancel them if a second Ctrl-C
+    comes within SECOND_INTERRUPT seconds, as GNU parallel and clush do. Exit 130."""
     if not cancel:
         output.err.print(f"cmq: stopped waiting; the jobs go on. `cmq wait {ref}` waits again, "
                          f"`cmq cancel {ref}` cancels them (Ctrl-C again now cancels them)", markup=False)

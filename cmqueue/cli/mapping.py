@@ -12,7 +12,7 @@ from rich.text import Text
 from ..errors import JobFailedError, UsageError
 from ..models import JobRecord, JobStatus
 from . import output
-from .commands import Args, _cluster, _number, staging_options
+from .commands import Args, _cluster, _number, staging_options, stop_waiting
 from .parse import help_hint
 
 #: Seconds between two recomputations of the partial value on screen.
@@ -105,6 +105,9 @@ Options:
   --results=DIR     where fetched outputs go [default: cmq-results]
   --keep            keep the jobs' directories on the machines
   --no-wait         print the map's ids and return
+  --cancel-on-interrupt  a Ctrl-C cancels the map (without it, a Ctrl-C stops waiting
+                    and says how to wait again or cancel; a second one within 3 s
+                    cancels it)
   --json            print the value with every job's machine, exit code and time
 
 Examples:
@@ -145,8 +148,11 @@ Examples:
             return 0
         ids = [s.id for s in members]
         view = PartialView(reducer, ids, os.getcwd(), enabled=not args["--json"])
-        with view:
-            records = c.wait([*ids, rspec.id], on_update=view.update)
+        try:
+            with view:
+                records = c.wait([*ids, rspec.id], on_update=view.update)
+        except KeyboardInterrupt:
+            return stop_waiting(c, [*ids, rspec.id], batch, args["--cancel-on-interrupt"])
     return _report(batch, records, as_json=args["--json"])
 
 
