@@ -591,9 +591,9 @@ def stop_waiting(c, ids: list[str], ref: str, cancel: bool) -> int:
     machines); else say how to wait again or cancel, and cancel them if a second Ctrl-C
     comes within SECOND_INTERRUPT seconds, as GNU parallel and clush do. Exit 130."""
     if not cancel:
-        output.err.print(f"cmq: stopped waiting; the jobs go on. `cmq wait {ref}` waits again, "
-                         f"`cmq cancel {ref}` cancels them (Ctrl-C again now cancels them)", markup=False)
-        try:
+        try:                 # from before the message: a Ctrl-C as soon as it shows cancels
+            output.err.print(f"cmq: stopped waiting; the jobs go on. `cmq wait {ref}` waits again, "
+                             f"`cmq cancel {ref}` cancels them (Ctrl-C again now cancels them)", markup=False)
             time.sleep(SECOND_INTERRUPT)
             return 130
         except KeyboardInterrupt:
