@@ -53,3 +53,21 @@ def test_readme_states_exactly_what_the_recorded_runs_give():
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "figures.py"), "--check"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_vagrant_doc_states_the_summary_its_recorded_run_printed():
+    """docs/vagrant.md's table is e2e.sh's own summary at the end of the recorded log."""
+    doc = (ROOT / "docs" / "vagrant.md").read_text()
+    log = (ROOT / "docs" / "vagrant-e2e.log").read_text()
+
+    def table(text: str) -> list[str]:
+        lines = text.splitlines()
+        start = lines.index("| step | time |")
+        rows = []
+        for line in lines[start:]:
+            if not line.startswith("|"):
+                break
+            rows.append(line)
+        return rows
+
+    assert len(table(log)) > 3 and table(doc) == table(log)
