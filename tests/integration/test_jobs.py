@@ -12,7 +12,7 @@ from collections import defaultdict
 import psutil
 
 from ..conftest import make_env, teardown, wait_for
-from ..support.streams import read_until
+from ..support.interrupt import interrupted
 
 
 def no_process_with(text: str) -> bool:
@@ -300,31 +300,8 @@ def test_non_utf8_and_newlines_in_arguments_and_binary_output(cmq):
 
 
 def _interrupted_submit(cmq, tag: str, twice: bool) -> tuple[int, str, list[dict]]:
-    """`cmq submit --all --wait 'sleep 30'`, interrupted with a real SIGINT once its jobs
-    run (and a second one as soon as it said so, when ``twice``); its exit code, what it
-    printed on stderr, and its jobs as `cmq jobs` lists them."""
-    import signal
-
-    proc = subprocess.Popen([sys.executable, "-m", "cmqueue", "submit", "--all", "--wait", f"sleep 30; echo {tag}"],
-                            env=cmq.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-    def mine():
-        return [r for r in cmq.run("jobs", "--json", "--last=50").json() if tag in r["command"]]
-
-    try:
-        wait_for(lambda: len(mine()) == 3 and all(r["state"] == "running" for r in mine()), timeout=60,
-                 what="the jobs to run")
-        proc.send_signal(signal.SIGINT)
-        err = read_until(proc.stderr, "cancels them", timeout=30)
-        if twice:
-            proc.send_signal(signal.SIGINT)
-        err += proc.stderr.read().decode()
-        code = proc.wait(timeout=60)
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
-        proc.stderr.close()
-    return code, err, mine()
+    """`cmq submit --all --wait 'sleep 30'`, interrupted (see :func:`interrupted`)."""
+    return interrupted(cmq, ["submit", "--all", "--wait", f"sleep 30; echo {tag}"], tag, jobs=3, twice=twice)
 
 
 def test_a_ctrl_c_during_wait_leaves_the_jobs_running_and_names_the_batch(cmq):

@@ -101,32 +101,15 @@ def test_a_ten_thousand_argument_map_reduces_every_member_once(tmp_path):
 
 
 def test_a_ctrl_c_during_a_map_stops_waiting_and_names_the_map(cmq):
-    import signal
-    import subprocess
-    import sys
     import uuid
 
-    from ..conftest import wait_for
-    from ..support.streams import read_until
+    from ..support.interrupt import interrupted
 
     tag = uuid.uuid4().hex[:8]
-    proc = subprocess.Popen([sys.executable, "-m", "cmqueue", "map", "--reduce=sum", f"sleep 30; echo {{}} # {tag}",
-                             ":::", "1", "2"], env=cmq.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-    def mine():
-        return [r for r in cmq.run("jobs", "--json", "--last=50").json() if tag in r["command"]]
-
-    try:
-        wait_for(lambda: len(mine()) == 2 and all(r["state"] == "running" for r in mine()), timeout=60,
-                 what="the map's jobs to run")
-        proc.send_signal(signal.SIGINT)
-        err = read_until(proc.stderr, "cancels them", timeout=30)
-        assert proc.wait(timeout=30) == 130
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
-        proc.stderr.close()
-    batch = mine()[0]["batch"]
+    code, err, rows = interrupted(cmq, ["map", "--reduce=sum", f"sleep 30; echo {{}} # {tag}", ":::", "1", "2"], tag,
+                                  jobs=2)
+    assert code == 130, err
+    batch = rows[0]["batch"]
     assert f"`cmq wait {batch}`" in err and f"`cmq cancel {batch}`" in err
     status = cmq.run("status", "--json", batch, check=True).json()     # the members, and the reduce queued
     assert {r["state"] for r in status if tag in r["command"]} == {"running"}
