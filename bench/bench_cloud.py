@@ -33,7 +33,7 @@ from bench_jobs import report, versions  # noqa: E402
 from cmqueue.clouds.domain import DomainSpec, domain_xml  # noqa: E402
 from cmqueue.clouds.image import KERNEL_CMDLINE, make_host_key, small_image, vm_initrd, wait_ready  # noqa: E402
 from cmqueue.clouds.libvirtd import PrivateLibvirtd  # noqa: E402
-from cmqueue.files import write_private  # noqa: E402
+from cmqueue.core.files import write_private  # noqa: E402
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:

@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE))
 
 from bench_jobs import report, ssh_config, timed, versions  # noqa: E402
 
-from cmqueue.testbed import LoopbackCluster, RedisServer  # noqa: E402
+from cmqueue.cli.demo_servers import LoopbackCluster, RedisServer  # noqa: E402
 
 
 def best(runs: list[float]) -> float:
@@ -95,7 +95,7 @@ def main() -> None:
         subprocess.run([*cmq, "up"], env=env, check=True, capture_output=True)
         for h in hosts:
             subprocess.run(["ssh", "-F", str(cfg), "-MNf", h], check=True)
-        from cmqueue.cluster import Cluster
+        from cmqueue.api.cluster import Cluster
 
         with Cluster.from_config(str(config)) as c:
             c.wait(c.broadcast("true"))                                   # warm every worker

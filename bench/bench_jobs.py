@@ -30,7 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from cmqueue.testbed import LoopbackCluster, RedisServer  # noqa: E402
+from cmqueue.cli.demo_servers import LoopbackCluster, RedisServer  # noqa: E402
 
 
 def versions() -> dict[str, str]:
@@ -137,7 +137,7 @@ def main() -> None:
         script = " & ".join(f"seq {per_host} | xargs -P4 -I{{}} {wrapper} {h} true" for h in hosts) + " & wait"
         results["ceiling"] = per_host * len(hosts) / timed(script, shell=True)
 
-        from cmqueue.cluster import Cluster
+        from cmqueue.api.cluster import Cluster
 
         os.environ.update(CMQ_HOME=env["CMQ_HOME"])
         lat_cmq, lat_ssh, lat_cli = [], [], []

@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE))
 
 from bench_jobs import report, ssh_config, timed, versions  # noqa: E402
 
-from cmqueue.testbed import LoopbackCluster, RedisServer  # noqa: E402
+from cmqueue.cli.demo_servers import LoopbackCluster, RedisServer  # noqa: E402
 
 MiB = 1024 * 1024
 
@@ -101,7 +101,7 @@ def measure_cmq(cluster: LoopbackCluster, root: Path, jobs: int, processes: int 
     cmq = [sys.executable, "-m", "cmqueue"]
     try:
         up = timed([*cmq, "up"], env)
-        from cmqueue.runner import control_dir
+        from cmqueue.machine.runner import control_dir
 
         os.environ["CMQ_HOME"] = str(home)
         control = control_dir()

@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE))
 
 from bench_jobs import fill_history, report, versions  # noqa: E402
 
-from cmqueue.testbed import LoopbackCluster, RedisServer  # noqa: E402
+from cmqueue.cli.demo_servers import LoopbackCluster, RedisServer  # noqa: E402
 
 
 def free_port() -> int:
@@ -91,7 +91,7 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise SystemExit("cmq serve did not answer")
             time.sleep(0.1)
-        from cmqueue.cluster import Cluster
+        from cmqueue.api.cluster import Cluster
 
         c = Cluster.from_config(str(config))
 

@@ -39,9 +39,9 @@ sys.path.insert(0, str(HERE))
 
 from bench_jobs import report, versions  # noqa: E402
 
-from cmqueue.files import write_private  # noqa: E402
-from cmqueue.services import port_free  # noqa: E402
-from cmqueue.testbed import AzuriteServer, LoopbackCluster, RedisServer, SeaweedServer, _user  # noqa: E402
+from cmqueue.cli.demo_servers import AzuriteServer, LoopbackCluster, RedisServer, SeaweedServer, _user  # noqa: E402
+from cmqueue.core.files import write_private  # noqa: E402
+from cmqueue.fleet.services import port_free  # noqa: E402
 
 BUCKET = "bench"
 #: Azurite's well-known development account, key and port: the only Azurite rclone 1.60
@@ -170,7 +170,7 @@ def measure(opts: argparse.Namespace, services: list[str], root: Path, cluster: 
         (d / f"f{i}.bin").write_bytes(os.urandom(4096))
     rows: list[tuple[str, str, float, float, str]] = []
     run([*cmq, "up"], env)
-    from cmqueue.inventory import load
+    from cmqueue.config.inventory import load
     from cmqueue.storage.cloud import make_driver
 
     for name in ("s3", "az"):

@@ -29,7 +29,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_jobs import versions  # noqa: E402
-from cmqueue.testbed import LoopbackCluster, RedisServer  # noqa: E402
+from cmqueue.cli.demo_servers import LoopbackCluster, RedisServer  # noqa: E402
 
 DOC = ROOT / "docs" / "reliability.md"
 

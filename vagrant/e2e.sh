@@ -124,7 +124,7 @@ mkdir -p "$work"
 # The namespace has no network: build the agents' wheelhouse (cmqueue and its dependencies
 # for the box's Python 3.11.2, and setuptools to build cmqueue) before going in.
 step "wheelhouse" "$repo/.venv/bin/python" -c "import sys; from pathlib import Path; \
-from cmqueue.join import build_wheelhouse; build_wheelhouse(Path(sys.argv[1]), '3.11.2')" "$work/seed"
+from cmqueue.fleet.agents import build_wheelhouse; build_wheelhouse(Path(sys.argv[1]), '3.11.2')" "$work/seed"
 "$repo/.venv/bin/python" -m pip download -q -d "$work/seed/wheelhouse" 'setuptools>=77' wheel
 ns=cmq-e2e-$$
 ip netns add "$ns"

@@ -1,6 +1,6 @@
 """The ``cmq`` command: hands the command to the launcher when one runs, else runs it.
 
-This module imports nothing of cmq's but its own few lines (see :mod:`cmqueue.launcher`):
+This module imports nothing of cmq's but its own few lines (see :mod:`cmqueue.cli.launcher`):
 with a launcher, ``cmq status`` costs a Python start, one round trip on a Unix socket and
 a fork. Without one (before `cmq up`, or for the commands that start long-lived
 processes: up, down, worker, recorder, flower, demo, vagrant), the command runs here.
@@ -15,48 +15,15 @@ import signal
 import socket
 import sys
 
+from .argv import command_word
+
 #: Commands the launcher runs (the rest start or stop services, or run in the foreground).
 LAUNCHED = frozenset((
     "status", "jobs", "logs", "machines", "submit", "wait", "cancel", "map", "put", "get", "cache", "run", "plan",
     "workflows", "show", "resume", "retry", "top", "ps", "procfile", "storage", "vdir", "pool",
 ))
-#: Global options that take a value (``--config FILE`` as well as ``--config=FILE``).
-GLOBAL_VALUE_OPTIONS = ("-c", "--config", "--broker", "--history")
 #: Signals passed on to the command while it runs.
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGWINCH)
-
-
-def command_word(argv: list[str]) -> str | None:
-    """The command of a cmq command line (after the global options), if any."""
-    i = 0
-    while i < len(argv):
-        word = argv[i]
-        if word in GLOBAL_VALUE_OPTIONS:
-            i += 2
-        elif word.startswith("-"):
-            i += 1
-        else:
-            return word
-    return None
-
-
-def global_values(argv: list[str]) -> dict[str, str]:
-    """The values of the global options before the command word: ``{"--config": FILE, ...}``
-    (``-c`` counts as ``--config``)."""
-    found: dict[str, str] = {}
-    i = 0
-    while i < len(argv) and argv[i].startswith("-"):
-        word = argv[i]
-        name, eq, value = word.partition("=")
-        name = "--config" if name == "-c" else name
-        if name in GLOBAL_VALUE_OPTIONS and not eq and i + 1 < len(argv):
-            found[name] = argv[i + 1]
-            i += 2
-            continue
-        if name in GLOBAL_VALUE_OPTIONS and eq:
-            found[name] = value
-        i += 1
-    return found
 
 
 def _home() -> str:

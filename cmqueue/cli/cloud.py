@@ -6,10 +6,9 @@ import sys
 import time
 from typing import Any
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 from . import output
-from .commands import Args, _number, _settings
-from .common import need_a_worker, output_format, print_rows, refuse_unfinished
+from .common import Args, load_settings, need_a_worker, number_option, output_format, print_rows, refuse_unfinished
 
 #: Seconds `boot --join` waits for the workers to serve the new machines.
 JOIN_WAIT = 60.0
@@ -81,11 +80,11 @@ Examples:
     if args["demo"]:
         from ..clouds.demo import run_cloud_demo
 
-        vms = _number(args, "--vms", int)
+        vms = number_option(args, "--vms", int)
         if vms is None or not 1 <= vms <= 16:
             raise UsageError(f"--vms={args['--vms']}: from 1 to 16")
         return run_cloud_demo(vms)
-    settings = _settings(args, check_keys=False)
+    settings = load_settings(args, check_keys=False)
     clouds = settings.inventory.clouds
     if args["config"]:
         return _config_list(settings, output_format(args))
@@ -100,12 +99,12 @@ Examples:
     action = next(a for a in QUEUED if args[a])
     if action == "boot":
         cloud = _known(clouds, args["CLOUD"])
-        count = _number(args, "--count", int)
+        count = number_option(args, "--count", int)
         if count is None or count < 1:
             raise UsageError(f"--count={args['--count']}: must be 1 or more")
         vms = _names(args["NAMES"]) if args["NAMES"] else [f"{cloud}-{i}" for i in range(1, count + 1)]
         params = {k: args[f"--{k}"] for k in ("image", "size") if args[f"--{k}"]}
-        slots = _number(args, "--slots", int)
+        slots = number_option(args, "--slots", int)
         if slots is None or slots < 1:
             raise UsageError(f"--slots={args['--slots']}: must be 1 or more")
         taken = [n for n in vms if n in settings.inventory.machines]
@@ -115,7 +114,7 @@ Examples:
         cloud = _known(clouds, args["--cloud"]) if args["--cloud"] else _only(clouds)
         vms, params = _names(args["NAMES"]), {}
         if action == "stop":
-            grace = _number(args, "--grace", float)
+            grace = number_option(args, "--grace", float)
             if grace is None or grace < 0:
                 raise UsageError(f"--grace={args['--grace']}: seconds, 0 or more")
             params["grace"] = grace
@@ -146,7 +145,7 @@ def _only(clouds: dict[str, Any]) -> str:
 
 
 def _names(text: str) -> list[str]:
-    from ..hostlist import HostlistError, expand_list
+    from ..core.hostlist import HostlistError, expand_list
 
     try:
         names = expand_list(text)
@@ -220,11 +219,11 @@ def _ssh(settings: Any, cloud: str, name: str, command: list[str]) -> int:
 
 def _join(settings: Any, cloud: str, records: list[dict[str, Any]], slots: int) -> None:
     """Make the booted VMs machines, and wait until the workers serve them."""
+    from ..api.cluster import Cluster
     from ..clouds import joined
     from ..clouds.cloud import Cloud
-    from ..cluster import Cluster
-    from ..errors import ServiceError
-    from ..machine_state import read_states
+    from ..core.errors import ServiceError
+    from ..fleet.machine_state import read_states
 
     c = Cloud(cloud, inventory=settings.inventory)
     entries = {r["name"]: joined.machine_entry(r, c.key, c.known_hosts, slots) for r in records if r.get("ssh")}
@@ -247,10 +246,10 @@ def _queued(settings: Any, cloud: str, vms: list[str], action: str,
             params: dict[str, Any]) -> list[dict[str, Any]]:
     """Send one job per VM and wait for them; print a table of the VMs after it; their
     records."""
+    from ..api.cluster import Cluster
     from ..clouds import jobs
-    from ..cluster import Cluster
-    from ..errors import JobFailedError
-    from ..models import JobStatus
+    from ..core.errors import JobFailedError
+    from ..core.models import JobStatus
 
     jobs.refuse_asked(settings.inventory.clouds[cloud])
     specs = jobs.build(cloud, vms, action, params)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import JobFailedError
-from ..models import JobStatus
-from ..transfer import human_bytes
+from ..core.errors import JobFailedError
+from ..core.models import JobStatus
+from ..transfer.machine_copy import human_bytes
 from . import output
-from .commands import Args, _cluster, _number
+from .common import Args, number_option, open_cluster
 
 
 def _transfer(args: Args, kind: str, machines: str, source: str, dest: str) -> int:
-    from ..submit import build_transfers
+    from ..submit.specs import build_transfers
 
-    with _cluster(args) as c:
-        retries = _number(args, "--retries", int)
+    with open_cluster(args) as c:
+        retries = number_option(args, "--retries", int)
         _, specs = build_transfers(c.settings.inventory, kind, machines, source, dest,
                                    recursive=args["--recursive"], retries=retries)
         c.send_specs(specs)
@@ -57,7 +57,7 @@ Examples:
   cmq put corpus.txt 'node[1-4]:'
   cmq put -r inputs/ node1:data/inputs
 """
-    from ..submit import split_remote
+    from ..submit.specs import split_remote
 
     machines, dest = split_remote(args["MACHINES:DST"], "destination")
     return _transfer(args, "put", machines, args["SRC"], dest)
@@ -82,7 +82,7 @@ Examples:
   cmq get node1:results.csv .
   cmq get -r 'node[1-4]:out' collected/
 """
-    from ..submit import split_remote
+    from ..submit.specs import split_remote
 
     machines, source = split_remote(args["MACHINES:SRC"], "source")
     return _transfer(args, "get", machines, source, args["DST"] or ".")
@@ -106,7 +106,7 @@ Options:
 """
     import time
 
-    with _cluster(args) as c:
+    with open_cluster(args) as c:
         inv = c.settings.inventory
         machines = inv.select(args["MACHINES"]) if args["MACHINES"] else list(inv.machines.values())
         c.refresh()
@@ -149,10 +149,10 @@ Options:
 def _cache_clear(c: Any, machines: list[Any], as_json: bool) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..runner import control_dir
-    from ..ssh import control_path
-    from ..staging import Stager
-    from ..transfer import Transfer, TransferError
+    from ..machine.runner import control_dir
+    from ..machine.ssh import control_path
+    from ..transfer.machine_copy import Transfer, TransferError
+    from ..transfer.staging import Stager
 
     def clear(m: Any) -> dict[str, Any]:
         ctl = control_path(control_dir(), m, 0) if m.mode == "ssh" else None

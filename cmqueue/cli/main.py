@@ -65,7 +65,7 @@ from typing import Any
 from docopt import DocoptExit
 
 from .. import __version__
-from ..errors import CmqError, UsageError
+from ..core.errors import CmqError, UsageError
 from .parse import (
     did_you_mean,
     explain,
@@ -83,8 +83,11 @@ SHELL_COMMANDS = ("submit", "map")
 
 #: The module of cmqueue.cli that defines each command: only the one run is imported.
 COMMAND_MODULES: dict[str, str] = {
-    **dict.fromkeys(("up", "down", "ps", "worker", "recorder", "launcher", "flower", "procfile", "machines", "submit",
-                     "status", "jobs", "logs", "cancel", "top", "wait", "demo"), "commands"),
+    **dict.fromkeys(("up", "down", "ps", "worker", "recorder", "launcher", "flower", "procfile"), "stack"),
+    "machines": "machines",
+    **dict.fromkeys(("submit", "status", "jobs", "logs", "cancel", "wait"), "jobs"),
+    "top": "top",
+    "demo": "demo",
     **dict.fromkeys(("put", "get", "cache"), "data"),
     "map": "mapping",
     **dict.fromkeys(("run", "plan", "workflows", "show", "resume", "retry"), "workflows"),
@@ -109,7 +112,7 @@ def command(name: str) -> Any:
 def _run(argv: list[str]) -> int:
     from docopt import docopt
 
-    from .client import command_word
+    from .argv import command_word
 
     word = command_word(argv)
     refuse_abbreviations(__doc__ or "", argv[: argv.index(word)] if word in argv else argv, "cmq")
@@ -123,7 +126,7 @@ def _run(argv: list[str]) -> int:
         public = [c for c in COMMAND_MODULES if c not in ("recorder", "launcher")]
         raise UsageError(f"unknown command {name!r}{did_you_mean(name, public)}; {help_hint()}")
     sub_argv, after = split_triple_colon([name, *top["<args>"]])
-    from .commands import GLOBAL_OPTIONS
+    from .common import GLOBAL_OPTIONS
 
     doc = (func.__doc__ or "") + GLOBAL_OPTIONS
     if name in SHELL_COMMANDS:

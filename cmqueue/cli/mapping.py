@@ -9,10 +9,11 @@ from typing import Any
 from rich.live import Live
 from rich.text import Text
 
-from ..errors import JobFailedError, UsageError
-from ..models import JobRecord, JobStatus
+from ..core.errors import JobFailedError, UsageError
+from ..core.models import JobRecord, JobStatus
 from . import output
-from .commands import Args, _cluster, _number, staging_options, stop_waiting
+from .common import Args, number_option, open_cluster, staging_options
+from .follow import stop_waiting
 from .parse import help_hint
 
 #: Seconds between two recomputations of the partial value on screen.
@@ -50,7 +51,7 @@ class PartialView:
         """Recompute the counts and (at most every PARTIAL_INTERVAL) the partial value."""
         if not self.live:
             return
-        from .. import reducers
+        from ..submit import reducers
 
         by_id = {r.id: r for r in records}
         done = [by_id[i] for i in self.members if i in by_id and by_id[i].state.final]
@@ -116,7 +117,7 @@ Examples:
 """
     import os
 
-    from ..submit import build_reduce, build_specs, parse_env, placement, read_each, send
+    from ..submit.specs import build_reduce, build_specs, parse_env, placement, read_each, send
 
     words = args["TEMPLATE"]
     if words and words[0] == "--":
@@ -130,13 +131,13 @@ Examples:
     if arguments is None:
         raise UsageError("a map needs arguments: ::: ARG... or --each=FILE")
     reducer = args["--reduce"]
-    with _cluster(args) as c:
+    with open_cluster(args) as c:
         where = placement(c.settings.inventory, on=args["--on"], label=args["--label"])
         if len(where.machines) > 1:
             raise UsageError(f"--on={args['--on']}: a map runs each argument once; name one machine, "
                              "or give the machines a label and use --label")
         batch, members = build_specs(" ".join(words), where, args=arguments,
-                                     timeout=_number(args, "--timeout"), retries=_number(args, "--retries", int),
+                                     timeout=number_option(args, "--timeout"), retries=number_option(args, "--retries", int),
                                      env=parse_env(args["--env"]), **staging_options(args))
         rspec = build_reduce(members, reducer, allow_failures=args["--allow-failures"], cwd=os.getcwd())
         send(c.app, c.store, members, rspec)

@@ -14,9 +14,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..defaults import FAILURE_TAIL_LINES
-from ..hostlist import fold
-from ..models import JobRecord, JobStatus, short_id
+from ..core.defaults import FAILURE_TAIL_LINES
+from ..core.hostlist import fold
+from ..core.models import JobRecord, JobStatus, short_id
 
 if TYPE_CHECKING:
     from rich.console import Console, Group
@@ -358,7 +358,7 @@ class TransferView:
         """Refresh the byte counters the workers report."""
         if not self.enabled:
             return
-        from ..progress import read_progress
+        from ..queue.progress import read_progress
 
         try:
             found = read_progress(self.client, list(self.tasks))

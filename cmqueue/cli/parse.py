@@ -17,7 +17,7 @@ from typing import Any
 
 from docopt import DocoptExit, Option, docopt, parse_docstring_sections, parse_options
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 
 
 def split_triple_colon(argv: list[str]) -> tuple[list[str], list[str] | None]:

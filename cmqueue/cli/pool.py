@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 from . import output
-from .commands import Args
-from .common import output_format, print_rows
+from .common import Args, output_format, print_rows
 from .parse import help_hint
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 from . import output
-from .commands import Args, _number, _settings
-from .common import output_format, print_rows
+from .common import Args, load_settings, number_option, output_format, print_rows
 
 
 def cmd_serve(args: Args) -> int:
@@ -41,20 +40,20 @@ Examples:
   curl -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
        -d '{"command": "uname -n", "all": true, "wait": 30}' http://127.0.0.1:8765/api/jobs
 """
-    from ..config import home_dir
+    from ..config.settings import home_dir
     from ..serve.tokens import TokenStore
 
     tokens = TokenStore(home_dir() / "serve" / "tokens.json")
     if args["token"]:
         return _tokens(args, tokens)
-    settings = _settings(args, check_keys=False)
-    port = _number(args, "--port", int) or int(settings.get("serve_port"))
+    settings = load_settings(args, check_keys=False)
+    port = number_option(args, "--port", int) or int(settings.get("serve_port"))
     if not 0 < port < 65536:
         raise UsageError(f"--port={port}: from 1 to 65535")
     if bool(args["--cert"]) != bool(args["--key"]):
         raise UsageError("--cert and --key go together")
     if args["--key"]:
-        from ..files import check_private
+        from ..core.files import check_private
 
         check_private(args["--key"], "the TLS key")
     from ..serve.server import serve
@@ -66,7 +65,7 @@ Examples:
         output.err.print(f"cmq serve: {args['--address']} is not loopback and there is no --cert: tokens would "
                          "travel in clear", markup=False, highlight=False)
     serve(settings, tokens, address=args["--address"], port=port, cert=args["--cert"], key=args["--key"],
-          origins=args["--allow-origin"], reload=lambda: _settings(args, check_keys=False))
+          origins=args["--allow-origin"], reload=lambda: load_settings(args, check_keys=False))
     return 0
 
 

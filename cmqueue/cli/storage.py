@@ -7,10 +7,9 @@ import time
 from contextlib import contextmanager
 from typing import Any
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 from . import output
-from .commands import Args, _number, _settings
-from .common import need_a_worker, output_format, print_rows
+from .common import Args, load_settings, need_a_worker, number_option, output_format, print_rows
 
 
 def cmd_storage(args: Args) -> int:
@@ -71,14 +70,14 @@ Examples:
 """
     from ..storage.ops import Providers
 
-    settings = _settings(args, check_keys=False)
+    settings = load_settings(args, check_keys=False)
     if args["config"]:
         return _config_list(settings, output_format(args))
     inventory = settings.inventory
     default = _default_service(inventory, args["--storage"])
     if args["sync"] and args["status"]:
         return _sync_status(settings, args["--name"], output_format(args))
-    parallel = _number(args, "--parallel", int)
+    parallel = number_option(args, "--parallel", int)
     if parallel is None or parallel < 1:
         raise UsageError(f"--parallel={args['--parallel']}: must be 1 or more")
     providers = Providers(inventory)
@@ -168,7 +167,7 @@ def _delete(providers: Any, text: str, default: str | None) -> int:
 
 def _copy(providers: Any, args: Args, default: str | None, parallel: int, settings: Any) -> int:
     from ..storage.ops import place, plan, run_steps, to_sync
-    from ..transfer import human_bytes
+    from ..transfer.machine_copy import human_bytes
 
     sync = bool(args["sync"])
     source = place(args["SOURCE"], default, local=bool(args["put"] or sync))
@@ -256,10 +255,10 @@ def _run_queued(settings: Any, steps: list[Any], parallel: int, what: str, sync_
     wait for them; (files moved, files already there, bytes moved, files left alone as
     newer at the destination). The workers `cmq up`
     started run them."""
-    from ..cluster import Cluster
-    from ..defaults import STORAGE_RETRIES
-    from ..errors import JobFailedError
-    from ..models import JobStatus, new_id
+    from ..api.cluster import Cluster
+    from ..core.defaults import STORAGE_RETRIES
+    from ..core.errors import JobFailedError
+    from ..core.models import JobStatus, new_id
     from ..storage import jobs
 
     batch = f"sync-{sync_name}-{new_id('')}" if sync_name else None
@@ -289,7 +288,7 @@ def _run_queued(settings: Any, steps: list[Any], parallel: int, what: str, sync_
 
 def _sync_status(settings: Any, name: str | None, fmt: str) -> int:
     """The sync runs (newest last), or those of sync ``name``: their jobs' states and what moved."""
-    from ..cluster import Cluster
+    from ..api.cluster import Cluster
 
     with Cluster(settings, trust_recorder=True) as c:
         c.refresh()

@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..config import config_path
-from ..errors import CmqError, VagrantError
-from ..vagrant_cluster import LABEL, ClusterSpec, VagrantCluster
+from ..clouds.vagrant import LABEL, ClusterSpec, VagrantCluster
+from ..config.settings import config_path
+from ..core.errors import CmqError, VagrantError
 from . import output
-from .commands import Args, _number, _settings
-from .common import refuse_unfinished
+from .common import Args, load_settings, number_option, refuse_unfinished
 
 
 def cmd_vagrant(args: Args) -> int:
@@ -55,12 +54,12 @@ queues, or the label `vagrant` when only VMs carry it), unless --force.
         except ValueError:
             count = args["N"]
         spec = ClusterSpec(
-            count=count, box=args["--box"], slots=_number(args, "--slots", int),
-            provider=args["--provider"], mode=args["--mode"], memory=_number(args, "--memory", int),
-            cpus=_number(args, "--cpus", int), boot_timeout=_number(args, "--timeout", int),
+            count=count, box=args["--box"], slots=number_option(args, "--slots", int),
+            provider=args["--provider"], mode=args["--mode"], memory=number_option(args, "--memory", int),
+            cpus=number_option(args, "--cpus", int), boot_timeout=number_option(args, "--timeout", int),
             accel=args["--accel"], workdir=args["--workdir"],
         ).check()
-        _settings(args, check_keys=False)        # the inventory must load before any VM boots
+        load_settings(args, check_keys=False)        # the inventory must load before any VM boots
         started = time.monotonic()
         entries = cluster.up(spec)
         output.err.print(f"{len(entries)} VMs up and pinned in {time.monotonic() - started:.0f} s", markup=False)
@@ -96,9 +95,9 @@ def _join(args: Args, names: list[str]) -> None:
     """Join the VMs as agents, all at once (their bootstraps run in parallel)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..join import Agents
+    from ..fleet.agents import Agents
 
-    agents = Agents(_settings(args))
+    agents = Agents(load_settings(args))
 
     def join(name: str) -> tuple[str, dict[str, Any] | CmqError]:
         try:
@@ -123,9 +122,9 @@ def _forget_agents(args: Args, names: list[str]) -> None:
     """Close the tunnels of the cluster's joined agents before their VMs go away."""
     if not names:
         return
-    from ..services import Services
+    from ..fleet.services import Services
 
-    services = Services(_settings(args, check_keys=False))
+    services = Services(load_settings(args, check_keys=False))
     joined = services.records().get("agents") or {}
     for name in names:
         if name in joined:
@@ -133,13 +132,13 @@ def _forget_agents(args: Args, names: list[str]) -> None:
 
 
 def _print_status(args: Args, cluster: Any) -> None:
-    from ..services import Services
+    from ..fleet.services import Services
 
     entries = cluster.entries()
     states = cluster.states()
     joined: dict[str, Any] = {}
     if entries:
-        joined = Services(_settings(args, check_keys=False)).records().get("agents") or {}
+        joined = Services(load_settings(args, check_keys=False)).records().get("agents") or {}
     rows = []
     for name in sorted(set(states) | set(entries), key=lambda n: (len(n), n)):
         e = entries.get(name, {})

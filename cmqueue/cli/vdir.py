@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from . import output
-from .commands import Args, _settings
-from .common import output_format, print_rows
+from .common import Args, load_settings, output_format, print_rows
 
 
 def cmd_vdir(args: Args) -> int:
@@ -49,7 +48,7 @@ Examples:
   cmq vdir replicate a.csv s3 && cmq vdir prefer a.csv s3
   cmq vdir get /proj/raw/a.csv ./a.csv
 """
-    settings = _settings(args, check_keys=False)
+    settings = load_settings(args, check_keys=False)
     with _vdir(settings) as v:
         if args["mkdir"]:
             output.err.print(f"vdir {v.mkdir(args['DIR'])}: directory ready", markup=False, highlight=False)

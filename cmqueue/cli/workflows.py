@@ -6,10 +6,10 @@ from typing import Any
 
 from rich.tree import Tree
 
-from ..errors import JobFailedError
+from ..core.errors import JobFailedError
 from ..workflow.views import plan_view, summary, where
 from . import output
-from .commands import Args, _cluster
+from .common import Args, open_cluster
 
 
 def _short(text: Any, width: int = 40) -> str:
@@ -48,7 +48,7 @@ of its task. `;` binds loosest, then `|`, then `+`; parentheses group. A step th
 suspends the workflow (later steps do not start); `cmq resume WF` goes on from there.
 
 Tasks come from --tasks=FILE (a Python file whose functions return the shell
-command to run; see cmqueue.workflow.tasks) and from the inventory's `tasks:` map.
+command to run; see cmqueue.workflow.task_defs) and from the inventory's `tasks:` map.
 
 Options:
   --tasks=FILE   a Python file of tasks
@@ -61,7 +61,7 @@ Examples:
   cmq run --tasks=pipeline.py --wait '(fetch_a | fetch_b); merge'
   cmq run --tasks=t.py --wait '(a | b | c); d; a + b + c + d'
 """
-    with _cluster(args) as c:
+    with open_cluster(args) as c:
         tasks = c.tasks(args["--tasks"])
         wfs = c.workflows
         plan = wfs.plan(args["EXPR"], tasks, reducer=args["--reduce"], source=args["--tasks"] or "")
@@ -86,7 +86,7 @@ def _follow(c: Any, wf_id: str, as_json: bool) -> int:
     if as_json:
         output.print_json(summary(c, wf, steps, state))
     elif state == "succeeded":
-        from ..reducers import render
+        from ..submit.reducers import render
 
         text = render(value)
         output.out.print(text.rstrip("\n"), markup=False, highlight=False)
@@ -109,7 +109,7 @@ where each task may run, and which names are reused (a name seen again is the sa
 `+` adds results that are already there).
 
 Tasks come from --tasks=FILE (a Python file whose functions return the shell
-command to run; see cmqueue.workflow.tasks) and from the inventory's `tasks:` map.
+command to run; see cmqueue.workflow.task_defs) and from the inventory's `tasks:` map.
 
 Options:
   --tasks=FILE   a Python file of tasks
@@ -119,7 +119,7 @@ Options:
     from ..workflow.expr import Name
     from ..workflow.plan import stages
 
-    with _cluster(args, check_keys=False) as c:
+    with open_cluster(args, check_keys=False) as c:
         plan = c.workflows.plan(args["EXPR"], c.tasks(args["--tasks"]), reducer=args["--reduce"])
         order = stages(plan)
         if args["--json"]:
@@ -160,10 +160,10 @@ Options:
   --json     print JSON
 """
     from ..workflow.views import rows as workflow_rows
-    from .commands import _number
+    from .common import number_option
 
-    with _cluster(args, check_keys=False) as c:
-        rows = workflow_rows(c, _number(args, "--last", int))
+    with open_cluster(args, check_keys=False) as c:
+        rows = workflow_rows(c, number_option(args, "--last", int))
         if args["--json"]:
             output.print_json(rows)
             return 0
@@ -188,7 +188,7 @@ Options:
 """
     from ..workflow.expr import Name, parse
 
-    with _cluster(args, check_keys=False) as c:
+    with open_cluster(args, check_keys=False) as c:
         wfs = c.workflows
         wf = wfs.resolve(args["WF"])
         steps = wfs.steps(wf)
@@ -222,7 +222,7 @@ Options:
         output.out.print(f"workflow {wf['id']}: {output.state_text(state)}  {wf['expr']}", highlight=False)
         output.out.print(_tree(parse(wf["expr"]), label, set()))
         if state == "succeeded":
-            from ..reducers import render
+            from ..submit.reducers import render
 
             output.out.print("value: " + render(wfs.value(wf, steps)).rstrip("\n"), markup=False)
         elif state == "suspended":
@@ -244,7 +244,7 @@ Options:
   --wait   follow the steps, then print the workflow's value
   --json   print JSON
 """
-    with _cluster(args) as c:
+    with open_cluster(args) as c:
         wf_id, sent = c.workflows.resume(args["WF"])
         if not args["--wait"]:
             if args["--json"]:
@@ -266,7 +266,7 @@ Options:
   --wait   follow the step
   --json   print JSON
 """
-    with _cluster(args) as c:
+    with open_cluster(args) as c:
         wf_id, sent = c.workflows.resume(args["WF"], only=args["STEP"])
         if not args["--wait"]:
             output.out.print(f"workflow {wf_id}: running {', '.join(sent)} again", markup=False)

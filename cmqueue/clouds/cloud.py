@@ -27,8 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..asking import ask_hidden
-from ..errors import CmqError, ConfigError, ServiceError, UsageError
+from ..config.asking import ask_hidden
+from ..core.errors import CmqError, ConfigError, ServiceError, UsageError
 from .config import ASK, CloudConfig
 
 #: What can be done to a VM (``boot`` makes a new one).
@@ -116,10 +116,10 @@ class Cloud:
     """A cloud of the inventory; a context that opens its driver and closes it after."""
 
     def __init__(self, name: str, inventory: Any = None, home: Path | None = None) -> None:
-        from ..config import home_dir
+        from ..config.settings import home_dir
 
         if inventory is None:
-            from ..config import resolve
+            from ..config.settings import resolve
 
             inventory = resolve(check_keys=False).inventory
         if name not in inventory.clouds:
@@ -375,7 +375,7 @@ class Cloud:
         return self._record(self.node(name))
 
     def _pin(self, name: str, host_key: str) -> None:
-        from ..files import write_private
+        from ..core.files import write_private
 
         lines = [ln for ln in (self.known_hosts.read_text().splitlines() if self.known_hosts.exists() else [])
                  if ln.split(" ", 1)[0] != name]
@@ -450,8 +450,8 @@ class VirtualMachine:
 
     def run(self, command: str, timeout: float | None = None) -> Any:
         """Run ``command`` on the VM as a job on the queue; its JobResult (stdout, exit code)."""
-        from ..cluster import Cluster
-        from ..inventory import load
+        from ..api.cluster import Cluster
+        from ..config.inventory import load
 
         if self.name not in load(self.cloud.inventory.path, check_keys=False).machines:   # joined since?
             raise UsageError(f"VM {self.name} is not a machine of {self.cloud.inventory.path.name}: boot it with "

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from ..sections import named_mappings
+from ..config.sections import named_mappings
+from ..core.errors import ConfigError
 
 #: The value of a credential that is asked for on the terminal.
 ASK = "TBD"

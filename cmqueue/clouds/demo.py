@@ -21,9 +21,9 @@ from pathlib import Path
 import yaml
 
 from ..cli import output
-from ..config import home_dir
-from ..errors import CmqError
-from ..files import write_private
+from ..config.settings import home_dir
+from ..core.errors import CmqError
+from ..core.files import write_private
 from .libvirtd import PrivateLibvirtd
 
 #: The demo's map: the squares of 1..10, summed on the VMs.

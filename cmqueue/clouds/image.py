@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from ..errors import CmqError
+from ..core.errors import CmqError
 
 #: Kernel modules the VM needs (a virtio network card; the ACPI power button and the
 #: input events acpid reads, for a clean stop); what they depend on comes too.

@@ -13,8 +13,8 @@ import json
 import time
 from typing import Any
 
-from .. import routing
-from ..models import JobResult, JobSpec, new_id
+from ..core.models import JobResult, JobSpec, new_id
+from ..queue import routing
 
 #: The ``kind`` of a cloud action job.
 KIND = "cloud"
@@ -25,7 +25,7 @@ TARGET = "cloud"
 def refuse_asked(config: Any) -> None:
     """UsageError when the cloud has credentials ``TBD``: a worker runs the action and
     cannot ask for them."""
-    from ..errors import UsageError
+    from ..core.errors import UsageError
     from .config import ASK
 
     asked = [k for k, v in config.credentials.items() if v == ASK]
@@ -46,7 +46,7 @@ def build(cloud: str, names: list[str], action: str, params: dict[str, Any] | No
 
 def run(spec: JobSpec, inventory: Any, machine: str) -> JobResult:
     """Do the job's action here; its result (failed, with the cloud's reason, on error)."""
-    from ..errors import CmqError
+    from ..core.errors import CmqError
     from .cloud import Cloud
 
     started = time.time()

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from ..files import write_private
-from ..inventory import companion_path
+from ..config.inventory import companion_path
+from ..core.files import write_private
 
 HEAD = ("# Written by `cmq cloud boot --join`; `cmq cloud delete` removes its VMs from it.\n"
         "# cmq reads it with the inventory beside it.\n")

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..errors import ServiceError
+from ..core.errors import ServiceError
 
 LIBVIRTD_CONF = """unix_sock_dir = "{sock}"
 unix_sock_rw_perms = "0700"

@@ -6,7 +6,7 @@ default) or ``mongodb://host[:port]/database``; both pass the same contract test
 
 from __future__ import annotations
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .base import HistoryStore
 
 

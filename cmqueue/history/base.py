@@ -6,13 +6,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import UnknownJobError
-from ..models import Event, JobRecord, JobStatus, next_state
+from ..core.errors import UnknownJobError
+from ..core.models import Event, JobRecord, JobStatus, next_state
 
 
 def job_changes(current: JobStatus, ev: Event) -> dict[str, Any] | None:
     """The job fields an event changes (``result`` as a dict), or None when it does not
-    apply (see :func:`cmqueue.models.next_state`). Shared by every backend."""
+    apply (see :func:`cmqueue.core.models.next_state`). Shared by every backend."""
     new = next_state(current, ev.state)
     if new is None:
         return None

@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import ServiceError
-from ..models import Event, JobRecord, JobResult, JobSpec, JobStatus, stream_id_key
+from ..core.errors import ServiceError
+from ..core.models import Event, JobRecord, JobResult, JobSpec, JobStatus, stream_id_key
 from .base import HistoryStore, cache_change, job_changes
 
 _JOB_FIELDS = ("state", "machine", "exit_code", "reason", "started", "ended", "updated", "attempt", "result")

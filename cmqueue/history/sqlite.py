@@ -9,8 +9,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..errors import ServiceError
-from ..models import Event, JobRecord, JobResult, JobSpec, JobStatus, stream_id_key
+from ..core.errors import ServiceError
+from ..core.models import Event, JobRecord, JobResult, JobSpec, JobStatus, stream_id_key
 from .base import HistoryStore, cache_change, job_changes
 
 SCHEMA = """

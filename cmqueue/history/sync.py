@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import events
-from ..models import Event
+from ..core.models import Event
+from ..queue import events
 from . import readers
 from .base import HistoryStore
 

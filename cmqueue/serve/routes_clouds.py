@@ -9,8 +9,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from ..errors import UnknownMachineError, UsageError
-from .app import cluster
+from ..core.errors import UnknownMachineError, UsageError
+from .deps import cluster
 from .schemas import Strict, Submitted, job_out
 
 router = APIRouter(tags=["clouds"])
@@ -77,8 +77,8 @@ def act(name: str, body: Action, c: Any = Depends(cluster)) -> dict[str, Any]:
     """Do ``action`` to each VM of ``names``: a job each, run by a worker on this host;
     a deleted VM that had joined stops being a machine."""
     from ..clouds import jobs, joined
-    from ..hostlist import HostlistError, expand_list
-    from ..machine_state import need_a_host_worker, refuse_unfinished
+    from ..core.hostlist import HostlistError, expand_list
+    from ..fleet.machine_state import need_a_host_worker, refuse_unfinished
 
     config = _cloud(c, name)
     try:

@@ -21,8 +21,8 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
-from ..errors import UsageError
-from .app import cluster
+from ..core.errors import UsageError
+from .deps import cluster
 from .schemas import Strict
 
 router = APIRouter(tags=["storage and vdir"])

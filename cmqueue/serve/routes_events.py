@@ -16,8 +16,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 
-from .. import events as event_stream
-from .app import cluster
+from ..queue import events as event_stream
+from .deps import cluster
 
 router = APIRouter(tags=["events"])
 

@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, PlainTextResponse, Response
 
-from ..errors import UnknownJobError, UsageError
-from ..models import JobStatus
-from .app import cluster
+from ..core.errors import UnknownJobError, UsageError
+from ..core.models import JobStatus
+from .deps import cluster
 from .schemas import Job, JobsRequest, MapRequest, MapSubmitted, Submitted, job_out
 
 router = APIRouter(tags=["jobs"])
@@ -26,7 +26,7 @@ def submit_jobs(body: JobsRequest, c: Any = Depends(cluster)) -> dict[str, Any]:
     """Submit jobs, one per machine of ``on`` (or on any machine with ``label``, or on
     every machine with ``all``) and per argument of ``args``; with ``wait``, answer when
     they end (or when ``wait`` seconds have passed)."""
-    from ..submit import build_specs, placement
+    from ..submit.specs import build_specs, placement
 
     where = placement(c.settings.inventory, on=body.on, label=body.label, everywhere=body.all)
     batch, specs = build_specs(body.command, where, args=body.args, timeout=body.timeout, retries=body.retries,
@@ -41,7 +41,7 @@ def submit_jobs(body: JobsRequest, c: Any = Depends(cluster)) -> dict[str, Any]:
 def submit_map(body: MapRequest, c: Any = Depends(cluster)) -> dict[str, Any]:
     """A map with a reduce: one job per argument, then the reduce of their outputs; the
     reduce job's ``value`` is the map's value once it ends (``wait`` to answer then)."""
-    from ..submit import build_reduce, build_specs, placement, send
+    from ..submit.specs import build_reduce, build_specs, placement, send
 
     where = placement(c.settings.inventory, on=body.on, label=body.label)
     batch, members = build_specs(body.template, where, args=body.args, timeout=body.timeout, retries=body.retries,
@@ -96,7 +96,7 @@ def job_log(ref: str, stream: str = Query("stdout", pattern="^(stdout|stderr)$")
             c: Any = Depends(cluster)) -> Response:
     """A job's stdout (or stderr): the whole log when it is on this host, else the tail
     the history keeps (header ``X-Cmq-Truncated: 1`` then)."""
-    from ..joblog import full_log
+    from ..machine.joblog import full_log
 
     rec = _one(c, ref)
     if rec.result is None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from .app import cluster
+from .deps import cluster
 from .schemas import Machine
 
 router = APIRouter(tags=["machines"])
@@ -16,7 +16,7 @@ router = APIRouter(tags=["machines"])
 def list_machines(c: Any = Depends(cluster)) -> list[dict[str, Any]]:
     """Every machine of the inventory with its settings and its worker's state, as
     `cmq machines --json` shows them."""
-    from ..machine_state import machine_rows
+    from ..fleet.snapshot import machine_rows
 
     return machine_rows(c.settings)
 
@@ -25,6 +25,6 @@ def list_machines(c: Any = Depends(cluster)) -> list[dict[str, Any]]:
 def top(c: Any = Depends(cluster)) -> dict[str, Any]:
     """What `cmq top` shows: each machine's worker state and slots used and free, the
     depth of every queue, and the jobs running now."""
-    from ..top import snapshot
+    from ..fleet.snapshot import snapshot
 
     return snapshot(c)

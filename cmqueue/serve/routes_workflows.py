@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
-from .app import cluster
+from .deps import cluster
 from .schemas import Again, Plan, PlanRequest, TaskSpec, Workflow, WorkflowRequest, WorkflowRow
 
 router = APIRouter(tags=["workflows"])

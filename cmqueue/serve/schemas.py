@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from ..submit import ENV_NAME
+from ..submit.specs import ENV_NAME
 
 #: A job's environment: variable names as the shell takes them (and no other key).
 Env = Annotated[dict[Annotated[str, StringConstraints(pattern=ENV_NAME)], str],

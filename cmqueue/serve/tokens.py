@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
-from ..files import check_private, private_dir, read_json, write_json_private
+from ..core.errors import UsageError
+from ..core.files import check_private, private_dir, read_json, write_json_private
 
 #: What every token starts with (so a leaked one is easy to find in a scan).
 PREFIX = "cmq_"

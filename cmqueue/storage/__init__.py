@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 from .base import Entry, NotFoundError, Provider, StorageError, StorageUnavailableError
 from .config import StorageConfig
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CmqError, MissingError, ServiceError
+from ..core.errors import CmqError, MissingError, ServiceError
 from .config import StorageConfig
 from .localfiles import CHUNK, PART, ChunkWriter, create_part  # noqa: F401 (CHUNK and PART: for the providers)
 

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import ConfigError
-from ..sections import named_mappings
+from ..config.sections import named_mappings
+from ..core.errors import ConfigError
 
 TYPES = ("local", "ssh", "s3", "azure", "libcloud")
 #: Fields each type takes (besides ``type``), and those it requires.

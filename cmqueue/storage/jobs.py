@@ -13,8 +13,8 @@ import os
 import time
 from typing import Any
 
-from .. import routing
-from ..models import JobResult, JobSpec, new_id
+from ..core.models import JobResult, JobSpec, new_id
+from ..queue import routing
 from .ops import SAME, Providers, Step, compare, run_steps, to_sync
 
 #: The ``kind`` of a storage transfer job.
@@ -49,7 +49,7 @@ def useful_parallel(steps: list[Step], parallel: int, inventory: Any) -> int:
 def build(steps: list[Step], parallel: int, what: str, retries: int, sync: bool = False,
           batch: str | None = None) -> list[JobSpec]:
     """The job specs that move ``steps`` in ``parallel`` jobs; ``what`` describes the command."""
-    from ..transfer import human_bytes
+    from ..transfer.machine_copy import human_bytes
 
     batch = batch or new_id("b")
     now = time.time()
@@ -79,7 +79,7 @@ def run(spec: JobSpec, inventory: Any, machine: str, on_progress: Any = None) ->
     """Run a storage job here: move each of its files, verified. ``on_progress`` is told
     the bytes moved so far. A failure ends the job (failed, so retried) with the file
     it stopped at; the files moved before it stay (the next attempt skips them)."""
-    from ..errors import CmqError, ConfigError
+    from ..core.errors import CmqError, ConfigError
     from .base import NotFoundError
 
     steps = [Step.from_dict(s) for s in spec.params.get("steps", [])]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import posixpath
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 
 #: Longest name an object store keeps (S3's limit in bytes).
 MAX_NAME = 1024

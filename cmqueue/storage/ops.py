@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
-from ..models import PlainData
+from ..core.errors import UsageError
+from ..core.models import PlainData
 from . import names
 from .base import Entry, NotFoundError, OnBytes, Provider, counted, digests
 

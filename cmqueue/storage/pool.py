@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import CmqError, UsageError
+from ..core.errors import CmqError, UsageError
 from .base import NotFoundError, StorageError, sha256_of
 from .ops import Providers
 
@@ -135,9 +135,9 @@ class Pool:
         the local cache (default: <cmq home>/pool-cache); ``capacity``: its size (bytes,
         or "2G"); ``services``: where uploads are stored (default: the inventory's first
         storage service); ``config``: the inventory (default: as for the command line)."""
-        from ..config import resolve
+        from ..config.inventory import parse_size
+        from ..config.settings import resolve
         from ..history import open_store
-        from ..inventory import parse_size
         from .vdir_store import backend_for
 
         self.settings = resolve(config, check_keys=False)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from ..asking import ask_hidden
-from ..errors import ConfigError, InsecureFileError
+from ..config.asking import ask_hidden
+from ..core.errors import ConfigError, InsecureFileError
 from .config import ASK, StorageConfig
 
 

@@ -24,10 +24,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..files import private_dir
-from ..runner import control_dir
-from ..ssh import control_path
-from ..transfer import Transfer, error_line, remote_path
+from ..core.files import private_dir
+from ..machine.runner import control_dir
+from ..machine.ssh import control_path
+from ..transfer.machine_copy import Transfer, error_line, remote_path
 from .base import (
     CHUNK,
     Entry,

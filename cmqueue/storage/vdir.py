@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import CmqError, MissingError, UsageError
-from ..files import write_private
+from ..core.errors import CmqError, MissingError, UsageError
+from ..core.files import write_private
 from . import names
 from .base import NotFoundError, StorageError
 from .ops import Providers, Step, run_step

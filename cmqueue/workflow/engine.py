@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ServiceError, UsageError
-from ..guard import suspended_key
-from ..models import JobRecord, JobSpec, JobStatus, new_id
+from ..core.errors import ServiceError, UsageError
+from ..core.models import JobRecord, JobSpec, JobStatus, new_id
+from ..queue.claims import suspended_key
 from .expr import parse
 from .plan import Plan, Step, build, canvas
 
@@ -74,8 +74,8 @@ class Workflows:
         from kombu.exceptions import OperationalError
         from redis.exceptions import RedisError
 
-        from ..models import Event
-        from ..submit import _pin_inputs
+        from ..core.models import Event
+        from ..submit.specs import _pin_inputs
 
         self.c.store.add(JobRecord(spec=s, state=JobStatus.QUEUED) for s in specs)
         sig = canvas(plan, self.c.results_app, reuse)
@@ -97,7 +97,7 @@ class Workflows:
         if wf is None:
             ids = store.workflow_ids(ref)
             if len(ids) != 1:
-                from ..errors import UnknownJobError
+                from ..core.errors import UnknownJobError
 
                 raise UnknownJobError(f"no workflow {ref!r}" if not ids else f"{ref!r} matches several workflows")
             wf = store.workflow(ids[0])
@@ -185,7 +185,7 @@ class Workflows:
     def cancel(self, ref: str) -> dict:
         """Suspend the workflow and cancel its steps that have not ended. A workflow that
         already ended (succeeded, or suspended with nothing running) is left as it is."""
-        from ..guard import request_cancel
+        from ..queue.claims import request_cancel
 
         wf = self.resolve(ref)
         if self.state(wf) in ("succeeded", "suspended"):

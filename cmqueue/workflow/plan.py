@@ -14,12 +14,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import routing
-from ..errors import UsageError
-from ..inventory import Inventory
-from ..models import JobSpec, new_id
+from ..config.inventory import Inventory
+from ..core.errors import UsageError
+from ..core.models import JobSpec, new_id
+from ..queue import routing
 from .expr import Name, Node, Par, Seq, Sum, names, parse
-from .tasks import TaskDef
+from .task_defs import TaskDef
 
 
 @dataclass
@@ -69,7 +69,7 @@ def operands(node: Node) -> list[str]:
 
 
 def _task_spec(t: TaskDef, wf: str, inventory: Inventory) -> JobSpec:
-    from ..submit import build_specs, placement
+    from ..submit.specs import build_specs, placement
 
     where = placement(inventory, on=t.on, label=t.label)
     if len(where.machines) > 1:
@@ -94,7 +94,7 @@ def build(text: str, tasks: dict[str, TaskDef], inventory: Inventory, reducer: s
           source: str = "") -> Plan:
     """Parse ``text`` and make a step (with a job spec) for every task run and every ``+``.
     Unknown task names are listed with the ones that exist; nothing is sent."""
-    from .. import reducers
+    from ..submit import reducers
 
     tree = parse(text)
     unknown = [n for n in names(tree) if n not in tasks]

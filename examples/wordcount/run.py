@@ -48,7 +48,7 @@ def main() -> int:
     from contextlib import nullcontext
 
     from cmqueue import Cluster
-    from cmqueue.demo import example_stack
+    from cmqueue.cli.demo import example_stack
 
     stack = nullcontext(None) if a.config else example_stack("wordcount")
     with tempfile.TemporaryDirectory() as tmp, stack as settings:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cmqueue.files import write_private
-from cmqueue.testbed import AzuriteServer, LoopbackCluster, SeaweedServer, azurite_binary, weed_binary
+from cmqueue.cli.demo_servers import AzuriteServer, LoopbackCluster, SeaweedServer, azurite_binary, weed_binary
+from cmqueue.core.files import write_private
 
 from ..conftest import need, need_services, session_subnet
 

@@ -103,7 +103,7 @@ def lab(libvirtd, image, tmp_path):
     """Cloud "lab" of an inventory, on the private libvirtd; its VMs deleted after."""
     import yaml
 
-    from cmqueue.inventory import load
+    from cmqueue.config.inventory import load
 
     inv = tmp_path / "cmq.yaml"
     inv.write_text(yaml.safe_dump({"machines": {"here": {"mode": "local"}},
@@ -209,7 +209,7 @@ def test_a_vm_booted_with_join_runs_jobs_as_a_machine_until_it_is_deleted(cloud_
     machines = {m["name"]: m for m in json.loads(cloud_env.run("machines", "--json", check=True).out)}
     assert machines["vm9"]["worker"] == "consuming"
     from cmqueue import Cloud
-    from cmqueue.inventory import load
+    from cmqueue.config.inventory import load
 
     monkeypatch.setenv("CMQ_HOME", str(cloud_env.home))
     with Cloud("lab", inventory=load(cloud_env.config)).vm("vm9") as vm:

@@ -1,5 +1,5 @@
 """One worker process drives many machines; several controllers share one fleet through
-the machines' leases; machines join a running worker (cmqueue.fleet)."""
+the machines' leases; machines join a running worker (cmqueue.fleet.worker_process)."""
 
 from __future__ import annotations
 

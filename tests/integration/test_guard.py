@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import redis
 
-from cmqueue import events
-from cmqueue.guard import JobGuard, Verdict, claim_key, done_key, started_key
-from cmqueue.lease import Lease, lease_key, worker_lease
-from cmqueue.models import JobStatus
-from cmqueue.orphans import Held, holder_gone
+from cmqueue.core.models import JobStatus
+from cmqueue.queue import events
+from cmqueue.queue.claims import JobGuard, Verdict, claim_key, done_key, started_key
+from cmqueue.queue.lease import Lease, lease_key, worker_lease
+from cmqueue.queue.orphans import Held, holder_gone
 
 STREAM = "test:events"
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import redis
 
-from cmqueue import events
+from cmqueue.core.models import JobStatus
 from cmqueue.history import readers
 from cmqueue.history.sqlite import SqliteStore
 from cmqueue.history.sync import sync
-from cmqueue.models import JobStatus
+from cmqueue.queue import events
 
 STREAM = "cmq:test-events"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import cmqueue
-from cmqueue.launcher import socket_path
+from cmqueue.cli.launcher import socket_path
 
 from ..conftest import make_env, teardown, wait_for
 from ..support.streams import read_until
@@ -143,7 +143,7 @@ def test_only_its_owner_may_use_it_and_down_removes_it(tmp_path):
 def test_a_launcher_whose_socket_another_took_over_exits_and_never_removes_the_new_one(tmp_path):
     # Two `cmq up` at once, one killed before it recorded its launcher: the unrecorded one
     # must not linger unreachable, nor take the recorded one's socket with it when stopped.
-    from cmqueue.launcher import CHECK_EVERY, _identity
+    from cmqueue.cli.launcher import CHECK_EVERY, _identity
 
     (tmp_path / "home").mkdir(mode=0o700)                         # as `cmq up` makes it
     env = {**os.environ, "CMQ_HOME": str(tmp_path / "home")}

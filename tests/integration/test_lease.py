@@ -8,8 +8,8 @@ import time
 import pytest
 import redis
 
-from cmqueue.errors import ServiceError
-from cmqueue.lease import Holder, Lease, holder, lease_key, worker_lease
+from cmqueue.core.errors import ServiceError
+from cmqueue.queue.lease import Holder, Lease, holder, lease_key, worker_lease
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from cmqueue import Pool
-from cmqueue.inventory import load
+from cmqueue.config.inventory import load
 
 from .storage_servers import storage_servers  # noqa: F401 (a fixture)
 

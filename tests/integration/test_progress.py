@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import redis
 
-from cmqueue import progress
-from cmqueue.progress import INTERVAL, ProgressReporter, read_progress
+from cmqueue.queue import progress
+from cmqueue.queue.progress import INTERVAL, ProgressReporter, read_progress
 
 
 @pytest.fixture

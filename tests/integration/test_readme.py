@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from cmqueue.demo import demo_storage, machine_labels, machine_names
-from cmqueue.testbed import random_free_port
+from cmqueue.cli.demo import demo_storage, machine_labels, machine_names
+from cmqueue.cli.demo_servers import random_free_port
 
 from ..conftest import make_env, teardown
 

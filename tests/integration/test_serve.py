@@ -224,11 +224,11 @@ def api_schema(tmp_path_factory):
     import schemathesis
     import yaml
 
-    from cmqueue.config import resolve
-    from cmqueue.files import write_private
+    from cmqueue.cli.demo_servers import RedisServer
+    from cmqueue.config.settings import resolve
+    from cmqueue.core.files import write_private
     from cmqueue.serve.app import create_api
     from cmqueue.serve.tokens import TokenStore
-    from cmqueue.testbed import RedisServer
 
     from ..conftest import need_services
 
@@ -302,7 +302,7 @@ def test_every_route_answers_by_its_schema_and_never_with_a_500(api_schema):
 def test_the_api_over_tls_with_secure_cookies_and_a_private_key_only(served, tmp_path):
     import shutil
 
-    from cmqueue.testbed import random_free_port
+    from cmqueue.cli.demo_servers import random_free_port
 
     from ..conftest import need
 
@@ -341,7 +341,7 @@ def _answers(client) -> bool:
 def test_the_api_follows_the_inventory_when_it_changes(served):
     import yaml
 
-    from cmqueue.files import write_private
+    from cmqueue.core.files import write_private
 
     with served.client() as c:
         before = c.post("/api/jobs", json={"command": "echo on gpu", "label": "gpu"})

@@ -97,7 +97,7 @@ def test_up_starts_a_password_protected_embedded_redis_and_down_stops_exactly_it
 
 def _ssh_masters_of(home) -> list[int]:
     """Pids of ssh masters whose sockets live in the control directory of cmq home ``home``."""
-    from cmqueue.runner import control_dir
+    from cmqueue.machine.runner import control_dir
 
     before = os.environ.get("CMQ_HOME")
     os.environ["CMQ_HOME"] = str(home)

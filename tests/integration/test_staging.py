@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 
-from cmqueue.transfer import sha256_file
+from cmqueue.transfer.machine_copy import sha256_file
 
 
 def _submit_json(cmq, *args):

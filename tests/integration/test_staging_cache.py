@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from cmqueue.transfer import sha256_file
+from cmqueue.transfer.machine_copy import sha256_file
 
 from ..conftest import make_env, need, teardown, wait_for
 from ..support import threads

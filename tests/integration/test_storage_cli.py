@@ -13,7 +13,7 @@ import sys
 import pytest
 import yaml
 
-from cmqueue.inventory import load
+from cmqueue.config.inventory import load
 
 from ..conftest import Result
 from .storage_servers import storage_servers  # noqa: F401 (a fixture)

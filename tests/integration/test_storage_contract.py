@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cmqueue.inventory import load
-from cmqueue.runner import close_all_masters
+from cmqueue.config.inventory import load
+from cmqueue.machine.runner import close_all_masters
 from cmqueue.storage import NotFoundError, StorageError, open_service
 from cmqueue.storage.names import BadNameError
 from cmqueue.storage.signed_http import SignedHttp

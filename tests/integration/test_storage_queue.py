@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cmqueue.inventory import load
+from cmqueue.config.inventory import load
 
 from ..conftest import make_env, teardown
 from .storage_servers import BUCKET, storage_servers  # noqa: F401 (a fixture)

@@ -11,12 +11,12 @@ import secrets
 import libcloud.security
 import pytest
 
-from cmqueue.inventory import Inventory
+from cmqueue.cli.demo_servers import AzuriteServer, azurite_binary
+from cmqueue.config.inventory import Inventory
 from cmqueue.storage import StorageUnavailableError, open_service
 from cmqueue.storage.cloud import make_driver
 from cmqueue.storage.config import StorageConfig
 from cmqueue.storage.signed_http import SignedHttp
-from cmqueue.testbed import AzuriteServer, azurite_binary
 
 from ..conftest import need, need_services
 

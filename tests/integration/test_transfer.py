@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from cmqueue.inventory import parse
-from cmqueue.runner import control_dir
-from cmqueue.ssh import control_path
-from cmqueue.transfer import Transfer, TransferError, local_manifest
+from cmqueue.config.inventory import parse
+from cmqueue.machine.runner import control_dir
+from cmqueue.machine.ssh import control_path
+from cmqueue.transfer.machine_copy import Transfer, TransferError, local_manifest
 
 
 def _tree(root: Path) -> Path:
@@ -56,7 +56,7 @@ def test_transfer_round_trip_of_a_tree_and_a_file(machine, tmp_path, method):
 
 
 def test_a_streamed_file_that_arrives_different_is_not_kept(machine, tmp_path, monkeypatch):
-    from cmqueue import transfer
+    from cmqueue.transfer import machine_copy as transfer
 
     t = Transfer(machine, control_path(control_dir(), machine, 0))
     src = tmp_path / "data.bin"

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cmqueue.files import write_private
-from cmqueue.testbed import LoopbackCluster, RedisServer, _user
-from cmqueue.vagrant_cluster import ClusterPaths, ClusterSpec, render
+from cmqueue.cli.demo_servers import LoopbackCluster, RedisServer, _user
+from cmqueue.clouds.vagrant import ClusterPaths, ClusterSpec, render
+from cmqueue.core.files import write_private
 
 from ..conftest import CmqEnv, need, need_services
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from cmqueue.inventory import load
+from cmqueue.config.inventory import load
 
 from ..conftest import Result
 from .storage_servers import storage_servers  # noqa: F401 (a fixture)

@@ -8,11 +8,11 @@ import threading
 import pytest
 import redis
 
-from cmqueue import events, waiting
-from cmqueue.history import readers
+from cmqueue.core.models import JobRecord, JobSpec, JobStatus
+from cmqueue.history import readers, waiting
 from cmqueue.history.sqlite import SqliteStore
-from cmqueue.models import JobRecord, JobSpec, JobStatus
-from cmqueue.waiting import Waiter
+from cmqueue.history.waiting import Waiter
+from cmqueue.queue import events
 
 from ..support import threads
 

@@ -170,8 +170,8 @@ def test_words_after_double_dash_belong_to_the_command(inv, tmp_path):
 
 def test_a_closed_pipe_ends_quietly(inv, tmp_path):
     # A listing far larger than a pipe's buffer: the writer meets the closed pipe for sure.
+    from cmqueue.core.models import JobRecord, JobSpec, new_id
     from cmqueue.history import open_store
-    from cmqueue.models import JobRecord, JobSpec, new_id
 
     db = tmp_path / "history.db"
     store = open_store(f"sqlite:///{db}")
@@ -220,7 +220,8 @@ def test_listings_and_help_never_load_celery_and_into_a_pipe_not_rich(inv, tmp_p
 
 
 def test_the_client_finds_the_command_after_the_global_options():
-    from cmqueue.cli.client import LAUNCHED, command_word
+    from cmqueue.cli.argv import command_word
+    from cmqueue.cli.client import LAUNCHED
 
     assert command_word(["-c", "x.yaml", "--debug", "status", "--json"]) == "status"
     assert command_word(["--config", "x.yaml", "--broker", "redis://h", "submit", "true"]) == "submit"
@@ -260,7 +261,7 @@ def test_every_commands_usage_text_parses(name):
     definition: a bad one breaks the command at run time, not at --help."""
     from docopt import docopt
 
-    from cmqueue.cli.commands import GLOBAL_OPTIONS
+    from cmqueue.cli.common import GLOBAL_OPTIONS
     from cmqueue.cli.main import command
 
     doc = (command(name).__doc__ or "") + GLOBAL_OPTIONS

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cmqueue import clock
+from cmqueue.core import clock
 
 
 class BrokerTime:

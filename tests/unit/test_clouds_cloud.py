@@ -9,7 +9,7 @@ import pytest
 
 from cmqueue.clouds.cloud import Cloud, compute_driver
 from cmqueue.clouds.config import parse
-from cmqueue.errors import ConfigError, UsageError
+from cmqueue.core.errors import ConfigError, UsageError
 
 INV = Path("cmq.yaml")
 

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from cmqueue.clouds.config import parse
-from cmqueue.errors import ConfigError
-from cmqueue.inventory import load
+from cmqueue.config.inventory import load
+from cmqueue.core.errors import ConfigError
 
 INV = Path("cmq.yaml")
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cmqueue import defaults
-from cmqueue.config import resolve
-from cmqueue.files import write_private
+from cmqueue.config.settings import resolve
+from cmqueue.core import defaults
+from cmqueue.core.files import write_private
 
 
 def inventory(path: Path, **top: str) -> Path:
@@ -88,7 +88,7 @@ def test_the_inventory_path_comes_from_option_then_environment_then_default(laye
 
 
 def test_the_global_options_before_the_command_are_read_in_both_spellings():
-    from cmqueue.cli.client import command_word, global_values
+    from cmqueue.cli.argv import command_word, global_values
 
     argv = ["-c", "a.yaml", "--broker", "redis://h", "--history=sqlite:///x.db", "--debug", "jobs", "--config=no"]
     assert global_values(argv) == {"--config": "a.yaml", "--broker": "redis://h", "--history": "sqlite:///x.db"}

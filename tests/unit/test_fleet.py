@@ -1,7 +1,7 @@
-"""Which machines a worker process serves (cmqueue.fleet.chooser)."""
+"""Which machines a worker process serves (cmqueue.fleet.worker_process.chooser)."""
 
-from cmqueue.fleet import chooser
-from cmqueue.inventory import load
+from cmqueue.config.inventory import load
+from cmqueue.fleet.worker_process import chooser
 
 
 def _inventory(tmp_path):

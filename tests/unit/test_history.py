@@ -4,9 +4,9 @@ import threading
 
 import pytest
 
-from cmqueue.errors import UnknownJobError
+from cmqueue.core.errors import UnknownJobError
+from cmqueue.core.models import Event, JobRecord, JobSpec, JobStatus, new_id
 from cmqueue.history import open_store
-from cmqueue.models import Event, JobRecord, JobSpec, JobStatus, new_id
 
 from ..support import threads
 

@@ -1,6 +1,6 @@
 import pytest
 
-from cmqueue.hostlist import HostlistError, expand, expand_list
+from cmqueue.core.hostlist import HostlistError, expand, expand_list
 
 
 def test_plain_name_is_itself():
@@ -41,7 +41,7 @@ def test_comma_list_keeps_commas_inside_brackets():
     (["solo"], "solo"),
 ])
 def test_fold_is_the_inverse_of_expand(names, folded):
-    from cmqueue.hostlist import fold
+    from cmqueue.core.hostlist import fold
 
     assert fold(names) == folded
     assert sorted(expand_list(folded)) == sorted(names)

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from cmqueue.errors import ConfigError, InsecureFileError, UnknownMachineError
-from cmqueue.inventory import load, parse
+from cmqueue.config.inventory import load, parse
+from cmqueue.core.errors import ConfigError, InsecureFileError, UnknownMachineError
 
 P = Path("cmq.yaml")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cmqueue.joblog import OutputLog
+from cmqueue.machine.joblog import OutputLog
 
 
 def test_the_tail_is_kept_and_the_log_holds_everything(tmp_path):

@@ -1,4 +1,4 @@
-from cmqueue.models import JobSpec, JobStatus, new_id, next_state, short_id, stream_id_key
+from cmqueue.core.models import JobSpec, JobStatus, new_id, next_state, short_id, stream_id_key
 
 
 def test_final_states_never_change():

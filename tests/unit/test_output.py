@@ -4,7 +4,7 @@ import io
 import time
 
 from cmqueue.cli import output
-from cmqueue.models import JobRecord, JobSpec, JobStatus, new_id, short_id
+from cmqueue.core.models import JobRecord, JobSpec, JobStatus, new_id, short_id
 
 
 def _records(n):
@@ -64,7 +64,7 @@ def test_a_job_list_into_a_pipe_keeps_every_word(monkeypatch):
 
 
 def _done(machine, stdout, stderr="", state=JobStatus.SUCCEEDED):
-    from cmqueue.models import JobResult
+    from cmqueue.core.models import JobResult
 
     jid = new_id()
     return JobRecord(spec=JobSpec(id=jid, command="x"), state=state, machine=machine, exit_code=0,

@@ -1,6 +1,6 @@
 import subprocess
 
-from cmqueue.placeholders import render
+from cmqueue.submit.placeholders import render
 
 
 def test_braces_are_replaced_and_quoted():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cmqueue import reducers
-from cmqueue.errors import UsageError
-from cmqueue.reducers import ReduceError
+from cmqueue.core.errors import UsageError
+from cmqueue.submit import reducers
+from cmqueue.submit.reducers import ReduceError
 
 
 def ok(job: str, stdout: str) -> dict:

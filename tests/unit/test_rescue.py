@@ -1,8 +1,8 @@
-"""Which maps' reduces count as stalled (cmqueue.rescue): a pure function of the history."""
+"""Which maps' reduces count as stalled (cmqueue.queue.rescue): a pure function of the history."""
 
+from cmqueue.core.models import Event, JobRecord, JobSpec, JobStatus, new_id
 from cmqueue.history import open_store
-from cmqueue.models import Event, JobRecord, JobSpec, JobStatus, new_id
-from cmqueue.rescue import stalled_reduces
+from cmqueue.queue.rescue import stalled_reduces
 
 
 def _map(store, n, submitted):

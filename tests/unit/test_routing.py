@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cmqueue.errors import ConfigError
-from cmqueue.inventory import Machine, load
-from cmqueue.routing import queue_for_target, worker_queues
+from cmqueue.config.inventory import Machine, load
+from cmqueue.core.errors import ConfigError
+from cmqueue.queue.routing import queue_for_target, worker_queues
 
 
 def test_host_jobs_go_to_the_host_queue_and_machines_here_take_them():

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from cmqueue.errors import CmqError
+from cmqueue.core.errors import CmqError
 from cmqueue.serve.auth import Sessions
 from cmqueue.serve.tokens import TokenStore
 

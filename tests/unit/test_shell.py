@@ -8,7 +8,7 @@ import os
 import pytest
 import yaml
 
-from cmqueue.shell import Shell, completions, options_in, split_line, subcommands_in, usage_of
+from cmqueue.cli.shell import Shell, completions, options_in, split_line, subcommands_in, usage_of
 
 
 class FakeNames:
@@ -70,7 +70,7 @@ def test_the_completer_offers_prompt_toolkit_the_rest_of_the_word(inventory, tmp
     from prompt_toolkit.completion import CompleteEvent
     from prompt_toolkit.document import Document
 
-    from cmqueue.shell import Names, ShellCompleter
+    from cmqueue.cli.shell import Names, ShellCompleter
 
     Shell(["--config", str(inventory)], tmp_path / "h").run_line("vdir mkdir /data/raw")
     completer = ShellCompleter(Names(["--config", str(inventory)]))

@@ -1,8 +1,8 @@
 import shlex
 import subprocess
 
-from cmqueue.inventory import Machine
-from cmqueue.ssh import job_argv, master_argv, ssh_argv, with_env
+from cmqueue.config.inventory import Machine
+from cmqueue.machine.ssh import job_argv, master_argv, ssh_argv, with_env
 
 M = Machine(name="n1", host="10.0.0.1", port=2222, user="ubuntu", identity="/k/id",
             ssh_options=(("ProxyJump", "bastion"),))
@@ -53,7 +53,7 @@ def test_env_values_are_quoted(tmp_path):
 def test_control_paths_differ_when_the_connection_differs(tmp_path):
     from dataclasses import replace
 
-    from cmqueue.ssh import control_path
+    from cmqueue.machine.ssh import control_path
 
     a = control_path(tmp_path, M, 0)
     assert a == control_path(tmp_path, replace(M), 0)
@@ -73,7 +73,7 @@ def test_inventory_ssh_options_override_the_keepalive_and_timeout_defaults():
 
 
 def test_each_cmq_home_has_its_own_ssh_master_directory(monkeypatch, tmp_path):
-    from cmqueue.runner import control_dir
+    from cmqueue.machine.runner import control_dir
 
     monkeypatch.setenv("CMQ_HOME", str(tmp_path / "a"))
     a = control_dir()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cmqueue.errors import MissingError, UsageError
-from cmqueue.staging import Hasher, parse_get, parse_put, plan
-from cmqueue.transfer import TransferError, parse_manifest, remote_path, sha256_file
+from cmqueue.core.errors import MissingError, UsageError
+from cmqueue.transfer.machine_copy import TransferError, parse_manifest, remote_path, sha256_file
+from cmqueue.transfer.staging import Hasher, parse_get, parse_put, plan
 
 
 def test_put_and_get_specs():

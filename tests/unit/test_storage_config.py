@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cmqueue.errors import ConfigError
+from cmqueue.core.errors import ConfigError
 from cmqueue.storage.config import parse
 
 INV = Path("cmq.yaml")

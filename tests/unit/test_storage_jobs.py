@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cmqueue.inventory import Inventory
+from cmqueue.config.inventory import Inventory
 from cmqueue.storage.config import StorageConfig
 from cmqueue.storage.jobs import build, split, useful_parallel
 from cmqueue.storage.ops import Step

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cmqueue.errors import UsageError, VagrantError
-from cmqueue.vagrant_cluster import ClusterPaths, ClusterSpec, machine_entry, machines_text, render, vagrant_reason
+from cmqueue.clouds.vagrant import ClusterPaths, ClusterSpec, machine_entry, machines_text, render, vagrant_reason
+from cmqueue.core.errors import UsageError, VagrantError
 
 PATHS = ClusterPaths(Path("/srv/c/cmq.yaml"))
 
@@ -73,7 +73,7 @@ def test_an_ssh_config_without_an_address_is_an_error_naming_the_vm():
 
 
 def test_the_companion_file_parses_as_an_inventory(tmp_path):
-    from cmqueue.inventory import parse
+    from cmqueue.config.inventory import parse
 
     entry = machine_entry("vm1", SSH_CONFIG, ClusterSpec(count=1), PATHS)
     inv = parse(machines_text({"vm1": entry}), tmp_path / "cmq.vagrant.yaml")

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from cmqueue.errors import ConfigError, UsageError
-from cmqueue.inventory import parse as parse_inventory
+from cmqueue.config.inventory import parse as parse_inventory
+from cmqueue.core.errors import ConfigError, UsageError
 from cmqueue.workflow import plan as planning
 from cmqueue.workflow.engine import workflow_state
-from cmqueue.workflow.tasks import from_inventory, load_file
+from cmqueue.workflow.task_defs import from_inventory, load_file
 
 INV = parse_inventory("""
 machines:

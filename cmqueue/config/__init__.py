@@ -1,0 +1,1 @@
+"""The inventory and the settings: one resolution of every value."""

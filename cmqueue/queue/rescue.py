@@ -1,0 +1,131 @@
+"""What the broker lost in a crash is sent again: a map's reduce, and queued jobs.
+
+The reduce of a map is a Celery chord callback: the worker that ends the map's last member
+counts it in the chord and publishes the callback. If the broker goes away at that moment,
+Celery gives up on the chord, and the reduce would stay queued forever although every
+member has ended. The recorder looks for such maps every ``rescue_interval`` seconds: a
+reduce still queued, whose members have all ended more than ``grace`` seconds ago, that
+no worker has claimed or finished and whose message is nowhere on the broker, is sent
+again with the members' outcomes (kept with their done markers). The reduce's own guard
+makes it run once whatever happens.
+
+Redis hands a message out by popping it from its queue before the worker has it: if Redis
+dies in between, the message is gone although nothing of it was lost from the disk. So,
+some ``grace`` seconds after the recorder sees a Redis that restarted (its run id
+changed, or the recorder itself started), every job queued since before then whose
+message is nowhere on the broker (not queued, not handed out, never claimed, started or
+done) is sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from ..core import defaults
+from ..core.models import JobStatus
+from ..core.periodic import every
+from ..history import HistoryStore
+from .celery_tasks import REDUCE_TASK
+from .claims import claim_key, done_key
+
+log = logging.getLogger("cmq.rescue")
+
+
+def stalled_reduces(store: HistoryStore, grace: float, now: float | None = None) -> list[Any]:
+    """Queued reduces whose members have all ended more than ``grace`` seconds ago:
+    (reduce record, member records in order)."""
+    now = time.time() if now is None else now
+    found = []
+    for rec in store.jobs(state=JobStatus.QUEUED):
+        if rec.spec.kind != "reduce" or now - (rec.spec.submitted or now) < grace:
+            continue
+        members = [r for r in store.batch(rec.spec.batch) if r.id != rec.id and r.spec.kind != "reduce"]
+        if len(members) != int(rec.spec.params.get("members", -1)):
+            continue
+        if all(m.state.final and now - (m.ended or now) >= grace for m in members):
+            found.append((rec, members))
+    return found
+
+
+def rescue(store: HistoryStore, client: Any, app: Any, grace: float) -> list[str]:
+    """Send the stalled reduces again (see the module); returns their ids."""
+    import json
+
+    from ..submit.specs import missing
+
+    sent = []
+    for rec, members in stalled_reduces(store, grace):
+        if client.exists(claim_key(rec.id), done_key(rec.id)) or not missing(app, [rec.spec]):
+            continue
+        outcomes = []
+        for m in members:
+            raw = client.get(done_key(m.id))
+            outcomes.append(json.loads(raw) if raw and raw not in (b"1", "1") else None)
+        app.tasks[REDUCE_TASK].apply_async(args=[outcomes], kwargs={"spec": rec.spec.to_dict()}, task_id=rec.id,
+                                           queue=rec.spec.queue, routing_key=rec.spec.queue)
+        sent.append(rec.id)
+        log.warning("reduce %s: every member ended but it was never sent (the broker went away); sent now", rec.id)
+    return sent
+
+
+def resend_lost(store: HistoryStore, client: Any, app: Any, before: float) -> list[str]:
+    """Send again the jobs queued before ``before`` whose message the broker lost. A lost
+    member of a map goes without its chord (lost with the message): it is marked so that
+    its worker keeps its outcome, which the rescued reduce receives."""
+    from ..submit.specs import missing, publish_chunk
+
+    records = store.jobs(state=JobStatus.QUEUED)
+    mapped = {r.spec.batch for r in records if r.spec.kind == "reduce"}
+    queued = [r.spec for r in records if r.spec.kind != "reduce" and (r.spec.submitted or 0) < before]
+    if not queued:
+        return []
+    lost = missing(app, queued)
+    for spec in lost:
+        if spec.batch in mapped:        # a member of a map: its outcome must be kept for the reduce
+            spec.params["member"] = True
+    if lost:
+        publish_chunk(app, lost, {}, {s.id: i for i, s in enumerate(lost)})
+        log.warning("sent again %d queued job(s) whose message the broker lost: %s", len(lost),
+                    ", ".join(s.id for s in lost[:20]))
+    return [s.id for s in lost]
+
+
+class Rescuer:
+    """One rescue pass after another (see the module): keeps the Redis run id it saw."""
+
+    def __init__(self, store: HistoryStore, client: Any, app: Any, grace: float) -> None:
+        self.store, self.client, self.app, self.grace = store, client, app, grace
+        self.run_id: str | None = None
+        self.check_at: float | None = None
+        self.restarted = 0.0
+
+    def step(self, now: float | None = None) -> None:
+        """One pass: note a restart of Redis, resend what it lost once ``grace`` passed,
+        and send stalled reduces."""
+        now = time.time() if now is None else now
+        run_id = self.client.info("server").get("run_id")
+        if run_id != self.run_id:
+            self.run_id, self.restarted, self.check_at = run_id, now, now + self.grace
+        if self.check_at is not None and now >= self.check_at:
+            resend_lost(self.store, self.client, self.app, self.restarted)
+            self.check_at = None
+        rescue(self.store, self.client, self.app, self.grace)
+
+
+def rescue_forever(settings: Any, interval: float = defaults.RESCUE_INTERVAL, grace: float = defaults.RESCUE_GRACE,
+                   on_error: Any = None) -> threading.Thread:
+    """Rescue every ``interval`` seconds in a daemon thread (the recorder's), with a
+    history store and a publishing app of its own."""
+    def make_step() -> Any:
+        import redis
+
+        from ..history import open_store
+        from .celery_app import create_app
+
+        return Rescuer(open_store(settings.history), redis.Redis.from_url(settings.require_broker(), socket_timeout=10),
+                       create_app(settings), grace).step
+
+    return every(interval, make_step, "cmq-rescue", on_error)

@@ -1,0 +1,1 @@
+"""Submitting: job specs, placement, placeholders, reduce specs, publishing to the queue."""

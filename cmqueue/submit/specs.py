@@ -1,0 +1,350 @@
+"""Turn what the user asked for into job specs, record them, and put them on the queues."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from kombu.exceptions import KombuError, OperationalError
+from redis.exceptions import RedisError
+
+from ..config.inventory import Inventory
+from ..core.errors import MissingError, ServiceError, UsageError
+from ..core.models import Event, JobRecord, JobSpec, JobStatus, new_id
+from ..history import HistoryStore
+from ..queue import routing
+from ..queue.celery_tasks import REDUCE_TASK, RUN_TASK, TRANSFER_TASK
+from ..transfer import staging
+from . import placeholders
+
+#: Jobs published per pipelined round trip to the broker.
+PUBLISH_BATCH = 500
+
+
+@dataclass
+class Placement:
+    """Where jobs go: pinned machines (one job each), a label, or any machine."""
+
+    machines: list[str] = field(default_factory=list)
+    label: str | None = None
+
+    def targets(self) -> list[str]:
+        """Job targets: ``machine:<m>`` per machine, or one ``label:<l>`` / ``any``."""
+        if self.machines:
+            return [f"machine:{m}" for m in self.machines]
+        if self.label:
+            return [f"label:{self.label}"]
+        return ["any"]
+
+
+def placement(inventory: Inventory, on: str | None = None, label: str | None = None,
+              everywhere: bool = False) -> Placement:
+    """Check a target choice against the inventory and return it as a Placement."""
+    if sum(bool(x) for x in (on, label, everywhere)) > 1:
+        raise UsageError("choose one of --on, --label and --all")
+    if everywhere:
+        names = [m.name for m in inventory.enabled()]
+        if not names:
+            raise UsageError(f"{inventory.path.name}: no enabled machine")
+        return Placement(machines=names)
+    if on:
+        chosen = inventory.select(on)
+        off = [m.name for m in chosen if not m.enabled]
+        if off:
+            raise UsageError(f"machine {off[0]} is disabled (enabled: false) in {inventory.path.name}")
+        return Placement(machines=[m.name for m in chosen])
+    if label:
+        inventory.with_label(label)
+        return Placement(label=label)
+    if not inventory.enabled():
+        raise UsageError(f"{inventory.path.name}: no enabled machine to run jobs on")
+    return Placement()
+
+
+def read_each(path: str) -> list[str]:
+    """Arguments from a file, one per line (blank lines skipped); '-' reads stdin."""
+    import sys
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).expanduser().read_text()
+    except OSError as e:
+        raise UsageError(f"--each={path}: {e.strerror}") from None
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def build_specs(command: str, where: Placement, args: Sequence[str] | None = None,
+                timeout: float | None = None, retries: int = 0,
+                env: dict[str, str] | None = None, puts: Sequence[str] = (), gets: Sequence[str] = (),
+                keep: bool = False, results: str | Path | None = None) -> tuple[str, list[JobSpec]]:
+    """A batch id and one spec per (argument x target); no argument list: one per target.
+
+    ``puts``/``gets`` (``LOCAL[:REMOTE]`` / ``REMOTE[:LOCAL]``, placeholders allowed) make
+    each job run in a directory of its own with those inputs staged and outputs fetched
+    (default into ``results/<job>/``, results defaulting to ./cmq-results)."""
+    if not command.strip():
+        raise UsageError("the command is empty")
+    if timeout is not None and timeout <= 0:
+        raise UsageError(f"--timeout must be a positive number of seconds, got {timeout}")
+    if retries < 0:
+        raise UsageError(f"--retries must be 0 or more, got {retries}")
+    batch = new_id("b")
+    if args is not None and not args:
+        raise UsageError("no arguments after ::: (or the --each file is empty)")
+    items: list[tuple[str | None, int]] = [(None, 1)] if args is None else [(a, i + 1) for i, a in enumerate(args)]
+    staged = bool(puts or gets or keep)
+    hasher = staging.Hasher()
+    results_dir = Path(results or "cmq-results").expanduser().resolve()
+    many = len(items) * len(where.targets()) > 1
+    now = time.time()
+    specs = []
+    for arg, seq in items:
+        cmd = command if arg is None else placeholders.render(command, arg, seq)
+        for target in where.targets():
+            spec = JobSpec(id=new_id(), command=cmd, target=target, queue=routing.queue_for_target(target),
+                           batch=batch, timeout=timeout, retries=retries, env=dict(env or {}), submitted=now)
+            if staged:
+                spec.params = staging.plan(spec.id, arg, seq, list(puts), list(gets), keep, results_dir,
+                                           hasher, many).params()
+            specs.append(spec)
+    return batch, specs
+
+
+#: Extra attempts a transfer gets before it counts as failed.
+TRANSFER_RETRIES = 2
+
+
+def split_remote(spec: str, what: str) -> tuple[str, str]:
+    """``'MACHINES:PATH'`` to (hostlist, path); a clear error when there is no machine."""
+    machines, sep, path = spec.partition(":")
+    if not sep or not machines:
+        raise UsageError(f"{what} {spec!r}: expected MACHINES:PATH (for example m1:data/ or node[1-4]:in)")
+    return machines, path
+
+
+def build_transfers(inventory: Inventory, kind: str, machines: str, source: str, dest: str,
+                    recursive: bool = False, retries: int = TRANSFER_RETRIES) -> tuple[str, list[JobSpec]]:
+    """One put or get spec per machine of the hostlist ``machines``.
+
+    put: ``source`` is local (it must exist), ``dest`` the remote path. get: ``source`` is
+    remote and ``dest`` local; from several machines each lands in ``dest/<machine>/``.
+    """
+    from ..transfer.machine_copy import local_size
+
+    chosen = placement(inventory, on=machines).machines
+    batch = new_id("b")
+    if kind == "put":
+        local = Path(source).expanduser().resolve()
+        if not local.exists():
+            raise MissingError(f"{source}: no such file or directory")
+        if local.is_dir() and not recursive:
+            raise UsageError(f"{source} is a directory; use --recursive")
+        total, _ = local_size(local)
+        params = [{"source": str(local), "dest": dest, "recursive": recursive, "total": total} for _ in chosen]
+        words = [f"put {local} -> {m}:{dest or '.'}" for m in chosen]
+    else:
+        local = Path(dest or ".").expanduser().resolve()
+        several = len(chosen) > 1
+        targets = [local / m if several else local for m in chosen]
+        if several:
+            for t in targets:
+                t.mkdir(parents=True, exist_ok=True)
+        slash = "/" if (dest or "").endswith("/") and not several else ""    # a file goes inside
+        params = [{"source": source, "dest": f"{t}{slash}", "recursive": recursive} for t in targets]
+        words = [f"get {m}:{source} -> {t}" for m, t in zip(chosen, targets, strict=True)]
+    now = time.time()
+    specs = [JobSpec(id=new_id(), command=w, target=f"machine:{m}", queue=routing.machine_queue(m), batch=batch,
+                     retries=retries, submitted=now, kind=kind, params=p)
+             for m, w, p in zip(chosen, words, params, strict=True)]
+    return batch, specs
+
+
+def build_reduce(members: list[JobSpec], reducer: str, allow_failures: bool = False,
+                 cwd: str | None = None) -> JobSpec:
+    """The spec of the reduce that follows ``members`` (checked now: a reducer that cannot
+    be imported is a usage error before anything is sent)."""
+    from . import reducers
+
+    if not members:
+        raise UsageError("a map needs at least one job")
+    cwd = cwd or os.getcwd()
+    reducers.check(reducer, cwd)
+    return JobSpec(id=new_id("r"), command=f"reduce {reducer} of {len(members)} jobs", target="any",
+                   queue=routing.queue_for_target("any"), batch=members[0].batch, kind="reduce",
+                   params={"reducer": reducer, "allow_failures": allow_failures, "cwd": cwd,
+                           "members": len(members)})
+
+
+#: What a variable name of a job's environment may be.
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def parse_env(pairs: Iterable[str]) -> dict[str, str]:
+    """``['K=V', ...]`` to a dict; a clear error for a malformed pair."""
+    import re
+
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not re.match(ENV_NAME, key):
+            raise UsageError(f"--env={pair}: expected NAME=VALUE with a valid variable name")
+        env[key] = value
+    return env
+
+
+def send(app: Celery, store: HistoryStore, specs: list[JobSpec], reduce_spec: JobSpec | None = None) -> None:
+    """Record ``specs`` as queued, then publish them. Jobs that could not be published
+    are recorded as lost with the reason, and ServiceError is raised.
+
+    With ``reduce_spec`` the specs are a map: they are published as the header of a
+    Celery chord whose callback is the reduce, run once when every member has ended.
+    """
+    store.add(JobRecord(spec=s, state=JobStatus.QUEUED) for s in [*specs, *([reduce_spec] if reduce_spec else [])])
+    pending = list(specs)                   # not yet known to be on the broker
+    chord: dict[str, Any] = {}
+    index = {s.id: i for i, s in enumerate(specs)}
+    tries = 0
+    try:
+        _pin_inputs(app, specs)
+        if reduce_spec is not None:
+            chord = _chord(app, reduce_spec, len(specs))
+        while pending:
+            chunk = pending[:PUBLISH_BATCH]
+            try:
+                publish_chunk(app, chunk, chord, index)
+            except PUBLISH_ERRORS:
+                # The broker went away while the chunk went out: some of it may have
+                # arrived. Once it is back, send again only what is not there.
+                tries += 1
+                if tries > SEND_TRIES or not _broker_back(app, SEND_WAIT):
+                    raise
+                pending = missing(app, chunk) + pending[len(chunk):]
+                continue
+            pending = pending[len(chunk):]
+    except PUBLISH_ERRORS as e:
+        unsent = pending + ([reduce_spec] if reduce_spec else [])
+        lost = [Event(job=s.id, state=JobStatus.LOST, ts=time.time(),
+                      data={"reason": f"not sent: broker unreachable ({e})"}) for s in unsent]
+        store.apply(lost)
+        sent = len(specs) - len(pending)
+        raise ServiceError(f"broker unreachable after {sent} of {len(specs)} jobs were sent: {e}") from None
+
+
+#: What publishing raises when the broker goes away (a pipelined batch whose outcome is
+#: uncertain raises kombu's BatchPublishError).
+PUBLISH_ERRORS = (OperationalError, KombuError, OSError, RedisError)
+#: Seconds `cmq submit` waits for a broker that went away mid-send before it gives up.
+SEND_WAIT = 30
+#: Times a chunk is sent again after the broker came back.
+SEND_TRIES = 5
+
+
+def publish_chunk(app: Celery, chunk: list[JobSpec], chord: dict[str, Any], index: dict[str, int]) -> None:
+    """Publish ``chunk`` in one pipelined round trip. Queues are not declared: a message
+    goes to the default exchange, straight onto the list named by its queue (declaring
+    a queue on Redis only records an exchange binding cmq never routes through, and cost
+    two round trips per queue)."""
+    with app.producer_or_acquire() as producer:
+        batch = producer.batch(max_size=PUBLISH_BATCH) if hasattr(producer, "batch") else nullcontext()
+        with batch:
+            for spec in chunk:
+                task = app.tasks[TRANSFER_TASK if spec.kind in ("put", "get", "storage", "cloud") else RUN_TASK]
+                extra = {**chord, "group_index": index[spec.id]} if chord else {}
+                task.apply_async(kwargs={"spec": spec.to_dict()}, task_id=spec.id, queue=spec.queue,
+                                 routing_key=spec.queue, producer=producer, retry=False, declare=[],
+                                 argsrepr="()", kwargsrepr=f"{spec.target} {spec.command[:80]!r}", **extra)
+
+
+def _broker_back(app: Celery, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for the broker to answer again."""
+    import redis
+
+    client = redis.Redis.from_url(app.conf.broker_url, socket_connect_timeout=2, socket_timeout=2)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                client.ping()
+                return True
+            except (RedisError, OSError):
+                time.sleep(0.5)
+        return False
+    finally:
+        client.close()
+
+
+def missing(app: Celery, specs: list[JobSpec]) -> list[JobSpec]:
+    """The ``specs`` whose message the broker does not have: in no queue, not handed out
+    to a worker, never claimed, started or done (see :mod:`cmqueue.queue.claims`)."""
+    import json
+
+    import redis
+
+    from ..queue.claims import claim_key, done_key, started_key
+    from ..queue.orphans import UNACKED
+
+    client = redis.Redis.from_url(app.conf.broker_url)
+    try:
+        present: set[str] = set()
+        for queue in {s.queue for s in specs}:
+            for raw in client.lrange(queue, 0, -1):
+                present.add(_message_id(json, raw))
+        for raw in client.hvals(UNACKED):
+            try:
+                present.add(_message_id(json, json.dumps(json.loads(raw)[0])))
+            except (TypeError, ValueError, IndexError):
+                continue
+        pipe = client.pipeline(transaction=False)
+        for spec in specs:
+            pipe.exists(claim_key(spec.id), done_key(spec.id), started_key(spec.id))
+        marked = pipe.execute()
+        return [s for s, n in zip(specs, marked, strict=True) if s.id not in present and not n]
+    finally:
+        client.close()
+
+
+def _message_id(json: Any, raw: Any) -> str:
+    try:
+        return str(json.loads(raw)["headers"]["id"])
+    except (TypeError, ValueError, KeyError):
+        return ""
+
+
+def _pin_inputs(app: Celery, specs: list[JobSpec]) -> None:
+    """Mark the cached inputs of these jobs as needed until each job ends (never evicted)."""
+    staged = [s for s in specs if s.params.get("inputs")]
+    if not staged:
+        return
+    import redis
+
+    client = redis.Redis.from_url(app.conf.broker_url)
+    pipe = client.pipeline(transaction=False)
+    for spec in staged:
+        for sha in {entry[1] for entry in spec.params["inputs"]}:
+            pipe.sadd(staging.pin_key(sha), spec.id)
+    pipe.execute()
+    client.close()
+
+
+def _chord(app: Celery, reduce_spec: JobSpec, size: int) -> dict[str, Any]:
+    """Register a chord of ``size`` members with the reduce as its callback; returns the
+    options each member is published with (what ``celery.chord`` does, minus the result
+    objects a client that follows the event stream does not need)."""
+    from ..queue.celery_app import PublishingBackend
+
+    group_id = f"cmq-map-{reduce_spec.id}"
+    PublishingBackend(app=app, url=app.conf.broker_url).set_chord_size(group_id, size)
+    body = app.tasks[REDUCE_TASK].signature(kwargs={"spec": reduce_spec.to_dict()}, task_id=reduce_spec.id,
+                                            queue=reduce_spec.queue, routing_key=reduce_spec.queue)
+    return {"chord": body, "group_id": group_id}
+
+
+def summary(specs: list[JobSpec]) -> dict[str, Any]:
+    """What a submit prints with --json."""
+    return {"batch": specs[0].batch if specs else None,
+            "jobs": [{"id": s.id, "target": s.target, "command": s.command} for s in specs]}

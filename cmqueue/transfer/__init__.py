@@ -1,0 +1,1 @@
+"""Moving files between this host and machines: copies, staging of job inputs and outputs, the input cache."""
