@@ -36,7 +36,8 @@ sys.path.insert(0, str(HERE))
 
 from bench_jobs import fill_history, report, ssh_config, versions  # noqa: E402
 
-from cmqueue.cli.demo_servers import LoopbackCluster, RedisServer  # noqa: E402
+from cmqueue.cli.demo_machines import LoopbackCluster  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
 
 PEERS = {"clush": "clustershell", "parallel-ssh": "pssh", "parallel": "parallel"}
 

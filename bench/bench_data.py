@@ -36,7 +36,8 @@ sys.path.insert(0, str(HERE))
 
 from bench_jobs import report, ssh_config, timed, versions  # noqa: E402
 
-from cmqueue.cli.demo_servers import LoopbackCluster, RedisServer  # noqa: E402
+from cmqueue.cli.demo_machines import LoopbackCluster  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
 
 
 def best(runs: list[float]) -> float:

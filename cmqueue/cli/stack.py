@@ -217,7 +217,7 @@ Options:
         return 0
     from ..core.errors import ServiceError
     from ..core.redact import redact_url
-    from ..fleet.services import ping
+    from ..fleet.local_servers import ping
     from ..queue.celery_app import create_app
 
     problem = ping(settings.require_broker())

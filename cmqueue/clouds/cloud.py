@@ -18,7 +18,6 @@ credentials; ``libvirt`` gets what libcloud lacks: cmq defines the domain of a n
 
 from __future__ import annotations
 
-import re
 import socket
 import subprocess
 import threading
@@ -27,11 +26,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..config.asking import ask_hidden
-from ..core.errors import CmqError, ConfigError, ServiceError, UsageError
-from .config import ASK, CloudConfig
+from ..core.errors import CmqError, UsageError
+from .config import CloudConfig
 
 #: What can be done to a VM (``boot`` makes a new one).
+from .drivers import CloudError, compute_driver, first_line, unavailable
+
 ACTIONS = ("boot", "start", "stop", "suspend", "resume", "reboot", "delete")
 #: Seconds a libvirt VM has to shut down on its power button before it is powered off.
 STOP_GRACE = 30.0
@@ -41,75 +41,6 @@ LIST_TRIES = 5
 LIBVIRT_STATES = {0: "unknown", 1: "running", 2: "running", 3: "suspended", 4: "stopping", 5: "stopped",
                   6: "crashed", 7: "suspended"}
 _KEY_LOCK = threading.Lock()
-
-
-class CloudError(CmqError):
-    """A cloud refused an action or does not have the VM; the message names both."""
-
-
-class CloudUnavailableError(ServiceError):
-    """A cloud cannot be reached, or refused the credentials (exit 3)."""
-
-
-def credentials_of(config: CloudConfig) -> dict[str, Any]:
-    """The cloud's credentials, each ``TBD`` asked for on the terminal (hidden, once)."""
-    out = {}
-    for key, value in config.credentials.items():
-        if value != ASK:
-            out[key] = value
-            continue
-        out[key] = ask_hidden(f"{config.where}.credentials.{key}", f"{key} of cloud {config.name} ({config.type}): ",
-                              "give it in the inventory (which must then be 0600)")
-    return out
-
-
-def compute_driver(config: CloudConfig) -> Any:
-    """The libcloud compute driver of ``config``, opened with its credentials."""
-    from libcloud.compute.providers import get_driver
-
-    try:
-        cls = get_driver(config.type)
-    except AttributeError:
-        raise ConfigError(f"{config.where}.type: libcloud has no compute driver {config.type!r}") from None
-    except ImportError as e:
-        extra = " (pip install 'cmqueue[clouds]')" if config.type == "libvirt" else ""
-        raise CloudUnavailableError(f"{config.where}: the {config.type} driver cannot load: {e}{extra}") from None
-    creds = credentials_of(config)
-    try:
-        if config.type == "libvirt":
-            return cls(uri=str(creds.get("uri", "qemu:///system")))
-        key, secret = creds.pop("key", None), creds.pop("secret", None)
-        return cls(key, secret, **creds) if secret is not None else cls(key, **creds)
-    except Exception as e:  # noqa: BLE001 - the drivers' own errors: one line naming the cloud
-        raise CloudUnavailableError(f"{config.where}: cannot open the {config.type} driver: "
-                                    f"{_first_line(e)}") from None
-
-
-def _first_line(e: object) -> str:
-    text = str(getattr(e, "value", None) or e).strip()
-    line = (text.splitlines() or [type(e).__name__])[0]
-    return _QUERY.sub(r"\1?...", line)[:200]     # a request's query string can hold a key id or signature
-
-
-_QUERY = re.compile(r"(/[^\s?'\"]*)\?[^\s'\")]*")
-_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
-
-
-def _unavailable(e: BaseException, where: str) -> CloudUnavailableError | None:
-    """The cloud could not be reached, or refused the credentials: that error (exit 3),
-    one line naming the endpoint and the reason and never the request; else None."""
-    from libcloud.common.types import InvalidCredsError
-    from requests.exceptions import ConnectionError as RequestsConnectionError
-    from requests.exceptions import Timeout
-
-    if isinstance(e, InvalidCredsError):
-        return CloudUnavailableError(f"{where}: the credentials were refused: {_first_line(e)}")
-    if isinstance(e, (RequestsConnectionError, Timeout, OSError)):
-        found = _ERRNO.search(str(e))
-        reason = ("timed out" if isinstance(e, Timeout) or "timed out" in str(e).lower()
-                  else found.group(1).strip().lower() if found else type(e).__name__)
-        return CloudUnavailableError(f"{where}: cannot reach it: {reason}")
-    return None
 
 
 class Cloud:
@@ -189,7 +120,7 @@ class Cloud:
             except libvirt.libvirtError as e:
                 if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                     raise CloudError(f"cloud {self.name}: no VM {name!r}") from None
-                raise CloudError(f"cloud {self.name}: {name}: {_first_line(e)}") from None
+                raise CloudError(f"cloud {self.name}: {name}: {first_line(e)}") from None
         for node in self._nodes():
             if node.name == name:
                 return node
@@ -409,10 +340,10 @@ class Cloud:
         except CmqError:
             raise
         except Exception as e:  # noqa: BLE001 - a driver's or libvirt's error: one line naming the cloud
-            unavailable = _unavailable(e, f"cloud {self.name} ({self._endpoint()})")
+            unavailable = unavailable(e, f"cloud {self.name} ({self._endpoint()})")
             if unavailable is not None:
                 raise unavailable from None
-            raise CloudError(f"cloud {self.name}: {what}: {_first_line(e)}") from None
+            raise CloudError(f"cloud {self.name}: {what}: {first_line(e)}") from None
 
     def _endpoint(self) -> str:
         """Where the driver connects (``host:port``), or the driver's name."""

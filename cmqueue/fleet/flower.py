@@ -41,7 +41,7 @@ def serve(app: Any, settings: Settings, port: int, address: str = "127.0.0.1",
           announce: Callable[[str, str], None] | None = None) -> None:
     """Run Flower in the foreground for ``app`` (blocks). ``announce(url, user)`` is told
     where it listens and who logs in before it starts (never the password)."""
-    from .services import port_free
+    from .local_servers import port_free
 
     if not port_free(address, port):
         raise ServiceError(f"port {port} on {address} is in use; choose another with --port "

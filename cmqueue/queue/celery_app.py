@@ -69,7 +69,7 @@ def create_app(settings: Settings, worker: bool = False, publisher: bool = False
             # hundreds of machines would otherwise wake hundreds of times a second.
             **({"polling_interval": 5} if worker else {}),
             # Named, so that a stopping worker can end its own pending BRPOPs at once
-            # (see cmqueue.fleet.worker_process.Channels.close) instead of waiting out the interval.
+            # (see cmqueue.fleet.consumers.Channels.close) instead of waiting out the interval.
             **({"client_name": worker_client_name()} if worker else {}),
             "visibility_timeout": vt,
             "unacked_restore_interval": int(settings.get("restore_interval")),

@@ -16,7 +16,6 @@ import email.utils
 import hashlib
 import http.client
 import mimetypes
-import os
 import posixpath
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -24,7 +23,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from .base import (
     CHUNK,
@@ -37,84 +35,12 @@ from .base import (
     StorageUnavailableError,
     counted,
 )
+from .cloud_drivers import make_driver, read_environment_once
 from .config import StorageConfig
 from .names import check_name
-from .secrets import secret_of
 from .signed_http import FileSlice, SignedHttp
 
 T = TypeVar("T")
-
-
-def _s3_compatible_driver() -> type:
-    """libcloud's MinIO driver (path-style, any host) without the ``Version`` parameter."""
-    from libcloud.storage.drivers.minio import MinIOConnectionAWS4, MinIOStorageDriver
-
-    class S3CompatibleConnection(MinIOConnectionAWS4):
-        def add_default_params(self, params: dict) -> dict:
-            params = super().add_default_params(params)
-            params.pop("Version", None)
-            return params
-
-    class S3CompatibleDriver(MinIOStorageDriver):
-        name = "S3-compatible"
-        connectionCls = S3CompatibleConnection
-
-    return S3CompatibleDriver
-
-
-def _endpoint(url: str) -> dict[str, Any]:
-    parts = urlsplit(url)
-    secure = parts.scheme == "https"
-    return {"host": parts.hostname, "port": parts.port or (443 if secure else 80), "secure": secure}
-
-
-def make_driver(config: StorageConfig) -> Any:
-    """The libcloud storage driver of ``config``, with its secret resolved."""
-    from libcloud.storage.providers import get_driver
-    from libcloud.storage.types import Provider as Drivers
-
-    secret = secret_of(config)
-    if config.type == "s3":
-        if config.endpoint:
-            return _s3_compatible_driver()(config.key, secret, **_endpoint(config.endpoint))
-        return get_driver(Drivers.S3)(config.key, secret, region=config.region)
-    if config.type == "azure":
-        extra = _endpoint(config.endpoint) if config.endpoint else {}
-        return get_driver(Drivers.AZURE_BLOBS)(config.key, secret, **extra)
-    try:
-        cls = get_driver(config.driver)
-    except AttributeError:
-        raise StorageUnavailableError(f"{config.where}.driver: libcloud has no storage driver "
-                                      f"{config.driver!r}") from None
-    args = dict(config.args)
-    return cls(config.key, secret, **args) if config.key else cls(**args)
-
-
-def _read_environment_once(driver: Any) -> None:
-    """Read the proxy and CA-bundle variables once for the driver's HTTP session.
-
-    requests reads them (and looks for ~/.netrc) again on every request: a fifth of a
-    small object's GET here. The session gets the proxies for the endpoint (``no_proxy``
-    honoured) and the bundle of ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``, as requests
-    would have chosen them, and stops reading the environment.
-    """
-    import requests.utils
-
-    conn = getattr(driver, "connection", None)
-    if conn is None or not hasattr(conn, "connect"):
-        return
-    if conn.connection is None:
-        conn.connect()
-    http = conn.connection
-    session = getattr(http, "session", None)
-    if session is None or not hasattr(http, "host"):
-        return
-    if not session.proxies:                   # a proxy_url given to the driver stays
-        session.proxies = requests.utils.get_environ_proxies(http.host)
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if bundle and getattr(http, "verification", None) is True:
-        http.ca_cert = bundle
-    session.trust_env = False
 
 
 def _mtime(obj: Any) -> float:
@@ -142,7 +68,7 @@ class CloudProvider(Provider):
     def __init__(self, config: StorageConfig) -> None:
         super().__init__(config)
         self.driver = self._call("connect", lambda: make_driver(config))
-        _read_environment_once(self.driver)
+        read_environment_once(self.driver)
         self._container: Any = None
         conn = getattr(self.driver, "connection", None)
         lean = config.type in META_PREFIX and self._call("connect", lambda: SignedHttp.usable(conn))

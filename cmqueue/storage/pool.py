@@ -135,7 +135,7 @@ class Pool:
         the local cache (default: <cmq home>/pool-cache); ``capacity``: its size (bytes,
         or "2G"); ``services``: where uploads are stored (default: the inventory's first
         storage service); ``config``: the inventory (default: as for the command line)."""
-        from ..config.inventory import parse_size
+        from ..config.fields import parse_size
         from ..config.settings import resolve
         from ..history import open_store
         from .vdir_store import backend_for

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cmqueue.cli.demo_servers import AzuriteServer, LoopbackCluster, SeaweedServer, azurite_binary, weed_binary
+from cmqueue.cli.demo_machines import LoopbackCluster
+from cmqueue.cli.demo_stores import AzuriteServer, SeaweedServer, azurite_binary, weed_binary
 from cmqueue.core.files import write_private
 
 from ..conftest import need, need_services, session_subnet
@@ -62,7 +63,7 @@ class StorageServers:
 
     def make_buckets(self, inventory) -> None:  # noqa: ANN001 (an Inventory)
         """Create the bucket of each object store (an administrator's step, not cmq's)."""
-        from cmqueue.storage.cloud import make_driver
+        from cmqueue.storage.cloud_drivers import make_driver
 
         for name in ("s3", "az"):
             driver = make_driver(inventory.storage[name])

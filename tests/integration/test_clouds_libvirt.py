@@ -119,7 +119,7 @@ def lab(libvirtd, image, tmp_path):
 
 def test_the_cloud_api_boots_acts_in_parallel_records_and_deletes(lab, tmp_path):
     from cmqueue import Cloud
-    from cmqueue.clouds.cloud import CloudError
+    from cmqueue.clouds.drivers import CloudError
     from cmqueue.clouds.records import records_for
     from cmqueue.history import open_store
 

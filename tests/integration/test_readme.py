@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from cmqueue.cli.demo import demo_storage, machine_labels, machine_names
-from cmqueue.cli.demo_servers import random_free_port
+from cmqueue.cli.demo_machines import random_free_port
 
 from ..conftest import make_env, teardown
 

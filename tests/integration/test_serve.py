@@ -224,11 +224,11 @@ def api_schema(tmp_path_factory):
     import schemathesis
     import yaml
 
-    from cmqueue.cli.demo_servers import RedisServer
     from cmqueue.config.settings import resolve
     from cmqueue.core.files import write_private
     from cmqueue.serve.app import create_api
     from cmqueue.serve.tokens import TokenStore
+    from tests.support.redis_server import RedisServer
 
     from ..conftest import need_services
 
@@ -302,7 +302,7 @@ def test_every_route_answers_by_its_schema_and_never_with_a_500(api_schema):
 def test_the_api_over_tls_with_secure_cookies_and_a_private_key_only(served, tmp_path):
     import shutil
 
-    from cmqueue.cli.demo_servers import random_free_port
+    from cmqueue.cli.demo_machines import random_free_port
 
     from ..conftest import need
 

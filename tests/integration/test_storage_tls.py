@@ -11,10 +11,10 @@ import secrets
 import libcloud.security
 import pytest
 
-from cmqueue.cli.demo_servers import AzuriteServer, azurite_binary
+from cmqueue.cli.demo_stores import AzuriteServer, azurite_binary
 from cmqueue.config.inventory import Inventory
 from cmqueue.storage import StorageUnavailableError, open_service
-from cmqueue.storage.cloud import make_driver
+from cmqueue.storage.cloud_drivers import make_driver
 from cmqueue.storage.config import StorageConfig
 from cmqueue.storage.signed_http import SignedHttp
 

@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cmqueue.cli.demo_servers import LoopbackCluster, RedisServer, _user
+from cmqueue.cli.demo_machines import LoopbackCluster, user_name
 from cmqueue.clouds.vagrant import ClusterPaths, ClusterSpec, render
 from cmqueue.core.files import write_private
+from tests.support.redis_server import RedisServer
 
 from ..conftest import CmqEnv, need, need_services
 
@@ -67,7 +68,7 @@ class VagrantEnv(CmqEnv):
 
     def vms(self, **where: tuple[str, int]) -> None:
         """Point the loopback provider's vm1.. at these (address, port)."""
-        user, key = _user(), str(self.cluster.key)
+        user, key = user_name(), str(self.cluster.key)
         self.env["CMQ_TEST_VMS"] = json.dumps(
             {name: {"host": a, "port": p, "user": user, "key": key} for name, (a, p) in where.items()})
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from cmqueue.cli.demo_servers import random_free_port
+from cmqueue.cli.demo_machines import random_free_port
 
 from ..conftest import make_env, teardown, wait_for
 from .streams import read_until

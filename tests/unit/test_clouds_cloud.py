@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cmqueue.clouds.cloud import Cloud, compute_driver
+from cmqueue.clouds.cloud import Cloud
 from cmqueue.clouds.config import parse
+from cmqueue.clouds.drivers import compute_driver
 from cmqueue.core.errors import ConfigError, UsageError
 
 INV = Path("cmq.yaml")
@@ -66,7 +67,7 @@ def test_a_driver_cloud_lists_acts_and_boots_by_image_and_size_names(tmp_path):
 
 
 def test_a_driver_cloud_says_what_it_cannot_do_in_one_line(tmp_path):
-    from cmqueue.clouds.cloud import CloudError
+    from cmqueue.clouds.drivers import CloudError
 
     with dummy_cloud(tmp_path, image="Ubuntu 9.10") as c:
         with pytest.raises(CloudError, match="cloud d: booting needs an image and a size"):
@@ -97,7 +98,7 @@ def free_closed_port():
 
 
 def test_an_unreachable_cloud_is_one_line_naming_it_and_the_reason_exit_3(tmp_path):
-    from cmqueue.clouds.cloud import CloudUnavailableError
+    from cmqueue.clouds.drivers import CloudUnavailableError
 
     port = free_closed_port()
     with ec2_cloud(tmp_path, port) as c:
@@ -108,7 +109,7 @@ def test_an_unreachable_cloud_is_one_line_naming_it_and_the_reason_exit_3(tmp_pa
 
 
 def test_refused_credentials_are_one_line_without_the_request_or_the_secret(tmp_path):
-    from cmqueue.clouds.cloud import CloudUnavailableError
+    from cmqueue.clouds.drivers import CloudUnavailableError
     from tests.support.ec2_double import Ec2Double
 
     with Ec2Double() as ec2, ec2_cloud(tmp_path, ec2.port) as c:
@@ -145,8 +146,8 @@ def test_a_quota_error_fails_the_boot_job_with_the_reason_and_nothing_is_recorde
 
 
 def test_a_drivers_error_is_shown_without_the_query_string_of_its_request():
-    from cmqueue.clouds.cloud import _first_line
+    from cmqueue.clouds.drivers import first_line
 
     e = Exception("400 for url: https://ec2.example/?Action=RunInstances&AWSAccessKeyId=AKIAX&Signature=abc "
                   "(bad)\nsecond line")
-    assert _first_line(e) == "400 for url: https://ec2.example/?... (bad)"
+    assert first_line(e) == "400 for url: https://ec2.example/?... (bad)"

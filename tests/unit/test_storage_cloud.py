@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cmqueue.storage.cloud import _read_environment_once, make_driver
+from cmqueue.storage.cloud_drivers import make_driver, read_environment_once
 from cmqueue.storage.config import StorageConfig
 
 
@@ -25,7 +25,7 @@ def clean_env(monkeypatch):
 def test_the_proxy_of_the_environment_is_kept_for_the_endpoint(clean_env):
     clean_env.setenv("http_proxy", "http://proxy.example:3128")
     driver = _driver("http://store.example:8333")
-    _read_environment_once(driver)
+    read_environment_once(driver)
     session = driver.connection.connection.session
     assert session.trust_env is False
     assert session.proxies.get("http") == "http://proxy.example:3128"
@@ -35,7 +35,7 @@ def test_no_proxy_for_an_endpoint_it_excludes(clean_env):
     clean_env.setenv("http_proxy", "http://proxy.example:3128")
     clean_env.setenv("no_proxy", "store.example")
     driver = _driver("http://store.example:8333")
-    _read_environment_once(driver)
+    read_environment_once(driver)
     assert not driver.connection.connection.session.proxies.get("http")
 
 
@@ -47,5 +47,5 @@ def test_the_ca_bundle_of_the_environment_is_used_when_libcloud_has_none(clean_e
     clean_env.setenv("REQUESTS_CA_BUNDLE", str(bundle))
     clean_env.setattr(libcloud.security, "CA_CERTS_PATH", None)
     driver = _driver("https://store.example")
-    _read_environment_once(driver)
+    read_environment_once(driver)
     assert driver.connection.connection.verification == str(bundle)

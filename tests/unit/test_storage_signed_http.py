@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from cmqueue.storage.cloud import _read_environment_once, make_driver
+from cmqueue.storage.cloud_drivers import make_driver, read_environment_once
 from cmqueue.storage.config import StorageConfig
 from cmqueue.storage.signed_http import FileSlice, SignedHttp
 
@@ -23,7 +23,7 @@ def clean_env(monkeypatch):
 def _connection(kind: str = "s3"):
     driver = make_driver(StorageConfig(name=kind, type=kind, endpoint="http://store.example:8333", container="b",
                                        key="devstoreaccount1" if kind == "azure" else "k", secret="c2VjcmV0"))
-    _read_environment_once(driver)
+    read_environment_once(driver)
     return driver.connection
 
 

