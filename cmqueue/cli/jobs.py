@@ -269,5 +269,6 @@ Options:
 
 
 COMMANDS: dict[str, Callable[[Args], int]] = {
-    "submit": cmd_submit, "status": cmd_status, "jobs": cmd_jobs, "logs": cmd_logs, "wait": cmd_wait, "cancel": cmd_cancel,
+    "submit": cmd_submit, "status": cmd_status, "jobs": cmd_jobs, "logs": cmd_logs, "wait": cmd_wait,
+    "cancel": cmd_cancel,
 }

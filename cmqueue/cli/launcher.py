@@ -37,8 +37,9 @@ CHECK_EVERY = 5.0
 #: Modules a command may need, imported once by the launcher.
 PRELOAD = (
     "celery", "kombu.transport.redis", "redis", "yaml", "rich.console", "rich.table", "rich.progress", "rich.live",
-    "cmqueue.cli.stack", "cmqueue.cli.jobs", "cmqueue.cli.machines", "cmqueue.cli.top", "cmqueue.cli.data", "cmqueue.cli.mapping", "cmqueue.cli.workflows",
-    "cmqueue.api.cluster", "cmqueue.submit.specs", "cmqueue.fleet.services", "cmqueue.queue.celery_app", "cmqueue.history.sqlite",
+    "cmqueue.cli.stack", "cmqueue.cli.jobs", "cmqueue.cli.machines", "cmqueue.cli.top", "cmqueue.cli.data",
+    "cmqueue.cli.mapping", "cmqueue.cli.workflows", "cmqueue.api.cluster", "cmqueue.submit.specs",
+    "cmqueue.fleet.services", "cmqueue.queue.celery_app", "cmqueue.history.sqlite",
     "cmqueue.workflow.engine", "cmqueue.cli.storage", "cmqueue.cli.vdir", "cmqueue.cli.pool", "cmqueue.storage.ops",
     "cmqueue.storage.local", "cmqueue.storage.ssh", "cmqueue.storage.cloud", "cmqueue.storage.vdir",
     "cmqueue.storage.pool", "libcloud.storage.drivers.s3", "libcloud.storage.drivers.minio",

@@ -137,7 +137,8 @@ Examples:
             raise UsageError(f"--on={args['--on']}: a map runs each argument once; name one machine, "
                              "or give the machines a label and use --label")
         batch, members = build_specs(" ".join(words), where, args=arguments,
-                                     timeout=number_option(args, "--timeout"), retries=number_option(args, "--retries", int),
+                                     timeout=number_option(args, "--timeout"),
+                                     retries=number_option(args, "--retries", int),
                                      env=parse_env(args["--env"]), **staging_options(args))
         rspec = build_reduce(members, reducer, allow_failures=args["--allow-failures"], cwd=os.getcwd())
         send(c.app, c.store, members, rspec)

@@ -285,5 +285,6 @@ Usage:
 
 
 COMMANDS: dict[str, Callable[[Args], int]] = {
-    "up": cmd_up, "down": cmd_down, "ps": cmd_ps, "procfile": cmd_procfile, "worker": cmd_worker, "flower": cmd_flower, "recorder": cmd_recorder, "launcher": cmd_launcher,
+    "up": cmd_up, "down": cmd_down, "ps": cmd_ps, "procfile": cmd_procfile, "worker": cmd_worker,
+    "flower": cmd_flower, "recorder": cmd_recorder, "launcher": cmd_launcher,
 }

@@ -340,9 +340,9 @@ class Cloud:
         except CmqError:
             raise
         except Exception as e:  # noqa: BLE001 - a driver's or libvirt's error: one line naming the cloud
-            unavailable = unavailable(e, f"cloud {self.name} ({self._endpoint()})")
-            if unavailable is not None:
-                raise unavailable from None
+            refusal = unavailable(e, f"cloud {self.name} ({self._endpoint()})")
+            if refusal is not None:
+                raise refusal from None
             raise CloudError(f"cloud {self.name}: {what}: {first_line(e)}") from None
 
     def _endpoint(self) -> str:

@@ -4,36 +4,13 @@ reached is a service error (exit 3), its URL's query and libcloud's noise left o
 
 from __future__ import annotations
 
-import Cloud
-with Cloud("lab") as c:
-    vm = c.boot("vm1")                      # a new VM, its ssh host key pinned
-    c.machine("vm1", "suspend")             # start | stop | suspend | resume | reboot | delete
-    c.machines(["vm2", "vm3"], "resume")    # in parallel
-    print(c.list())                         # every VM of the cloud, as records
-```
-
-Any libcloud compute driver is opened by its name (``type``) with the cloud's
-credentials; ``libvirt`` gets what libcloud lacks: cmq defines the domain of a new VM
-(:mod:`cmqueue.clouds.domain`), undefines it on delete, and reads libvirt's own state
-(libcloud calls a paused domain "terminated").
-"""
-
-from __future__ import annotations
-
 import re
-import socket
-import subprocess
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from ..config.asking import ask_hidden
-from ..core.errors import CmqError, ConfigError, ServiceError, UsageError
+from ..core.errors import CmqError, ConfigError, ServiceError
 from .config import ASK, CloudConfig
 
-#: What can be done to a VM (``boot`` makes a new one).
 
 class CloudError(CmqError):
     """A cloud refused an action or does not have the VM; the message names both."""
