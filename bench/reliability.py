@@ -3,7 +3,7 @@
     .venv/bin/python bench/reliability.py            # print them
     .venv/bin/python bench/reliability.py --write    # and rewrite the tables in docs/reliability.md
 
-Faults: runs tests/integration/test_fault_figures.py (each fault on a loopback cluster,
+Faults: runs tests/integration/queue/test_fault_figures.py (each fault on a loopback cluster,
 each job's starts counted on the machines) and tabulates what became of the jobs.
 Soak: 20,000 short jobs over 4 loopback machines x 4 slots (--soak-machines,
 --soak-slots), submitted in rounds; after
@@ -41,7 +41,7 @@ def run_faults() -> list[dict]:
         out = Path(f.name)
     env = {**os.environ, "CMQ_FAULT_FIGURES": str(out)}
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=0",
-                        "tests/integration/test_fault_figures.py"], cwd=ROOT, env=env)
+                        "tests/integration/queue/test_fault_figures.py"], cwd=ROOT, env=env)
     tallies = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     out.unlink()
     if r.returncode != 0:

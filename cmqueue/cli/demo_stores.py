@@ -42,7 +42,7 @@ TOOLS = "tools"
 def azurite_binary() -> str | None:
     """``azurite-blob`` (npm; .ci/setup installs it under .tools/, `cmq demo --storage`
     under cmq's home), or None."""
-    return _tool("CMQ_AZURITE", Path(__file__).resolve().parent.parent / ".tools/node_modules/.bin/azurite-blob",
+    return _tool("CMQ_AZURITE", Path(__file__).resolve().parents[2] / ".tools/node_modules/.bin/azurite-blob",
                  home_dir() / TOOLS / "node_modules/.bin/azurite-blob", "azurite-blob")
 
 

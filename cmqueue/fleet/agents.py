@@ -36,7 +36,7 @@ from .services import Services
 
 #: Where an agent's files live on its machine, under its workdir.
 AGENT_DIR = ".cmq/agent"
-SOURCE = Path(__file__).resolve().parents[1]
+SOURCE = Path(__file__).resolve().parents[2]
 SCRIPTS = SOURCE / "workers"
 
 
