@@ -234,7 +234,7 @@ def teardown(cenv: CmqEnv) -> None:
             cenv.redis.stop()
 
 
-#: Both ways a worker reaches its machine: one agent session per machine (the default),
+#: Both ways a worker reaches its machine: one session per machine (the default),
 #: and one ssh client per job (transport: exec, the fallback without python3 there).
 TRANSPORTS = ["session", "exec"]
 

@@ -48,10 +48,17 @@ def recorder_follows(settings: Settings) -> bool:
 
 
 def _submit() -> Any:
-    """:mod:`cmqueue.submit.specs`, imported when jobs are sent (it loads Celery): listings never do."""
-    from ..submit import specs as submit
+    """:mod:`cmqueue.submit.specs`, imported when jobs are made: listings never do."""
+    from ..submit import specs
 
-    return submit
+    return specs
+
+
+def _publish() -> Any:
+    """:mod:`cmqueue.submit.publish`, imported when jobs are sent (it loads Celery)."""
+    from ..submit import publish
+
+    return publish
 
 
 class Job:
@@ -201,7 +208,7 @@ class Cluster:
     # -- submitting -----------------------------------------------------------------------
     def _send(self, specs: list[JobSpec]) -> list[Job]:
         self._hold_stream()
-        _submit().send(self.app, self.store, specs)
+        _publish().send(self.app, self.store, specs)
         return [Job(self, s) for s in specs]
 
     def _hold_stream(self) -> None:
@@ -263,7 +270,7 @@ class Cluster:
                                             timeout=timeout, retries=retries, env=env, puts=puts, gets=gets)
         rspec = submitting.build_reduce(members, reduce, allow_failures=allow_failures)
         self._hold_stream()
-        submitting.send(self.app, self.store, members, rspec)
+        _publish().send(self.app, self.store, members, rspec)
         return Job(self, rspec)
 
     @property

@@ -117,7 +117,8 @@ Examples:
 """
     import os
 
-    from ..submit.specs import build_reduce, build_specs, parse_env, placement, read_each, send
+    from ..submit.publish import send
+    from ..submit.specs import build_reduce, build_specs, parse_env, placement, read_each
 
     words = args["TEMPLATE"]
     if words and words[0] == "--":

@@ -29,7 +29,7 @@ from ..core.files import private_dir
 from ..core.models import JobResult, JobSpec
 from . import ssh
 from .joblog import OutputLog
-from .session_client import BOOTSTRAP, AgentSession, SessionDead
+from .session_client import BOOTSTRAP, RemoteSession, SessionDead
 
 SSH_FAILURE = 255
 log = logging.getLogger("cmq.runner")
@@ -77,7 +77,7 @@ class _Running:
     spec: JobSpec
     proc: subprocess.Popen | None
     deadline: float | None
-    session: AgentSession | None = None
+    session: RemoteSession | None = None
     killed: str = ""          # "", "timeout" or "cancel"
     master: int = 0
     done: threading.Event = field(default_factory=threading.Event)
@@ -104,7 +104,7 @@ class Runner:
         self._deadlines: list[tuple[float, str]] = []
         self._wake = threading.Condition(self._lock)
         self._closed = False
-        self._session: AgentSession | None = None
+        self._session: RemoteSession | None = None
         self._session_lock = threading.Lock()
         self.transport = machine.transport if machine.transport != "auto" else "session"
         self._watchdog = threading.Thread(target=self._watch, name=f"cmq-watchdog-{machine.name}",
@@ -164,8 +164,8 @@ class Runner:
         return r.returncode == 0, time.monotonic() - t0, err
 
     # -- the session transport ----------------------------------------------------------
-    def session(self) -> AgentSession | None:
-        """The machine's agent session (started on first use), or None when this machine
+    def session(self) -> RemoteSession | None:
+        """The machine's session (started on first use), or None when this machine
         runs one ssh client per job (transport: exec, or auto without python3 there)."""
         if self.transport != "session":
             return None
@@ -180,21 +180,21 @@ class Runner:
             else:
                 argv = [sys.executable, "-u", "-c", BOOTSTRAP]
             try:
-                self._session = AgentSession(argv, start_timeout=self.options.connect_timeout + 20)
+                self._session = RemoteSession(argv, start_timeout=self.options.connect_timeout + 20)
             except SessionDead as e:
                 ok, _, why = self.probe()
                 if not ok:
                     raise MachineUnreachableError(f"{self.machine.name} unreachable: {why or e}") from None
                 if self.machine.transport == "session":
-                    raise MachineUnreachableError(f"{self.machine.name}: agent session failed: {e}") from None
-                log.warning("%s: no agent session (%s); running one ssh client per job", self.machine.name, e)
+                    raise MachineUnreachableError(f"{self.machine.name}: session failed: {e}") from None
+                log.warning("%s: no session (%s); running one ssh client per job", self.machine.name, e)
                 self.transport = "exec"
                 self.open_masters()          # exec needs every master before the first burst
                 return None
             return self._session
 
     def start(self) -> list[str]:
-        """Open the masters and the agent session before the first job; returns errors.
+        """Open the masters and the session before the first job; returns errors.
 
         The session transport needs only master 0 (one session carries every job)."""
         errors = self.open_masters(1 if self.transport == "session" else None)
@@ -277,7 +277,7 @@ class Runner:
             self._running.pop(running.spec.id, None)
         running.done.set()
 
-    def _run_in_session(self, session: AgentSession, spec: JobSpec, env: dict[str, str], out: OutputLog,
+    def _run_in_session(self, session: RemoteSession, spec: JobSpec, env: dict[str, str], out: OutputLog,
                         err: OutputLog, on_start: Callable[[float], None] | None):
         deadline = time.monotonic() + spec.timeout if spec.timeout else None
         running = _Running(spec, None, deadline, session=session)
@@ -381,7 +381,7 @@ class Runner:
                 self._kill(job_id, "timeout")
 
     def close(self) -> None:
-        """Stop the watchdog and end the agent session."""
+        """Stop the watchdog and end the session."""
         with self._lock:
             self._closed = True
             self._wake.notify()

@@ -19,7 +19,7 @@ from typing import IO, Any
 from ..core import clock
 
 BOOTSTRAP = "import sys,json;exec(json.loads(sys.stdin.buffer.readline()))"
-AGENT_SOURCE = (Path(__file__).with_name("session_server.py")).read_text()
+SERVER_SOURCE = (Path(__file__).with_name("session_server.py")).read_text()
 
 
 class SessionDead(Exception):
@@ -37,8 +37,8 @@ class _Job:
     message: str = ""
 
 
-class AgentSession:
-    """One running agent on one machine; thread-safe ``run`` and ``kill``."""
+class RemoteSession:
+    """One running session server on one machine; thread-safe ``run`` and ``kill``."""
 
     def __init__(self, argv: list[str], start_timeout: float = 30) -> None:
         self.argv = argv
@@ -53,12 +53,12 @@ class AgentSession:
         self.clock_offset = 0.0
         self.dead = threading.Event()
         self.error = ""
-        self._send_line(json.dumps(AGENT_SOURCE))   # the agent's code, read by BOOTSTRAP
-        self._reader = threading.Thread(target=self._read, name="cmq-agent-reader", daemon=True)
+        self._send_line(json.dumps(SERVER_SOURCE))   # the session server's code, read by BOOTSTRAP
+        self._reader = threading.Thread(target=self._read, name="cmq-session-reader", daemon=True)
         self._reader.start()
         if not self._hello.wait(start_timeout) or self.dead.is_set():
             self.close()
-            raise SessionDead(self.error or "agent did not start")
+            raise SessionDead(self.error or "session server did not start")
 
     def _send(self, msg: dict[str, Any]) -> None:
         self._send_line(json.dumps(msg, separators=(",", ":")))
@@ -145,14 +145,14 @@ class AgentSession:
         return job.code, job.t0, job.t1
 
     def kill(self, job_id: str, grace: float) -> None:
-        """Ask the agent to kill a job's process group (TERM, then KILL after ``grace``)."""
+        """Ask the session server to kill a job's process group (TERM, then KILL after ``grace``)."""
         try:
             self._send({"op": "kill", "id": job_id, "grace": grace})
         except SessionDead:
             pass
 
     def close(self) -> None:
-        """End the session (the agent stops whatever still runs)."""
+        """End the session (the session server stops whatever still runs)."""
         try:
             if self.proc.stdin:
                 self.proc.stdin.close()

@@ -54,7 +54,7 @@ def run(msg):
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     except Exception as e:  # the job could not start: report, never crash the server
         send({"op": "done", "id": job_id, "code": 125, "t0": time.time(), "t1": time.time(),
-              "msg": f"cmq agent: cannot start job: {e}"})
+              "msg": f"cmq session: cannot start job: {e}"})
         return
     with _jobs_lock:
         _jobs[job_id] = proc

@@ -54,7 +54,7 @@ def rescue(store: HistoryStore, client: Any, app: Any, grace: float) -> list[str
     """Send the stalled reduces again (see the module); returns their ids."""
     import json
 
-    from ..submit.specs import missing
+    from ..submit.publish import missing
 
     sent = []
     for rec, members in stalled_reduces(store, grace):
@@ -75,7 +75,7 @@ def resend_lost(store: HistoryStore, client: Any, app: Any, before: float) -> li
     """Send again the jobs queued before ``before`` whose message the broker lost. A lost
     member of a map goes without its chord (lost with the message): it is marked so that
     its worker keeps its outcome, which the rescued reduce receives."""
-    from ..submit.specs import missing, publish_chunk
+    from ..submit.publish import missing, publish_chunk
 
     records = store.jobs(state=JobStatus.QUEUED)
     mapped = {r.spec.batch for r in records if r.spec.kind == "reduce"}

@@ -41,7 +41,8 @@ def submit_jobs(body: JobsRequest, c: Any = Depends(cluster)) -> dict[str, Any]:
 def submit_map(body: MapRequest, c: Any = Depends(cluster)) -> dict[str, Any]:
     """A map with a reduce: one job per argument, then the reduce of their outputs; the
     reduce job's ``value`` is the map's value once it ends (``wait`` to answer then)."""
-    from ..submit.specs import build_reduce, build_specs, placement, send
+    from ..submit.publish import send
+    from ..submit.specs import build_reduce, build_specs, placement
 
     where = placement(c.settings.inventory, on=body.on, label=body.label)
     batch, members = build_specs(body.template, where, args=body.args, timeout=body.timeout, retries=body.retries,

@@ -75,13 +75,13 @@ class Workflows:
         from redis.exceptions import RedisError
 
         from ..core.models import Event
-        from ..submit.specs import _pin_inputs
+        from ..submit.publish import pin_inputs
 
         self.c.store.add(JobRecord(spec=s, state=JobStatus.QUEUED) for s in specs)
         sig = canvas(plan, self.c.results_app, reuse)
         try:
             self.c.redis.delete(suspended_key(plan.id))
-            _pin_inputs(self.c.app, specs)
+            pin_inputs(self.c.app, specs)
             if sig is not None:
                 sig.apply_async()
         except (OperationalError, OSError, RedisError) as e:
