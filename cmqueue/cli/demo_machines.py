@@ -219,6 +219,7 @@ class LoopbackCluster:
 
 
 def user_name() -> str:
+    """The name of the user this process runs as."""
     import pwd
 
     return pwd.getpwuid(os.getuid()).pw_name

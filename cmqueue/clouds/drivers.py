@@ -55,6 +55,7 @@ def compute_driver(config: CloudConfig) -> Any:
 
 
 def first_line(e: object) -> str:
+    """The first line of an error's text (an S3-style XML error: its message), at most 200 characters."""
     text = str(getattr(e, "value", None) or e).strip()
     line = (text.splitlines() or [type(e).__name__])[0]
     return _QUERY.sub(r"\1?...", line)[:200]     # a request's query string can hold a key id or signature

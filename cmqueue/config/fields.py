@@ -39,22 +39,26 @@ _FORBIDDEN_SSH = {
 
 
 def fail(path: Path, where: str, msg: str) -> ConfigError:
+    """A ConfigError naming the file, the field and what is wrong with it."""
     return ConfigError(f"{path.name}: {where}: {msg}" if where else f"{path.name}: {msg}")
 
 
 def positive_int(path: Path, where: str, value: Any) -> int:
+    """``value`` as a positive integer, or a ConfigError naming the field."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise fail(path, where, f"must be a positive integer, got {value!r}")
     return value
 
 
 def string(path: Path, where: str, value: Any) -> str:
+    """``value`` as a non-empty string, or a ConfigError naming the field."""
     if not isinstance(value, (str, int)) or isinstance(value, bool) or str(value) == "":
         raise fail(path, where, f"must be a non-empty string, got {value!r}")
     return str(value)
 
 
 def mapping(path: Path, where: str, value: Any) -> dict:
+    """``value`` as a mapping (empty when None), or a ConfigError naming the field."""
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -84,6 +88,7 @@ def in_step(path: Path, where: str, key: str, value: Any, names: list[str]) -> l
 
 
 def ssh_options(path: Path, where: str, value: Any) -> tuple[tuple[str, str], ...]:
+    """A machine's ``ssh_options`` as (name, value) pairs; those that would switch host key checking off are refused."""
     if value is None:
         return ()
     if isinstance(value, list):
@@ -110,6 +115,7 @@ def ssh_options(path: Path, where: str, value: Any) -> tuple[tuple[str, str], ..
 
 
 def machine_fields(path: Path, where: str, raw: dict, base: dict) -> dict[str, Any]:
+    """The checked fields of a machine entry ``raw`` over ``base`` (the defaults), each error naming the field."""
     merged = {**base, **raw}
     unknown = set(merged) - MACHINE_FIELDS
     if unknown:

@@ -118,7 +118,7 @@ def _children_of_launcher(cenv) -> list:
 
 def test_a_launcher_whose_code_changed_is_bypassed_then_starts_afresh(cenv):
     assert cmq(cenv, "status").ran == "in-launcher"
-    source = Path(cmqueue.__file__).with_name("defaults.py")
+    source = Path(cmqueue.__file__).parent / "core" / "defaults.py"
     os.utime(source)                                       # as after an upgrade or an edit
     bypassed = cmq(cenv, "status")
     assert (bypassed.returncode, bypassed.ran) == (0, "here"), bypassed.stderr
