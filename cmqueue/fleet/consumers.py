@@ -221,6 +221,16 @@ class Channels:
     def qos(self, *_: Any, **__: Any) -> None:
         """Credit is per machine (see MachineChannel.can_consume)."""
 
+    @property
+    def queues(self) -> list[Queue]:
+        """The queues the machines' channels consume, each once: what Celery's
+        ``active_queues`` (`celery inspect active_queues`, Flower's queue views) reports."""
+        found: dict[str, Queue] = {}
+        for chan in self.open.values():
+            for queue in chan.consumer.queues:
+                found.setdefault(queue.name, queue)
+        return list(found.values())
+
     def consuming_from(self, queue: str) -> bool:
         """Whether some machine consumes ``queue``."""
         return any(queue in chan.driver.queues for chan in self.open.values())

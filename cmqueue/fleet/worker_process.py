@@ -331,11 +331,14 @@ def run_fleet(app: Celery, group: str, choose: Callable[[Inventory], list[Machin
     app.conf.worker_consumer = "cmqueue.fleet.consumers:FleetConsumer"
     kombu_compat.install(fleet.redis)          # a lost connection must not end the worker
     # With Flower in the inventory (settings: flower_port), tasks send events from the start.
+    # Without it, the worker's event dispatcher still runs (for its heartbeat, one event every
+    # 2 s), so that a Flower started later turns task events on by remote control
+    # (enable_events); without a dispatcher that call would change nothing.
     events_flag = ["-E"] if int(app.cmq_settings.get("flower_port")) else []
     try:
         app.worker_main([
             "worker", "-n", fleet.hostname, "-c", str(max(1, slots)),
-            "-P", "threads", "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "-P", "threads", "--without-gossip", "--without-mingle",
             *events_flag, "-l", loglevel,
         ])
     finally:

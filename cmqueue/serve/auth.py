@@ -12,7 +12,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import APIKeyCookie, HTTPBearer
 
 from .tokens import TokenStore
 
@@ -20,6 +21,13 @@ from .tokens import TokenStore
 COOKIE = "cmq_session"
 #: Seconds a console session lasts without use.
 SESSION_IDLE = 12 * 3600.0
+
+#: The two ways to call the API, as the OpenAPI spec declares them (``securitySchemes``),
+#: so that Swagger UI and generated clients know them. ``caller`` reads both itself.
+BEARER = HTTPBearer(scheme_name="bearer", bearerFormat="cmq_...", auto_error=False,
+                    description="a token made by `cmq serve token create NAME`")
+SESSION = APIKeyCookie(name=COOKIE, scheme_name="session", auto_error=False,
+                       description="the console's session cookie, set by POST /api/login")
 
 
 @dataclass
@@ -60,7 +68,7 @@ class Sessions:
         return name
 
 
-def caller(request: Request) -> str:
+def caller(request: Request, _bearer: object = Depends(BEARER), _session: object = Depends(SESSION)) -> str:
     """The name of the token the request carries (header or session cookie); 401 when
     it carries none that is live. A FastAPI dependency."""
     state = request.app.state

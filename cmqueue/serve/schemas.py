@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ..submit.specs import ENV_NAME
 
-#: A job's environment: variable names as the shell takes them (and no other key).
-Env = Annotated[dict[Annotated[str, StringConstraints(pattern=ENV_NAME)], str],
-                Field(json_schema_extra={"additionalProperties": False})]
+
+def _variable_names(env: dict[str, str]) -> dict[str, str]:
+    """``env`` when every key is a variable name as the shell takes them; else an error
+    naming the first key that is not."""
+    for key in env:
+        if not re.match(ENV_NAME, key):
+            raise ValueError(f"{key!r} is not a variable name (letters, digits, _; not first a digit)")
+    return env
+
+
+#: A job's environment. The spec describes it as a map of strings (``additionalProperties``,
+#: which every client generator reads); the names are checked here, in the server.
+Env = Annotated[dict[str, str], AfterValidator(_variable_names)]
 
 
 class Strict(BaseModel):

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -209,3 +210,58 @@ def test_flower_in_the_foreground_says_where_and_who_logs_in_first(flower_env):
         proc.terminate()
         proc.wait(timeout=30)
         proc.stderr.close()
+
+
+def test_flower_started_later_sees_new_jobs_and_its_queue_views_work(tmp_path):
+    """No Flower at `cmq up` (task events off): a `cmq flower` started later turns them on
+    (remote control) and records the jobs sent from then on; the fleet worker answers
+    `active_queues` as Celery's own consumer does, so Flower's queue views and
+    `celery inspect` work."""
+    env = make_env(tmp_path, machines=2, slots=1, first=108)
+    port = random_free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "cmqueue", "flower", f"--port={port}"], env=env.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (env.home / "flower" / "login").exists(), timeout=60, what="`cmq flower` to make its login")
+        user, password = env.run("flower", "--show-login", check=True).out.strip().split(":", 1)
+        auth = f"{user}:{password}"
+        wait_for(lambda: _curl(port, "/api/workers?refresh=1", auth)[0] == 200, timeout=60, what="Flower")
+        workers = json.loads(_curl(port, "/api/workers?refresh=1", auth)[1])
+        assert {w.split("@")[0] for w in workers} == {"cmq-w1", "cmq-w2"}
+        for name, info in workers.items():
+            queues = info["active_queues"]
+            assert isinstance(queues, list), (name, queues)          # not {"error": ...}
+            assert {"cmq.any", "cmq.host"} <= {q["name"] for q in queues}
+        assert {"cmq.m.m1", "cmq.m.m2"} <= {q["name"] for w in workers.values() for q in w["active_queues"]}
+        code, body = _curl(port, "/api/queues/length", auth)
+        assert code == 200, body
+        assert {"cmq.m.m1", "cmq.m.m2", "cmq.any"} <= {q["name"] for q in json.loads(body)["active_queues"]}
+
+        celery = shutil.which("celery", path=str(Path(sys.executable).parent))
+        inspect = subprocess.run([celery, "inspect", "active_queues", "--json", "--timeout=10"], capture_output=True,
+                                 text=True, timeout=60, env={**env.env, "CELERY_BROKER_URL": env.redis.url})
+        assert inspect.returncode == 0, inspect.stderr
+        answered = json.loads(inspect.stdout)
+        assert {w.split("@")[0] for w in answered} == {"cmq-w1", "cmq-w2"}
+        assert all(isinstance(q, list) and q for q in answered.values()), answered
+
+        # Flower turns events on every few seconds: a job sent once they are on is recorded
+        # (one sent before that is not: events are not kept for a later listener).
+        jobs: list[str] = []
+
+        def a_job_sent_after_it_started_is_recorded() -> bool:
+            jobs.append(env.run("submit", "--wait", "--json", "--on=m1", "echo seen-by-flower").json()[0]["id"])
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if _curl(port, f"/api/task/info/{jobs[-1]}", auth)[0] == 200:
+                    return True
+                time.sleep(0.5)
+            return False
+
+        wait_for(a_job_sent_after_it_started_is_recorded, timeout=120, what="Flower to record a new job")
+        info = json.loads(_curl(port, f"/api/task/info/{jobs[-1]}", auth)[1])
+        assert info["state"] == "SUCCESS" and "seen-by-flower" in info["kwargs"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        teardown(env)
