@@ -43,6 +43,15 @@ def _events(log):
     return out
 
 
+def _open_gate(gate) -> None:
+    """Let a step blocked reading the FIFO ``gate`` go on (nothing when none reads it)."""
+    try:
+        fd = os.open(gate, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:                       # no reader (the step was killed, or not started)
+        return
+    os.close(fd)
+
+
 def test_the_example_runs_in_order_and_adds_the_four_results(cmq, tmp_path):
     tag = uuid.uuid4().hex[:8]
     tasks, log = _tasks(tmp_path, tag)
@@ -185,10 +194,16 @@ def c(): return f"echo c start 0 >> {{LOG}}; echo 3"
 
 def test_cancel_a_workflow(cmq, tmp_path):
     tasks, log = _tasks(tmp_path, uuid.uuid4().hex[:8])
-    tasks.write_text(tasks.read_text().replace("def notacommand(): return 42\n", ""))
+    # Step a holds until the test opens the gate (a FIFO): the cancel comes while it runs,
+    # however slow this machine is.
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    tasks.write_text(tasks.read_text().replace("def notacommand(): return 42\n", "").replace(
+        'def a(): return _step("a", 1, 1)', f'def a(): return "timeout 30 cat {gate} > /dev/null; echo 1"'))
     wf = cmq.run("run", f"--tasks={tasks}", "a; d").out.strip()
     r = cmq.run("cancel", wf)
-    assert r.code == 0 and f"workflow {wf} suspended" in r.err
+    _open_gate(gate)
+    assert r.code == 0 and f"workflow {wf} suspended" in r.err, r.err
     shown = wait_for(lambda: (lambda o: o if o["state"] == "suspended" else None)(
         cmq.run("show", "--json", wf).json()), timeout=60, what="the workflow to be suspended")
     assert {s["name"]: s["state"] for s in shown["steps"]}["d"] == "cancelled"
@@ -196,7 +211,7 @@ def test_cancel_a_workflow(cmq, tmp_path):
     # Cancelling it again, or a workflow that succeeded, says it ended and changes nothing.
     again = cmq.run("cancel", wf)
     assert again.code == 0 and f"workflow {wf} already ended (suspended): nothing to cancel" in again.err
-    done = cmq.run("run", f"--tasks={tasks}", "--wait", "--json", "a", timeout=180).json()["workflow"]
+    done = cmq.run("run", f"--tasks={tasks}", "--wait", "--json", "words", timeout=180).json()["workflow"]
     r = cmq.run("cancel", done)
     assert r.code == 0 and f"workflow {done} already ended (succeeded): nothing to cancel" in r.err
     assert cmq.run("show", "--json", done).json()["state"] == "succeeded"
