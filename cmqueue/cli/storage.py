@@ -46,8 +46,11 @@ A secret TBD is asked for on the terminal, hidden; a secret_file must be private
 SERVICE:PATH names a path on any service, / its root. For put, SOURCE is a local path and
 DESTINATION a service path; for get the other way round; copy goes between services. A
 DESTINATION ending in / (or an existing directory) receives SOURCE under its own name; a
-directory copied with --recursive gives its contents to DESTINATION. Every file is
-verified by SHA-256 before it counts as stored; its time travels with it. sync copies what
+directory copied with --recursive gives its contents to DESTINATION, empty directories
+included (a directory marker, `dir/`, on an object store). Every file is verified before
+it counts as stored: by the SHA-256 cmq keeps with it (or computes at its source); a file
+another tool stored, by the MD5 the service keeps, else by reading it twice; the summary
+says which. Its time travels with it, in the form rclone reads. sync copies what
 is missing at DESTINATION or whose content (SHA-256) differs there and is older, and
 leaves a destination file that is newer alone (it says so); either
 side of sync may be a local path (one without SERVICE:).
@@ -127,7 +130,7 @@ def _list(providers: Any, text: str, default: str | None, recursive: bool, fmt: 
     from ..storage.ops import place
 
     where = place(text, default)
-    entries = providers(where.service).list(where.path, recursive=recursive)
+    entries = providers(where.service).list_details(where.path, recursive=recursive)
     rows = _entry_rows(entries)
     print_rows(rows, ["name", "type", "size", "modified"] + (["sha256"] if fmt != "table" else []), fmt)
     return 0
@@ -166,7 +169,7 @@ def _delete(providers: Any, text: str, default: str | None) -> int:
 
 
 def _copy(providers: Any, args: Args, default: str | None, parallel: int, settings: Any) -> int:
-    from ..storage.ops import place, plan, run_steps, to_sync
+    from ..storage.ops import place, plan, run_steps, to_sync, verified_counts, verified_summary
     from ..transfer.machine_copy import human_bytes
 
     sync = bool(args["sync"])
@@ -183,6 +186,7 @@ def _copy(providers: Any, args: Args, default: str | None, parallel: int, settin
     steps = plan(providers, source, dest, recursive=bool(args["--recursive"] or sync))
     t0 = time.monotonic()
     files, skipped, moved, newer = 0, 0, 0, 0
+    verified: dict[str, int] = {}
     if sync:                                  # (queued sync jobs look again: the files may change)
         steps, skipped, left = to_sync(providers, steps)
         newer = len(left)
@@ -192,8 +196,8 @@ def _copy(providers: Any, args: Args, default: str | None, parallel: int, settin
     if queued and steps:
         _no_questions(settings.inventory, {s.source for s in steps} | {s.dest for s in steps})
         label = f"{what}{f' {name}' if name else ''} {source} -> {dest}"
-        files, more_same, moved, more_newer = _run_queued(settings, steps, parallel, label, name,
-                                                          bool(args["--async"]))
+        files, more_same, moved, more_newer, verified = _run_queued(settings, steps, parallel, label, name,
+                                                                    bool(args["--async"]))
         skipped, newer = skipped + more_same, newer + more_newer
         if args["--async"]:
             return 0
@@ -203,15 +207,16 @@ def _copy(providers: Any, args: Args, default: str | None, parallel: int, settin
         return 0
     else:
         with _bytes_view(what, sum(s.size for s in steps)) as on_bytes:
-            moved = sum(r["bytes"] for r in run_steps(providers, steps, on_bytes))
-        files = len(steps)
+            results = run_steps(providers, steps, on_bytes)
+        moved, files, verified = sum(r["bytes"] for r in results), len(steps), verified_counts(results)
     took = time.monotonic() - t0
     rate = f", {human_bytes(moved / took)}/s" if took > 0 and moved else ""
     there = f" ({skipped} already there)" if skipped else ""
     if newer:
         there += f" ({newer} left alone: newer at the destination)"
+    checked = verified_summary(verified)
     output.err.print(f"{files} file{'s' if files != 1 else ''}, {human_bytes(moved)} in {took:.1f}s{rate}{there}"
-                     f" ({source} -> {dest}, verified by SHA-256)", markup=False, highlight=False)
+                     f" ({source} -> {dest}{', ' + checked if checked else ''})", markup=False, highlight=False)
     return 0
 
 
@@ -250,10 +255,10 @@ def _sync_name(args: Args) -> str:
 
 
 def _run_queued(settings: Any, steps: list[Any], parallel: int, what: str, sync_name: str | None,
-                detach: bool) -> tuple[int, int, int, int]:
+                detach: bool) -> tuple[int, int, int, int, dict[str, int]]:
     """Send ``steps`` as ``parallel`` jobs on the queue of host jobs and (unless ``detach``)
     wait for them; (files moved, files already there, bytes moved, files left alone as
-    newer at the destination). The workers `cmq up`
+    newer at the destination, how many were verified each way). The workers `cmq up`
     started run them."""
     from ..api.cluster import Cluster
     from ..core.defaults import STORAGE_RETRIES
@@ -272,7 +277,7 @@ def _run_queued(settings: Any, steps: list[Any], parallel: int, what: str, sync_
             sys.stdout.flush()
             output.err.print(f"sync {sync_name}: {len(specs)} job(s) sent; follow it with "
                              f"`cmq storage sync status --name={sync_name}`", markup=False, highlight=False)
-            return 0, 0, 0, 0
+            return 0, 0, 0, 0, {}
         view = output.TransferView(specs, c.redis, enabled=output.stdout_is_terminal() or sys.stderr.isatty())
         with view:
             records = c.wait([s.id for s in specs], on_update=view.update, on_tick=view.tick)
@@ -282,8 +287,12 @@ def _run_queued(settings: Any, steps: list[Any], parallel: int, what: str, sync_
         raise JobFailedError(f"{len(bad)} of {len(records)} storage job(s) failed (`cmq status` shows them; "
                              "running the command again moves only what is missing)", bad)
     data = [(r.result.data or {}) if r.result else {} for r in records]
+    verified: dict[str, int] = {}
+    for d in data:
+        for kind, n in (d.get("verified") or {"sha256": int(d.get("files", 0))}).items():
+            verified[kind] = verified.get(kind, 0) + int(n)
     return (sum(int(d.get("files", 0)) for d in data), sum(int(d.get("skipped", 0)) for d in data),
-            sum(int(d.get("bytes", 0)) for d in data), sum(int(d.get("newer", 0)) for d in data))
+            sum(int(d.get("bytes", 0)) for d in data), sum(int(d.get("newer", 0)) for d in data), verified)
 
 
 def _sync_status(settings: Any, name: str | None, fmt: str) -> int:

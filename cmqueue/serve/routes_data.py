@@ -141,7 +141,7 @@ def list_service(service: str, path: str = "", recursive: bool = False,
     providers = Providers(c.settings.inventory)
     try:
         name = object_name(path, allow_root=True)
-        return [e.to_dict() for e in providers(service).list(name, recursive=recursive)]
+        return [e.to_dict() for e in providers(service).list_details(name, recursive=recursive)]
     finally:
         providers.close()
 

@@ -46,6 +46,7 @@ class Entry:
     sha256: str | None = None           #: known without reading the file, else None
     is_dir: bool = False
     md5: str | None = None              #: an object store's MD5 (an S3 ETag), when that is all it lists
+    verified: str = "sha256"            #: what a copy that made this entry checked (see VERIFIED)
 
     def to_dict(self) -> dict[str, Any]:
         """The entry as plain data."""
@@ -53,17 +54,29 @@ class Entry:
                 "type": "dir" if self.is_dir else "file"}
 
 
-class Hashing:
-    """Wraps chunks, hashing and counting them as they pass."""
+#: What a copy checked, as :attr:`Entry.verified` says it and the summary line prints it:
+#: the SHA-256 kept with the file (or computed at its source) against what arrived; the
+#: MD5 the service keeps (Content-MD5, or the ETag of an object put in one piece); the
+#: SHA-256 of a second read (nothing kept to compare with); or nothing read by cmq (a copy
+#: the service made inside itself).
+VERIFIED = {"sha256": "by SHA-256", "md5": "by the service's MD5", "reread": "by reading twice",
+            "service": "copied inside the service, not read by cmq"}
 
-    def __init__(self, chunks: Iterable[bytes]) -> None:
+
+class Hashing:
+    """Wraps chunks, hashing (SHA-256, and MD5 when asked) and counting them as they pass."""
+
+    def __init__(self, chunks: Iterable[bytes], md5: bool = False) -> None:
         self._chunks = chunks
         self.digest = hashlib.sha256()
+        self.md5 = hashlib.md5() if md5 else None
         self.size = 0
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._chunks:
             self.digest.update(chunk)
+            if self.md5 is not None:
+                self.md5.update(chunk)
             self.size += len(chunk)
             yield chunk
 
@@ -118,6 +131,9 @@ class Provider(ABC):
 
     #: Whether the service has directories of its own (a folder does, a bucket does not).
     has_dirs = True
+    #: Whether :meth:`hash` of a file that has no hash kept reads it through cmq (an object
+    #: store), rather than hashing it where it lies (a folder, a machine).
+    reads_to_hash = False
 
     def __init__(self, config: StorageConfig) -> None:
         self.config = config
@@ -183,16 +199,19 @@ class Provider(ABC):
         return self.receive(name, counted(self.read(name), on_bytes), local, expected, entry.mtime)
 
     def receive(self, name: str, chunks: Iterable[bytes], local: Path, expected: str | None,
-                mtime: float | None) -> Entry:
+                mtime: float | None, md5: str | None = None,
+                reread: Callable[[], Iterable[bytes]] | None = None) -> Entry:
         """Write ``chunks`` (file ``name``'s bytes) to ``local``, kept only when they hash to
-        ``expected`` (when known); the file gets ``mtime``."""
+        ``expected``; the file gets ``mtime``. Without an ``expected`` SHA-256, what
+        arrived is checked against the service's ``md5`` (hex), else against the SHA-256
+        of a second read (``reread``); the entry says which (``verified``)."""
         try:
             local.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = create_part(str(local.parent), local.name)
         except OSError as e:
             raise StorageError(f"{local}: {e.strerror or e}") from None
         try:
-            stream = Hashing(chunks)
+            stream = Hashing(chunks, md5=expected is None and md5 is not None)
             try:
                 with ChunkWriter(fd) as out:
                     for chunk in stream:
@@ -200,8 +219,19 @@ class Provider(ABC):
             finally:
                 os.close(fd)
             got = stream.hexdigest()
+            verified = "sha256"
+            if expected is None and stream.md5 is not None:
+                expected, got, verified = md5, stream.md5.hexdigest(), "md5"
+            elif expected is None and reread is not None:
+                again = hashlib.sha256()
+                for chunk in reread():
+                    again.update(chunk)
+                expected, verified = again.hexdigest(), "reread"
+            elif expected is None:
+                verified = ""
             if expected is not None and got != expected:
-                raise StorageError(f"{self.where(name)}: what arrived does not match its SHA-256 "
+                what = {"sha256": "its SHA-256", "md5": "the service's MD5", "reread": "a second read"}[verified]
+                raise StorageError(f"{self.where(name)}: what arrived does not match {what} "
                                    f"({got[:12]}... against {expected[:12]}...); nothing was kept")
             if mtime:
                 os.utime(tmp, (mtime, mtime))
@@ -213,7 +243,8 @@ class Provider(ABC):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return Entry(name=name, size=stream.size, mtime=local.stat().st_mtime, sha256=got)
+        return Entry(name=name, size=stream.size, mtime=local.stat().st_mtime, sha256=stream.hexdigest(),
+                     verified=verified)
 
     def describe(self, names: list[str]) -> dict[str, Entry]:
         """The files among ``names`` that exist, each with its SHA-256 (kept, or computed);
@@ -225,6 +256,20 @@ class Provider(ABC):
                 entry.sha256 = entry.sha256 or self.hash(name)
                 found[name] = entry
         return found
+
+    def list_details(self, directory: str = "", recursive: bool = False) -> list[Entry]:
+        """:meth:`list`, with each file's stored SHA-256 and time where a listing alone
+        lacks them (what `cmq storage list` shows)."""
+        return self.list(directory, recursive)
+
+    def empty_dirs(self, directory: str = "") -> list[str]:
+        """The empty directories below ``directory`` (their full names), which a recursive
+        copy recreates; none where the service keeps only files."""
+        return []
+
+    def make_empty_dir(self, name: str) -> None:
+        """Make ``name`` an (empty) directory: a directory where the service has them."""
+        self.mkdir(name)
 
     def put_files(self, items: list[tuple[Path, str]], on_bytes: OnBytes | None = None) -> list[Entry]:
         """Store several local files (path, name), each verified; a provider may send them

@@ -36,6 +36,7 @@ from .base import (
     counted,
 )
 from .cloud_drivers import make_driver, read_environment_once
+from .cloud_metadata import META_PREFIX, http_time, mtime_value, parse_mtime, served_md5
 from .config import StorageConfig
 from .names import check_name
 from .signed_http import FileSlice, SignedHttp
@@ -43,13 +44,16 @@ from .signed_http import FileSlice, SignedHttp
 T = TypeVar("T")
 
 
+def _metadata(obj: Any) -> dict[str, Any]:
+    """An object's metadata with its keys in lower case (Azure keeps them as written:
+    rclone writes ``Mtime``; a GET's headers come lower case anyway)."""
+    return {str(k).lower(): v for k, v in (obj.meta_data or {}).items()}
+
+
 def _mtime(obj: Any) -> float:
-    meta = obj.meta_data or {}
-    if meta.get("mtime"):
-        try:
-            return float(meta["mtime"])
-        except ValueError:
-            pass
+    stored = parse_mtime(_metadata(obj).get("mtime"))
+    if stored is not None:
+        return stored
     stamp = (obj.extra or {}).get("last_modified") or ""
     if not stamp:
         return 0.0
@@ -64,6 +68,7 @@ class CloudProvider(Provider):
     """A bucket or container of an object store, through a libcloud driver."""
 
     has_dirs = False
+    reads_to_hash = True
 
     def __init__(self, config: StorageConfig) -> None:
         super().__init__(config)
@@ -142,7 +147,7 @@ class CloudProvider(Provider):
     def _entry(self, obj: Any) -> Entry:
         etag = (obj.hash or "").strip('"').lower()
         return Entry(name=obj.name, size=int(obj.size or 0), mtime=_mtime(obj),
-                     sha256=(obj.meta_data or {}).get("sha256") or None,
+                     sha256=_metadata(obj).get("sha256") or None,
                      md5=etag if len(etag) == 32 and all(c in "0123456789abcdef" for c in etag) else None)
 
     def describe(self, names: list[str]) -> dict[str, Entry]:
@@ -205,9 +210,9 @@ class CloudProvider(Provider):
         prefix = f"{directory}/" if directory else ""
         found: dict[str, Entry] = {}
         for obj in self._below(prefix):
-            if obj.name.endswith("/"):
-                continue                      # a directory marker some tools leave
             rest = obj.name[len(prefix):]
+            if obj.name.endswith("/") and (recursive or not rest):
+                continue                      # a directory marker (rclone, the S3 console): no file
             if recursive or "/" not in rest:
                 found[obj.name] = self._entry(obj)
             else:
@@ -236,19 +241,22 @@ class CloudProvider(Provider):
     def get_file(self, name: str, local: Path, on_bytes: OnBytes | None = None) -> Entry:
         # S3 and Azure: one GET, whose headers carry the SHA-256 and time kept as metadata.
         # Other drivers: a HEAD, then a GET. An object that another tool stored has no
-        # SHA-256: it arrives checked by its transport only.
+        # SHA-256: it is checked against the MD5 the service keeps (Content-MD5, or the ETag
+        # of an object put in one piece), else against a second read.
         check_name(name)
         if self.config.type in META_PREFIX:
             headers, chunks = self._get(name)
             prefix = META_PREFIX[self.config.type]
             meta = {k[len(prefix):]: v for k, v in headers.items() if k.startswith(prefix)}
-            mtime = _number(meta.get("mtime")) or _http_time(headers.get("last-modified", ""))
-            return self.receive(name, counted(chunks, on_bytes), local, meta.get("sha256"), mtime)
+            mtime = parse_mtime(meta.get("mtime")) or http_time(headers.get("last-modified", ""))
+            return self.receive(name, counted(chunks, on_bytes), local, meta.get("sha256"), mtime,
+                                md5=served_md5(headers), reread=lambda: self._get(name)[1])
         obj = self._object(name)
         if obj is None:
             raise NotFoundError(f"{self.where(name)}: no such file")
         entry = self._entry(obj)
-        return self.receive(name, counted(self._download(name, obj), on_bytes), local, entry.sha256, entry.mtime)
+        return self.receive(name, counted(self._download(name, obj), on_bytes), local, entry.sha256, entry.mtime,
+                            md5=entry.md5, reread=lambda: self._download(name, obj))
 
     def _get(self, name: str) -> tuple[dict[str, str], Iterator[bytes]]:
         """One GET of object ``name`` (S3, Azure): its headers and its bytes, in CHUNK pieces."""
@@ -297,7 +305,7 @@ class CloudProvider(Provider):
             raise StorageError(f"{self.where(name)}: the root is not a file")
         meta = {"sha256": sha256}
         if mtime is not None:
-            meta["mtime"] = repr(mtime)
+            meta["mtime"] = mtime_value(self.config.type, mtime)
         stream = Hashing(chunks)
         container = self.container
         obj = self._call(name, lambda: self.driver.upload_object_via_stream(iter(stream), container, name,
@@ -322,7 +330,7 @@ class CloudProvider(Provider):
             raise StorageError(f"{self.where(name)}: the root is not a file")
         sha, md5 = _digests(local)
         st = local.stat()
-        meta = {"sha256": sha, "mtime": repr(st.st_mtime)}
+        meta = {"sha256": sha, "mtime": mtime_value(kind, st.st_mtime)}
         content_md5 = base64.b64encode(md5).decode()
         container = self.container
         if kind == "azure" or self._http is not None:
@@ -384,6 +392,7 @@ class CloudProvider(Provider):
         entry = self.stat(dest)
         if entry is None:
             raise StorageError(f"{self.where(dest)}: the server accepted the copy but the file is not there")
+        entry.verified = "service"
         return entry
 
     def _raw(self, name: str, path: str, method: str, headers: dict[str, str] | None = None,
@@ -455,6 +464,44 @@ class CloudProvider(Provider):
         _ = self.container                    # the bucket must exist
         return False
 
+    def list_details(self, directory: str = "", recursive: bool = False) -> list[Entry]:
+        # An S3 listing gives no metadata: each file's is read with a HEAD (as rclone does
+        # for times), so the SHA-256 and time shown are those stored, as Azure lists them.
+        entries = self.list(directory, recursive)
+        if self.config.type != "s3":
+            return entries
+        detailed = []
+        for entry in entries:
+            obj = None if entry.is_dir else self._object(entry.name)
+            detailed.append(self._entry(obj) if obj is not None else entry)
+        return detailed
+
+    def empty_dirs(self, directory: str = "") -> list[str]:
+        # Directory markers (``name/``, zero bytes) with nothing else below them.
+        prefix = f"{directory}/" if directory else ""
+        names = [o.name for o in self._below(prefix)]
+        markers = sorted(n for n in names if n.endswith("/") and n != prefix)
+        return [m[:-1] for m in markers if not any(o != m and o.startswith(m) for o in names)]
+
+    def make_empty_dir(self, name: str) -> None:
+        # No directories here: a directory marker, as rclone and the S3 console make them
+        # (one PUT of nothing: a streamed upload of it becomes `name/name` on some servers).
+        if not check_name(name):
+            return
+        marker = name + "/"
+        if self._object(marker) is not None:
+            return
+        container = self.container
+        if self.config.type not in META_PREFIX:
+            self._call(marker, lambda: self.driver.upload_object_via_stream(iter([b""]), container, marker))
+            return
+        # (Azure signs an empty body's length as nothing: the header is left to http.client.)
+        headers = {"x-ms-blob-type": "BlockBlob"} if self.config.type == "azure" else {"Content-Length": "0"}
+        answer = self._raw(marker, self.driver._get_object_path(container, marker), "PUT", headers, b"")
+        if answer.status not in (200, 201):
+            raise StorageError(f"{self.where(marker)}: the server answered the directory marker with HTTP "
+                               f"{answer.status}{_message(answer.body)}")
+
     def close(self) -> None:
         if self._http is not None:
             self._http.close()
@@ -482,25 +529,6 @@ def _message(body: bytes) -> str:
     """``: MESSAGE`` of an S3 or Azure XML error body, else nothing."""
     text = body.decode("utf-8", "replace")
     return f": {_first_line(text)}" if "<Message>" in text else ""
-
-
-#: Where S3 and Azure put an object's metadata among a GET's headers.
-META_PREFIX = {"s3": "x-amz-meta-", "azure": "x-ms-meta-"}
-
-
-def _number(text: str | None) -> float | None:
-    try:
-        return float(text) if text else None
-    except ValueError:
-        return None
-
-
-def _http_time(text: str) -> float:
-    try:
-        parsed = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return 0.0
-    return parsed.timestamp() if parsed else 0.0
 
 
 #: Objects deleted in one S3 request at most (the API's limit).

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..core.models import JobResult, JobSpec, new_id
 from ..queue import routing
-from .ops import SAME, Providers, Step, compare, run_steps, to_sync
+from .ops import SAME, Providers, Step, compare, run_steps, to_sync, verified_counts, verified_summary
 
 #: The ``kind`` of a storage transfer job.
 KIND = "storage"
@@ -94,7 +94,8 @@ def run(spec: JobSpec, inventory: Any, machine: str, on_progress: Any = None) ->
         if on_progress is not None:
             on_progress(moved)
 
-    lines = []
+    lines: list[str] = []
+    results: list[dict[str, Any]] = []
     try:
         if spec.params.get("sync"):
             todo, skipped, newer = to_sync(providers, steps)
@@ -107,6 +108,7 @@ def run(spec: JobSpec, inventory: Any, machine: str, on_progress: Any = None) ->
         lines += [f"left alone, newer at the destination: {s.describe()}" for s in newer]
         for result in run_steps(providers, todo, count):
             done += 1
+            results.append(result)
             lines.append(result["step"])
     except (CmqError, OSError) as e:           # OSError: a local file (gone since the command looked)
         why = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else str(e)
@@ -116,7 +118,9 @@ def run(spec: JobSpec, inventory: Any, machine: str, on_progress: Any = None) ->
                          data={**summary, "final": isinstance(e, (NotFoundError, ConfigError, FileNotFoundError))})
     finally:
         providers.close()
-    summary = {"files": done, "skipped": skipped, "bytes": moved, "newer": len(newer)}
-    tail = f"{done} file(s) moved, {skipped} already there, {moved} bytes, verified by SHA-256\n"
+    verified = verified_counts(results)
+    summary = {"files": done, "skipped": skipped, "bytes": moved, "newer": len(newer), "verified": verified}
+    checked = verified_summary(verified)
+    tail = f"{done} file(s) moved, {skipped} already there, {moved} bytes{', ' + checked if checked else ''}\n"
     return JobResult(job=spec.id, machine=machine, exit_code=0, started=started, ended=time.time(),
                      stdout="\n".join(lines) + ("\n" if lines else "") + tail, data=summary)

@@ -85,6 +85,17 @@ class LocalProvider(Provider):
                     found.append(self._entry(f"{directory}/{p.name}" if directory else p.name, p))
         return sorted(found, key=lambda e: e.name)
 
+    def empty_dirs(self, directory: str = "") -> list[str]:
+        top = self.path(directory)
+        if not top.is_dir():
+            return []
+        found = []
+        for base, dirs, files in os.walk(top):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".cmq-part-"))
+            if base != str(top) and not dirs and not [f for f in files if not f.endswith(PART)]:
+                found.append(os.path.relpath(base, self.root).replace(os.sep, "/"))
+        return sorted(found)
+
     def read(self, name: str) -> Iterator[bytes]:
         p = self.path(name)
         if not p.is_file():

@@ -18,7 +18,7 @@ from typing import Any
 from ..core.errors import UsageError
 from ..core.models import PlainData
 from . import names
-from .base import Entry, NotFoundError, OnBytes, Provider, counted, digests
+from .base import VERIFIED, Entry, NotFoundError, OnBytes, Provider, counted, digests
 
 
 @dataclass(frozen=True)
@@ -35,13 +35,14 @@ class Place:
 
 @dataclass
 class Step(PlainData):
-    """One file to copy."""
+    """One file to copy, or (``kind`` dir) one empty directory to make at the destination."""
 
     source: str                          #: service name, "" for this machine
     source_path: str
     dest: str
     dest_path: str
     size: int = 0
+    kind: str = "file"                   #: "file", or "dir": an empty directory
 
     def describe(self) -> str:
         """``SOURCE -> DEST``."""
@@ -85,14 +86,16 @@ def place(text: str, default: str | None, local: bool = False) -> Place:
 
 def _local_files(root: str, rel: str = "") -> list[tuple[str, str, int]]:
     """(path relative to ``root``, path, size) of each file below ``root``, in name order
-    (symbolic links to files count as files; to directories, are not followed)."""
+    (symbolic links to files count as files; to directories, are not followed); an empty
+    directory comes as (its relative path, its path, -1)."""
     found = []
     with os.scandir(os.path.join(root, rel) if rel else root) as it:
         entries = sorted(it, key=lambda e: e.name)
     for e in entries:
         name = f"{rel}/{e.name}" if rel else e.name
         if e.is_dir(follow_symlinks=False):
-            found += _local_files(root, name)
+            below = _local_files(root, name)
+            found += below if below else [(name, e.path, -1)]
         elif e.is_file():
             found.append((name, e.path, e.stat().st_size))
     return found
@@ -128,7 +131,8 @@ def plan(providers: Providers, source: Place, dest: Place, recursive: bool) -> l
             if not recursive:
                 raise UsageError(f"{src} is a directory; use --recursive")
             return [Step(source="", source_path=path, dest=dest.service or "", dest_path=_join(dest, rel),
-                         size=size) for rel, path, size in _local_files(str(src))]
+                         size=max(size, 0), kind="dir" if size < 0 else "file")
+                    for rel, path, size in _local_files(str(src))]
         return [Step(source="", source_path=str(src), dest=dest.service or "",
                      dest_path=_into(dest, dest_is_dir, src.name), size=src.stat().st_size)]
     provider = providers(source.service)
@@ -139,9 +143,12 @@ def plan(providers: Providers, source: Place, dest: Place, recursive: bool) -> l
         if not recursive:
             raise UsageError(f"{source} is a directory; use --recursive")
         cut = len(source.path) + 1 if source.path else 0
-        return [Step(source=source.service, source_path=e.name, dest=dest.service or "",
-                     dest_path=_join(dest, e.name[cut:]), size=e.size)
-                for e in provider.list(source.path, recursive=True)]
+        files = [Step(source=source.service, source_path=e.name, dest=dest.service or "",
+                      dest_path=_join(dest, e.name[cut:]), size=e.size)
+                 for e in provider.list(source.path, recursive=True)]
+        empty = [Step(source=source.service, source_path=d, dest=dest.service or "",
+                      dest_path=_join(dest, d[cut:]), kind="dir") for d in provider.empty_dirs(source.path)]
+        return sorted(files + empty, key=lambda s: s.source_path)
     return [Step(source=source.service, source_path=entry.name, dest=dest.service or "",
                  dest_path=_into(dest, dest_is_dir, names.basename(entry.name)), size=entry.size)]
 
@@ -152,9 +159,21 @@ def _join(dest: Place, rel: str) -> str:
     return names.join(dest.path, rel)
 
 
+def make_dir(providers: Providers, step: Step) -> dict[str, Any]:
+    """Make the empty directory of a ``dir`` step at its destination (a directory marker
+    where the service has no directories)."""
+    if step.dest:
+        providers(step.dest).make_empty_dir(step.dest_path)
+    else:
+        os.makedirs(step.dest_path, exist_ok=True)
+    return {"bytes": 0, "sha256": None, "how": "mkdir", "verified": "", "step": step.describe()}
+
+
 def run_step(providers: Providers, step: Step, on_bytes: OnBytes | None = None) -> dict[str, Any]:
-    """Copy one file, verified; returns what moved (bytes, sha256, how). ``on_bytes`` is
-    told the size of each chunk as it passes."""
+    """Copy one file, verified; returns what moved (bytes, sha256, how, what was verified).
+    ``on_bytes`` is told the size of each chunk as it passes."""
+    if step.kind == "dir":
+        return make_dir(providers, step)
     if not step.source:
         entry = providers(step.dest).put_file(Path(step.source_path), step.dest_path, on_bytes)
         how = "put"
@@ -169,10 +188,13 @@ def run_step(providers: Providers, step: Step, on_bytes: OnBytes | None = None) 
             info = src.stat(step.source_path)
             if info is None or info.is_dir:
                 raise NotFoundError(f"{src.where(step.source_path)}: no such file")
-            entry = dst.write(step.dest_path, counted(src.read(step.source_path), on_bytes), src.hash(step.source_path),
+            expected = info.sha256 or src.hash(step.source_path)      # before the read: one request at a time
+            entry = dst.write(step.dest_path, counted(src.read(step.source_path), on_bytes), expected,
                               mtime=info.mtime or None)
+            entry.verified = "reread" if src.reads_to_hash and not info.sha256 else "sha256"
             how = "stream"
-    return {"bytes": entry.size, "sha256": entry.sha256, "how": how, "step": step.describe()}
+    return {"bytes": entry.size, "sha256": entry.sha256, "how": how, "verified": entry.verified,
+            "step": step.describe()}
 
 
 def run_steps(providers: Providers, steps: list[Step], on_bytes: OnBytes | None = None) -> list[dict[str, Any]]:
@@ -183,7 +205,9 @@ def run_steps(providers: Providers, steps: list[Step], on_bytes: OnBytes | None 
     puts: dict[str, list[Step]] = {}
     gets: dict[str, list[Step]] = {}
     for step in steps:
-        if not step.source:
+        if step.kind == "dir":
+            done.append(make_dir(providers, step))
+        elif not step.source:
             puts.setdefault(step.dest, []).append(step)
         elif not step.dest:
             gets.setdefault(step.source, []).append(step)
@@ -191,11 +215,11 @@ def run_steps(providers: Providers, steps: list[Step], on_bytes: OnBytes | None 
             done.append(run_step(providers, step, on_bytes))
     for service, group in puts.items():
         entries = providers(service).put_files([(Path(s.source_path), s.dest_path) for s in group], on_bytes)
-        done += [{"bytes": e.size, "sha256": e.sha256, "how": "put", "step": s.describe()}
+        done += [{"bytes": e.size, "sha256": e.sha256, "how": "put", "verified": e.verified, "step": s.describe()}
                  for s, e in zip(group, entries, strict=True)]
     for service, group in gets.items():
         entries = providers(service).get_files([(s.source_path, Path(s.dest_path)) for s in group], on_bytes)
-        done += [{"bytes": e.size, "sha256": e.sha256, "how": "get", "step": s.describe()}
+        done += [{"bytes": e.size, "sha256": e.sha256, "how": "get", "verified": e.verified, "step": s.describe()}
                  for s, e in zip(group, entries, strict=True)]
     return done
 
@@ -254,10 +278,47 @@ def to_sync(providers: Providers, steps: list[Step]) -> tuple[list[Step], int, l
     """What a sync moves: the steps whose destination is missing or older and differs;
     how many are the same already; the steps left alone because their destination is
     newer (reported, never overwritten)."""
-    verdicts = compare(providers, steps)
-    todo = [s for s, v in zip(steps, verdicts, strict=True) if v in (MISSING, OLDER)]
-    newer = [s for s, v in zip(steps, verdicts, strict=True) if v == NEWER]
-    return todo, verdicts.count(SAME), newer
+    dirs = [s for s in steps if s.kind == "dir"]
+    files = [s for s in steps if s.kind != "dir"]
+    verdicts = compare(providers, files)
+    todo = [s for s, v in zip(files, verdicts, strict=True) if v in (MISSING, OLDER)]
+    newer = [s for s, v in zip(files, verdicts, strict=True) if v == NEWER]
+    missing_dirs = [s for s in dirs if not _dir_exists(providers, s)]
+    return missing_dirs + todo, verdicts.count(SAME) + len(dirs) - len(missing_dirs), newer
+
+
+def _dir_exists(providers: Providers, step: Step) -> bool:
+    """Whether the directory of a ``dir`` step is at its destination already."""
+    if not step.dest:
+        return os.path.isdir(step.dest_path)
+    entry = providers(step.dest).stat(step.dest_path)
+    return bool(entry and entry.is_dir)
+
+
+def verified_counts(results: list[dict[str, Any]]) -> dict[str, int]:
+    """How many copied files were verified each way (``{"sha256": 3, "md5": 1}``; see
+    :data:`~cmqueue.storage.base.VERIFIED`)."""
+    counts: dict[str, int] = {}
+    for r in results:
+        if r.get("how") != "mkdir":
+            kind = r.get("verified", "sha256")
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def verified_summary(counts: dict[str, int]) -> str:
+    """What the copies checked, for the summary line: ``verified by SHA-256`` when every
+    file was, else the count of each way (``verified 3 by SHA-256, 1 by the service's MD5``).
+    Never a check that did not happen."""
+    counts = {kind: n for kind, n in counts.items() if n}
+    if not counts:
+        return ""
+    if list(counts) == ["sha256"]:
+        return "verified by SHA-256"
+    checked = [f"{n} {VERIFIED[kind]}" for kind, n in counts.items() if kind in ("sha256", "md5", "reread")]
+    other = [f"{n} {VERIFIED.get(kind, 'not verified')}" for kind, n in counts.items()
+             if kind not in ("sha256", "md5", "reread")]
+    return ", ".join(([f"verified {', '.join(checked)}"] if checked else []) + other)
 
 
 def search(provider: Provider, directory: str, pattern: str, recursive: bool) -> list[Entry]:

@@ -57,6 +57,8 @@ _LIST_FILES = ('[ -d "$1" ] || exit 3; cd -- "$1" && find . -mindepth 1 -type d 
 _LIST_FLAT = ('[ -d "$1" ] || exit 3; cd -- "$1" && find . -mindepth 1 -maxdepth 1 -name ".cmq-part-*" -prune '
               '-o \\( -type f ! -name "*.cmq-part" -printf "f %s %T@ %P\\0" \\) '
               '-o \\( -type d -printf "d 0 %T@ %P\\0" \\)')
+_EMPTY_DIRS = ('[ -d "$1" ] || exit 3; cd -- "$1" && find . -mindepth 1 -type d -name ".cmq-part-*" -prune '
+               '-o -type d -empty -printf "%P\\0"')
 _READ = '[ -f "$1" ] || exit 3; exec cat -- "$1"'
 _WRITE = _SUM + (
     '[ -d "$1" ] && { echo "is a directory" >&2; exit 4; }; '
@@ -185,6 +187,10 @@ class SshProvider(Provider):
             name = f"{directory}/{rel}" if directory else rel
             found.append(Entry(name=name, size=int(size), mtime=float(mtime), is_dir=kind == "d"))
         return sorted(found, key=lambda e: e.name)
+
+    def empty_dirs(self, directory: str = "") -> list[str]:
+        out = self._run(_EMPTY_DIRS, self.path(directory), name=directory)
+        return sorted(f"{directory}/{rel}" if directory else rel for rel in out.split("\0") if rel)
 
     def read(self, name: str) -> Iterator[bytes]:
         self.stat_file(name)
