@@ -105,9 +105,9 @@ class Sshd:
         if os.geteuid() == 0:
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
-        self.proc = subprocess.Popen([*prefix, sshd_binary(), "-D", "-e", "-f", str(config)],
-                                     stdout=subprocess.DEVNULL, stderr=open(self.root / "sshd.log", "ab"),
-                                     start_new_session=True)
+        with open(self.root / "sshd.log", "ab") as log:          # the daemon keeps its own copy
+            self.proc = subprocess.Popen([*prefix, sshd_binary(), "-D", "-e", "-f", str(config)],
+                                         stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
         wait_port(self.address, self.port, proc=self.proc)
 
     def stop(self) -> None:
