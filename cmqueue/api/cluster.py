@@ -298,7 +298,7 @@ class Cluster:
 
     def tasks(self, tasks: Any = None) -> dict[str, Any]:
         """Task definitions: the inventory's, plus those of ``tasks`` (see :meth:`run`)."""
-        from ..workflow import task_defs as taskdefs
+        from ..workflow import tasks as taskdefs
 
         found = taskdefs.from_inventory(self.settings.inventory.tasks, self.settings.inventory.path)
         if isinstance(tasks, dict):

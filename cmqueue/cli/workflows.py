@@ -48,7 +48,7 @@ of its task. `;` binds loosest, then `|`, then `+`; parentheses group. A step th
 suspends the workflow (later steps do not start); `cmq resume WF` goes on from there.
 
 Tasks come from --tasks=FILE (a Python file whose functions return the shell
-command to run; see cmqueue.workflow.task_defs) and from the inventory's `tasks:` map.
+command to run; see cmqueue.workflow.tasks) and from the inventory's `tasks:` map.
 
 Options:
   --tasks=FILE   a Python file of tasks
@@ -109,7 +109,7 @@ where each task may run, and which names are reused (a name seen again is the sa
 `+` adds results that are already there).
 
 Tasks come from --tasks=FILE (a Python file whose functions return the shell
-command to run; see cmqueue.workflow.task_defs) and from the inventory's `tasks:` map.
+command to run; see cmqueue.workflow.tasks) and from the inventory's `tasks:` map.
 
 Options:
   --tasks=FILE   a Python file of tasks

@@ -284,7 +284,7 @@ def _build(data: Any, path: Path) -> Inventory:
     if history is not None:
         history = string(path, "history", history)
     tasks = mapping(path, "tasks", data.get("tasks"))
-    from ..workflow.task_defs import from_inventory
+    from ..workflow.tasks import from_inventory
 
     from_inventory(tasks, path)          # checked now: errors name the file and the field
     storage = None

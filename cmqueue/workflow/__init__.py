@@ -2,6 +2,6 @@
 compilation to Celery canvas, and resume. See docs/workflows.md."""
 
 from .expr import ExpressionError, parse
-from .task_defs import TaskDef, task
+from .tasks import TaskDef, task
 
 __all__ = ["ExpressionError", "TaskDef", "parse", "task"]

@@ -19,7 +19,7 @@ from ..core.errors import UsageError
 from ..core.models import JobSpec, new_id
 from ..queue import routing
 from .expr import Name, Node, Par, Seq, Sum, names, parse
-from .task_defs import TaskDef
+from .tasks import TaskDef
 
 
 @dataclass

@@ -10,7 +10,7 @@ from cmqueue.config.inventory import parse as parse_inventory
 from cmqueue.core.errors import ConfigError, UsageError
 from cmqueue.workflow import plan as planning
 from cmqueue.workflow.engine import workflow_state
-from cmqueue.workflow.task_defs import from_inventory, load_file
+from cmqueue.workflow.tasks import from_inventory, load_file
 
 INV = parse_inventory("""
 machines:
