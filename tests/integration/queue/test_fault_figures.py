@@ -147,7 +147,8 @@ def test_worker_killed_and_restarted_at_once_with_default_settings(tmp_path):
     log = tmp_path / "runs.log"
     try:
         t0 = time.monotonic()
-        sub = submit(cenv, log, "sleep 2", 6, "--on=m1")
+        # 5 s jobs: both slots stay busy for longer than a `cmq status` takes on a busy machine.
+        sub = submit(cenv, log, "sleep 5", 6, "--on=m1")
         victims = wait_for(lambda: len(running_on(cenv, sub["batch"], "m1", log)) == 2 and
                            running_on(cenv, sub["batch"], "m1", log), timeout=60, what="2 jobs on m1")
         killed = kill_worker(cenv, "m1")
