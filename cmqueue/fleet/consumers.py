@@ -15,7 +15,12 @@ from celery.worker.consumer.delayed_delivery import DelayedDelivery
 from celery.worker.consumer.mingle import Mingle
 from kombu import Queue
 from kombu.common import QoS
+from kombu.transport import virtual
+from kombu.utils.json import dumps
 
+from ..core import clock
+from ..queue import orphans
+from ..queue.receipts import TAG_HEADER
 from .machine_driver import MachineDriver
 
 log = logging.getLogger("cmq.fleet")
@@ -98,6 +103,7 @@ class MachineChannel:
         qos = self.channel.qos
         qos.can_consume = self.can_consume
         qos.can_consume_max_estimate = lambda: max(self.driver.machine.slots - self.busy(), 0)
+        qos.append = self.take
         read = self.channel.handlers["BRPOP"]
 
         def read_here(**options: Any) -> Any:
@@ -107,6 +113,7 @@ class MachineChannel:
 
         def on_message(message: Any) -> None:
             message.headers[MACHINE_HEADER] = self.name
+            message.headers[TAG_HEADER] = message.delivery_tag
             if message.headers.get("eta"):
                 self.waiting.add(message.delivery_tag)
             handler(message)
@@ -115,6 +122,16 @@ class MachineChannel:
         self.consumer = consumer.app.amqp.TaskConsumer(self.channel, queues=queues,
                                                        on_decode_error=consumer.on_decode_error)
         self.consumer.on_message = on_message
+
+    def take(self, message: Any, delivery_tag: str) -> None:
+        """Record a message this channel took, with the note that this machine's driver
+        holds it, in one round trip (in place of kombu's ``QoS.append``)."""
+        delivery = message.delivery_info
+        entry = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
+        held = orphans.Held(job=str((message.headers or {}).get("id", "?")), machine=self.name,
+                            lease=self.driver.lease.me, claim=self.driver.guard.token)
+        self.driver.fleet.receipts.take(delivery_tag, clock.now(), entry, held.dump())
+        virtual.QoS.append(self.channel.qos, message, delivery_tag)
 
     def busy(self) -> int:
         """Messages taken and not done, apart from those waiting for their ETA (asked on

@@ -9,10 +9,11 @@ channel kombu tries to put its unacknowledged messages back through that same mi
 connection, with the same end (celery/celery#10205 and kombu's "NoneType has no
 attribute" reports are this family).
 
-:func:`install` makes the acknowledgement of a message whose channel is gone remove the
-message from kombu's ``unacked`` bookkeeping through a client of the worker's own, and
-turns off the restore on close: cmq puts back what a worker dropped itself (see
-:mod:`cmqueue.queue.orphans`).
+:func:`install` makes every acknowledgement remove the message from kombu's ``unacked``
+bookkeeping, with its holder's note, through a client of the worker's own in one round
+trip (:mod:`cmqueue.queue.receipts`), so that a message whose channel is gone is
+acknowledged too; and it turns off the restore on close: cmq puts back what a worker
+dropped itself (see :mod:`cmqueue.queue.orphans`).
 """
 
 from __future__ import annotations
@@ -21,39 +22,33 @@ import logging
 from typing import Any
 
 import kombu.transport.redis as kombu_redis
+from kombu.transport import virtual
 
 from ..core import clock
-from ..queue.orphans import HOLDERS, UNACKED, UNACKED_INDEX
+from ..queue.receipts import Receipts
 
 log = logging.getLogger("cmq.kombu_compat")
 
-_client: Any = None
+_receipts: Receipts | None = None
 
 
-def _ack_on_a_closed_channel(delivery_tag: str) -> None:
-    pipe = _client.pipeline(transaction=True)
-    pipe.zrem(UNACKED_INDEX, delivery_tag)
-    pipe.hdel(UNACKED, delivery_tag)
-    pipe.hdel(HOLDERS, delivery_tag)
-    pipe.execute()
-    log.info("acknowledged %s after its channel was closed by a lost connection", delivery_tag)
-
-
-def install(client: Any) -> None:
-    """Apply the workarounds in this process; ``client`` is a redis-py client of the broker."""
-    global _client
-    _client = client
+def install(receipts: Receipts) -> None:
+    """Apply the workarounds in this process; ``receipts`` lets messages go through the
+    worker's own client of the broker."""
+    global _receipts
+    _receipts = receipts
     qos = kombu_redis.QoS
     if getattr(qos, "_cmq_compat", False):
         return
-    original_ack = qos.ack
 
     def ack(self: Any, delivery_tag: str) -> None:
+        assert _receipts is not None
+        _receipts.let_go(delivery_tag)          # with the holder's note, in one round trip
         if self.channel.connection is None or getattr(self.channel, "closed", False):
-            _ack_on_a_closed_channel(delivery_tag)
             self._delivered.pop(delivery_tag, None)
+            log.info("acknowledged %s after its channel was closed by a lost connection", delivery_tag)
             return
-        original_ack(self, delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)
 
     qos.ack = ack
     qos._cmq_compat = True

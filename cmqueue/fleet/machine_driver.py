@@ -24,12 +24,13 @@ from celery.exceptions import Retry
 from ..config.inventory import Machine
 from ..core import clock
 from ..core.errors import CmqError, MachineUnreachableError
-from ..core.models import JobResult, JobSpec, JobStatus
+from ..core.models import Event, JobResult, JobSpec, JobStatus
 from ..machine.runner import Runner, RunnerOptions, control_dir
-from ..queue import events, orphans, routing
+from ..queue import events, routing
 from ..queue.claims import JobGuard, Verdict, note_rerun, suspended_key
 from ..queue.lease import Lease, holder
 from ..queue.progress import ProgressReporter
+from ..queue.receipts import TAG_HEADER
 from ..submit import reducers
 from ..transfer import staging
 from ..transfer.machine_copy import SourceMissingError, Transfer, TransferError, describe
@@ -86,15 +87,6 @@ class MachineDriver:
             self.pause(f"{self.machine.name} unreachable: {errors[0]}")
         else:
             self.report("ready", "")
-
-    def on_received(self, request: Any) -> None:
-        """Note that this worker holds ``request``'s message (see :mod:`cmqueue.queue.orphans`)."""
-        try:
-            orphans.note(self.redis, request.message.delivery_tag,
-                         orphans.Held(job=request.id, machine=self.machine.name, lease=self.lease.me,
-                                      claim=self.guard.token))
-        except Exception as e:  # noqa: BLE001 - without the note the visibility timeout still restores it
-            log.warning("cannot note job %s as held here: %s", request.id, e)
 
     def stop(self, release: bool = True) -> None:
         """Stop the probe, close the ssh masters and (``release``) give the lease back."""
@@ -253,6 +245,8 @@ class MachineDriver:
             # The broker handed the message out again after its visibility timeout while
             # another worker still runs it.
             countdown = max(1, min(self.guard.claim_ttl, int(self.settings.get("visibility_timeout")) // 2))
+            log.info("job %s: its message was handed out again while the job runs; looked at again in %ds",
+                     spec.id, countdown)
             raise task.retry(countdown=countdown)
         return claim.earlier
 
@@ -311,13 +305,11 @@ class MachineDriver:
     def _conclude(self, task: Task, spec: JobSpec, result: JobResult, data: dict[str, Any], member: bool) -> None:
         """Publish the outcome of a run: succeeded, failed, cancelled, or a retry."""
         name = self.machine.name
-        if result.reason == "cancelled" or self.guard.is_cancelled(spec.id) and not result.ok:
+        if result.reason == "cancelled" or not result.ok and self.guard.is_cancelled(spec.id):
             data["reason"] = "cancelled"
-            self.guard.finish(spec.id, events.make(spec.id, JobStatus.CANCELLED, name, spec.attempt, data),
-                              keep=member)
+            self._finish(task, spec, events.make(spec.id, JobStatus.CANCELLED, name, spec.attempt, data), member)
         elif result.ok and not result.data.get("transfer_failed"):
-            self.guard.finish(spec.id, events.make(spec.id, JobStatus.SUCCEEDED, name, spec.attempt, data),
-                              keep=member)
+            self._finish(task, spec, events.make(spec.id, JobStatus.SUCCEEDED, name, spec.attempt, data), member)
         elif spec.attempt <= spec.retries and not result.data.get("final"):
             data["reason"] = f"attempt {spec.attempt} of {spec.retries + 1} failed: {result.reason}"
             self.guard.release(spec.id, events.make(spec.id, JobStatus.RETRYING, name, spec.attempt, data))
@@ -325,8 +317,15 @@ class MachineDriver:
             raise task.retry(kwargs={"spec": again.to_dict()}, queue=spec.queue,
                              countdown=min(2 ** (again.attempt - 1), 30))
         else:
-            self.guard.finish(spec.id, events.make(spec.id, JobStatus.FAILED, name, spec.attempt, data),
-                              keep=member)
+            self._finish(task, spec, events.make(spec.id, JobStatus.FAILED, name, spec.attempt, data), member)
+
+    def _finish(self, task: Task, spec: JobSpec, event: Event, member: bool) -> None:
+        """Write a job's final event; a job that is not a map member also lets its message
+        go in that write (its acknowledgement then writes nothing more)."""
+        tag = "" if member else str(getattr(task.request, TAG_HEADER, None) or "")
+        self.guard.finish(spec.id, event, keep=member, let_go=tag)
+        if tag:
+            self.fleet.receipts.gone(tag)
 
     def reduce(self, task: Task, outcomes: list[dict[str, Any] | None], raw: dict[str, Any]) -> None:
         """The chord callback of a map: reduce the outcomes once, whatever is redelivered;

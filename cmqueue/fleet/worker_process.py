@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import redis
-from celery import Celery, signals
+from celery import Celery
 
 from ..config.inventory import Inventory, Machine, load
 from ..core import clock
@@ -38,8 +38,8 @@ from ..core.errors import ServiceError
 from ..queue import orphans
 from ..queue.claims import CANCEL_CHANNEL
 from ..queue.lease import Lease, group_lease, worker_lease
+from ..queue.receipts import Receipts
 from . import kombu_compat
-from .consumers import MACHINE_HEADER
 from .machine_driver import MachineDriver, worker_name
 
 log = logging.getLogger("cmq.fleet")
@@ -70,6 +70,7 @@ class Fleet:
         self.hostname = worker_name(group)
         self.choose = choose
         self.redis = redis.Redis.from_url(s.require_broker(), health_check_interval=30)
+        self.receipts = Receipts(self.redis)            # messages taken and let go
         self.drivers: dict[str, MachineDriver] = {}     # served (lease held)
         self.standby: dict[str, Machine] = {}            # lease held by another worker
         self._leases: dict[str, Lease] = {}              # of the machines on standby
@@ -219,12 +220,6 @@ class Fleet:
             if back:
                 log.warning("put back %d job(s) dropped with the old connection: %s", len(back), ", ".join(back))
 
-    def on_received(self, request: Any) -> None:
-        """A message was taken: note it as held by its machine's driver."""
-        driver = self.drivers.get(request.message.headers.get(MACHINE_HEADER, ""))
-        if driver is not None:
-            driver.on_received(request)
-
     # -- shared helpers -------------------------------------------------------------------
     def follow_clock(self) -> None:
         """Put this worker's times on the broker's clock when this host's is off (see
@@ -316,6 +311,20 @@ def raise_fd_limit() -> None:
             pass
 
 
+#: Celery's loggers that write a line for every task received and ended.
+PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+
+
+def quiet_per_task_lines(loglevel: str) -> None:
+    """Below DEBUG, Celery's line per task received and per task ended is left out of the
+    worker's log: every job's story is in the history (`cmq status`, `cmq logs`), and
+    formatting two lines a job cost the worker's event loop about a tenth of its time.
+    Warnings and errors (a task that raised) still reach the log."""
+    if logging.getLevelName(loglevel.upper()) != logging.DEBUG:
+        for name in PER_TASK_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def run_fleet(app: Celery, group: str, choose: Callable[[Inventory], list[Machine]], slots: int,
               loglevel: str = "INFO") -> None:
     """Run one worker process serving the machines ``choose`` picks, in the foreground
@@ -324,17 +333,14 @@ def run_fleet(app: Celery, group: str, choose: Callable[[Inventory], list[Machin
     app.cmq_fleet = fleet
     fleet.start()
 
-    @signals.task_received.connect(weak=False)
-    def _received(request: Any = None, **_: Any) -> None:
-        fleet.on_received(request)
-
     app.conf.worker_consumer = "cmqueue.fleet.consumers:FleetConsumer"
-    kombu_compat.install(fleet.redis)          # a lost connection must not end the worker
+    kombu_compat.install(fleet.receipts)          # a lost connection must not end the worker
     # With Flower in the inventory (settings: flower_port), tasks send events from the start.
     # Without it, the worker's event dispatcher still runs (for its heartbeat, one event every
     # 2 s), so that a Flower started later turns task events on by remote control
     # (enable_events); without a dispatcher that call would change nothing.
     events_flag = ["-E"] if int(app.cmq_settings.get("flower_port")) else []
+    quiet_per_task_lines(loglevel)
     try:
         app.worker_main([
             "worker", "-n", fleet.hostname, "-c", str(max(1, slots)),

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..core import defaults
 from ..core.models import Event
-from . import events
+from . import events, receipts
 
 CANCEL_CHANNEL = "cmq:cancel"
 
@@ -60,20 +60,27 @@ return taken
 
 # End a run: publish its event, and for a final one set the done marker; drop the claim
 # and the start mark only while they are this run's (or gone): another run of the job
-# that took over meanwhile keeps its own. KEYS: claim, started, stream, done. ARGV:
-# token, done value ('' for none: a run that will be tried again), done ttl, 'check'
-# (answer 'other|<its start mark>' and write nothing when another run holds the claim)
-# or 'write', '1' to drop the start mark (the run is known to have ended) or '0', then
-# the event's field/value pairs.
+# that took over meanwhile keeps its own; with a delivery tag, let the message go too
+# (see :mod:`.receipts`), so that the outcome and the acknowledgement are one write.
+# KEYS: claim, started, stream, done, then the receipts' keys. ARGV: token, done value
+# ('' for none: a run that will be tried again), done ttl, 'check' (answer 'other|<its
+# start mark>' and write nothing when another run holds the claim) or 'write', '1' to
+# drop the start mark (the run is known to have ended) or '0', the delivery tag to let go
+# ('' for none), then the event's field/value pairs.
 _END = """
 local cur = redis.call('GET', KEYS[1])
 local mine = (not cur) or cur == ARGV[1]
 if not mine and ARGV[4] == 'check' then return 'other|' .. (redis.call('GET', KEYS[2]) or '?') end
-redis.call('XADD', KEYS[3], '*', unpack(ARGV, 6))
+redis.call('XADD', KEYS[3], '*', unpack(ARGV, 7))
 if ARGV[2] ~= '' then redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[3]) end
 if mine then
   redis.call('DEL', KEYS[1])
   if ARGV[5] == '1' then redis.call('DEL', KEYS[2]) end
+end
+if ARGV[6] ~= '' then
+  redis.call('ZREM', KEYS[5], ARGV[6])
+  redis.call('HDEL', KEYS[6], ARGV[6])
+  redis.call('HDEL', KEYS[7], ARGV[6])
 end
 return 'ok'
 """
@@ -176,8 +183,12 @@ class JobGuard:
             return
         self._end(job, event, "", mark_ended=ended)
 
-    def finish(self, job: str, event: Event, keep: bool = False) -> None:
+    def finish(self, job: str, event: Event, keep: bool = False, let_go: str = "") -> None:
         """Mark ``job`` done, drop the claim and publish its final event, atomically.
+
+        ``let_go``: the delivery tag of the job's message, acknowledged in the same write
+        (the caller tells its channel so: see :meth:`.receipts.Receipts.gone`). Never for
+        a map member: its acknowledgement must follow the chord's count of it.
 
         With ``keep`` the done marker holds the job's outcome (:func:`outcome_of`), so a
         redelivered copy of a map member hands the reduce the same outcome again. When
@@ -185,18 +196,20 @@ class JobGuard:
         claim to expire and the job to start again elsewhere), the event says that the
         job ran twice, and the other run's claim stays.
         """
-        answer = self._end(job, event, _done_value(event, keep), check=True)
+        answer = self._end(job, event, _done_value(event, keep), check=True, let_go=let_go)
         if answer.startswith("other|"):
             note_rerun(event.data, answer.partition("|")[2], alongside=True)
-            self._end(job, event, _done_value(event, keep))      # the outcome now says so too
+            self._end(job, event, _done_value(event, keep), let_go=let_go)   # the outcome now says so too
 
-    def _end(self, job: str, event: Event, done: str, check: bool = False, mark_ended: bool = True) -> str:
+    def _end(self, job: str, event: Event, done: str, check: bool = False, mark_ended: bool = True,
+             let_go: str = "") -> str:
         fields: list[str] = []
         for key, value in events.encode(event).items():
             fields += [key, value]
-        answer = self._end_script(keys=[claim_key(job), started_key(job), self.stream, done_key(job)],
+        answer = self._end_script(keys=[claim_key(job), started_key(job), self.stream, done_key(job),
+                                        *receipts.KEYS],
                                   args=[self.token, done, self.done_ttl, "check" if check else "write",
-                                        "1" if mark_ended else "0", *fields])
+                                        "1" if mark_ended else "0", let_go, *fields])
         return answer.decode() if isinstance(answer, bytes) else answer
 
     def outcome(self, job: str) -> dict[str, Any] | None:

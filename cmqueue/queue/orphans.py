@@ -33,15 +33,10 @@ from ..core import defaults
 from ..core.periodic import every
 from .claims import claim_key
 from .lease import Holder, lease_key, worker_lease
+from .receipts import HOLDERS, UNACKED, UNACKED_INDEX
 
 log = logging.getLogger("cmq.orphans")
 
-#: Redis hash: delivery tag -> JSON of :class:`Held`.
-HOLDERS = "cmq:holders"
-#: kombu's Redis transport: delivery tag -> the message it handed out and not yet got back.
-UNACKED = "unacked"
-#: kombu's Redis transport: delivery tag -> when it was handed out.
-UNACKED_INDEX = "unacked_index"
 
 
 @dataclass(frozen=True)
@@ -65,11 +60,6 @@ class Held:
             return cls(**json.loads(raw))
         except (TypeError, ValueError):
             return None
-
-
-def note(client: Any, tag: str, held: Held) -> None:
-    """Note that ``held`` took the message with delivery ``tag``."""
-    client.hset(HOLDERS, tag, held.dump())
 
 
 def forget(client: Any, tag: str) -> None:

@@ -112,7 +112,7 @@ def missing(app: Celery, specs: list[JobSpec]) -> list[JobSpec]:
     import redis
 
     from ..queue.claims import claim_key, done_key, started_key
-    from ..queue.orphans import UNACKED
+    from ..queue.receipts import UNACKED
 
     client = redis.Redis.from_url(app.conf.broker_url)
     try:
