@@ -18,6 +18,8 @@ MIN_INTERVAL = 0.05
 TICK = 0.25
 #: Most stream entries one blocking read brings.
 READ_BATCH = 2000
+#: Least seconds between two trims of the stream by the recorder.
+TRIM_EVERY = 1.0
 #: Seconds between two marks of how far a long wait has read (well within READER_TTL).
 MARK_EVERY = 60.0
 
@@ -35,15 +37,6 @@ class Waiter:
         """Apply new events to the store; returns them."""
         return sync(self.store, self.client, self.stream)
 
-    def tip(self) -> str:
-        """Id of the newest stream entry ('0-0' when empty): block on what comes after it."""
-        newest = self.client.xrevrange(self.stream, count=1)
-        return newest[0][0] if newest else "0-0"
-
-    def block(self, after: str, ms: int) -> None:
-        """Return as soon as an entry newer than ``after`` exists, or after ``ms``."""
-        self.client.xread({self.stream: after}, block=ms, count=1)
-
     def read(self, after: str, ms: int) -> str:
         """Wait up to ``ms`` for entries after stream id ``after`` and apply those that came
         (the store skips what another process applied first); returns the id to read after
@@ -59,12 +52,22 @@ class Waiter:
             self._marked = now
         return evs[-1].id
 
-    def follow(self) -> None:
-        """Keep the store in step with the stream, forever (the recorder)."""
-        while True:
-            after = self.tip()
-            self.refresh()
-            self.block(after, 5000)
+    def follow(self, stop: Callable[[], bool] = lambda: False) -> None:
+        """Keep the store in step with the stream until ``stop()`` (the recorder: forever).
+
+        After catching up, each wake is one blocking read that brings the new entries;
+        reads are at least MIN_INTERVAL apart (entries that come meanwhile are applied in
+        one transaction), and the stream is trimmed at most every TRIM_EVERY seconds."""
+        self.refresh()
+        after = self.store.cursor() or "0-0"
+        trimmed = time.monotonic()
+        while not stop():
+            t0 = time.monotonic()
+            after = self.read(after, 5000)
+            if t0 - trimmed >= TRIM_EVERY:
+                self.trim()
+                trimmed = t0
+            time.sleep(max(0.0, MIN_INTERVAL - (time.monotonic() - t0)))
 
     def wait(self, ids: list[str], timeout: float | None = None,
              on_update: Callable[[list[JobRecord]], None] | None = None,

@@ -77,3 +77,46 @@ def test_wait_applies_the_events_and_trims_what_it_applied(client, tmp_path):
     last = client.xrevrange(STREAM, count=1)[0][0].decode()
     assert store.cursor() == last
     assert client.xlen(STREAM) < 150               # trimmed (by whole nodes of 100 entries) up to what it applied
+
+
+def test_the_recorder_applies_a_burst_in_few_transactions_and_trims_what_it_applied(client, tmp_path, monkeypatch):
+    # The recorder reads what came since its last read in one go: a burst of 200 jobs'
+    # ends reaches the store whole, in a few transactions, and the stream is trimmed.
+    client.delete(STREAM, readers.readers_key(STREAM))
+    monkeypatch.setattr(waiting, "TRIM_EVERY", 0.0)
+    db = str(tmp_path / "history.db")
+    jobs = [f"burst-{i}" for i in range(200)]
+    SqliteStore(db).add([JobRecord(spec=JobSpec(id=j, command="true"), state=JobStatus.QUEUED) for j in jobs])
+    applied: list[int] = []
+    done = threading.Event()
+    following = threading.Event()
+
+    def record() -> None:                           # the store lives in the recorder's thread, as in cmq
+        store = SqliteStore(db)
+        original = store.apply
+
+        def counting_apply(evs, cursor=None):
+            applied.append(len(evs))
+            return original(evs, cursor=cursor)
+
+        store.apply = counting_apply
+
+        def all_ended() -> bool:
+            following.set()
+            if all(r.state == JobStatus.SUCCEEDED for r in store.get_many(jobs)):
+                done.set()
+            return done.is_set()
+
+        Waiter(store, client, STREAM).follow(stop=all_ended)
+
+    thread = threads.start(record)
+    assert following.wait(30), "the recorder did not start"
+    pipe = client.pipeline(transaction=False)
+    for j in jobs:
+        events.publish(pipe, STREAM, events.make(j, JobStatus.SUCCEEDED, machine="m1",
+                                                   data={"job": j, "machine": "m1", "exit_code": 0}))
+    pipe.execute()
+    assert done.wait(30), "the recorder did not apply the burst"
+    thread.result()
+    assert sum(applied) >= 200 and len(applied) <= 3, applied
+    assert client.xlen(STREAM) < 150
