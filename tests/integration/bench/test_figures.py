@@ -71,3 +71,24 @@ def test_the_vagrant_doc_states_the_summary_its_recorded_run_printed():
         return rows
 
     assert len(table(log)) > 3 and table(doc) == table(log)
+
+
+def test_the_throughput_doc_quotes_the_labelled_budget_runs_and_the_newest_jobs_run():
+    figures = _figures()
+    text = RUN + """
+## budget.py before — 2026-12-04 10:00
+
+```
+per job: 19 commands
+```
+
+## budget.py after — 2026-12-05 10:00
+
+```
+per job: 5 commands
+```
+"""
+    block = figures.block(text, figures.THROUGHPUT_QUOTED)
+    assert "`bench/budget.py before`" in block and "19 commands" in block
+    assert "`bench/budget.py after`" in block and "5 commands" in block
+    assert "jobs/s: cmq 400" in block and "cmq 300" not in block
