@@ -32,7 +32,7 @@ from ..queue.lease import Lease, holder
 from ..queue.progress import ProgressReporter
 from ..queue.receipts import TAG_HEADER
 from ..submit import reducers
-from ..transfer import staging
+from ..transfer import shared_paths, staging
 from ..transfer.machine_copy import SourceMissingError, Transfer, TransferError, describe
 from ..transfer.staging import Stager
 from .machine_state import machine_key, waiting_reason
@@ -414,7 +414,10 @@ class MachineDriver:
         progress = ProgressReporter(self.redis, spec.id, int(p.get("total") or 0))
         try:
             t = self.transfer(master)
-            if spec.kind == "put":
+            if spec.kind == "put" and int(p.get("fanout") or 1) > 1:   # machines may share the target
+                moved = shared_paths.put(t, self.redis, spec.batch, Path(p["source"]), p["dest"],
+                                         recursive=bool(p.get("recursive")), progress=progress)
+            elif spec.kind == "put":
                 moved = t.put(Path(p["source"]), p["dest"], recursive=bool(p.get("recursive")), progress=progress)
             else:
                 moved = t.get(p["source"], p["dest"], recursive=bool(p.get("recursive")),

@@ -137,7 +137,8 @@ def build_transfers(inventory: Inventory, kind: str, machines: str, source: str,
         if local.is_dir() and not recursive:
             raise UsageError(f"{source} is a directory; use --recursive")
         total, _ = local_size(local)
-        params = [{"source": str(local), "dest": dest, "recursive": recursive, "total": total} for _ in chosen]
+        params = [{"source": str(local), "dest": dest, "recursive": recursive, "total": total,
+                   "fanout": len(chosen)} for _ in chosen]
         words = [f"put {local} -> {m}:{dest or '.'}" for m in chosen]
     else:
         local = Path(dest or ".").expanduser().resolve()

@@ -298,8 +298,7 @@ class Transfer:
             raise SourceMissingError(f"{src}: no such file or directory")
         if src.is_dir() and not recursive:
             raise SourceMissingError(f"{src} is a directory; use --recursive")
-        inside = src.is_file() and (dst.endswith("/") or dst in ("", "~"))
-        target = remote_path(self.machine.workdir, dst.rstrip("/") + "/" + src.name if inside else dst)
+        target = self.target_of(src, dst)
         t0 = time.monotonic()
         kind = self.probe(target)
         size, files = local_size(src)
@@ -317,11 +316,16 @@ class Transfer:
         else:
             self.pipe_out(["tar", "-C", str(src), "-cf", "-", "."], self.script(_RECEIVE_TREE, target), progress,
                           what=what)
-            self._verify(local_manifest(src), self.remote_manifest(target), what)
+            self.verify(local_manifest(src), self.remote_manifest(target), what)
             verified = "sha256"
         return TransferResult(machine=self.machine.name, direction="put", source=str(src), dest=target,
                               bytes=size, files=files, seconds=time.monotonic() - t0, method=method,
                               verified=verified)
+
+    def target_of(self, src: Path, dst: str) -> str:
+        """The path on the machine that :meth:`put` of ``src`` to ``dst`` writes."""
+        inside = src.is_file() and (dst.endswith("/") or dst in ("", "~"))
+        return remote_path(self.machine.workdir, dst.rstrip("/") + "/" + src.name if inside else dst)
 
     def get(self, src: str, dst: Path | str, *, recursive: bool = False,
             progress: Progress | None = None) -> TransferResult:
@@ -351,7 +355,7 @@ class Transfer:
                               what=f"get {source}")
             else:
                 self._pipe_in(self.script(_SEND_FILE, source), None, progress, what=f"get {source}", dest=dst)
-            self._verify(self.remote_manifest(source), local_manifest(dst), f"get {source}")
+            self.verify(self.remote_manifest(source), local_manifest(dst), f"get {source}")
             verified = "sha256"
         size, files = local_size(dst)
         return TransferResult(machine=self.machine.name, direction="get", source=source, dest=str(dst),
@@ -479,7 +483,7 @@ class Transfer:
         if part is not None and dest is not None:
             os.replace(part, dest)
 
-    def _verify(self, source: dict[str, str], dest: dict[str, str], what: str) -> None:
+    def verify(self, source: dict[str, str], dest: dict[str, str], what: str) -> None:
         """Every file of ``source`` arrived with the same SHA-256 at ``dest``."""
         bad = sorted(name for name, digest in source.items() if dest.get(name) != digest)
         if bad:
