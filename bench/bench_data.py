@@ -6,6 +6,8 @@ and a persistent ControlMaster per host:
   fan-out     one 200 MB file to 4 machines at once: `cmq put` (through the Python API,
               and as the command `cmq put`) against 4 parallel scp / rsync / tar|ssh
               (rate = bytes delivered / wall time)
+  shared      the same, to one absolute path that all 4 machines see on one disk (as
+              an NFS home): `cmq put` against 4 parallel scp's to that path
   many files  1,000 files of 4 KiB to one machine: `cmq put -r` against rsync -a,
               tar|ssh and scp -r
   resend      a job staging the 200 MB file, twice on the same machine: bytes moved
@@ -14,7 +16,7 @@ and a persistent ControlMaster per host:
               a plain group; median of 3 alternating runs
 
 Prints each figure and the ratios; --record appends them to bench/RESULTS.md.
-Usage: python bench/bench_data.py [--size-mb=200] [--files=1000] [--map=1000] [--record]
+Usage: python bench/bench_data.py [--size-mb=200] [--files=1000] [--map=1000] [--record] [--label=TEXT]
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=1000)
     ap.add_argument("--map", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--label", default="", help="what the run measures (in its heading in RESULTS.md)")
     ap.add_argument("--record", action="store_true")
     opts = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="cmq-bench-data-"))
@@ -89,6 +92,13 @@ def main() -> None:
         return timed(" & ".join(cmd.format(h=h, w=work[h]) for h in hosts) + " & wait", shell=True)
 
     fanout: dict[str, list[float]] = {k: [] for k in ("cmq", "cli", "scp", "rsync", "tar")}
+    shared: dict[str, list[float]] = {"cmq": [], "scp": []}
+    one_disk = root / "shared"
+
+    def clean_shared() -> None:
+        shutil.rmtree(one_disk, ignore_errors=True)
+        one_disk.mkdir()
+
     many: dict[str, list[float]] = {k: [] for k in ("cmq", "scp", "rsync", "tar")}
     resend: list[tuple[int, float, int, float]] = []
     reduce_t: dict[str, list[float]] = {"group": [], "chord": []}
@@ -112,6 +122,14 @@ def main() -> None:
                 fanout["scp"].append(fan(f"scp -q -F {cfg} {big} {{h}}:{{w}}/dst/"))
                 fanout["rsync"].append(fan(f"rsync -a -e '{ssh}' {big} {{h}}:{{w}}/dst/"))
                 fanout["tar"].append(fan(f"tar -C {root} -cf - big.bin | {ssh} {{h}} 'tar -C {{w}}/dst -xf -'"))
+                clean_shared()
+                t0 = time.perf_counter()
+                recs = c.wait(c.put(str(big), "m[1-4]", f"{one_disk}/"))
+                shared["cmq"].append(time.perf_counter() - t0)
+                assert all(r.state.value == "succeeded" for r in recs), [r.reason for r in recs]
+                clean_shared()
+                shared["scp"].append(timed(" & ".join(f"scp -q -F {cfg} {big} {h}:{one_disk}/" for h in hosts)
+                                           + " & wait", shell=True))
 
                 clean()
                 t0 = time.perf_counter()
@@ -159,6 +177,11 @@ def main() -> None:
     for k in ("scp", "rsync", "tar"):
         lines.append(f"  raw {k:<14} {fan_rate[k]:8.1f}   cmq/{k} = {fan_rate['cmq'] / fan_rate[k]:.2f}x"
                      f" (target >= 0.8x), CLI {fan_rate['cli'] / fan_rate[k]:.2f}x")
+    shared_rate = {k: 4 * size / best(v) / mb for k, v in shared.items()}
+    lines += [f"shared: the same file to 4 machines that see one directory on one disk, MB/s (median of {opts.runs}):",
+              f"  cmq put (API)      {shared_rate['cmq']:8.1f}",
+              f"  raw scp            {shared_rate['scp']:8.1f}   cmq/scp = "
+              f"{shared_rate['cmq'] / shared_rate['scp']:.2f}x (target >= 0.8x)"]
     lines.append(f"many files: {opts.files} x 4 KiB to one machine, files/s (median of {opts.runs}):")
     lines.append(f"  cmq put -r         {many_rate['cmq']:8.1f}")
     for k in ("scp", "rsync", "tar"):
@@ -174,7 +197,7 @@ def main() -> None:
               f"{100 * (best(reduce_t['chord']) / best(reduce_t['group']) - 1):+.1f}% (target <= +20%)"]
     v = versions()
     v["rsync"] = subprocess.run(["rsync", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-    report("bench_data.py", lines, v, opts.record)
+    report("bench_data.py" + (f" {opts.label}" if opts.label else ""), lines, v, opts.record)
 
 
 if __name__ == "__main__":

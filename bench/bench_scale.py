@@ -13,7 +13,10 @@ each), in one run:
              per machine, the layout before worker processes served many machines
              (`worker_processes: 4`)
 
-Usage: python bench/bench_scale.py [--sizes=4,16,64,256] [--jobs=2000] [--record]
+Redis keeps an AOF with ``appendfsync always`` (what `cmq up` starts by default), unless
+--fsync says otherwise.
+
+Usage: python bench/bench_scale.py [--sizes=4,16,64,256] [--jobs=2000] [--fsync=always] [--record]
 Needs GNU parallel (Debian: apt-get install parallel).
 """
 
@@ -89,9 +92,10 @@ def cpu_seconds(procs: list[psutil.Process]) -> float:
     return total
 
 
-def measure_cmq(cluster: LoopbackCluster, root: Path, jobs: int, processes: int = 0) -> dict[str, float]:
-    """Start cmq on ``cluster`` and measure it; stops it after."""
-    redis_srv = RedisServer(root / "redis")
+def measure_cmq(cluster: LoopbackCluster, root: Path, jobs: int, processes: int = 0,
+                fsync: str = "always") -> dict[str, float]:
+    """Start cmq on ``cluster`` (Redis with ``appendfsync fsync``) and measure it; stops it after."""
+    redis_srv = RedisServer(root / "redis", fsync=fsync)
     redis_srv.start()
     n = len(cluster.machines)
     config = cluster.write_inventory(root / "cmq.yaml", redis_srv.url,
@@ -145,6 +149,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="4,16,64,256")
     ap.add_argument("--jobs", type=int, default=2000)
+    ap.add_argument("--fsync", default="always", choices=["always", "everysec", "no"])
     ap.add_argument("--record", action="store_true")
     opts = ap.parse_args()
     if not shutil.which("parallel"):
@@ -160,7 +165,7 @@ def main() -> None:
         try:
             par = measure_parallel(cluster, root, opts.jobs)
             for label, processes in layouts:
-                c = measure_cmq(cluster, root / label.replace(" ", "-"), opts.jobs, processes)
+                c = measure_cmq(cluster, root / label.replace(" ", "-"), opts.jobs, processes, opts.fsync)
                 lines.append(f"{n:>3} x {slots} {label:<16} {c['processes']:>5} {c['up']:>6.1f}s "
                              f"{c['rss'] / MiB:>7.0f}Mi {c['rss_ssh'] / MiB:>5.0f}Mi {c['rss'] / MiB / n:>7.1f}Mi "
                              f"{c['idle']:>7.1f}% {c['rate']:>7.0f} {par['rate']:>15.0f} {par['rss'] / MiB:>10.0f}Mi "
@@ -169,7 +174,8 @@ def main() -> None:
         finally:
             cluster.stop()
             shutil.rmtree(root, ignore_errors=True)
-    lines.append(f"{opts.jobs} `true` jobs each; resident: after `cmq up`, of cmq's processes and Redis and the "
+    lines.append(f"{opts.jobs} `true` jobs each, redis appendfsync {opts.fsync}; "
+                 "resident: after `cmq up`, of cmq's processes and Redis and the "
                  "ssh masters and sessions, (ssh) of those ssh clients alone; ratio: cmq jobs/s over GNU parallel's")
     report("bench_scale.py", lines, versions(), opts.record)
 

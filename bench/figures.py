@@ -34,6 +34,8 @@ THROUGHPUT_QUOTED = [
     ("budget.py", "after", "the cost of one job after issue 33"),
     ("bench_jobs.py", "before", "jobs/s against GNU parallel -S, before issue 33"),
     ("bench_jobs.py", "", "jobs/s against GNU parallel -S, after issue 33"),
+    ("bench_data.py", "before", "data to machines before issue 33; its `shared` lines are the put to one disk"),
+    ("bench_data.py", "", "data to machines after issue 33"),
 ]
 START = "<!-- figures: made by `python bench/figures.py --write` from bench/RESULTS.md; not edited by hand -->"
 END = "<!-- /figures -->"
