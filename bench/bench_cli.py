@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench_jobs import fill_history, report, ssh_config, versions  # noqa: E402
+from bench_jobs import fill_history, installed_cmq, report, ssh_config, versions  # noqa: E402
 
 from cmqueue.cli.demo_machines import LoopbackCluster  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
@@ -71,10 +71,7 @@ def main() -> None:
     redis_srv.start()
     config = cluster.write_inventory(root / "cmq.yaml", redis_srv.url, settings={"flower_port": 0})
     env = {**os.environ, "CMQ_CONFIG": str(config), "CMQ_HOME": str(root / "home")}
-    entry = Path(sys.executable).with_name("cmq")            # the command as installed, as users type it
-    if not entry.exists():
-        raise SystemExit(f"{entry}: not found; install cmq with pip (.ci/setup does)")
-    cmq = shlex.quote(str(entry))
+    cmq = shlex.quote(str(installed_cmq()))
     ctl = root / "ctl"
     ctl.mkdir(mode=0o700)
     cfg = ssh_config(cluster, root / "ssh_config", ctl)

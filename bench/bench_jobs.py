@@ -92,6 +92,25 @@ def ssh_config(cluster: LoopbackCluster, path: Path, ctl: Path) -> Path:
     return path
 
 
+def installed_cmq() -> Path:
+    """The `cmq` command installed beside this Python: what users type (through the
+    launcher that `cmq up` starts)."""
+    entry = Path(sys.executable).with_name("cmq")
+    if not entry.exists():
+        raise SystemExit(f"{entry}: not found; install cmq with pip (.ci/setup does)")
+    return entry
+
+
+def four_by_four(root: Path, fsync: str) -> tuple[LoopbackCluster, RedisServer, Path, dict[str, str]]:
+    """4 loopback sshd machines x 4 slots (127.0.0.61-64), a private Redis with
+    ``appendfsync fsync``, their inventory, and the environment that points cmq at them."""
+    cluster = LoopbackCluster(root / "cluster", n=4, slots=4, first=61).start()
+    redis_srv = RedisServer(root / "redis", fsync=fsync)
+    redis_srv.start()
+    config = cluster.write_inventory(root / "cmq.yaml", redis_srv.url, settings={"flower_port": 0})
+    return cluster, redis_srv, config, {**os.environ, "CMQ_CONFIG": str(config), "CMQ_HOME": str(root / "home")}
+
+
 def timed(argv: list[str], env: dict | None = None, shell: bool = False) -> float:
     t0 = time.perf_counter()
     r = subprocess.run(argv, env=env, shell=shell, capture_output=True, text=True)
@@ -113,15 +132,8 @@ def main() -> None:
     if not shutil.which("parallel"):
         raise SystemExit("GNU parallel is needed: apt-get install parallel")
     root = Path(tempfile.mkdtemp(prefix="cmq-bench-"))
-    cluster = LoopbackCluster(root / "cluster", n=4, slots=4, first=61).start()
-    redis_srv = RedisServer(root / "redis", fsync=opts.fsync)
-    redis_srv.start()
-    config = cluster.write_inventory(root / "cmq.yaml", redis_srv.url, settings={"flower_port": 0})
-    env = {**os.environ, "CMQ_CONFIG": str(config), "CMQ_HOME": str(root / "home")}
-    entry = Path(sys.executable).with_name("cmq")            # the command as installed, as users type it
-    if not entry.exists():
-        raise SystemExit(f"{entry}: not found; install cmq with pip (.ci/setup does)")
-    cmq = [str(entry)]
+    cluster, redis_srv, config, env = four_by_four(root, opts.fsync)
+    cmq = [str(installed_cmq())]
     ctl = root / "ctl"
     ctl.mkdir(mode=0o700)
     cfg = ssh_config(cluster, root / "ssh_config", ctl)

@@ -40,10 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench_jobs import report, versions  # noqa: E402
-
-from cmqueue.cli.demo_machines import LoopbackCluster  # noqa: E402
-from tests.support.redis_server import RedisServer  # noqa: E402
+from bench_jobs import four_by_four, installed_cmq, report, versions  # noqa: E402
 
 #: Commands that change data (and so are written to the AOF).
 WRITES = {"lpush", "rpush", "brpop", "lpop", "rpop", "set", "del", "hset", "hdel", "hmset", "zadd", "zrem",
@@ -165,15 +162,8 @@ def main() -> None:
     if not shutil.which("strace"):
         raise SystemExit("strace is needed: apt-get install strace")
     root = Path(tempfile.mkdtemp(prefix="cmq-budget-"))
-    cluster = LoopbackCluster(root / "cluster", n=4, slots=4, first=61).start()
-    srv = RedisServer(root / "redis", fsync=opts.fsync)
-    srv.start()
-    config = cluster.write_inventory(root / "cmq.yaml", srv.url, settings={"flower_port": 0})
-    env = {**os.environ, "CMQ_CONFIG": str(config), "CMQ_HOME": str(root / "home")}
-    entry = Path(sys.executable).with_name("cmq")            # the command as installed, as users type it
-    if not entry.exists():
-        raise SystemExit(f"{entry}: not found; install cmq with pip (.ci/setup does)")
-    cmq = [str(entry)]
+    cluster, srv, config, env = four_by_four(root, opts.fsync)
+    cmq = [str(installed_cmq())]
     n = opts.jobs
     try:
         subprocess.run([*cmq, "up"], env=env, check=True, capture_output=True)
