@@ -320,9 +320,14 @@ class MachineDriver:
             self._finish(task, spec, events.make(spec.id, JobStatus.FAILED, name, spec.attempt, data), member)
 
     def _finish(self, task: Task, spec: JobSpec, event: Event, member: bool) -> None:
-        """Write a job's final event; a job that is not a map member also lets its message
-        go in that write (its acknowledgement then writes nothing more)."""
-        tag = "" if member else str(getattr(task.request, TAG_HEADER, None) or "")
+        """Write a job's final event; a job that is not a map member (nor has staged
+        inputs) also lets its message go in that write (its acknowledgement then writes
+        nothing more)."""
+        # A job with staged inputs keeps its acknowledgement for later: its inputs' pins
+        # are dropped after this write, and a copy redelivered meanwhile must still find
+        # the message to drop them.
+        letting_go = not member and not spec.params.get("inputs")
+        tag = str(getattr(task.request, TAG_HEADER, None) or "") if letting_go else ""
         self.guard.finish(spec.id, event, keep=member, let_go=tag)
         if tag:
             self.fleet.receipts.gone(tag)
