@@ -78,10 +78,7 @@ if mine then
   if ARGV[5] == '1' then redis.call('DEL', KEYS[2]) end
 end
 if ARGV[6] ~= '' then
-  redis.call('ZREM', KEYS[5], ARGV[6])
-  redis.call('HDEL', KEYS[6], ARGV[6])
-  redis.call('HDEL', KEYS[7], ARGV[6])
-end
+""" + receipts.lua_let_go(5, "ARGV[6]") + """end
 return 'ok'
 """
 

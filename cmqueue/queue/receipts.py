@@ -35,15 +35,23 @@ if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], ARGV[1], ARGV[4]) end
 return 1
 """
 
-# KEYS: unacked_index, unacked, holders. ARGV: delivery tag.
-_LET_GO = """
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[3], ARGV[1])
-return 1
-"""
 
-#: The keys :func:`take` and :func:`let_go` write, in their scripts' order.
+
+def lua_let_go(first_key: int, tag: str) -> str:
+    """Lua lines that let a message go: its ``unacked`` entry, index and holder's note.
+    The script's KEYS from ``first_key`` on are :data:`KEYS`; ``tag`` is the Lua
+    expression of the delivery tag (``ARGV[1]``). The job's final write in
+    :mod:`.claims` uses the same lines."""
+    k = first_key
+    return (f"redis.call('ZREM', KEYS[{k}], {tag})\n"
+            f"redis.call('HDEL', KEYS[{k + 1}], {tag})\n"
+            f"redis.call('HDEL', KEYS[{k + 2}], {tag})\n")
+
+
+# KEYS: unacked_index, unacked, holders. ARGV: delivery tag.
+_LET_GO = lua_let_go(1, "ARGV[1]") + "return 1\n"
+
+#: The keys :meth:`Receipts.take` and :meth:`Receipts.let_go` write, in their scripts' order.
 KEYS = [UNACKED_INDEX, UNACKED, HOLDERS]
 
 

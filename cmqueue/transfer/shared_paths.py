@@ -78,7 +78,6 @@ def put(transfer: Transfer, client: Any, batch: str, src: Path, dst: str, *, rec
     src = Path(src)
     name = transfer.machine.name
     target = transfer.target_of(src, dst)
-    size, files = local_size(src)
     t0 = time.monotonic()
     for _ in range(ROUNDS):
         writer = _look_and_mark(transfer, client, batch, target)
@@ -90,6 +89,7 @@ def put(transfer: Transfer, client: Any, batch: str, src: Path, dst: str, *, rec
                 return moved
             finally:
                 _end_writing(transfer, client, batch, target, ok)
+        size, files = local_size(src)
         if not _wait_for(client, batch, target, writer, max(WAIT_LEAST, size / SLOWEST_RATE)):
             log.warning("%s: %s shares %s with %s, whose copy did not end well: looking again", name, target,
                         writer, writer)
