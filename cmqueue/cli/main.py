@@ -36,6 +36,7 @@ Commands:
   show       a workflow's tree with each step's state and result
   resume     run a workflow's failed and unfinished steps again
   retry      run one step of a workflow again
+  schedule   fire a command or a workflow at cron times: add, list, remove, pause, unpause
   vagrant    boot N Vagrant VMs as machines vm1..vmN; status, halt, destroy
   demo       start a loopback cluster and run a demo job across it
 
@@ -98,6 +99,7 @@ COMMAND_MODULES: dict[str, str] = {
     "cloud": "cloud",
     "serve": "serve",
     "shell": "shell",
+    "schedule": "schedules",
 }
 
 

@@ -236,8 +236,9 @@ Options:
 
 def cmd_recorder(args: Args) -> int:
     """Keep the history store in step with the event stream, put the messages of
-workers that died back on their queues, and send the reduce of a map whose members all
-ended when the broker lost it (started by `cmq up`).
+workers that died back on their queues, send the reduce of a map whose members all
+ended when the broker lost it, and fire the schedules (`cmq schedule`) that are due
+(started by `cmq up`).
 
 Usage:
   cmq recorder [options]
@@ -261,6 +262,10 @@ Usage:
                                                                        flush=True))
     rescue_forever(settings, interval=float(settings.get("rescue_interval")), grace=float(settings.get("rescue_grace")),
                    on_error=lambda e: print(f"recorder: rescue: {e}", file=sys.stderr, flush=True))
+    from ..schedules.runner import start as start_schedules
+
+    start_schedules(open_store(settings.history), client, lambda: load_settings(args, check_keys=False),
+                    say=lambda m: print(f"recorder: {m}", file=sys.stderr, flush=True))
     waiter = Waiter(open_store(settings.history), client, settings.get("event_stream"))
     while True:
         try:

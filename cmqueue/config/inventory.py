@@ -24,6 +24,7 @@ from .fields import IN_STEP, NAME, fail, in_step, machine_fields, mapping, strin
 
 TOP_FIELDS = {"broker", "history", "defaults", "machines", "settings", "tasks", "storage", "clouds"}
 SETTINGS_FIELDS = {
+    "schedule_timezone",
     "output_cap", "visibility_timeout", "restore_interval", "claim_ttl", "connect_timeout",
     "kill_grace", "probe_interval", "max_reroutes", "control_persist", "flower_port", "broker_wait",
     "redis_fsync", "start_parallel", "worker_processes", "rescue_interval", "rescue_grace",
@@ -273,6 +274,9 @@ def _build(data: Any, path: Path) -> Inventory:
         elif k == "redis_fsync":
             if v not in REDIS_FSYNC:
                 raise fail(path, f"settings.{k}", f"must be one of {', '.join(REDIS_FSYNC)}, got {v!r}")
+        elif k == "schedule_timezone":
+            if not isinstance(v, str) or not _known_zone(v):
+                raise fail(path, f"settings.{k}", f"must be an IANA time zone such as UTC or Europe/Berlin, got {v!r}")
         elif isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
             raise fail(path, f"settings.{k}", f"must be a positive number, got {v!r}")
     broker = data.get("broker")
@@ -299,6 +303,17 @@ def _build(data: Any, path: Path) -> Inventory:
         clouds = parse_clouds(data["clouds"], path)
     return Inventory(path=path, machines=machines, broker=broker, history=history, settings=settings,
                      tasks=tasks, storage=storage or {}, clouds=clouds or {})
+
+
+def _known_zone(name: str) -> bool:
+    """Whether ``name`` is a time zone this host knows (the settings' schedule_timezone)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+        return True
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
 
 
 def load(path: str | os.PathLike, check_keys: bool = True) -> Inventory:

@@ -60,6 +60,13 @@ ORPHAN_SWEEP = 2
 #: cmqueue.queue.rescue), and how long after a map's last member ended it is sent again.
 RESCUE_INTERVAL = 10
 RESCUE_GRACE = 30
+#: The time zone in which the cron fields of schedules are read (settings: schedule_timezone).
+SCHEDULE_TIMEZONE = "UTC"
+#: Seconds the recorder waits at most between looks at the schedules (a change announced
+#: on the broker wakes it at once), and how late a due time may be fired before it counts
+#: as missed (``--catchup=skip`` skips it then).
+SCHEDULE_CHECK = 10
+SCHEDULE_LATE = 60
 #: Seconds after which a message handed out to a worker that did not note it (the broker
 #: went away just then) is put back on its queue.
 ORPHAN_GRACE = 10

@@ -130,6 +130,34 @@ class HistoryStore(ABC):
         """Ids of workflows starting with ``prefix``."""
 
     @abstractmethod
+    def add_schedule(self, schedule: dict) -> bool:
+        """Record a new schedule (the fields of :class:`cmqueue.schedules.model.Schedule`);
+        False, and nothing changes, when one of that name exists."""
+
+    @abstractmethod
+    def schedule(self, name: str) -> dict | None:
+        """The schedule named ``name``, or None."""
+
+    @abstractmethod
+    def schedules(self) -> list[dict]:
+        """Every schedule, by name."""
+
+    @abstractmethod
+    def update_schedule(self, name: str, changes: dict) -> bool:
+        """Set the fields ``changes`` of schedule ``name``; False when there is none."""
+
+    @abstractmethod
+    def claim_schedule(self, name: str, due: float, changes: dict, count: str | None = None) -> bool:
+        """Compare-and-set: when schedule ``name``'s ``checked`` time is before ``due``, set
+        it to ``due``, set ``changes`` and add one to the field ``count``, and return True;
+        else change nothing and return False. Of the callers that claim one due time, one
+        gets True: that one fires it."""
+
+    @abstractmethod
+    def remove_schedule(self, name: str) -> bool:
+        """Forget schedule ``name``; False when there was none."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release the connection."""
 

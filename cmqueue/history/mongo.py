@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from ..core.errors import ServiceError
 from ..core.models import Event, JobRecord, JobResult, JobSpec, JobStatus, stream_id_key
 from .base import HistoryStore, cache_change, job_changes
+from .schedule_store import MongoSchedules
 
 _JOB_FIELDS = ("state", "machine", "exit_code", "reason", "started", "ended", "updated", "attempt", "result")
 
@@ -31,7 +32,7 @@ def _record(doc: dict[str, Any]) -> JobRecord:
                      result=JobResult.from_dict(result) if result else None)
 
 
-class MongoStore(HistoryStore):
+class MongoStore(MongoSchedules, HistoryStore):
     """History in a MongoDB database (collections jobs, events, cache, workflows, steps, meta)."""
 
     def __init__(self, url: str) -> None:

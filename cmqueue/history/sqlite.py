@@ -12,6 +12,7 @@ from pathlib import Path
 from ..core.errors import ServiceError
 from ..core.models import Event, JobRecord, JobResult, JobSpec, JobStatus, stream_id_key
 from .base import HistoryStore, cache_change, job_changes
+from .schedule_store import SqliteSchedules
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -79,7 +80,7 @@ def _record(row: tuple) -> JobRecord:
                      result=JobResult.from_dict(json.loads(result)) if result else None)
 
 
-class SqliteStore(HistoryStore):
+class SqliteStore(SqliteSchedules, HistoryStore):
     """History in one SQLite file (WAL mode, so readers never block the recorder)."""
 
     def __init__(self, path: str) -> None:
