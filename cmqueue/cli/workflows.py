@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
 from rich.tree import Tree
 
 from ..core.errors import JobFailedError
+from ..workflow.goals import was_skipped
 from ..workflow.views import plan_view, summary, where
 from . import output
 from .common import Args, open_cluster
@@ -39,7 +41,8 @@ def cmd_run(args: Args) -> int:
     """Run a workflow: `|` in parallel, `;` in sequence, `+` adds results.
 
 Usage:
-  cmq run [options] [--tasks=FILE] [--reduce=R] [--wait] [--json] [--] EXPR
+  cmq run [options] [--tasks=FILE] [--reduce=R] [--force=STEP]... [--force-all] [--wait] [--narrate]
+          [--verbose] [--json] [--] EXPR
 
 EXPR is an expression over task names, such as '(a | b | c); d; a + b + c + d': a, b and
 c run in parallel, then d, then the four results are added (numbers add, text
@@ -50,37 +53,57 @@ suspends the workflow (later steps do not start); `cmq resume WF` goes on from t
 Tasks come from --tasks=FILE (a Python file whose functions return the shell
 command to run; see cmqueue.workflow.tasks) and from the inventory's `tasks:` map.
 
+A task that needs others (`needs: [fetch, build]`) pulls them in: `cmq run train` runs
+fetch, then build, then train, each in a wave after its prerequisites. A task that says
+when it is done (`creates:` files, `done_if:` a command on the machine that exits 0,
+`inputs:` whose SHA-256s match an earlier success) is skipped when it is: its job
+succeeds at once as "skipped: done" with the reason, and reuses the output of the
+earlier success. A check that cannot run fails the step.
+
 Options:
   --tasks=FILE   a Python file of tasks
   --reduce=R     what `+` uses: add, or any reducer of `cmq map` [default: add]
+  --force=STEP   run STEP even when its check says it is done (repeatable)
+  --force-all    run every step, whatever the checks say
   --wait         follow the steps, then print the workflow's value; exit 1 if it did not
                  succeed
+  --narrate      follow the steps printing one line per step event (time, step,
+                 machine, state, command or reason) instead of the progress view
+  --verbose      with --narrate, also print each step's output, tagged step@machine
   --json         print JSON
 
 Examples:
   cmq run --tasks=pipeline.py --wait '(fetch_a | fetch_b); merge'
   cmq run --tasks=t.py --wait '(a | b | c); d; a + b + c + d'
+  cmq run --tasks=pipeline.py --narrate train
 """
     with open_cluster(args) as c:
         tasks = c.tasks(args["--tasks"])
         wfs = c.workflows
-        plan = wfs.plan(args["EXPR"], tasks, reducer=args["--reduce"], source=args["--tasks"] or "")
+        force: set[str] | bool = True if args["--force-all"] else set(args["--force"] or [])
+        plan = wfs.plan(args["EXPR"], tasks, reducer=args["--reduce"], source=args["--tasks"] or "", force=force)
         wf_id = wfs.start(plan)
-        if not args["--wait"]:
+        if not (args["--wait"] or args["--narrate"]):
             if args["--json"]:
                 output.print_json({"workflow": wf_id, "steps": {n: s.spec.id for n, s in plan.steps.items()}})
             else:
                 output.out.print(wf_id)
             return 0
-        return _follow(c, wf_id, args["--json"])
+        return _follow(c, wf_id, args["--json"], narrate=args["--narrate"], verbose=args["--verbose"])
 
 
-def _follow(c: Any, wf_id: str, as_json: bool) -> int:
+def _follow(c: Any, wf_id: str, as_json: bool, narrate: bool = False, verbose: bool = False) -> int:
+    from .narrate import Narrator
+
     wfs = c.workflows
     wf = wfs.resolve(wf_id)
-    view = output.ProgressView(len(wf["steps"]), enabled=not as_json)
-    with view:
-        steps = wfs.wait(wf, on_update=view.update)
+    if narrate and not as_json:
+        teller = Narrator(c.store, {s["job"]: s["name"] for s in wf["steps"]}, verbose=verbose)
+        steps = wfs.wait(wf, on_update=teller.update)
+    else:
+        view = output.ProgressView(len(wf["steps"]), enabled=not as_json)
+        with view:
+            steps = wfs.wait(wf, on_update=view.update)
     state = wfs.state(wf, steps)
     value = wfs.value(wf, steps) if state == "succeeded" else None
     if as_json:
@@ -102,11 +125,17 @@ def cmd_plan(args: Args) -> int:
     """Show what a workflow would do, without running anything.
 
 Usage:
-  cmq plan [options] [--tasks=FILE] [--reduce=R] [--json] [--] EXPR
+  cmq plan [options] [--tasks=FILE] [--reduce=R] [--force=STEP]... [--force-all] [--no-checks]
+           [--check-timeout=S] [--json] [--] EXPR
 
 Prints the tree, the order in which steps start (steps on one line start together),
-where each task may run, and which names are reused (a name seen again is the same run;
-`+` adds results that are already there).
+where each task may run, which names are reused (a name seen again is the same run;
+`+` adds results that are already there), and the prerequisites `needs:` pulled in.
+
+A step that says when it is done (creates:, done_if:, inputs:) has its check run now, on
+a machine of its target (a job of its own; nothing else runs): the plan says "done" and
+why, "would run" and why, or "check failed". The check is run again when the workflow
+runs, just before the step, after the steps before it.
 
 Tasks come from --tasks=FILE (a Python file whose functions return the shell
 command to run; see cmqueue.workflow.tasks) and from the inventory's `tasks:` map.
@@ -114,17 +143,31 @@ command to run; see cmqueue.workflow.tasks) and from the inventory's `tasks:` ma
 Options:
   --tasks=FILE   a Python file of tasks
   --reduce=R     what `+` uses [default: add]
+  --force=STEP   show STEP as run whatever its check says (repeatable)
+  --force-all    show every step as run
+  --no-checks    do not run the checks (no broker or machine needed)
+  --check-timeout=S  how long to wait for the checks [default: 60]
   --json         print JSON
 """
     from ..workflow.expr import Name
     from ..workflow.plan import stages
+    from .common import number_option
 
     with open_cluster(args, check_keys=False) as c:
-        plan = c.workflows.plan(args["EXPR"], c.tasks(args["--tasks"]), reducer=args["--reduce"])
+        force: set[str] | bool = True if args["--force-all"] else set(args["--force"] or [])
+        plan = c.workflows.plan(args["EXPR"], c.tasks(args["--tasks"]), reducer=args["--reduce"], force=force)
         order = stages(plan)
+        verdicts = {} if args["--no-checks"] else c.workflows.checks(
+            plan, timeout=number_option(args, "--check-timeout", float))
         if args["--json"]:
-            output.print_json(plan_view(c, plan))
+            view = plan_view(c, plan)
+            for step in view["steps"]:
+                if step["name"] in verdicts:
+                    step["verdict"], step["why"] = verdicts[step["name"]]
+            output.print_json(view)
             return 0
+        shown = {"done": "[green]done[/]", "run": "[yellow]would run[/]", "error": "[red]check failed[/]",
+                 "unknown": "[bright_black]check unknown[/]"}
 
         def label(node: Any, seen: set[str]) -> str:
             if isinstance(node, Name):
@@ -133,8 +176,14 @@ Options:
                 seen.add(node.name)
                 if again:
                     return f"[bold]{node.name}[/] [dim](reused: the run above)[/]"
-                return (f"[bold]{node.name}[/]  [dim]{_short(step.spec.command, 50)}[/]  "
+                text = (f"[bold]{node.name}[/]  [dim]{_short(step.spec.command, 50)}[/]  "
                         f"on {where(c, step.spec)}")
+                if node.name in verdicts:
+                    verdict, why = verdicts[node.name]
+                    text += f"  {shown[verdict]}" + (f" [dim]({escape(_short(why, 70))})[/]" if why else "")
+                elif step.spec.params.get("forced"):
+                    text += "  [yellow]would run[/] [dim](forced)[/]"
+                return text
             kind = _kind(node)
             if kind:
                 return kind
@@ -145,7 +194,10 @@ Options:
         output.out.print("order:")
         for i, group in enumerate(order, 1):
             output.out.print(f"  {i}. " + " | ".join(group), markup=False)
-        output.out.print(f"result: {' , '.join(plan.final)}  (nothing was run)", markup=False)
+        if plan.asked != plan.expr:
+            output.out.print(f"with what it needs: {plan.expr}", markup=False)
+        ran = " (only the checks were run)" if verdicts else " (nothing was run)"
+        output.out.print(f"result: {' , '.join(plan.final)}{ran}", markup=False)
     return 0
 
 
@@ -181,10 +233,13 @@ def cmd_show(args: Args) -> int:
     """Show a workflow: the tree with each step's state, machine, duration and result.
 
 Usage:
-  cmq show [options] [--json] WF
+  cmq show [options] [--json] [--narrate [--verbose]] WF
 
 Options:
-  --json   print JSON
+  --json      print JSON
+  --narrate   tell the workflow's story from the history: one line per event of each of
+              its jobs (runs that were resumed or retried too), oldest first
+  --verbose   with --narrate, also print each step's output
 """
     from ..workflow.expr import Name, parse
 
@@ -193,6 +248,14 @@ Options:
         wf = wfs.resolve(args["WF"])
         steps = wfs.steps(wf)
         state = wfs.state(wf, steps)
+        if args["--narrate"] and not args["--json"]:
+            from .narrate import Narrator
+
+            records = c.store.batch(wf["id"])
+            Narrator(c.store, {r.id: r.spec.params.get("step", r.id) for r in records},
+                     verbose=args["--verbose"]).replay(records)
+            output.out.print(f"workflow {wf['id']}: {state}", markup=False)
+            return 0
         if args["--json"]:
             output.print_json(summary(c, wf, steps, state))
             return 0
@@ -203,6 +266,8 @@ Options:
             if r is None:
                 return output.state_text("queued")
             took = output.seconds((r.ended - r.started) if r.started and r.ended else None)
+            if was_skipped(r.reason):
+                return f"[green]skipped[/] on {r.machine or '-'}  [dim]{escape(_short(r.reason[9:], 90))}[/]"
             result = ""
             if r.result is not None and step.state == "succeeded":
                 result = " → " + _short(r.result.data.get("value", r.result.stdout))
@@ -235,25 +300,27 @@ def cmd_resume(args: Args) -> int:
 results of the succeeded ones.
 
 Usage:
-  cmq resume [options] [--wait] [--json] WF
+  cmq resume [options] [--wait] [--narrate] [--verbose] [--json] WF
 
 Works after the controller, the workers and Redis were restarted: the workflow and its
-steps are in the history store.
+steps are in the history store. A step edited with `cmq edit` runs as edited.
 
 Options:
-  --wait   follow the steps, then print the workflow's value
-  --json   print JSON
+  --wait      follow the steps, then print the workflow's value
+  --narrate   follow the steps printing one line per step event
+  --verbose   with --narrate, also print each step's output
+  --json      print JSON
 """
     with open_cluster(args) as c:
         wf_id, sent = c.workflows.resume(args["WF"])
-        if not args["--wait"]:
+        if not (args["--wait"] or args["--narrate"]):
             if args["--json"]:
                 output.print_json({"workflow": wf_id, "sent": sent})
             else:
                 output.out.print(f"workflow {wf_id}: " + (f"running again {', '.join(sent)}" if sent
                                                           else "every step already succeeded"), markup=False)
             return 0
-        return _follow(c, wf_id, args["--json"])
+        return _follow(c, wf_id, args["--json"], narrate=args["--narrate"], verbose=args["--verbose"])
 
 
 def cmd_retry(args: Args) -> int:

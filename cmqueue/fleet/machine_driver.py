@@ -35,6 +35,7 @@ from ..submit import reducers
 from ..transfer import shared_paths, staging
 from ..transfer.machine_copy import SourceMissingError, Transfer, TransferError, describe
 from ..transfer.staging import Stager
+from . import step_checks
 from .machine_state import machine_key, waiting_reason
 
 #: Held while a storage job imports its providers (once per process, in one thread).
@@ -281,7 +282,13 @@ class MachineDriver:
         if self._suspended(spec, member):
             return
         try:
-            if spec.kind in ("put", "get"):
+            checked, extra = step_checks.evaluate(self.runner, spec) if spec.params.get("check") else (None, {})
+            if checked is not None:
+                result = checked
+            elif spec.params.get("check_only"):       # `cmq plan` asks: it would run
+                result = JobResult(job=spec.id, machine=self.machine.name, exit_code=0, started=clock.now(),
+                                   ended=clock.now(), data={"would_run": True})
+            elif spec.kind in ("put", "get"):
                 result = self._transfer(spec)
             elif spec.kind == "storage":
                 result = self._storage(spec)
@@ -295,6 +302,7 @@ class MachineDriver:
             self.pause(str(e))
             self._move_on(task, spec, str(e), release=True)
             return
+        result.data.update(extra)
         data = result.to_dict()
         if earlier:
             note_rerun(data, earlier)

@@ -130,6 +130,20 @@ class HistoryStore(ABC):
         """Ids of workflows starting with ``prefix``."""
 
     @abstractmethod
+    def step_successes(self, step: str, limit: int = 20) -> list[JobRecord]:
+        """The latest jobs of workflow steps named ``step`` (in any workflow) that
+        succeeded, newest first: what a step that is already done reuses."""
+
+    @abstractmethod
+    def set_facts(self, machine: str, ts: float, facts: dict[str, Any]) -> None:
+        """Record the facts gathered on ``machine`` at ``ts`` (they replace older ones)."""
+
+    @abstractmethod
+    def facts(self, names: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+        """The latest facts of each machine (only ``names``, when given):
+        ``{machine: {"ts": time gathered, "facts": {name: value}}}``."""
+
+    @abstractmethod
     def add_schedule(self, schedule: dict) -> bool:
         """Record a new schedule (the fields of :class:`cmqueue.schedules.model.Schedule`);
         False, and nothing changes, when one of that name exists."""

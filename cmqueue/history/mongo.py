@@ -49,6 +49,7 @@ class MongoStore(MongoSchedules, HistoryStore):
             self.db.jobs.create_index([("state", 1)])
             self.db.jobs.create_index([("seq", 1)])
             self.db.events.create_index([("job", 1), ("seq", 1)])
+            self.db.steps.create_index([("name", 1)])
         except PyMongoError as e:
             raise ServiceError(f"history store {urlsplit(url).hostname}: {e}") from None
         self._pymongo = pymongo
@@ -217,6 +218,11 @@ class MongoStore(MongoSchedules, HistoryStore):
             st["operands"] = st["operands"] or []
         return wf
 
+    def step_successes(self, step: str, limit: int = 20) -> list[JobRecord]:
+        jobs = [d["job"] for d in self.db.steps.find({"name": step}, {"job": 1}) if d.get("job")]
+        docs = self.db.jobs.find({"_id": {"$in": jobs}, "state": "succeeded"}).sort("ended", -1).limit(int(limit))
+        return [_record(d) for d in docs]
+
     def workflows(self, last: int | None = None) -> list[dict]:
         cur = self.db.workflows.find().sort("created", -1)
         if last:
@@ -229,6 +235,13 @@ class MongoStore(MongoSchedules, HistoryStore):
         docs = self.db.workflows.find({"_id": {"$regex": "^" + re.escape(prefix)}}, {"_id": 1}).sort("_id", 1)
         docs = docs.limit(int(limit))
         return [d["_id"] for d in docs]
+
+    def set_facts(self, machine: str, ts: float, facts: dict[str, Any]) -> None:
+        self.db.facts.replace_one({"_id": machine}, {"_id": machine, "ts": ts, "facts": facts}, upsert=True)
+
+    def facts(self, names: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+        query = {} if names is None else {"_id": {"$in": list(names)}}
+        return {d["_id"]: {"ts": d["ts"], "facts": d["facts"]} for d in self.db.facts.find(query).sort("_id", 1)}
 
     def close(self) -> None:
         self.client.close()

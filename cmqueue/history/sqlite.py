@@ -40,6 +40,8 @@ CREATE TABLE IF NOT EXISTS steps (
     wf TEXT NOT NULL, name TEXT NOT NULL, kind TEXT, seq INTEGER, spec TEXT, operands TEXT, job TEXT,
     PRIMARY KEY (wf, name)
 );
+CREATE TABLE IF NOT EXISTS facts (machine TEXT PRIMARY KEY, ts REAL NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS steps_name ON steps(name);
 """
 BUSY_TIMEOUT = 30.0
 """Seconds a statement waits for another process's lock before it fails."""
@@ -285,6 +287,21 @@ class SqliteStore(SqliteSchedules, HistoryStore):
             rows = self.db.execute(f"SELECT id FROM workflows WHERE id LIKE ? ESCAPE '\\' LIMIT {int(limit)}",
                                    (escaped + "%",)).fetchall()
         return [r[0] for r in rows]
+
+    def step_successes(self, step: str, limit: int = 20) -> list[JobRecord]:
+        return self._select("WHERE id IN (SELECT job FROM steps WHERE name=?) AND state='succeeded'", (step,),
+                            f"ORDER BY ended DESC LIMIT {int(limit)}")
+
+    def set_facts(self, machine: str, ts: float, facts: dict) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO facts (machine, ts, data) VALUES (?,?,?)",
+                       (machine, ts, json.dumps(facts)))
+
+    def facts(self, names: Iterable[str] | None = None) -> dict[str, dict]:
+        with self._lock:
+            rows = self.db.execute("SELECT machine, ts, data FROM facts ORDER BY machine").fetchall()
+        wanted = None if names is None else set(names)
+        return {m: {"ts": ts, "facts": json.loads(data)} for m, ts, data in rows if wanted is None or m in wanted}
 
     def close(self) -> None:
         with self._lock:

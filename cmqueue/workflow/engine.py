@@ -10,6 +10,7 @@ succeeded ones to the ``+`` steps that need them.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from ..core.errors import ServiceError, UsageError
 from ..core.models import JobRecord, JobSpec, JobStatus, new_id
 from ..queue.claims import suspended_key
+from . import goals
 from .expr import parse
 from .plan import Plan, Step, build, canvas
 
@@ -60,9 +62,55 @@ class Workflows:
         self.c = cluster
 
     # -- starting -------------------------------------------------------------------------
-    def plan(self, text: str, tasks: dict, reducer: str = "add", source: str = "") -> Plan:
-        """The plan of ``text`` (nothing is sent)."""
-        return build(text, tasks, self.c.settings.inventory, reducer=reducer, source=source)
+    def plan(self, text: str, tasks: dict, reducer: str = "add", source: str = "",
+             force: set[str] | bool = False) -> Plan:
+        """The plan of ``text`` (nothing is sent). Steps with a check carry the earlier
+        successes they may reuse; ``force`` (step names, or True for all) drops the
+        check of those steps, so that they run whatever it would say."""
+        plan = build(text, tasks, self.c.settings.inventory, reducer=reducer, source=source)
+        if force is not True and force:
+            unknown = sorted(set(force) - set(plan.steps))
+            if unknown:
+                raise UsageError(f"--force={unknown[0]}: no such step in {plan.expr!r}; steps: {', '.join(plan.steps)}")
+        goals.attach(list(plan.steps.values()), self.c.store, force)
+        return plan
+
+    def checks(self, plan: Plan, timeout: float = 60.0) -> dict[str, tuple[str, str]]:
+        """Run the check of every task step that has one, on a machine of its target, now
+        (one job each, in a batch of their own; nothing else runs). Returns {step:
+        (verdict, why)}: "done", "run", "error", or "unknown" when no machine answered
+        within ``timeout`` seconds (those jobs are cancelled)."""
+        from ..queue.claims import request_cancel
+
+        asked: dict[str, JobSpec] = {}
+        batch = new_id("p")
+        for step in plan.steps.values():
+            spec = step.spec
+            if step.kind != "task" or not spec.params.get("check"):
+                continue
+            params = {k: v for k, v in spec.params.items() if k not in ("workflow", "inputs", "outputs")}
+            asked[step.name] = dataclasses.replace(spec, id=new_id(), batch=batch,
+                                                   params={**params, "check_only": True})
+        if not asked:
+            return {}
+        self.c._send(list(asked.values()))
+        records = {r.id: r for r in self.c.wait([s.id for s in asked.values()], timeout=timeout)}
+        out: dict[str, tuple[str, str]] = {}
+        late = []
+        for name, spec in asked.items():
+            rec = records.get(spec.id)
+            if rec is None or not rec.state.final:
+                late.append(spec.id)
+                out[name] = ("unknown", f"no machine answered within {timeout:g}s")
+            elif rec.state == JobStatus.SUCCEEDED and goals.was_skipped(rec.reason):
+                out[name] = ("done", rec.reason[len(goals.SKIPPED) + 2:])
+            elif rec.state == JobStatus.SUCCEEDED:
+                out[name] = ("run", (rec.result.data.get("ran_because") if rec.result else "") or "not done")
+            else:
+                out[name] = ("error", rec.reason or rec.state.value)
+        if late:
+            request_cancel(self.c.redis, late)
+        return out
 
     def start(self, plan: Plan) -> str:
         """Record the workflow and its steps, then publish its canvas; returns its id."""

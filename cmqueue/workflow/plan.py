@@ -19,6 +19,7 @@ from ..core.errors import UsageError
 from ..core.models import JobSpec, new_id
 from ..queue import routing
 from .expr import Name, Node, Par, Seq, Sum, names, parse
+from .needs import expand
 from .tasks import TaskDef
 
 
@@ -49,9 +50,11 @@ class Plan:
     final: list[str]
     reducer: str = "add"
     source: str = ""
+    asked: str = ""
 
     def record(self) -> dict[str, Any]:
-        """The workflow row of the history store."""
+        """The workflow row of the history store (``expr``: what runs, with the
+        prerequisites that ``needs:`` pulled in)."""
         return {"id": self.id, "expr": self.expr, "source": self.source, "created": time.time(),
                 "reducer": self.reducer, "final": self.final}
 
@@ -78,6 +81,8 @@ def _task_spec(t: TaskDef, wf: str, inventory: Inventory) -> JobSpec:
     _, (spec,) = build_specs(t.command, where, timeout=t.timeout, retries=t.retries, puts=t.puts, gets=t.gets)
     spec.batch = wf
     spec.params = {**spec.params, "workflow": wf, "step": t.name}
+    if t.check():
+        spec.params["check"] = t.check()
     return spec
 
 
@@ -96,12 +101,13 @@ def build(text: str, tasks: dict[str, TaskDef], inventory: Inventory, reducer: s
     Unknown task names are listed with the ones that exist; nothing is sent."""
     from ..submit import reducers
 
-    tree = parse(text)
-    unknown = [n for n in names(tree) if n not in tasks]
+    asked = parse(text)
+    unknown = [n for n in names(asked) if n not in tasks]
     if unknown:
         known = ", ".join(sorted(tasks)) or "(none: give --tasks=FILE or a tasks: map in the inventory)"
         raise UsageError(f"unknown task{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; tasks: {known}")
     reducers.check(reducer)
+    tree = expand(asked, tasks)
     wf = new_id("w")
     steps: dict[str, Step] = {}
 
@@ -118,7 +124,8 @@ def build(text: str, tasks: dict[str, TaskDef], inventory: Inventory, reducer: s
                                     sum_spec(wf, str(node), reducer, {o: steps[o].spec.id for o in ops}), ops)
 
     walk(tree)
-    return Plan(id=wf, expr=text, tree=tree, steps=steps, final=operands(tree), reducer=reducer, source=source)
+    return Plan(id=wf, expr=str(tree) if tree is not asked else text, tree=tree, steps=steps,
+                final=operands(asked), reducer=reducer, source=source, asked=text)
 
 
 def stages(plan: Plan, reuse: set[str] = frozenset()) -> list[list[str]]:  # type: ignore[assignment]

@@ -12,6 +12,18 @@ file, ``--tasks=FILE``), or an entry of the inventory's ``tasks:`` map.
 
 A task runs once per workflow step; its command is computed when the workflow is
 created (``cmq run``/``cmq plan``), so a resumed workflow runs what was planned.
+
+A task may say when it is already done, and what it needs first (see
+:mod:`cmqueue.workflow.goals`)::
+
+    @task(creates=["out/model.bin"], needs=["fetch"])
+    def train():
+        return "python3 train.py > out/model.bin"
+
+``creates``: files (relative to the machine's workdir) whose presence means done;
+``done_if``: a shell command on the machine, done when it exits 0 (1: not done, anything
+else: the check failed); ``inputs``: files on the machine whose SHA-256s, with the command
+and target, must match an earlier success; ``needs``: tasks that run (or are done) first.
 """
 
 from __future__ import annotations
@@ -26,7 +38,8 @@ from typing import Any
 
 from ..core.errors import UsageError
 
-TASK_FIELDS = {"command", "on", "label", "put", "get", "timeout", "retries"}
+TASK_FIELDS = {"command", "on", "label", "put", "get", "timeout", "retries", "creates", "done_if", "inputs",
+               "needs", "where"}
 
 
 @dataclass(frozen=True)
@@ -42,10 +55,27 @@ class TaskDef:
     timeout: float | None = None
     retries: int = 0
     source: str = ""
+    creates: tuple[str, ...] = ()
+    done_if: str | None = None
+    inputs: tuple[str, ...] = ()
+    needs: tuple[str, ...] = ()
+    where: str | None = None
 
-    def where(self) -> str:
+    def placed(self) -> str:
         """Its target in words."""
         return f"on {self.on}" if self.on else f"label {self.label}" if self.label else "any machine"
+
+    def check(self) -> dict[str, Any]:
+        """What tells that it is done (empty when nothing does): the ``check`` a step's
+        job carries (see :mod:`cmqueue.workflow.goals`)."""
+        out: dict[str, Any] = {}
+        if self.creates:
+            out["creates"] = list(self.creates)
+        if self.done_if:
+            out["done_if"] = self.done_if
+        if self.inputs:
+            out["inputs"] = list(self.inputs)
+        return out
 
 
 @dataclass
@@ -55,12 +85,16 @@ class _Marked:
 
 def task(func: Callable | None = None, *, on: str | None = None, label: str | None = None,
          puts: list[str] | tuple[str, ...] = (), gets: list[str] | tuple[str, ...] = (),
-         timeout: float | None = None, retries: int = 0) -> Any:
-    """Mark a function of a tasks file as a task, with where and how it runs."""
+         timeout: float | None = None, retries: int = 0, creates: list[str] | tuple[str, ...] = (),
+         done_if: str | None = None, inputs: list[str] | tuple[str, ...] = (),
+         needs: list[str] | tuple[str, ...] = (), where: str | None = None) -> Any:
+    """Mark a function of a tasks file as a task, with where and how it runs, when it is
+    already done and what it needs first."""
 
     def mark(f: Callable) -> Callable:
         options = {"on": on, "label": label, "puts": tuple(puts), "gets": tuple(gets), "timeout": timeout,
-                   "retries": retries}
+                   "retries": retries, "creates": creates, "done_if": done_if, "inputs": inputs,
+                   "needs": needs, "where": where}
         f.__cmq_task__ = _Marked(options)  # type: ignore[attr-defined]
         return f
 
@@ -102,9 +136,11 @@ def load_file(path: str | Path) -> dict[str, TaskDef]:
         except Exception as e:  # noqa: BLE001 - the user's function failed: say which
             raise UsageError(f"{where} raised {type(e).__name__}: {e}") from None
         opts = getattr(f, "__cmq_task__", _Marked()).options
+        goals = _goal_fields(opts, where, UsageError)
         out[name] = TaskDef(name=name, command=_command(value, where), on=opts.get("on"), label=opts.get("label"),
                             puts=tuple(opts.get("puts", ())), gets=tuple(opts.get("gets", ())),
-                            timeout=opts.get("timeout"), retries=int(opts.get("retries") or 0), source=str(p))
+                            timeout=opts.get("timeout"), retries=int(opts.get("retries") or 0), source=str(p),
+                            **goals)
     return out
 
 
@@ -139,5 +175,23 @@ def from_inventory(raw: Mapping[str, Any] | None, path: Path) -> dict[str, TaskD
             raise ConfigError(f"{where}.retries: must be 0 or more, got {retries!r}")
         out[str(name)] = TaskDef(name=str(name), command=command, on=entry.get("on"), label=entry.get("label"),
                                  puts=tuple(as_list["put"]), gets=tuple(as_list["get"]), timeout=timeout,
-                                 retries=retries, source=str(path))
+                                 retries=retries, source=str(path), **_goal_fields(entry, where, ConfigError))
+    return out
+
+
+def _goal_fields(raw: Mapping[str, Any], where: str, error: type[Exception]) -> dict[str, Any]:
+    """``creates``, ``inputs`` and ``needs`` (a string or a list of strings), ``done_if``
+    and ``where`` (a string), checked; an error names the task and the field."""
+    out: dict[str, Any] = {}
+    for key in ("creates", "inputs", "needs"):
+        value = raw.get(key) or ()
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise error(f"{where}.{key}: must be a list of non-empty strings, got {value!r}")
+        out[key] = tuple(v.strip() for v in value)
+    for key in ("done_if", "where"):
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise error(f"{where}.{key}: must be a non-empty string, got {value!r}")
+        out[key] = value.strip() if value else None
     return out

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .goals import was_skipped
+
 
 def where(c: Any, spec: Any) -> str:
     """Where a step's job may run, in words (``node1``, ``label gpu: g1,g2``, ``any: ...``)."""
@@ -46,6 +48,7 @@ def summary(c: Any, wf: dict, steps: list[Any], state: str) -> dict[str, Any]:
                    "exit_code": s.record.exit_code if s.record else None,
                    "started": s.record.started if s.record else None, "ended": s.record.ended if s.record else None,
                    "reason": s.record.reason if s.record else "",
+                   "skipped": bool(s.record and was_skipped(s.record.reason)),
                    "result": (s.record.result.data.get("value", s.record.result.stdout)
                               if s.record and s.record.result else None)} for s in steps],
     }
@@ -57,9 +60,12 @@ def plan_view(c: Any, plan: Any) -> dict[str, Any]:
     from .plan import stages
 
     return {"expr": str(plan.tree), "order": stages(plan), "final": plan.final, "tree": tree(plan.tree),
+            "asked": plan.asked or plan.expr,
             "steps": [{"name": s.name, "kind": s.kind, "command": s.spec.command,
                        "where": where(c, s.spec) if s.kind == "task" else "any",
-                       "operands": s.operands} for s in plan.steps.values()]}
+                       "operands": s.operands, "forced": bool(s.spec.params.get("forced")),
+                       "check": {k: v for k, v in (s.spec.params.get("check") or {}).items() if k != "earlier"}}
+                      for s in plan.steps.values()]}
 
 
 def rows(c: Any, last: int | None) -> list[dict[str, Any]]:

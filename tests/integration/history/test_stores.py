@@ -135,6 +135,24 @@ def test_workflows_and_their_steps(store):
     assert store.workflow("nope") is None
 
 
+def test_step_successes_are_the_latest_succeeded_jobs_of_steps_of_that_name(store):
+    recs = _jobs(4, batch="wx")
+    store.add(recs)
+    for i, rec in enumerate(recs):
+        state = JobStatus.FAILED if i == 2 else JobStatus.SUCCEEDED
+        store.apply([Event(rec.id, state, 10.0 + i, "m1", id=f"{i + 1}-0",
+                           data={"exit_code": 0, "stdout": str(i), "started": 9.0, "ended": 10.0 + i,
+                                 "job": rec.id, "machine": "m1"})], cursor=f"{i + 1}-0")
+    for n, (name, rec) in enumerate(zip(["make", "make", "make", "other"], recs, strict=True)):
+        store.add_workflow({"id": f"w{n}", "expr": name, "created": float(n), "final": [name]},
+                           [{"name": name, "kind": "task", "seq": 0, "spec": rec.spec.to_dict(), "job": rec.id}])
+    got = store.step_successes("make")
+    assert [r.id for r in got] == [recs[1].id, recs[0].id]            # newest first; the failed one left out
+    assert got[0].result.stdout == "1"
+    assert store.step_successes("make", limit=1)[0].id == recs[1].id
+    assert store.step_successes("nothing") == []
+
+
 def test_a_job_sent_without_a_cmq_client_is_recorded_from_its_first_event(store):
     spec = {"id": "rest-1", "command": "hostname", "target": "machine:m1", "queue": "cmq.m.m1", "submitted": 3.0}
     store.apply([Event("rest-1", JobStatus.RUNNING, 4.0, "m1", id="7-0", data={"spec": spec}),
