@@ -30,6 +30,13 @@ Options:
   --on=MACHINES   one job on each of these machines (a hostlist: node[1-3],gpu1)
   --label=L       on any one machine with label L (whichever frees a slot first)
   --all           one job on every enabled machine
+  --where=EXPR    only machines whose facts match EXPR (`cmq machines facts`), such as
+                  'mem_gb>=8 and os==debian' (== != < <= > >=, and, or, not, parentheses;
+                  facts older than settings.facts_max_age are gathered again first). With
+                  --on/--label/--all it filters those machines; alone, the jobs go to any
+                  machine when all match, to a label when its machines match, else they are
+                  spread over the matching machines, each pinned to one in turn. Says which
+                  matched on stderr; none: nothing runs, exit 2, and it says why
   --each=FILE     one job per line of FILE ('-' reads standard input)
   --timeout=S     kill the job (its whole process tree) after S seconds
   --retries=N     run a failed job again, up to N more times [default: 0]
@@ -54,6 +61,7 @@ Examples:
   cmq submit --all uname -r
   cmq submit --label=gpu --timeout=3600 --wait ./train.sh
   cmq submit --all --wait -b 'uname -r'
+  cmq submit --where='mem_gb>=8 and os==debian' --wait ./train.sh
   cmq submit --wait --put={} --get={}.gz 'gzip -9c {} > {}.gz' ::: a.txt b.txt c.txt
   cmq submit --each=hosts.txt 'ping -c1 {}'
   cmq submit --put=report.py --put=data.csv --get=report.pdf --wait 'python3 report.py data.csv'
@@ -74,7 +82,12 @@ Examples:
     retries = number_option(args, "--retries", int)
     c = open_cluster(args)
     with c:
-        where = placement(c.settings.inventory, on=args["--on"], label=args["--label"], everywhere=args["--all"])
+        if args["--where"] is not None:
+            from .facts import where_placement
+
+            where = where_placement(c, args)
+        else:
+            where = placement(c.settings.inventory, on=args["--on"], label=args["--label"], everywhere=args["--all"])
         _, specs = build_specs(command, where, args=arguments, timeout=number_option(args, "--timeout"),
                                retries=retries, env=parse_env(args["--env"]), **staging_options(args))
         c.send_specs(specs)

@@ -17,16 +17,30 @@ def cmd_machines(args: Args) -> int:
 Usage:
   cmq machines [options] [--json] [--long]
   cmq machines check [options] [--json] [NAMES]
+  cmq machines facts [options] [--json] [--cached | --max-age=S] [--timeout=S] [NAMES]
   cmq machines join [options] NAME
   cmq machines leave [options] NAME
 
 Options:
   --json   print JSON
   --long   a row per machine, however many (past 16, alike machines share a row)
+  --cached       facts: show the stored facts, gather nothing
+  --max-age=S    facts: gather only those older than S seconds (or never gathered)
+  --timeout=S    facts: wait at most S seconds for the machines' answers (default: the
+                 setting facts_timeout, 60); the jobs of those that did not answer are
+                 cancelled
 
 `check` probes the machines in parallel over ssh: reachable, host key accepted, latency
 and slots. NAMES is a hostlist (node[1-3],gpu1); default: every enabled machine.
 Exits 1 if any probed machine is unreachable.
+
+`facts` gathers, in parallel, each machine's cpus, mem_gb, disk_free_gb (in its workdir),
+os (ID of /etc/os-release), kernel, python (3.11.2), load (1 minute) and the inventory's
+own probes (`facts: {gpu: nvidia-smi -L | wc -l}`, at the top or in a machine; each runs
+at most settings.facts_probe_timeout seconds), as one job per machine pinned to it (so
+agents are reached too). They are stored in the history with their time, and `cmq
+submit --where` chooses machines by them. A probe that fails gives null; a machine that
+does not answer gets a row that says so, and the exit code is 1.
 
 `join` makes a machine with `mode: agent` run its own worker: over ssh it installs
 cmqueue there from a wheelhouse built here, writes the worker's config (0600) and starts
@@ -36,6 +50,10 @@ worker reaches the broker through an ssh tunnel from here, which `cmq up` reopen
 """
     if args["check"]:
         return _machines_check(args)
+    if args["facts"]:
+        from .facts import machines_facts
+
+        return machines_facts(args)
     if args["join"] or args["leave"]:
         from ..fleet.agents import Agents
 

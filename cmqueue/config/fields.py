@@ -21,7 +21,7 @@ HOST_KEY_POLICIES = ("strict", "ask", "accept-new")
 MACHINE_FIELDS = {
     "host", "port", "user", "identity", "ssh_options", "slots", "labels", "workdir",
     "env", "mode", "enabled", "host_key_policy", "max_sessions", "transport", "transfer", "cache",
-    "host_jobs",
+    "host_jobs", "facts",
 }
 #: How jobs reach a machine: a session, one ssh client per job, or whichever works.
 TRANSPORTS = ("auto", "session", "exec")
@@ -181,6 +181,28 @@ def machine_fields(path: Path, where: str, raw: dict, base: dict) -> dict[str, A
     out["transfer"] = transfer
     if "cache" in merged:
         out["cache"] = parse_size(merged["cache"], path, f"{where}.cache")
+    if merged.get("facts") is not None:
+        out["facts"] = tuple(fact_probes(path, f"{where}.facts", merged["facts"]).items())
+    return out
+
+
+#: What the name of a user's fact may be (it is a name in `--where` expressions).
+FACT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def fact_probes(path: Path, where: str, value: Any) -> dict[str, str]:
+    """The inventory's own facts (``facts: {gpu: nvidia-smi -L | wc -l}``): name -> shell
+    command, each name checked (not a built-in fact, not a word of `--where`)."""
+    from ..facts.probe import BUILTIN
+    from ..facts.where import KEYWORDS
+
+    out = {}
+    for name, command in mapping(path, where, value).items():
+        if not isinstance(name, str) or not FACT_NAME.match(name) or name in KEYWORDS:
+            raise fail(path, f"{where}.{name}", "a fact's name uses letters, digits and '_' (not a digit first)")
+        if name in BUILTIN:
+            raise fail(path, f"{where}.{name}", f"{name} is a built-in fact ({', '.join(BUILTIN)})")
+        out[name] = string(path, f"{where}.{name}", command)
     return out
 
 

@@ -20,14 +20,15 @@ import yaml
 from ..core import defaults
 from ..core.errors import ConfigError, InsecureFileError, UnknownMachineError
 from ..core.hostlist import HostlistError, expand, expand_list
-from .fields import IN_STEP, NAME, fail, in_step, machine_fields, mapping, string, unknown_message
+from .fields import IN_STEP, NAME, fact_probes, fail, in_step, machine_fields, mapping, string, unknown_message
 
-TOP_FIELDS = {"broker", "history", "defaults", "machines", "settings", "tasks", "storage", "clouds"}
+TOP_FIELDS = {"broker", "history", "defaults", "machines", "settings", "tasks", "storage", "clouds", "facts"}
 SETTINGS_FIELDS = {
     "schedule_timezone",
     "output_cap", "visibility_timeout", "restore_interval", "claim_ttl", "connect_timeout",
     "kill_grace", "probe_interval", "max_reroutes", "control_persist", "flower_port", "broker_wait",
     "redis_fsync", "start_parallel", "worker_processes", "rescue_interval", "rescue_grace",
+    "facts_max_age", "facts_timeout", "facts_probe_timeout",
 }
 REDIS_FSYNC = ("always", "everysec")
 _SECRET_KEYS = re.compile(r"password|secret|token", re.I)
@@ -55,6 +56,7 @@ class Machine:
     transfer: str = "auto"
     cache: int = defaults.CACHE_CAPACITY
     host_jobs: bool = True               #: its slots also take host jobs (storage, cloud actions)
+    facts: tuple[tuple[str, str], ...] = ()   #: its own facts: (name, shell command)
 
     @property
     def masters(self) -> int:
@@ -75,6 +77,7 @@ class Machine:
             "env": dict(self.env), "mode": self.mode, "enabled": self.enabled,
             "host_key_policy": self.host_key_policy, "transport": self.transport,
             "transfer": self.transfer, "cache": self.cache, "host_jobs": self.host_jobs,
+            "facts": dict(self.facts),
         }
 
 
@@ -90,6 +93,7 @@ class Inventory:
     tasks: dict[str, Any] = field(default_factory=dict)
     storage: dict[str, Any] = field(default_factory=dict)   #: name -> cmqueue.storage.config.StorageConfig
     clouds: dict[str, Any] = field(default_factory=dict)    #: name -> cmqueue.clouds.config.CloudConfig
+    facts: dict[str, str] = field(default_factory=dict)     #: the facts of every machine: name -> command
 
     @property
     def labels(self) -> dict[str, list[str]]:
@@ -123,6 +127,11 @@ class Inventory:
         if not names:
             raise UnknownMachineError(f"--on={expr!r} names no machine")
         return [self.machine(n) for n in names]
+
+    def probes(self, machine: Machine) -> dict[str, str]:
+        """The user's facts gathered on ``machine``: the inventory's ``facts:``, then the
+        machine's own (``machines.NAME.facts:``, which win)."""
+        return {**self.facts, **dict(machine.facts)}
 
     def with_label(self, label: str) -> list[Machine]:
         """Enabled machines carrying ``label``; UnknownMachineError when there are none."""
@@ -301,8 +310,9 @@ def _build(data: Any, path: Path) -> Inventory:
         from ..clouds.config import parse as parse_clouds
 
         clouds = parse_clouds(data["clouds"], path)
+    facts = fact_probes(path, "facts", data.get("facts"))
     return Inventory(path=path, machines=machines, broker=broker, history=history, settings=settings,
-                     tasks=tasks, storage=storage or {}, clouds=clouds or {})
+                     tasks=tasks, storage=storage or {}, clouds=clouds or {}, facts=facts)
 
 
 def _known_zone(name: str) -> bool:

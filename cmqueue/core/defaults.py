@@ -88,6 +88,13 @@ KILL_GRACE = 3
 #: Seconds between probes of a machine that was found unreachable.
 PROBE_INTERVAL = 2
 
+#: Seconds facts about a machine stay fresh: `--where` gathers older ones again first.
+FACTS_MAX_AGE = 3600
+#: Seconds a gather of facts waits for its machines' answers before it cancels the rest.
+FACTS_TIMEOUT = 60
+#: Seconds one of the inventory's own probes (`facts:`) may run on a machine.
+FACTS_PROBE_TIMEOUT = 10
+
 #: Times a job is moved on after its machine was unreachable before it is declared lost.
 MAX_REROUTES = 20
 

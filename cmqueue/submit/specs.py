@@ -21,15 +21,18 @@ from . import placeholders
 
 @dataclass
 class Placement:
-    """Where jobs go: pinned machines (one job each), a label, or any machine."""
+    """Where jobs go: pinned machines (one job each), a label, or any machine; or
+    ``spread``: each job pinned to one of these machines, in turn (``--where``)."""
 
     machines: list[str] = field(default_factory=list)
     label: str | None = None
+    spread: list[str] = field(default_factory=list)
 
     def targets(self) -> list[str]:
-        """Job targets: ``machine:<m>`` per machine, or one ``label:<l>`` / ``any``."""
-        if self.machines:
-            return [f"machine:{m}" for m in self.machines]
+        """Job targets: ``machine:<m>`` per machine, or one ``label:<l>`` / ``any``
+        (spread: every machine it may pin a job to)."""
+        if self.machines or self.spread:
+            return [f"machine:{m}" for m in self.machines or self.spread]
         if self.label:
             return [f"label:{self.label}"]
         return ["any"]
@@ -92,12 +95,13 @@ def build_specs(command: str, where: Placement, args: Sequence[str] | None = Non
     staged = bool(puts or gets or keep)
     hasher = staging.Hasher()
     results_dir = Path(results or "cmq-results").expanduser().resolve()
-    many = len(items) * len(where.targets()) > 1
+    many = len(items) * (1 if where.spread else len(where.targets())) > 1
     now = time.time()
     specs = []
-    for arg, seq in items:
+    for i, (arg, seq) in enumerate(items):
         cmd = command if arg is None else placeholders.render(command, arg, seq)
-        for target in where.targets():
+        targets = [f"machine:{where.spread[i % len(where.spread)]}"] if where.spread else where.targets()
+        for target in targets:
             spec = JobSpec(id=new_id(), command=cmd, target=target, queue=routing.queue_for_target(target),
                            batch=batch, timeout=timeout, retries=retries, env=dict(env or {}), submitted=now)
             if staged:
