@@ -161,17 +161,12 @@ def _list(args: Args) -> int:
         output.out.print("no schedules; add one with `cmq schedule add NAME CRON COMMAND`", markup=False)
         return 0
     z = zone(tz)
-    t = output.Table(show_edge=False, header_style="bold")
-    for col in COLUMNS:
-        t.add_column(f"{col} ({tz})" if col in ("next", "last") else col, overflow="fold")
+    rows_out = [[f"{c} ({tz})" if c in ("next", "last") else c for c in COLUMNS]]
     for r in found:
-        state = r["last_state"]
-        t.add_row(r["name"], r["cron"], r["what"], when(r["next"], z) or "-", when(r["last_due"], z) or "-",
-                  r["last_id"] or "-",
-                  (output.state_text(state) if state not in ("", "not sent") else state or "-")
-                  + (f" ({r['last_error']})" if r["last_error"] else ""),
-                  "paused" if r["paused"] else "")
-    output.out.print(t)
+        state = r["last_state"] + (f" ({r['last_error']})" if r["last_error"] else "")
+        rows_out.append([r["name"], r["cron"], when(r["next"], z) or "-", when(r["last_due"], z) or "-",
+                         r["last_id"] or "-", state or "-", "paused" if r["paused"] else "-", r["what"]])
+    output.plain_rows(rows_out)
     return 0
 
 

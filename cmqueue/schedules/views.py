@@ -9,8 +9,8 @@ from ..core.errors import CmqError
 from .cron import CronError, parse
 from .model import Schedule
 
-#: The columns of the table, in order.
-COLUMNS = ("name", "cron", "what", "next", "last", "id", "state", "paused")
+#: The columns of the table, in order (what a firing does last: it is not padded).
+COLUMNS = ("name", "cron", "next", "last", "id", "state", "paused", "what")
 
 
 def batch_state(states: list[str]) -> str:
