@@ -183,3 +183,36 @@ def test_pause_unpause_remove(env):
         c.close()
     assert env.run("schedule", "remove", "p").code == 0
     assert "p" not in [s["name"] for s in env.run("schedule", "list", "--json").json()]
+
+
+@pytest.mark.timeout(300)
+def test_missed_while_everything_was_down_fires_once_on_restart_or_is_skipped(env):
+    """`cmq down`, two days of due times pass (the checked times move back), `cmq up`:
+    the catchup=once schedule fires once, the catchup=skip one skips and fires nothing."""
+    cron = _daily_cron(3)
+    assert env.run("schedule", "add", "--on=m1", "late-once", cron, "echo late-once").code == 0
+    assert env.run("schedule", "add", "--catchup=skip", "--on=m1", "late-skip", cron, "echo late-skip").code == 0
+    assert env.run("down", "--grace=2", timeout=60).code == 0
+    c, store = _store(env)
+    try:
+        for name in ("late-once", "late-skip"):
+            assert store.update_schedule(name, {"checked": time.time() - 2 * 86400})
+    finally:
+        c.close()
+    up = env.run("up", timeout=120)
+    assert up.code == 0, up.err
+
+    def both() -> tuple[dict, dict] | None:
+        once, skip = _listed(env, "late-once"), _listed(env, "late-skip")
+        return (once, skip) if once["fired"] and skip["skipped"] else None
+
+    once, skip = wait_for(both, timeout=60, what="the recorder's first look after the restart")
+    assert (once["fired"], once["skipped"], skip["fired"], skip["skipped"]) == (1, 0, 0, 1)
+    assert skip["last_id"] is None
+    w = env.run("wait", once["last_id"], timeout=120)
+    assert w.code == 0 and "late-once" in w.out, w.err
+    c, store = _store(env)
+    try:
+        assert [j.spec.command for j in store.jobs() if j.spec.command.startswith("echo late-")] == ["echo late-once"]
+    finally:
+        c.close()
