@@ -20,7 +20,7 @@ from .argv import command_word
 #: Commands the launcher runs (the rest start or stop services, or run in the foreground).
 LAUNCHED = frozenset((
     "status", "jobs", "logs", "machines", "submit", "wait", "cancel", "map", "put", "get", "cache", "run", "plan",
-    "workflows", "show", "resume", "retry", "top", "ps", "procfile", "storage", "vdir", "pool",
+    "workflows", "show", "resume", "retry", "edit", "top", "ps", "procfile", "storage", "vdir", "pool",
 ))
 #: Signals passed on to the command while it runs.
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGWINCH)

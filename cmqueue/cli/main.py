@@ -36,6 +36,7 @@ Commands:
   show       a workflow's tree with each step's state and result
   resume     run a workflow's failed and unfinished steps again
   retry      run one step of a workflow again
+  edit       change a step of a suspended workflow (command, target, timeout)
   schedule   fire a command or a workflow at cron times: add, list, remove, pause, unpause
   vagrant    boot N Vagrant VMs as machines vm1..vmN; status, halt, destroy
   demo       start a loopback cluster and run a demo job across it
@@ -91,7 +92,7 @@ COMMAND_MODULES: dict[str, str] = {
     "demo": "demo",
     **dict.fromkeys(("put", "get", "cache"), "data"),
     "map": "mapping",
-    **dict.fromkeys(("run", "plan", "workflows", "show", "resume", "retry"), "workflows"),
+    **dict.fromkeys(("run", "plan", "workflows", "show", "resume", "retry", "edit"), "workflows"),
     "vagrant": "vagrant",
     "storage": "storage",
     "vdir": "vdir",

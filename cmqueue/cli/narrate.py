@@ -52,6 +52,12 @@ class Narrator:
         for event, rec in sorted(fresh, key=lambda pair: pair[0].ts or 0):
             self.line(event, rec)
 
+    def told(self, records: list[JobRecord]) -> None:
+        """Count the events of ``records`` as printed (steps a resumed workflow reuses)."""
+        for rec in records:
+            self.seen[rec.id] = (rec.state.value, rec.updated)
+            self.printed[rec.id] = len(self.store.events(rec.id))
+
     def replay(self, records: list[JobRecord]) -> None:
         """Print every event of ``records``, oldest first (`cmq show --narrate`)."""
         self.update(records)

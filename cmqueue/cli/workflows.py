@@ -99,6 +99,8 @@ def _follow(c: Any, wf_id: str, as_json: bool, narrate: bool = False, verbose: b
     wf = wfs.resolve(wf_id)
     if narrate and not as_json:
         teller = Narrator(c.store, {s["job"]: s["name"] for s in wf["steps"]}, verbose=verbose)
+        c.refresh()
+        teller.told([r for r in c.store.get_many([s["job"] for s in wf["steps"]]) if r.state.final])
         steps = wfs.wait(wf, on_update=teller.update)
     else:
         view = output.ProgressView(len(wf["steps"]), enabled=not as_json)
@@ -341,5 +343,47 @@ Options:
         return _follow(c, wf_id, args["--json"])
 
 
+def cmd_edit(args: Args) -> int:
+    """Change one step of a workflow before it runs again: its command, where it runs, or
+its time limit.
+
+Usage:
+  cmq edit [options] [--command=CMD] [--on=MACHINE | --label=L] [--timeout=S] [--json] WF STEP
+
+The workflow must not be running the step's siblings (a suspended workflow, one that
+failed, or one that ended). The job that ran keeps the version it ran; the step's
+next run (`cmq resume WF`, or `cmq retry WF STEP` for a step that succeeded) runs the
+new one, and the step records each edit (`cmq show WF --json`: edits).
+
+Options:
+  --command=CMD   the step's new shell command
+  --on=MACHINE    run it on this machine
+  --label=L       run it on any machine with label L
+  --timeout=S     its new time limit in seconds
+  --json          print the workflow and what changed as JSON
+
+Examples:
+  cmq edit w-1234 train --command='python3 train.py --lr 0.01'
+  cmq edit w-1234 train --label=gpu --timeout=7200 && cmq resume --narrate w-1234
+"""
+    from .common import number_option
+
+    with open_cluster(args, check_keys=False) as c:
+        wf, changed = c.workflows.edit(args["WF"], args["STEP"], command=args["--command"], on=args["--on"],
+                                       label=args["--label"], timeout=number_option(args, "--timeout", float))
+        if args["--json"]:
+            output.print_json({"workflow": wf["id"], "step": args["STEP"], "changed": changed})
+            return 0
+        if not changed:
+            output.out.print(f"workflow {wf['id']}: step {args['STEP']} already is as given; nothing changed",
+                             markup=False)
+            return 0
+        for key, (before, after) in changed.items():
+            output.out.print(f"workflow {wf['id']}: step {args['STEP']}: {key} {before!r} → {after!r}",
+                             markup=False, highlight=False)
+        output.out.print(f"`cmq resume {wf['id']}` runs it as edited", markup=False)
+    return 0
+
+
 COMMANDS: dict[str, Any] = {"run": cmd_run, "plan": cmd_plan, "workflows": cmd_workflows, "show": cmd_show,
-                            "resume": cmd_resume, "retry": cmd_retry}
+                            "resume": cmd_resume, "retry": cmd_retry, "edit": cmd_edit}

@@ -1,5 +1,5 @@
 """Workflows: plan, run, list, show (as a tree, with each step's state), resume, retry a
-step, cancel - `cmq plan|run|workflows|show|resume|retry|cancel` behind URLs."""
+step, edit a step, cancel - `cmq plan|run|workflows|show|resume|retry|edit|cancel` behind URLs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 
 from .deps import cluster
-from .schemas import Again, Plan, PlanRequest, TaskSpec, Workflow, WorkflowRequest, WorkflowRow
+from .schemas import Again, Plan, PlanRequest, StepEdit, TaskSpec, Workflow, WorkflowRequest, WorkflowRow
 
 router = APIRouter(tags=["workflows"])
 
@@ -69,4 +69,12 @@ def resume_workflow(ref: str, body: Again, c: Any = Depends(cluster)) -> dict[st
 def cancel_workflow(ref: str, c: Any = Depends(cluster)) -> dict[str, Any]:
     """Suspend the workflow and cancel its steps that have not ended."""
     wf = c.workflows.cancel(ref)
+    return _shown(c, wf["id"])
+
+
+@router.patch("/api/workflows/{ref}/steps/{step}", response_model=Workflow)
+def edit_step(ref: str, step: str, body: StepEdit, c: Any = Depends(cluster)) -> dict[str, Any]:
+    """Change a task step's command, target or timeout for its next run (`cmq edit`);
+    the job that ran keeps its version, the step lists its edits."""
+    wf, _ = c.workflows.edit(ref, step, command=body.command, on=body.on, label=body.label, timeout=body.timeout)
     return _shown(c, wf["id"])

@@ -148,6 +148,21 @@ class TaskSpec(Strict):
     label: str | None = None
     timeout: float | None = Field(None, gt=0)
     retries: int = Field(0, ge=0, le=100)
+    creates: list[str] = Field(default_factory=list, description="files whose presence means the step is done")
+    done_if: str | None = Field(None, min_length=1, description="a command on the machine: exit 0 means done")
+    inputs: list[str] = Field(default_factory=list, description="files whose SHA-256s must match an earlier "
+                              "success for the step to be done")
+    needs: list[str] = Field(default_factory=list, description="tasks that run (or are done) first")
+
+
+class StepEdit(Strict):
+    """A change to one task step of a workflow, for its next run (what is not given
+    stays as it is)."""
+
+    command: str | None = Field(None, min_length=1)
+    on: str | None = Field(None, min_length=1)
+    label: str | None = Field(None, min_length=1)
+    timeout: float | None = Field(None, gt=0)
 
 
 class WorkflowRequest(Strict):
@@ -182,13 +197,15 @@ class Step(BaseModel):
     kind: str
     state: str
     job: str | None
-    command: str | None = Field(None, description="a task's command (a sum has none)")
+    command: str | None = Field(None, description="a task's command (a sum has none); edited, when it was")
     machine: str | None
     exit_code: int | None
     started: float | None
     ended: float | None
     reason: str
     result: Any = None
+    skipped: bool = Field(False, description="it was done (its check said so) and did not run")
+    edits: list[dict[str, Any]] = Field(default_factory=list, description="changes made with cmq edit")
 
 
 class Workflow(BaseModel):
@@ -223,13 +240,16 @@ class PlannedStep(BaseModel):
     command: str
     where: str
     operands: list[str]
+    check: dict[str, Any] = Field(default_factory=dict, description="creates, done_if, inputs: what says it is done")
+    forced: bool = False
 
 
 class Plan(BaseModel):
     """What a workflow would do: its tree, the order steps start in (steps of one list
     together), and its steps."""
 
-    expr: str
+    expr: str = Field(description="what runs, with the prerequisites needs: pulled in")
+    asked: str = ""
     order: list[list[str]]
     final: list[str]
     tree: dict[str, Any]

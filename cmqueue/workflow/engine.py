@@ -17,6 +17,7 @@ from typing import Any
 
 from ..core.errors import ServiceError, UsageError
 from ..core.models import JobRecord, JobSpec, JobStatus, new_id
+from ..queue import routing
 from ..queue.claims import suspended_key
 from . import goals
 from .expr import parse
@@ -38,6 +39,7 @@ class StepView:
     name: str
     kind: str
     record: JobRecord | None
+    spec: dict | None = None          # the step's spec: what its next run runs (edits included)
 
     @property
     def state(self) -> str:
@@ -155,7 +157,7 @@ class Workflows:
         """The steps with the records of their latest jobs."""
         self.c.refresh()
         records = {r.id: r for r in self.c.store.get_many([s["job"] for s in wf["steps"]])}
-        return [StepView(s["name"], s["kind"], records.get(s["job"])) for s in wf["steps"]]
+        return [StepView(s["name"], s["kind"], records.get(s["job"]), s.get("spec")) for s in wf["steps"]]
 
     def state(self, wf: dict, steps: list[StepView] | None = None) -> str:
         """The workflow's state from its steps' states."""
@@ -229,6 +231,55 @@ class Workflows:
         self.c.store.set_step_jobs(wf["id"], {n: {"job": s.id, "spec": s.to_dict()} for n, s in new_specs.items()})
         self._publish(plan, list(new_specs.values()), reuse=set(plan.steps) - again)
         return wf["id"], sorted(again, key=lambda n: plan.steps[n].seq)
+
+    def edit(self, ref: str, step: str, command: str | None = None, on: str | None = None,
+             label: str | None = None, timeout: float | None = None) -> tuple[dict, dict[str, list]]:
+        """Change one task step's command, target or timeout, for the next run of the
+        step (`cmq resume`, or `cmq retry` for a step that succeeded). The job that ran
+        keeps the version it ran; the step's spec records each edit (``params.edits``).
+        Returns the workflow and {field: [before, after]}."""
+        from ..submit.specs import placement
+
+        wf = self.resolve(ref)
+        views = self.steps(wf)
+        busy = [v.name for v in views if v.state in ("running", "retrying")
+                or (v.state == "queued" and v.record is not None)]
+        if busy:
+            raise UsageError(f"workflow {wf['id']} still runs steps {', '.join(busy)}; "
+                             "wait for them or cancel it first")
+        row = next((s for s in wf["steps"] if s["name"] == step), None)
+        if row is None or row["kind"] != "task":
+            tasks = [s["name"] for s in wf["steps"] if s["kind"] == "task"]
+            raise UsageError(f"workflow {wf['id']} has no task step {step!r}; task steps: {', '.join(tasks)}")
+        if command is None and on is None and label is None and timeout is None:
+            raise UsageError("nothing to change: give --command, --on, --label or --timeout")
+        if command is not None and not command.strip():
+            raise UsageError("--command: must not be empty")
+        if timeout is not None and not timeout > 0:
+            raise UsageError(f"--timeout: must be a positive number of seconds, got {timeout!r}")
+        spec = JobSpec.from_dict(row["spec"])
+        changed: dict[str, list] = {}
+        if command is not None and command != spec.command:
+            changed["command"] = [spec.command, command]
+            spec.command = command
+        if on is not None or label is not None:
+            where = placement(self.c.settings.inventory, on=on, label=label)
+            if len(where.machines) > 1:
+                raise UsageError(f"--on={on} names {len(where.machines)} machines; a step runs once "
+                                 "(give the machines a label)")
+            (target,) = where.targets()
+            if target != spec.target:
+                changed["target"] = [spec.target, target]
+                spec.target, spec.queue = target, routing.queue_for_target(target)
+        if timeout is not None and timeout != spec.timeout:
+            changed["timeout"] = [spec.timeout, timeout]
+            spec.timeout = timeout
+        if changed:
+            if spec.params.get("check"):
+                spec.params["check"]["earlier"] = goals.earlier_runs(self.c.store, step, spec.command, spec.target)
+            spec.params["edits"] = [*spec.params.get("edits", []), {"ts": time.time(), "changed": changed}]
+            self.c.store.set_step_jobs(wf["id"], {step: {"job": row["job"], "spec": spec.to_dict()}})
+        return self.resolve(wf["id"]), changed
 
     def cancel(self, ref: str) -> dict:
         """Suspend the workflow and cancel its steps that have not ended. A workflow that

@@ -33,6 +33,15 @@ def tree(node: Any) -> dict[str, Any]:
     return out
 
 
+def _command(step: Any) -> str | None:
+    """A task step's command: as its spec says (edited, when it was), else as its job ran."""
+    if step.kind != "task":
+        return None
+    if step.spec and step.spec.get("command"):
+        return step.spec["command"]
+    return step.record.spec.command if step.record else None
+
+
 def summary(c: Any, wf: dict, steps: list[Any], state: str) -> dict[str, Any]:
     """A workflow, its state and value, and each step's job, machine, times and result."""
     from .expr import parse
@@ -43,7 +52,8 @@ def summary(c: Any, wf: dict, steps: list[Any], state: str) -> dict[str, Any]:
         "value": wfs.value(wf, steps) if state == "succeeded" else None,
         "tree": tree(parse(wf["expr"])),
         "steps": [{"name": s.name, "kind": s.kind, "state": s.state, "job": s.record.id if s.record else None,
-                   "command": s.record.spec.command if s.record and s.kind == "task" else None,
+                   "command": _command(s),
+                   "edits": (s.spec or {}).get("params", {}).get("edits", []),
                    "machine": s.record.machine if s.record else None,
                    "exit_code": s.record.exit_code if s.record else None,
                    "started": s.record.started if s.record else None, "ended": s.record.ended if s.record else None,

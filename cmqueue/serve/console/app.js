@@ -218,11 +218,16 @@ async function workflow(id) {
     const s = steps[n.step];
     const again = seen.has(n.step);
     seen.add(n.step);
+    const editable = !again && n.kind === "task" && w.state === "suspended" && s.state !== "succeeded";
     const line = h("span", { class: "step", "data-step": n.step }, h("strong", {}, n.kind === "sum" ? `+ ${n.step}` : n.step), " ",
-      again ? h("span", { class: "dim" }, "(the run above)") : [state(s.state), " ",
+      again ? h("span", { class: "dim" }, "(the run above)") : [s.skipped ? state("skipped", "succeeded") : state(s.state), " ",
         s.machine ? `on ${s.machine} ` : "", took(s.started, s.ended), " ",
-        s.result !== null && s.state === "succeeded" ? `→ ${short(JSON.stringify(s.result), 40)}` : "",
-        s.job ? [" ", h("a", { href: `#/job/${s.job}` }, "job")] : ""]);
+        s.skipped ? h("span", { class: "dim reason" }, short(s.reason.replace(/^skipped: /, ""), 80)) : "",
+        s.result !== null && s.state === "succeeded" && !s.skipped ? `→ ${short(JSON.stringify(s.result), 40)}` : "",
+        s.state !== "succeeded" && s.reason ? h("span", { class: "dim reason" }, " ", short(s.reason, 80)) : "",
+        s.edits && s.edits.length ? h("span", { class: "dim" }, ` (edited ${s.edits.length}×)`) : "",
+        s.job ? [" ", h("a", { href: `#/job/${s.job}` }, "job")] : "",
+        editable ? [" ", h("button", { class: "plain edit", onclick: () => editStep(w, s) }, "Edit")] : ""]);
     return h("li", {}, line, n.kind === "sum" ? h("ul", { class: "tree" }, n.items.map(node)) : null);
   };
   const act = (what) => async () => { await api("POST", `/api/workflows/${w.workflow}/${what}`, what === "resume" ? {} : undefined); route(); };
@@ -235,6 +240,37 @@ async function workflow(id) {
     h("p", {}, w.state === "suspended" ? h("button", { onclick: act("resume") }, "Resume") : null, " ",
       w.state === "running" || w.state === "failing" ? h("button", { class: "plain", onclick: act("cancel") }, "Cancel") : null));
   refreshSoon = w.state === "succeeded" ? null : () => workflow(id);
+}
+
+// A step of a suspended workflow changed for its next run (PATCH, as `cmq edit`), then resumed.
+function editStep(w, s) {
+  const out = h("div");
+  const send = async (ev) => {
+    ev.preventDefault();
+    const f = Object.fromEntries(new FormData(ev.target));
+    const body = {};
+    if (f.command && f.command !== s.command) body.command = f.command;
+    if (f.where === "on" && f.target) body.on = f.target;
+    if (f.where === "label" && f.target) body.label = f.target;
+    if (f.timeout) body.timeout = Number(f.timeout);
+    try {
+      await api("PATCH", `/api/workflows/${w.workflow}/steps/${encodeURIComponent(s.name)}`, body);
+      if (ev.submitter && ev.submitter.name === "resume") await api("POST", `/api/workflows/${w.workflow}/resume`, {});
+      route();
+    } catch (e) { if (e instanceof Unauthorized) return login(); out.replaceChildren(failure(e)); }
+  };
+  show(h("h1", {}, `Workflow ${w.workflow}: edit step ${s.name}`),
+    h("p", { class: "dim" }, "The job that ran keeps the version it ran; the next run of the step runs this one."), out,
+    h("form", { class: "bar", id: "edit-step", onsubmit: send },
+      h("label", {}, "command", h("input", { name: "command", size: 60, required: true, value: s.command || "" })),
+      h("label", {}, "where", h("select", { name: "where" }, ["as before", "on", "label"].map((x) =>
+        h("option", { value: x }, x === "on" ? "on machine" : x === "label" ? "with label" : x)))),
+      h("label", {}, "machine or label", h("input", { name: "target" })),
+      h("label", {}, "timeout (s)", h("input", { name: "timeout", type: "number", min: "1" })),
+      h("button", { type: "submit", name: "save" }, "Save"),
+      h("button", { type: "submit", name: "resume" }, "Save and resume"),
+      h("a", { href: `#/workflow/${w.workflow}` }, "Back")));
+  refreshSoon = null;
 }
 
 // -- machines ----------------------------------------------------------------------------

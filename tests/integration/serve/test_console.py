@@ -164,6 +164,21 @@ def test_a_map_and_a_workflow_from_the_page_show_their_value_and_tree(served, pa
     page.wait_for_selector("#workflows td:text('(a | b); a + b')", timeout=WAIT)
 
 
+def test_a_suspended_steps_command_is_edited_on_the_page_and_the_workflow_resumed(served, page):
+    with served.client() as c:
+        stuck = c.post("/api/workflows", json={"expr": "ok; broken; ok + broken", "wait": 60, "tasks": {
+            "ok": "echo 40", "broken": "exit 3"}}).json()
+    assert stuck["state"] == "suspended"
+    page.goto(f"{served.url}/#/workflow/{stuck['workflow']}")
+    page.click("#tree [data-step='broken'] button.edit")
+    assert page.input_value("#edit-step input[name=command]") == "exit 3"
+    page.fill("#edit-step input[name=command]", "echo 2")
+    page.click("#edit-step button[name=resume]")
+    page.wait_for_selector("h1 [data-state=succeeded]", timeout=WAIT)
+    assert page.inner_text("#value") == "42"
+    assert "edited 1×" in page.inner_text("#tree [data-step='broken']")
+
+
 def test_machines_show_their_slots_and_queues(served, page):
     page.click("nav >> text=Machines")
     page.wait_for_selector("#machines td.c-machine:text('m1')", timeout=WAIT)

@@ -99,6 +99,35 @@ def test_a_workflow_runs_shows_its_tree_and_resumes_after_a_failure(served, tmp_
         assert c.post("/api/workflows", json={"expr": "a; nosuch", "tasks": tasks}).status_code == 400
 
 
+def test_a_suspended_step_is_edited_then_resumed_and_a_done_step_is_skipped(served, tmp_path):
+    mark = f"rest-edit-{tmp_path.name}"
+    tasks = {"make": {"command": f"touch {mark} && echo 5", "on": "m1", "creates": [mark]},
+             "bad": {"command": "exit 7", "on": "m1", "needs": ["make"]}}
+    with served.client() as c:
+        planned = c.post("/api/workflows/plan", json={"expr": "bad", "tasks": tasks}).json()
+        assert planned["expr"] == "make; bad" and planned["asked"] == "bad"
+        assert {s["name"]: s["check"] for s in planned["steps"]}["make"] == {"creates": [mark]}
+        stuck = c.post("/api/workflows", json={"expr": "make + bad", "tasks": tasks, "wait": 60})
+        assert stuck.status_code == 400 and "bad needs make" in stuck.json()["error"]
+        stuck = c.post("/api/workflows", json={"expr": "bad", "tasks": tasks, "wait": 60}).json()
+        assert stuck["state"] == "suspended"
+        wf = stuck["workflow"]
+        edited = c.patch(f"/api/workflows/{wf}/steps/bad", json={"command": "echo 37", "timeout": 30})
+        assert edited.status_code == 200, edited.text
+        step = {s["name"]: s for s in edited.json()["steps"]}["bad"]
+        assert step["command"] == "echo 37"
+        assert step["edits"][0]["changed"]["command"] == ["exit 7", "echo 37"]
+        assert c.patch(f"/api/workflows/{wf}/steps/nosuch", json={"command": "x"}).status_code == 400
+        assert c.patch(f"/api/workflows/{wf}/steps/bad", json={"command": ""}).status_code == 400
+        again = c.post(f"/api/workflows/{wf}/resume", json={"wait": 60}).json()
+        assert (again["state"], again["value"]) == ("succeeded", "37\n")
+        old_job = {s["name"]: s["job"] for s in stuck["steps"]}["bad"]
+        assert c.get(f"/api/jobs/{old_job}").json()["command"] == "exit 7"     # the history keeps both versions
+        twice = c.post("/api/workflows", json={"expr": "make", "tasks": tasks, "wait": 60}).json()
+        (make,) = twice["steps"]
+        assert make["skipped"] and make["reason"].startswith("skipped: done") and twice["value"] == "5\n"
+
+
 def test_the_virtual_directory_uploads_lists_replicates_and_downloads_verified(served):
     data = b"a,b\n1,2\n" * 1000
     with served.client() as c:

@@ -32,6 +32,10 @@ def change():
 def broken():
     return "echo never"
 
+@task(on="m1")
+def fails():
+    return "exit 5"
+
 @task(on="m2", done_if="test -e goal-m2")
 def marker():
     return "touch goal-m2"
@@ -156,3 +160,25 @@ def test_needs_order_and_refusals_in_plan(env, tasks):
     assert bad.code == 0                       # a set of targets: needs order them
     bad = env.run("plan", f"--tasks={tasks}", "--no-checks", "count; make", timeout=60)
     assert bad.code == 2 and "count needs make" in bad.err and "Traceback" not in bad.err
+
+
+def test_edit_changes_a_suspended_step_and_resume_runs_the_new_version(env, tasks):
+    r = env.run("run", f"--tasks={tasks}", "--json", "--wait", "marker; fails", timeout=240)
+    assert r.code == 1
+    wf = json.loads(r.out)["workflow"]
+    busy = env.run("edit", wf, "nosuch", "--command=true", timeout=60)
+    assert busy.code == 2 and "has no task step 'nosuch'" in busy.err
+    none = env.run("edit", wf, "fails", timeout=60)
+    assert none.code == 2 and "nothing to change" in none.err
+    edited = env.run("edit", wf, "fails", "--command=echo fixed", "--on=m2", timeout=60)
+    assert edited.code == 0, edited.err
+    assert "command 'exit 5' → 'echo fixed'" in edited.out and "'machine:m1' → 'machine:m2'" in edited.out
+    resumed = env.run("resume", "--narrate", wf, timeout=240)
+    assert resumed.code == 0, resumed.out + resumed.err
+    lines = _lines(resumed.out, "fails")
+    assert lines[-1][2:4] == ["m2", "succeeded"], resumed.out
+    assert resumed.out.rstrip().splitlines()[-1] == "fixed"
+    shown = json.loads(env.run("show", "--json", wf, timeout=60).out)
+    step = {s["name"]: s for s in shown["steps"]}["fails"]
+    assert step["command"] == "echo fixed" and step["edits"][0]["changed"]["command"] == ["exit 5", "echo fixed"]
+    assert not _lines(resumed.out, "marker")                 # what succeeded is not run again
