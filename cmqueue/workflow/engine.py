@@ -20,7 +20,8 @@ from ..core.models import JobRecord, JobSpec, JobStatus, new_id
 from ..queue import routing
 from ..queue.claims import suspended_key
 from . import goals
-from .expr import parse
+from .expr import names, parse
+from .needs import closure
 from .plan import Plan, Step, build, canvas
 
 
@@ -69,13 +70,40 @@ class Workflows:
         """The plan of ``text`` (nothing is sent). Steps with a check carry the earlier
         successes they may reuse; ``force`` (step names, or True for all) drops the
         check of those steps, so that they run whatever it would say."""
+        tasks = self._placed(text, tasks)
         plan = build(text, tasks, self.c.settings.inventory, reducer=reducer, source=source)
+        for step in plan.steps.values():
+            task = tasks.get(step.name)
+            if step.kind == "task" and task is not None and task.where:
+                step.spec.params["where"] = task.where
         if force is not True and force:
             unknown = sorted(set(force) - set(plan.steps))
             if unknown:
                 raise UsageError(f"--force={unknown[0]}: no such step in {plan.expr!r}; steps: {', '.join(plan.steps)}")
         goals.attach(list(plan.steps.values()), self.c.store, force)
         return plan
+
+    def _placed(self, text: str, tasks: dict) -> dict:
+        """``tasks`` with the ``where:`` of each task the workflow uses turned into a target:
+        the machines whose facts match (gathered first when stale), as the label or the
+        'any' they make up, or else one of them. NoMatchError names each machine's values."""
+        from ..facts import select
+
+        inv = self.c.settings.inventory
+        used = closure([n for n in names(parse(text)) if n in tasks], tasks)
+        out = dict(tasks)
+        for name in used:
+            task = tasks[name]
+            if not task.where:
+                continue
+            chosen = select.select(self.c, task.where, among=select.candidates(inv, on=task.on, label=task.label))
+            try:
+                where = select.placement(inv, chosen, label=task.label)
+            except select.NoMatchError as e:
+                raise select.NoMatchError(f"task {name}: {e}") from None
+            on = (where.spread or where.machines or [None])[0]
+            out[name] = dataclasses.replace(task, on=on, label=None if on else where.label)
+        return out
 
     def checks(self, plan: Plan, timeout: float = 60.0) -> dict[str, tuple[str, str]]:
         """Run the check of every task step that has one, on a machine of its target, now

@@ -36,6 +36,14 @@ def broken():
 def fails():
     return "exit 5"
 
+@task(where="cpus>=1 and os!=nosuchos")
+def anywhere():
+    return "echo here"
+
+@task(where="cpus>=4096")
+def nowhere():
+    return "echo never"
+
 @task(on="m2", done_if="test -e goal-m2")
 def marker():
     return "touch goal-m2"
@@ -182,3 +190,14 @@ def test_edit_changes_a_suspended_step_and_resume_runs_the_new_version(env, task
     step = {s["name"]: s for s in shown["steps"]}["fails"]
     assert step["command"] == "echo fixed" and step["edits"][0]["changed"]["command"] == ["exit 5", "echo fixed"]
     assert not _lines(resumed.out, "marker")                 # what succeeded is not run again
+
+
+def test_where_places_a_step_on_machines_whose_facts_match(env, tasks):
+    r = _run(env, tasks, "--json", "--wait", "anywhere")
+    (step,) = json.loads(r.out)["steps"]
+    assert step["state"] == "succeeded" and step["result"] == "here\n" and step["machine"] in ("m1", "m2")
+    planned = json.loads(env.run("plan", f"--tasks={tasks}", "--json", "anywhere", timeout=120).out)
+    assert planned["steps"][0]["where"] == "any: m1,m2"            # every machine matches: any of them
+    none = env.run("run", f"--tasks={tasks}", "--wait", "nowhere", timeout=120)
+    assert none.code == 2 and none.err.startswith("cmq: task nowhere: no machine matches --where 'cpus>=4096'")
+    assert "cpus=" in none.err and "Traceback" not in none.err
