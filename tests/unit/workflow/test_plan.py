@@ -49,7 +49,10 @@ def test_inventory_tasks_are_checked():
     for raw, message in [({"t": {"comand": "x"}}, "tasks.t.comand: unknown field"),
                          ({"t": {"command": ""}}, "tasks.t: command is ''"),
                          ({"t": {"command": "x", "timeout": -1}}, "tasks.t.timeout: must be a positive number"),
-                         ({"t": 3}, "tasks.t: must be a command or a mapping")]:
+                         ({"t": 3}, "tasks.t: must be a command or a mapping"),
+                         ({"t": {"command": "x", "creates": 3}}, "tasks.t.creates: must be a list of non-empty"),
+                         ({"t": {"command": "x", "needs": ["a", ""]}}, "tasks.t.needs: must be a list of non-empty"),
+                         ({"t": {"command": "x", "done_if": ""}}, "tasks.t.done_if: must be a non-empty string")]:
         with pytest.raises(ConfigError, match=message):
             from_inventory(raw, Path("cmq.yaml"))
 
@@ -76,3 +79,14 @@ def test_workflow_states():
     assert workflow_state(["succeeded", "running", "queued"]) == "running"
     assert workflow_state(["failed", "running"]) == "failing"
     assert workflow_state(["succeeded", "failed", "cancelled"]) == "suspended"
+
+
+def test_a_step_carries_its_check_and_needs_pull_prerequisites_in():
+    tasks = from_inventory({"fetch": {"command": "get", "creates": "data.csv"},
+                            "train": {"command": "fit", "needs": "fetch", "inputs": ["data.csv"],
+                                      "done_if": "test -s model.bin"}}, Path("cmq.yaml"))
+    plan = planning.build("train", tasks, INV)
+    assert plan.expr == "fetch; train" and plan.asked == "train" and plan.final == ["train"]
+    assert plan.steps["fetch"].spec.params["check"] == {"creates": ["data.csv"]}
+    assert plan.steps["train"].spec.params["check"] == {"inputs": ["data.csv"], "done_if": "test -s model.bin"}
+    assert planning.stages(plan) == [["fetch"], ["train"]]
