@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import UsageError
+from ..core.scanning import Cursor, scan
 
 _TOKEN = re.compile(r"""(?P<str>'[^']*'|"[^"]*")|(?P<op>==|!=|<=|>=|<|>|=|\(|\))|(?P<word>[^\s=!<>()'"]+)""")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -149,45 +150,25 @@ def names(node: Expr) -> list[str]:
 
 def _tokens(text: str) -> list[tuple[str, str, int]]:
     """(kind, text, column) tokens; kind is 'str', 'op', 'word', 'kw' or 'end'."""
-    if "\n" in text:
-        raise WhereError(text, text.index("\n") + 1, "an expression is one line")
     out = []
-    pos = 0
-    while True:
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-        if pos >= len(text):
-            out.append(("end", "", pos + 1))
-            return out
-        m = _TOKEN.match(text, pos)
-        if not m:
-            what = "a quote that is not closed" if text[pos] in "'\"" else f"unexpected character {text[pos]!r}"
-            raise WhereError(text, pos + 1, what)
+    for m in scan(text, _TOKEN, lambda column, what: WhereError(text, column, what), quotes="'\""):
         kind = m.lastgroup or "word"
         word = m.group(kind)
         if kind == "word" and word in KEYWORDS:
             kind = "kw"
-        out.append((kind, word, pos + 1))
-        pos = m.end()
+        out.append((kind, word, m.start() + 1))
+    out.append(("end", "", len(text) + 1))
+    return out
 
 
-class _Parser:
+class _Parser(Cursor):
     def __init__(self, text: str, known: list[str] | None) -> None:
+        super().__init__(_tokens(text))
         self.text = text
         self.known = known
-        self.toks = _tokens(text)
-        self.i = 0
 
     def fail(self, col: int, message: str) -> WhereError:
         return WhereError(self.text, col, message)
-
-    def peek(self) -> tuple[str, str, int]:
-        return self.toks[self.i]
-
-    def take(self) -> tuple[str, str, int]:
-        tok = self.toks[self.i]
-        self.i += 1
-        return tok
 
     def any(self) -> Expr:
         items = [self.all()]

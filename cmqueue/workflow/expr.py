@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 
 from ..core.errors import UsageError
+from ..core.scanning import Cursor, scan
 
 _TOKEN = re.compile(r"\s*(?:(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)|(?P<op>[;|+()]))")
 _WHAT = {";": "';'", "|": "'|'", "+": "'+'", "(": "'('", ")": "')'"}
@@ -85,37 +86,17 @@ def _paren(node: Node, looser: type | tuple[type, ...]) -> str:
 
 def _tokens(text: str) -> list[tuple[str, str, int]]:
     """(kind, text, column) tokens; kind is 'name', 'op' or 'end'."""
-    if "\n" in text:
-        raise ExpressionError(text.index("\n") + 1, "an expression is one line")
     out = []
-    pos = 0
-    while True:
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-        if pos >= len(text):
-            out.append(("end", "", pos + 1))
-            return out
-        m = _TOKEN.match(text, pos)
-        if not m or m.end() == pos:
-            raise ExpressionError(pos + 1, f"unexpected character {text[pos]!r}")
+    for m in scan(text, _TOKEN, ExpressionError):
         kind = "name" if m.group("name") else "op"
-        word = m.group(kind)
-        out.append((kind, word, m.start(kind) + 1))
-        pos = m.end()
+        out.append((kind, m.group(kind), m.start(kind) + 1))
+    out.append(("end", "", len(text) + 1))
+    return out
 
 
-class _Parser:
+class _Parser(Cursor):
     def __init__(self, text: str) -> None:
-        self.toks = _tokens(text)
-        self.i = 0
-
-    def peek(self) -> tuple[str, str, int]:
-        return self.toks[self.i]
-
-    def take(self) -> tuple[str, str, int]:
-        tok = self.toks[self.i]
-        self.i += 1
-        return tok
+        super().__init__(_tokens(text))
 
     def sequence(self) -> Node:
         items = [self.parallel(after=None)]
