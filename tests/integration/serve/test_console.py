@@ -179,6 +179,18 @@ def test_a_suspended_steps_command_is_edited_on_the_page_and_the_workflow_resume
     assert "edited 1×" in page.inner_text("#tree [data-step='broken']")
 
 
+def test_a_step_that_was_done_shows_as_skipped_with_its_reason(served, page):
+    tasks = {"once": {"command": "touch console-once && echo 7", "on": "m1", "creates": ["console-once"]}}
+    with served.client() as c:
+        first = c.post("/api/workflows", json={"expr": "once", "tasks": tasks, "wait": 60}).json()
+        again = c.post("/api/workflows", json={"expr": "once", "tasks": tasks, "wait": 60}).json()
+    assert first["state"] == again["state"] == "succeeded"
+    page.goto(f"{served.url}/#/workflow/{again['workflow']}")
+    step = page.locator("#tree [data-step='once']")
+    expect(step.locator("[data-state=skipped]")).to_have_count(1, timeout=WAIT)
+    assert "done: console-once exists" in step.inner_text()
+
+
 def test_machines_show_their_slots_and_queues(served, page):
     page.click("nav >> text=Machines")
     page.wait_for_selector("#machines td.c-machine:text('m1')", timeout=WAIT)
