@@ -92,15 +92,18 @@ Examples:
         return _follow(c, wf_id, args["--json"], narrate=args["--narrate"], verbose=args["--verbose"])
 
 
-def _follow(c: Any, wf_id: str, as_json: bool, narrate: bool = False, verbose: bool = False) -> int:
+def _follow(c: Any, wf_id: str, as_json: bool, narrate: bool = False, verbose: bool = False,
+            sent: list[str] | None = None) -> int:
+    """Wait for a workflow's steps with the progress view (or, ``narrate``, telling each
+    event of the steps ``sent``: all of them when None), then print its value."""
     from .narrate import Narrator
 
     wfs = c.workflows
     wf = wfs.resolve(wf_id)
     if narrate and not as_json:
         teller = Narrator(c.store, {s["job"]: s["name"] for s in wf["steps"]}, verbose=verbose)
-        c.refresh()
-        teller.told([r for r in c.store.get_many([s["job"] for s in wf["steps"]]) if r.state.final])
+        if sent is not None:                 # a resume: the steps it reuses have told their story
+            teller.told(c.store.get_many([s["job"] for s in wf["steps"] if s["name"] not in sent]))
         steps = wfs.wait(wf, on_update=teller.update)
     else:
         view = output.ProgressView(len(wf["steps"]), enabled=not as_json)
@@ -322,7 +325,7 @@ Options:
                 output.out.print(f"workflow {wf_id}: " + (f"running again {', '.join(sent)}" if sent
                                                           else "every step already succeeded"), markup=False)
             return 0
-        return _follow(c, wf_id, args["--json"], narrate=args["--narrate"], verbose=args["--verbose"])
+        return _follow(c, wf_id, args["--json"], narrate=args["--narrate"], verbose=args["--verbose"], sent=sent)
 
 
 def cmd_retry(args: Args) -> int:
