@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -44,13 +44,25 @@ class Cron:
     spec: Any = field(compare=False, repr=False)        #: the celery ``crontab``
 
     def next_after(self, ts: float) -> float:
-        """The first due time strictly after ``ts``."""
-        start = datetime.fromtimestamp(ts, self.tz)
-        last, delta, _ = self.spec.remaining_delta(start, tz=self.tz)
-        due = (last + delta).timestamp()
-        if due <= ts:                              # never go back: at least the next minute
-            return self.next_after(math.floor(ts / 60) * 60 + 60)
-        return due
+        """The first due time strictly after ``ts``: the first minute on the zone's wall
+        clock whose month, day of month, day of week, hour and minute are all in the
+        sets celery's ``crontab`` parsed. (Its own ``remaining_delta`` is not used: some
+        celery 5 releases skip to the next hour for ``* * * * *``.) RuntimeError when no
+        day in five years matches."""
+        s = self.spec
+        hours, minutes = sorted(s.hour), sorted(s.minute)
+        first = datetime.fromtimestamp(ts, self.tz).date()
+        for offset in range(5 * 366):
+            day = first + timedelta(days=offset)
+            if (day.month not in s.month_of_year or day.day not in s.day_of_month
+                    or (day.weekday() + 1) % 7 not in s.day_of_week):
+                continue
+            for hour in hours:
+                for minute in minutes:
+                    due = datetime(day.year, day.month, day.day, hour, minute, tzinfo=self.tz).timestamp()
+                    if due > ts:
+                        return due
+        raise RuntimeError(f"cron {self.text!r}: no due time within five years")
 
     def latest_due(self, after: float, now: float) -> float | None:
         """The latest due time in (``after``, ``now``], or None: however many were missed,
