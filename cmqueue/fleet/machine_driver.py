@@ -283,6 +283,9 @@ class MachineDriver:
             return
         try:
             checked, extra = step_checks.evaluate(self.runner, spec) if spec.params.get("check") else (None, {})
+            if checked is None and extra and self.guard.is_cancelled(spec.id):    # cancelled while it checked
+                checked = JobResult(job=spec.id, machine=self.machine.name, exit_code=None, started=clock.now(),
+                                    ended=clock.now(), reason="cancelled")
             if checked is not None:
                 result = checked
             elif spec.params.get("check_only"):       # `cmq plan` asks: it would run

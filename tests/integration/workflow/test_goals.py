@@ -4,10 +4,11 @@ inputs), prerequisites pulled in by needs, the narration, and `cmq plan`'s verdi
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
-from tests.conftest import make_env, teardown
+from tests.conftest import make_env, teardown, wait_for
 
 TASKS = '''
 from cmqueue.workflow import task
@@ -43,6 +44,10 @@ def anywhere():
 @task(where="cpus>=4096")
 def nowhere():
     return "echo never"
+
+@task(on="m1", done_if="read line < goal-gate; exit 1")
+def gated():
+    return "touch goal-gated-ran"
 
 @task(on="m2", done_if="test -e goal-m2")
 def marker():
@@ -201,3 +206,30 @@ def test_where_places_a_step_on_machines_whose_facts_match(env, tasks):
     none = env.run("run", f"--tasks={tasks}", "--wait", "nowhere", timeout=120)
     assert none.code == 2 and none.err.startswith("cmq: task nowhere: no machine matches --where 'cpus>=4096'")
     assert "cpus=" in none.err and "Traceback" not in none.err
+
+
+def _opened(fifo) -> bool:
+    """Open the FIFO ``fifo`` for writing and close it (its reader reads the end), when a
+    reader waits on it."""
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def test_a_step_cancelled_while_its_check_runs_does_not_run(env, tasks):
+    workdir = env.workdir("m1")
+    gate = workdir / "goal-gate"
+    gate.unlink(missing_ok=True)
+    os.mkfifo(gate)
+    wf = env.run("run", f"--tasks={tasks}", "gated", timeout=60).out.strip()
+    job = json.loads(env.run("show", "--json", wf, timeout=60).out)["steps"][0]["job"]
+    wait_for(lambda: json.loads(env.run("status", "--json", job, timeout=60).out)[0]["state"] == "running",
+             timeout=60, what="the step's check to start")
+    assert env.run("cancel", wf, timeout=60).code == 0
+    wait_for(lambda: _opened(gate), timeout=60, what="the check to read its gate")
+    wait_for(lambda: json.loads(env.run("status", "--json", job, timeout=60).out)[0]["state"] == "cancelled",
+             timeout=60, what="the step to end cancelled")
+    assert not (workdir / "goal-gated-ran").exists()
