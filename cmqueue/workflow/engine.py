@@ -123,7 +123,7 @@ class Workflows:
                                                    params={**params, "check_only": True})
         if not asked:
             return {}
-        self.c._send(list(asked.values()))
+        self.c.send_specs(list(asked.values()))
         records = {r.id: r for r in self.c.wait([s.id for s in asked.values()], timeout=timeout)}
         out: dict[str, tuple[str, str]] = {}
         late = []
