@@ -172,7 +172,9 @@ class Cluster:
             url = self.settings.require_broker()
             import redis
 
-            client = redis.Redis.from_url(url, socket_connect_timeout=5)
+            from ..queue.broker import connect
+
+            client = connect(url, socket_connect_timeout=5)
             try:
                 client.ping()
             except (redis.RedisError, OSError) as e:

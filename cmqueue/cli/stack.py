@@ -248,10 +248,11 @@ Usage:
     from ..core.redact import redact_url
     from ..history import open_store
     from ..history.waiting import Waiter
+    from ..queue.broker import connect
     from ..queue.lease import Lease, recorder_lease
 
     settings = load_settings(args, check_keys=False)
-    client = redis.Redis.from_url(settings.require_broker())
+    client = connect(settings.require_broker())
     lease = Lease(client, recorder_lease(settings.history), what=f"recorder of {redact_url(settings.history)}")
     lease.take()                                 # one recorder per history store
     lease.hold(on_error=lambda e: print(f"recorder: cannot renew its lease: {e}", file=sys.stderr, flush=True))

@@ -32,6 +32,8 @@ SETTINGS_FIELDS = {
 }
 REDIS_FSYNC = ("always", "everysec")
 _SECRET_KEYS = re.compile(r"password|secret|token", re.I)
+#: Keys that name a file holding a secret, not the secret (``password_file``, ``secret_file``).
+_SECRET_FILE_KEY = re.compile(r"_file$")
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,8 @@ class Inventory:
 
     path: Path
     machines: dict[str, Machine]
-    broker: str | None = None
+    #: A URL, or the mapping form (read into a URL by :func:`cmqueue.config.broker.url_of`).
+    broker: str | dict[str, Any] | None = None
     history: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     tasks: dict[str, Any] = field(default_factory=dict)
@@ -147,7 +150,8 @@ class Inventory:
 def _contains_secret(data: Any) -> bool:
     if isinstance(data, dict):
         for k, v in data.items():
-            if isinstance(k, str) and _SECRET_KEYS.search(k) and v and v != "TBD":   # TBD: asked for
+            named = isinstance(k, str) and _SECRET_KEYS.search(k) and not _SECRET_FILE_KEY.search(k)
+            if named and v and v != "TBD":   # TBD: asked for
                 return True
             if _contains_secret(v):
                 return True
@@ -290,9 +294,9 @@ def _build(data: Any, path: Path) -> Inventory:
             raise fail(path, f"settings.{k}", f"must be a positive number, got {v!r}")
     broker = data.get("broker")
     if broker is not None:
-        broker = string(path, "broker", broker)
-        if urlsplit(broker).scheme not in ("redis", "rediss", "unix"):
-            raise fail(path, "broker", f"must be a redis:// URL, got scheme {urlsplit(broker).scheme!r}")
+        from .broker import check as check_broker
+
+        broker = check_broker(path, broker)
     history = data.get("history")
     if history is not None:
         history = string(path, "history", history)

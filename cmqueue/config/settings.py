@@ -28,6 +28,7 @@ from typing import Any
 
 from ..core import defaults
 from ..core.files import read_json
+from .broker import url_of
 from .inventory import Inventory, load
 
 #: The layers a setting can come from, highest first (the values of :attr:`Settings.sources`).
@@ -120,8 +121,11 @@ def resolve(config: str | None = None, broker: str | None = None, check_keys: bo
     path, config_layer = config_source(config)
     inv = load(path, check_keys=check_keys)
     home = home_dir()
-    url, broker_layer = first(("option", broker), ("environment", os.environ.get("CMQ_BROKER")),
-                              ("inventory", inv.broker), ("recorded", recorded_broker(home)))
+    url, broker_layer = first(("option", broker), ("environment", os.environ.get("CMQ_BROKER")))
+    if not url and inv.broker:             # read only when used: it may ask for a password
+        url, broker_layer = url_of(inv.path, inv.broker), "inventory"
+    if not url:
+        url, broker_layer = first(("recorded", recorded_broker(home)))
     store, history_layer = first(("option", history), ("environment", os.environ.get("CMQ_HISTORY")),
                                  ("inventory", inv.history))
     return Settings(inventory=inv, home=home, broker=url,

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 
 def redact_url(url: str | None) -> str:
-    """``redis://:secret@host:6379/0`` -> ``redis://:***@host:6379/0``."""
+    """``redis://:secret@host:6379/0`` -> ``redis://:***@host:6379/0``; secrets in the query
+    (``password``, ``sentinel_password``) are masked too. Works on URLs naming several hosts."""
     if not url:
         return str(url)
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable URL>"
-    if not parts.password:
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    netloc = f"{user}:***@{hosts}" if colon and password else parts.netloc
+    query = "&".join(f"{k}=***" if "password" in k.lower() else f"{k}={v}" if v or "=" in pair else k
+                     for pair in parts.query.split("&") if pair
+                     for k, _, v in [pair.partition("=")])
+    if netloc == parts.netloc and query == parts.query:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "") + (
+        f"#{parts.fragment}" if parts.fragment else "")

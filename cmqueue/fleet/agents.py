@@ -22,7 +22,6 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import redis
 import yaml
 
 from ..config.inventory import Machine
@@ -30,6 +29,7 @@ from ..config.settings import Settings
 from ..core.errors import ConfigError, ServiceError, UsageError
 from ..core.files import write_private
 from ..machine import ssh
+from ..queue.broker import connect
 from ..transfer.machine_copy import Transfer, error_line, remote_path
 from .machine_state import machine_key
 from .services import Services
@@ -195,7 +195,7 @@ class Agents:
         return info
 
     def _wait_consuming(self, name: str, url: str, since: float, timeout: float) -> dict[str, str]:
-        client = redis.Redis.from_url(url)
+        client = connect(url)
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:

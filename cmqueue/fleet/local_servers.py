@@ -10,6 +10,7 @@ from pathlib import Path
 import redis
 
 from ..core.errors import ServiceError
+from ..queue.broker import connect
 
 
 def redis_binary() -> str:
@@ -30,7 +31,7 @@ def redis_binary() -> str:
 def ping(url: str, timeout: float = 1.0) -> str:
     """'' when Redis at ``url`` answers PING, else the error text."""
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        client = connect(url, socket_connect_timeout=timeout, socket_timeout=timeout)
         client.ping()
         client.close()
         return ""

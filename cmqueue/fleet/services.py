@@ -33,6 +33,7 @@ from ..core.errors import CmqError, ConfigError, ServiceError
 from ..core.files import private_dir, read_json, write_json_private, write_private
 from ..core.redact import redact_url
 from ..machine import ssh
+from ..queue.broker import connect
 from ..queue.lease import group_lease, holder, is_running, process_started, recorder_lease, worker_lease
 from .local_servers import free_port, ping, port_free, redis_binary
 from .machine_state import machine_key
@@ -204,7 +205,7 @@ class Services:
         for name in [n for n in workers if n not in self.worker_groups()]:
             if not alive(workers[name]):
                 del workers[name]            # from an older layout
-        client = redis.Redis.from_url(url)
+        client = connect(url)
         for group, argv in self.worker_groups().items():
             own = group_lease(group, self.settings.inventory.path, self.home)
             if alive(workers.get(group)) or self._adopt(client, state, group, own):

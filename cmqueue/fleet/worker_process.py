@@ -36,6 +36,7 @@ from ..config.inventory import Inventory, Machine, load
 from ..core import clock
 from ..core.errors import ServiceError
 from ..queue import orphans
+from ..queue.broker import connect
 from ..queue.claims import CANCEL_CHANNEL
 from ..queue.lease import Lease, group_lease, worker_lease
 from ..queue.receipts import Receipts
@@ -69,7 +70,7 @@ class Fleet:
         self.group = group
         self.hostname = worker_name(group)
         self.choose = choose
-        self.redis = redis.Redis.from_url(s.require_broker(), health_check_interval=30)
+        self.redis = connect(s.require_broker(), health_check_interval=30)
         self.receipts = Receipts(self.redis)            # messages taken and let go
         self.drivers: dict[str, MachineDriver] = {}     # served (lease held)
         self.standby: dict[str, Machine] = {}            # lease held by another worker

@@ -190,9 +190,8 @@ def sweep_forever(url: str, interval: float = defaults.ORPHAN_SWEEP, on_error: A
     """Sweep every ``interval`` seconds in a daemon thread (the recorder's); ``on_error``
     is told of errors (the broker may be restarting) and the sweeps go on."""
     def make_step() -> Any:
-        import kombu
-        import redis
+        from .broker import connect, kombu_connection
 
-        return Restorer(redis.Redis.from_url(url, socket_timeout=10), kombu.Connection(url)).sweep
+        return Restorer(connect(url, socket_timeout=10), kombu_connection(url)).sweep
 
     return every(interval, make_step, "cmq-orphans", on_error)

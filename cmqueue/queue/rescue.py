@@ -120,12 +120,11 @@ def rescue_forever(settings: Any, interval: float = defaults.RESCUE_INTERVAL, gr
     """Rescue every ``interval`` seconds in a daemon thread (the recorder's), with a
     history store and a publishing app of its own."""
     def make_step() -> Any:
-        import redis
-
         from ..history import open_store
+        from .broker import connect
         from .celery_app import create_app
 
-        return Rescuer(open_store(settings.history), redis.Redis.from_url(settings.require_broker(), socket_timeout=10),
+        return Rescuer(open_store(settings.history), connect(settings.require_broker(), socket_timeout=10),
                        create_app(settings), grace).step
 
     return every(interval, make_step, "cmq-rescue", on_error)

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 
 from ..queue import events as event_stream
+from ..queue.broker import connect_async
 from .deps import cluster
 
 router = APIRouter(tags=["events"])
@@ -40,9 +41,7 @@ async def job_events(after: str | None = Query(None, pattern=_STREAM_ID),
                      last_event_id: str | None = Header(None, pattern=_STREAM_ID),
                      c: Any = Depends(cluster)) -> StreamingResponse:
     """Job state changes as server-sent events, from now (or after stream id ``after``)."""
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(c.settings.require_broker(), socket_connect_timeout=5)
+    client = connect_async(c.settings.require_broker(), socket_connect_timeout=5)
     stream = c.settings.get("event_stream")
     start = after or last_event_id
     if start is None:

@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from ..core.errors import ServiceError
 from ..core.models import Event, JobRecord, JobSpec, JobStatus
 from ..history import HistoryStore
+from ..queue.broker import connect
 from ..queue.celery_tasks import REDUCE_TASK, RUN_TASK, TRANSFER_TASK
 from ..transfer import staging
 
@@ -88,9 +89,7 @@ def publish_chunk(app: Celery, chunk: list[JobSpec], chord: dict[str, Any], inde
 
 def _broker_back(app: Celery, timeout: float) -> bool:
     """Wait up to ``timeout`` seconds for the broker to answer again."""
-    import redis
-
-    client = redis.Redis.from_url(app.conf.broker_url, socket_connect_timeout=2, socket_timeout=2)
+    client = connect(app.cmq_settings.require_broker(), socket_connect_timeout=2, socket_timeout=2)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -109,12 +108,10 @@ def missing(app: Celery, specs: list[JobSpec]) -> list[JobSpec]:
     to a worker, never claimed, started or done (see :mod:`cmqueue.queue.claims`)."""
     import json
 
-    import redis
-
     from ..queue.claims import claim_key, done_key, started_key
     from ..queue.receipts import UNACKED
 
-    client = redis.Redis.from_url(app.conf.broker_url)
+    client = connect(app.cmq_settings.require_broker())
     try:
         present: set[str] = set()
         for queue in {s.queue for s in specs}:
@@ -146,9 +143,7 @@ def pin_inputs(app: Celery, specs: list[JobSpec]) -> None:
     staged = [s for s in specs if s.params.get("inputs")]
     if not staged:
         return
-    import redis
-
-    client = redis.Redis.from_url(app.conf.broker_url)
+    client = connect(app.cmq_settings.require_broker())
     pipe = client.pipeline(transaction=False)
     for spec in staged:
         for sha in {entry[1] for entry in spec.params["inputs"]}:
@@ -161,10 +156,10 @@ def _chord(app: Celery, reduce_spec: JobSpec, size: int) -> dict[str, Any]:
     """Register a chord of ``size`` members with the reduce as its callback; returns the
     options each member is published with (what ``celery.chord`` does, minus the result
     objects a client that follows the event stream does not need)."""
-    from ..queue.celery_app import PublishingBackend
+    from ..queue.celery_app import chord_backend
 
     group_id = f"cmq-map-{reduce_spec.id}"
-    PublishingBackend(app=app, url=app.conf.broker_url).set_chord_size(group_id, size)
+    chord_backend(app).set_chord_size(group_id, size)
     body = app.tasks[REDUCE_TASK].signature(kwargs={"spec": reduce_spec.to_dict()}, task_id=reduce_spec.id,
                                             queue=reduce_spec.queue, routing_key=reduce_spec.queue)
     return {"chord": body, "group_id": group_id}

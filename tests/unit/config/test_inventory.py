@@ -51,7 +51,7 @@ def test_host_defaults_to_the_machine_name():
     ("machines: {n1: {env: {'1x': y}}}", "machines.n1.env: not a valid variable name"),
     ("machines: [a, b]", "machines: must be a mapping"),
     ("colour: red", "colour: unknown section"),
-    ("machines: {n1: {}}\nbroker: http://x", "broker: must be a redis:// URL"),
+    ("machines: {n1: {}}\nbroker: http://x", "broker: must be a redis://, rediss://, unix:// or sentinel:// URL"),
     ("settings: {visibility_timeout: -1}", "settings.visibility_timeout: must be a positive number"),
     ("machines:\n  n1: {slots: 2\n", "cmq.yaml: line "),
 ])

@@ -1,0 +1,139 @@
+"""Every connection to the broker is made here, from its URL (:mod:`cmqueue.config.broker`).
+
+A plain Redis is connected to as named. A Sentinel group is asked for its current primary
+on each new connection (redis-py's ``Sentinel.master_for``; kombu's sentinel transport for
+Celery), so that after a failover every client reconnects to the new primary. TLS files in
+the URL check the server's certificate and name the client.
+
+Replication is asynchronous: a write the old primary acknowledged may be missing on the
+new one. :func:`replicated` waits (``WAIT``) until the writes made so far reached
+``replicas`` replicas, for the writes that accept, start and end a job.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from typing import Any
+
+import redis
+from redis.sentinel import Sentinel
+
+from ..config.broker import BrokerAddress, host_port, parse, userinfo
+
+log = logging.getLogger("cmq.broker")
+
+#: Key written before a WAIT: WAIT counts the replicas that have the writes of its own
+#: connection, so the waiting connection writes once (after the writes it vouches for).
+MARK = "cmq:replicated"
+#: Seconds a sentinel is given to answer.
+SENTINEL_TIMEOUT = 2.0
+
+
+def _tls_kwargs(address: BrokerAddress) -> dict[str, Any]:
+    """redis-py's TLS arguments: certificates are always checked."""
+    if not address.tls:
+        return {}
+    return {"ssl": True, "ssl_cert_reqs": "required", **address.tls_files}
+
+
+def sentinel_of(address: BrokerAddress, **kwargs: Any) -> Sentinel:
+    """A redis-py Sentinel for the group ``address`` names; ``kwargs`` go to the primary's connections."""
+    tls = _tls_kwargs(address)
+    sentinel_kwargs = {"socket_timeout": SENTINEL_TIMEOUT, "socket_connect_timeout": SENTINEL_TIMEOUT,
+                       **({"password": address.sentinel_password} if address.sentinel_password else {}), **tls}
+    return Sentinel(list(address.hosts), sentinel_kwargs=sentinel_kwargs, password=address.password,
+                    username=address.username, db=address.db, **tls, **kwargs)
+
+
+def connect(url: str, **kwargs: Any) -> redis.Redis:
+    """A redis-py client of the broker at ``url`` (the current primary of a Sentinel group);
+    ``kwargs`` are redis-py's (timeouts, health checks)."""
+    address = parse(url)
+    if address.is_sentinel:
+        return sentinel_of(address, **kwargs).master_for(address.master)
+    return redis.Redis.from_url(address.redis_url(), **({"ssl_cert_reqs": "required"} if address.tls else {}), **kwargs)
+
+
+def connect_async(url: str, **kwargs: Any) -> Any:
+    """An asyncio redis-py client of the broker at ``url`` (see :func:`connect`)."""
+    from redis.asyncio import Redis
+    from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+
+    address = parse(url)
+    if address.is_sentinel:
+        tls = _tls_kwargs(address)
+        sentinel_kwargs = {"socket_timeout": SENTINEL_TIMEOUT,
+                           **({"password": address.sentinel_password} if address.sentinel_password else {}), **tls}
+        group = AsyncSentinel(list(address.hosts), sentinel_kwargs=sentinel_kwargs, password=address.password,
+                              username=address.username, db=address.db, **tls, **kwargs)
+        return group.master_for(address.master)
+    return Redis.from_url(address.redis_url(), **({"ssl_cert_reqs": "required"} if address.tls else {}), **kwargs)
+
+
+def primary(url: str, timeout: float = SENTINEL_TIMEOUT) -> str:
+    """``host:port`` of the Redis that serves ``url`` now: the group's primary as its
+    sentinels say (a RedisError when none answers), or the one server named."""
+    address = parse(url)
+    if address.scheme == "unix":
+        return address.path
+    if not address.is_sentinel:
+        host, port = address.hosts[0]
+        return f"{host}:{port}"
+    host, port = sentinel_of(address, socket_timeout=timeout).discover_master(address.master)
+    return f"{host}:{port}"
+
+
+def celery_settings(url: str, results: bool = False, backend_class: str = "") -> dict[str, Any]:
+    """Celery's settings for a broker at ``url``: ``broker_url`` and the transport options
+    it needs (the group's name, TLS); with ``results`` also the result backend on the same
+    Redis (of ``backend_class``, a class path, when given)."""
+    address = parse(url)
+    conf: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    tls = {"ssl_cert_reqs": ssl.CERT_REQUIRED, **address.tls_files} if address.tls else None
+    if address.is_sentinel:
+        auth = userinfo(address.username, address.password)
+        broker = ";".join(f"sentinel://{auth}{host_port(h, p)}/{address.db}" for h, p in address.hosts)
+        options = {"master_name": address.master,
+                   "sentinel_kwargs": {"socket_timeout": SENTINEL_TIMEOUT,
+                                       **({"password": address.sentinel_password} if address.sentinel_password else {}),
+                                       **(_tls_kwargs(address))}}
+    else:
+        broker = address.redis_url().split("?", 1)[0] if address.scheme != "unix" else address.redis_url()
+    conf["broker_url"] = broker
+    conf["broker_transport_options"] = options
+    conf["result_backend_transport_options"] = dict(options)
+    if tls:
+        conf["broker_use_ssl"] = conf["redis_backend_use_ssl"] = tls
+    if results:
+        conf["result_backend"] = (f"{backend_class}+" if backend_class else "") + broker
+    return conf
+
+
+def kombu_connection(url: str) -> Any:
+    """A kombu Connection to the broker at ``url``, as Celery's workers connect."""
+    import kombu
+
+    conf = celery_settings(url)
+    return kombu.Connection(conf["broker_url"], transport_options=conf["broker_transport_options"],
+                            ssl=conf.get("broker_use_ssl") or False)
+
+
+def replicated(client: redis.Redis, replicas: int, timeout: float) -> int:
+    """Wait up to ``timeout`` seconds until ``replicas`` replicas have every write made so far
+    on the broker (this client's and those it saw acknowledged); the number that have them.
+    0 ``replicas``: returns at once."""
+    if replicas <= 0:
+        return 0
+    started = time.monotonic()
+    pipe = client.pipeline(transaction=False)
+    pipe.set(MARK, repr(time.time()))
+    pipe.execute_command("WAIT", replicas, max(1, int(timeout * 1000)))
+    acked = int(pipe.execute()[1])
+    if acked < replicas:
+        log.warning("only %d of %d replica(s) acknowledged within %.1f s: a failover now could lose "
+                    "the last writes (they are put back from the history)", acked, replicas,
+                    time.monotonic() - started)
+    return acked
