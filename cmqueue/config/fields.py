@@ -21,8 +21,11 @@ HOST_KEY_POLICIES = ("strict", "ask", "accept-new")
 MACHINE_FIELDS = {
     "host", "port", "user", "identity", "ssh_options", "slots", "labels", "workdir",
     "env", "mode", "enabled", "host_key_policy", "max_sessions", "transport", "transfer", "cache",
-    "host_jobs", "facts",
+    "host_jobs", "facts", "broker_access",
 }
+#: How an agent's worker reaches the broker: an ssh tunnel from the controller, or TLS to
+#: the broker's address with a client certificate (``cmq up --tls``).
+BROKER_ACCESS = ("tunnel", "tls")
 #: How jobs reach a machine: a session, one ssh client per job, or whichever works.
 TRANSPORTS = ("auto", "session", "exec")
 #: How files are copied to a machine.
@@ -179,6 +182,13 @@ def machine_fields(path: Path, where: str, raw: dict, base: dict) -> dict[str, A
         raise fail(path, f"{where}.transfer",
                     f"must be one of {', '.join(TRANSFER_METHODS)}, got {transfer!r}")
     out["transfer"] = transfer
+    access = merged.get("broker_access", "tunnel")
+    if access not in BROKER_ACCESS:
+        raise fail(path, f"{where}.broker_access", f"must be one of {', '.join(BROKER_ACCESS)}, got {access!r}")
+    if access != "tunnel" and "broker_access" in raw and mode != "agent" and where != "defaults":
+        raise fail(path, f"{where}.broker_access", f"only an agent (mode: agent) reaches the broker itself; "
+                                                   f"this machine's worker runs here ({mode})")
+    out["broker_access"] = access
     if "cache" in merged:
         out["cache"] = parse_size(merged["cache"], path, f"{where}.cache")
     if merged.get("facts") is not None:

@@ -28,7 +28,7 @@ SETTINGS_FIELDS = {
     "output_cap", "visibility_timeout", "restore_interval", "claim_ttl", "connect_timeout",
     "kill_grace", "probe_interval", "max_reroutes", "control_persist", "flower_port", "broker_wait",
     "redis_fsync", "start_parallel", "worker_processes", "rescue_interval", "rescue_grace",
-    "facts_max_age", "facts_timeout", "facts_probe_timeout",
+    "facts_max_age", "facts_timeout", "facts_probe_timeout", "replica_acks", "replica_timeout", "broker_bind",
 }
 REDIS_FSYNC = ("always", "everysec")
 _SECRET_KEYS = re.compile(r"password|secret|token", re.I)
@@ -59,6 +59,7 @@ class Machine:
     cache: int = defaults.CACHE_CAPACITY
     host_jobs: bool = True               #: its slots also take host jobs (storage, cloud actions)
     facts: tuple[tuple[str, str], ...] = ()   #: its own facts: (name, shell command)
+    broker_access: str = "tunnel"        #: an agent's way to the broker: ssh tunnel or tls
 
     @property
     def masters(self) -> int:
@@ -79,7 +80,7 @@ class Machine:
             "env": dict(self.env), "mode": self.mode, "enabled": self.enabled,
             "host_key_policy": self.host_key_policy, "transport": self.transport,
             "transfer": self.transfer, "cache": self.cache, "host_jobs": self.host_jobs,
-            "facts": dict(self.facts),
+            "facts": dict(self.facts), "broker_access": self.broker_access,
         }
 
 
@@ -281,7 +282,7 @@ def _build(data: Any, path: Path) -> Inventory:
         if k == "flower_port":
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 65535:
                 raise fail(path, f"settings.{k}", f"must be a port number (0: no Flower), got {v!r}")
-        elif k == "worker_processes":
+        elif k in ("worker_processes", "replica_acks"):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise fail(path, f"settings.{k}", f"must be a whole number (0: one per CPU), got {v!r}")
         elif k == "redis_fsync":
@@ -290,6 +291,8 @@ def _build(data: Any, path: Path) -> Inventory:
         elif k == "schedule_timezone":
             if not isinstance(v, str) or not _known_zone(v):
                 raise fail(path, f"settings.{k}", f"must be an IANA time zone such as UTC or Europe/Berlin, got {v!r}")
+        elif k == "broker_bind":
+            _check_bind(path, v)
         elif isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
             raise fail(path, f"settings.{k}", f"must be a positive number, got {v!r}")
     broker = data.get("broker")
@@ -317,6 +320,21 @@ def _build(data: Any, path: Path) -> Inventory:
     facts = fact_probes(path, "facts", data.get("facts"))
     return Inventory(path=path, machines=machines, broker=broker, history=history, settings=settings,
                      tasks=tasks, storage=storage or {}, clouds=clouds or {}, facts=facts)
+
+
+def _check_bind(path: Path, value: Any) -> None:
+    """``settings: broker_bind``: one IP address of this host (not a wildcard: agents connect
+    to it and the broker's certificate names it)."""
+    import ipaddress
+
+    try:
+        address = ipaddress.ip_address(str(value))
+    except ValueError:
+        raise fail(path, "settings.broker_bind", f"must be an IP address of this host (such as 10.0.0.5), "
+                                                  f"got {value!r}") from None
+    if address.is_unspecified:
+        raise fail(path, "settings.broker_bind", f"{value} listens everywhere; give the one address agents "
+                                                  "reach (the broker's certificate names it)")
 
 
 def _known_zone(name: str) -> bool:

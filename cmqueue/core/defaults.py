@@ -50,6 +50,12 @@ CLAIM_TTL = 20
 #: (before it answers a write, so a crash of Redis or of the machine loses no accepted
 #: job) or ``everysec`` (faster; a crash may lose the last second of writes).
 REDIS_FSYNC = "always"
+#: Replicas of the broker that must have the writes that accept, start and end a job
+#: before cmq goes on (Redis WAIT; at most as many as are connected; 0: never wait), and
+#: seconds to wait for them: replication is asynchronous, and a failover to a replica
+#: that lacks them would lose them (see cmqueue.queue.broker).
+REPLICA_ACKS = 1
+REPLICA_TIMEOUT = 1.0
 #: Seconds a worker waits for the broker to come back before it gives up reporting a
 #: job's outcome (the job is then handed out again after the visibility timeout).
 BROKER_WAIT = 600
@@ -123,3 +129,7 @@ STORAGE_RETRIES = 2
 
 #: Lines of stderr printed for each failed job by ``--wait``.
 FAILURE_TAIL_LINES = 5
+#: The address the embedded Redis listens on (besides 127.0.0.1) and agents with
+#: ``broker_access: tls`` connect to (settings: broker_bind). Anything but loopback needs
+#: ``cmq up --tls``: the broker is then reachable from the network, on TLS only.
+BROKER_BIND = "127.0.0.1"
