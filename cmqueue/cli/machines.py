@@ -70,7 +70,9 @@ worker reaches the broker through an ssh tunnel from here, which `cmq up` reopen
         return 0
     from ..fleet.snapshot import machine_rows
 
-    rows = machine_rows(load_settings(args, check_keys=False))
+    settings = load_settings(args, check_keys=False)
+    rows = machine_rows(settings)
+    output.print_group_primary(settings)
     if args["--json"]:
         output.print_json(rows)
         return 0

@@ -466,3 +466,13 @@ def print_machine_states(states: dict[str, str]) -> int:
         console("err").print(f"worker {fold(names)}: {state}", markup=False)
     return sum(len(names) for state, names in by_state.items()
                if not state.startswith(("consuming", "served by another worker")))
+
+
+def print_group_primary(settings: Any) -> None:
+    """On stderr, the primary a Sentinel group broker has now (nothing for one Redis)."""
+    from ..core.redact import redact_url
+    from ..queue.broker import describe
+
+    said = describe(settings.broker) if settings.broker else ""
+    if said:
+        console("err").print(f"broker {redact_url(settings.broker)}{said}", markup=False)

@@ -18,7 +18,12 @@ def cmd_up(args: Args) -> int:
     """Start what the inventory needs on this machine.
 
 Usage:
-  cmq up [options]
+  cmq up [options] [--ha]
+
+Options:
+  --ha   the embedded Redis is a Sentinel group on 127.0.0.1, to try a failover on one
+         machine: a primary, a replica and three sentinels, with the generated password
+         and fsync always (kept so once made; `cmq down` stops them)
 
 Starts Redis when the broker is local and nothing answers (or none is configured: then an
 embedded Redis with a generated password and AOF persistence), worker processes that
@@ -27,7 +32,9 @@ drive the enabled ssh and local machines (settings: worker_processes; each machi
 Flower on 127.0.0.1:5555 (settings: flower_port; 0 for none) behind a login that is
 printed when it is made (`cmq flower --show-login` shows it again). Opens the machines a
 few at a time (settings: start_parallel) and waits until every one consumes its queues,
-reports itself unreachable, or is found served by another controller.
+reports itself unreachable, or is found served by another controller. A broker named
+as a Sentinel group (broker: {sentinels: [...], master: NAME}) is followed to its current
+primary; cmq never starts one.
 
 Example:
   cmq up && cmq submit --all --wait uptime
@@ -36,10 +43,11 @@ Example:
 
     settings = load_settings(args)
     services = Services(settings)
-    url, started = services.ensure_redis()
+    url, started = services.ensure_redis(ha=bool(args.get("--ha")))
     from ..core.redact import redact_url
+    from ..queue.broker import describe
 
-    output.err.print(f"broker {redact_url(url)} ({'started' if started else 'already running'})",
+    output.err.print(f"broker {redact_url(url)} ({'started' if started else 'already running'}{describe(url)})",
                      markup=False)
     settings.broker = url
     for name, state in services.ensure_tunnels(url).items():
@@ -119,7 +127,9 @@ Options:
 """
     from ..fleet.services import Services
 
-    rows = Services(load_settings(args, check_keys=False)).table()
+    settings = load_settings(args, check_keys=False)
+    rows = Services(settings).table()
+    output.print_group_primary(settings)
     if args["--json"]:
         output.print_json(rows)
         return 0

@@ -284,7 +284,8 @@ def _build(data: Any, path: Path) -> Inventory:
                 raise fail(path, f"settings.{k}", f"must be a port number (0: no Flower), got {v!r}")
         elif k in ("worker_processes", "replica_acks"):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise fail(path, f"settings.{k}", f"must be a whole number (0: one per CPU), got {v!r}")
+                zero = "one per CPU" if k == "worker_processes" else "never wait"
+                raise fail(path, f"settings.{k}", f"must be a whole number (0: {zero}), got {v!r}")
         elif k == "redis_fsync":
             if v not in REDIS_FSYNC:
                 raise fail(path, f"settings.{k}", f"must be one of {', '.join(REDIS_FSYNC)}, got {v!r}")

@@ -28,14 +28,14 @@ import redis
 
 from ..config.inventory import Machine
 from ..config.settings import Settings
-from ..core import defaults
-from ..core.errors import CmqError, ConfigError, ServiceError
-from ..core.files import private_dir, read_json, write_json_private, write_private
+from ..core.errors import CmqError, ConfigError, ServiceError, UsageError
+from ..core.files import private_dir, read_json, write_json_private
 from ..core.redact import redact_url
 from ..machine import ssh
 from ..queue.broker import connect
 from ..queue.lease import group_lease, holder, is_running, process_started, recorder_lease, worker_lease
-from .local_servers import free_port, ping, port_free, redis_binary
+from .embedded_redis import EmbeddedRedis, is_group
+from .local_servers import ping, port_free, redis_binary
 from .machine_state import machine_key
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", ""}
@@ -55,6 +55,7 @@ class Services:
         self.settings = settings
         self.home = private_dir(settings.home)
         self.state_file = settings.state_file
+        self.embedded = EmbeddedRedis(settings, self.home, self._spawn, self.records, self._save, alive)
 
     # -- records ------------------------------------------------------------------------
     def records(self) -> dict[str, Any]:
@@ -82,61 +83,40 @@ class Services:
         password that does not answer), its config file, written 0600 with the password.
         The URL, port and password are recorded so every later command finds them."""
         configured = self.named_broker()
-        state = self.records()
         if configured:
-            parts = urlsplit(configured)
-            if parts.hostname not in LOCAL_HOSTS:
+            if is_group(configured) or urlsplit(configured).hostname not in LOCAL_HOSTS:
                 return configured, None
-            if not parts.password:
+            if not urlsplit(configured).password:
                 raise ConfigError(
                     f"{self._broker_origin()}: cmq starts Redis only with a "
                     "password; put one in the URL (redis://:PASSWORD@127.0.0.1:PORT/0)")
-            port, password = parts.port or 6379, parts.password
-            url = configured
-        else:
-            rec = state.get("redis") or {}
-            port = rec.get("port") or free_port(defaults.EMBEDDED_REDIS_PORT)
-            password = rec.get("password") or secrets.token_urlsafe(32)
-            url = f"redis://:{password}@127.0.0.1:{port}/0"
-        data = private_dir(self.home / "redis")
-        conf = write_private(data / "redis.conf", "\n".join([
-            f"port {port}", "bind 127.0.0.1", "protected-mode yes", f"requirepass {password}",
-            "appendonly yes", f"appendfsync {self.settings.get('redis_fsync')}", 'save ""', f"dir {data}",
-            "daemonize no", f"logfile {data / 'redis.log'}", "",
-        ]))
-        if not configured:
-            state = self.records()
-            state["redis"] = {**(state.get("redis") or {}), "url": url, "port": port, "password": password}
-            self._save(state)
-        return url, conf
+        if not configured and (self.records().get("redis") or {}).get("ha"):
+            return self.records()["redis"]["url"], None
+        return self.embedded.config(configured)
 
-    def ensure_redis(self) -> tuple[str, bool]:
+    def ensure_redis(self, ha: bool = False) -> tuple[str, bool]:
         """The broker URL, starting the embedded Redis if needed; (url, started_now). A broker
         the user named (``--broker``, ``CMQ_BROKER``, ``broker:``) is used when it answers,
-        and recorded so that later commands (and the next ``cmq up``) find it too."""
+        and recorded so that later commands (and the next ``cmq up``) find it too; cmq never
+        starts a Sentinel group the user named. ``ha``: the embedded Redis is a group (see
+        :mod:`cmqueue.fleet.embedded_redis`); so it stays once recorded."""
         configured = self.named_broker()
+        if configured and ha:
+            raise UsageError(f"cmq up --ha starts an embedded group, but a broker is named "
+                             f"({self._broker_origin()}): give one or the other")
         if configured and not ping(configured):
             self._record_broker(configured)
             return configured, False
-        if configured and urlsplit(configured).hostname not in LOCAL_HOSTS:
+        if configured and (is_group(configured) or urlsplit(configured).hostname not in LOCAL_HOSTS):
             raise ServiceError(f"broker {redact_url(configured)} does not answer: {ping(configured)}")
         rec = self.records().get("redis") or {}
+        if ha or rec.get("ha"):
+            self._record_broker(None)
+            return self.embedded.start_group()
         if not configured and rec.get("url") and not ping(rec["url"]):
             return rec["url"], False
         self._record_broker(None)
-        url, conf = self.redis_config()
-        assert conf is not None
-        rec = self._spawn([redis_binary(), str(conf)], self.settings.log_dir / "redis.out")
-        rec.update(url=url, port=urlsplit(url).port, password=urlsplit(url).password)
-        deadline = time.monotonic() + 15
-        while ping(url):
-            if time.monotonic() > deadline or not alive(rec):
-                raise ServiceError(f"Redis did not start on port {urlsplit(url).port}; see {conf.parent / 'redis.log'}")
-            time.sleep(0.05)
-        state = self.records()
-        state["redis"] = rec
-        self._save(state)
-        return url, True
+        return self.embedded.start_one(configured), True
 
     def named_broker(self) -> str | None:
         """The broker a user named: on this command (see :attr:`Settings.named_broker`), else
@@ -408,15 +388,15 @@ class Services:
             if state.get(name):
                 targets.append((name, state[name]))
         self._terminate([t for t in targets if alive(t[1])], grace, stopped)
-        if state.get("redis") and alive(state["redis"]):
-            self._terminate([("redis", state["redis"])], grace, stopped)
+        redis_processes = EmbeddedRedis.processes(state.get("redis") or {})
+        self._terminate([t for t in redis_processes if alive(t[1])], grace, stopped)
         from ..machine.runner import close_all_masters
 
         if close_all_masters():                   # masters outlive workers (ControlPersist)
             stopped.append("ssh masters")
         # Keep the Redis password and port so the next `cmq up` finds its AOF data again.
         # Joined agents stay joined: the next `cmq up` opens their tunnels again.
-        keep = {k: v for k, v in (state.get("redis") or {}).items() if k in ("url", "port", "password")}
+        keep = EmbeddedRedis.kept(state.get("redis") or {})
         kept: dict[str, Any] = {"redis": keep} if keep else {}
         if state.get("agents"):
             kept["agents"] = state["agents"]
@@ -446,8 +426,7 @@ class Services:
         state = self.records()
         rows = []
         items: list[tuple[str, dict[str, Any]]] = []
-        if state.get("redis", {}).get("pid"):
-            items.append(("redis", state["redis"]))
+        items += EmbeddedRedis.processes(state.get("redis") or {})
         for name in ("recorder", "flower", "launcher"):
             if state.get(name):
                 items.append((name, state[name]))
@@ -457,7 +436,7 @@ class Services:
             up = alive(rec)
             row = {"service": name, "pid": rec.get("pid"), "running": up,
                    "uptime": round(time.time() - rec["created"], 1) if up else None, "log": rec.get("log")}
-            if name == "redis":
-                row["url"] = redact_url(rec.get("url"))
+            if name.startswith("redis"):
+                row["url"] = redact_url(rec.get("url")) if rec.get("url") else f"127.0.0.1:{rec.get('port')}"
             rows.append(row)
         return rows

@@ -85,6 +85,16 @@ def primary(url: str, timeout: float = SENTINEL_TIMEOUT) -> str:
     return f"{host}:{port}"
 
 
+def describe(url: str) -> str:
+    """``; primary HOST:PORT`` for a Sentinel group (what its sentinels say now), else ''."""
+    if not parse(url).is_sentinel:
+        return ""
+    try:
+        return f"; primary {primary(url)}"
+    except (redis.RedisError, OSError) as e:
+        return f"; no primary known ({e})"
+
+
 def celery_settings(url: str, results: bool = False, backend_class: str = "") -> dict[str, Any]:
     """Celery's settings for a broker at ``url``: ``broker_url`` and the transport options
     it needs (the group's name, TLS); with ``results`` also the result backend on the same
@@ -119,6 +129,28 @@ def kombu_connection(url: str) -> Any:
     conf = celery_settings(url)
     return kombu.Connection(conf["broker_url"], transport_options=conf["broker_transport_options"],
                             ssl=conf.get("broker_use_ssl") or False)
+
+
+class ReplicaWait:
+    """After a write that must survive a failover: wait until ``wanted`` replicas have it,
+    or as many as are connected (read every ``recheck`` seconds), at most ``timeout``
+    seconds. A broker with no replica costs nothing but one INFO now and then."""
+
+    def __init__(self, client: redis.Redis, wanted: int, timeout: float, recheck: float = 10.0) -> None:
+        self.client, self.wanted, self.timeout, self.recheck = client, int(wanted), float(timeout), recheck
+        self.connected = 0
+        self.checked = -recheck
+
+    def __call__(self) -> int:
+        """Wait; the number of replicas that have the writes made so far."""
+        if self.wanted <= 0:
+            return 0
+        now = time.monotonic()
+        if now - self.checked >= self.recheck:
+            self.connected = int(self.client.info("replication").get("connected_slaves", 0) or 0)
+            self.checked = now
+        wanted = min(self.wanted, self.connected)
+        return replicated(self.client, wanted, self.timeout) if wanted else 0
 
 
 def replicated(client: redis.Redis, replicas: int, timeout: float) -> int:
