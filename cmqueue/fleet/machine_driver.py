@@ -27,6 +27,7 @@ from ..core.errors import CmqError, MachineUnreachableError
 from ..core.models import Event, JobResult, JobSpec, JobStatus
 from ..machine.runner import Runner, RunnerOptions, control_dir
 from ..queue import events, routing
+from ..queue.broker import ReplicaWait
 from ..queue.claims import JobGuard, Verdict, note_rerun, suspended_key
 from ..queue.lease import Lease, holder
 from ..queue.progress import ProgressReporter
@@ -65,7 +66,8 @@ class MachineDriver:
         self.redis = fleet.redis
         self.stream = s.get("event_stream")
         self.guard = JobGuard(self.redis, token=f"{self.hostname}:{machine.name}:{os.getpid()}:{time.time()}",
-                              stream=self.stream, claim_ttl=s.get("claim_ttl"))
+                              stream=self.stream, claim_ttl=s.get("claim_ttl"),
+                              replicated=ReplicaWait(self.redis, s.get("replica_acks"), s.get("replica_timeout")))
         self.runner = Runner(machine, control_dir=control_dir(), log_dir=s.log_dir / "jobs" / machine.name,
                              options=RunnerOptions(output_cap=int(s.get("output_cap")),
                                                    connect_timeout=int(s.get("connect_timeout")),

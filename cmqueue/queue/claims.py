@@ -11,6 +11,7 @@ requests live here too, so a job cancelled while queued is dropped when it arriv
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -128,8 +129,12 @@ class JobGuard:
     """Claims, done markers and cancel flags for jobs, kept in the broker's Redis."""
 
     def __init__(self, client: Any, token: str, stream: str = defaults.EVENT_STREAM,
-                 claim_ttl: int = defaults.CLAIM_TTL, done_ttl: int = defaults.DONE_TTL) -> None:
+                 claim_ttl: int = defaults.CLAIM_TTL, done_ttl: int = defaults.DONE_TTL,
+                 replicated: Callable[[], Any] | None = None) -> None:
         self.client = client
+        #: Called after the writes that start and end a job: waits until the broker's
+        #: replicas have them (see :class:`cmqueue.queue.broker.ReplicaWait`).
+        self.replicated = replicated or (lambda: 0)
         self.token = token
         self.stream = stream
         self.claim_ttl = int(claim_ttl)
@@ -150,6 +155,7 @@ class JobGuard:
         answer = self._begin(keys=[done_key(job), _cancel(job), claim_key(job), self.stream, started_key(job)],
                              args=[self.token, self.claim_ttl, mark or "?", self.done_ttl, *fields])
         answer = answer.decode() if isinstance(answer, bytes) else answer
+        self.replicated()
         verdict, _, earlier = answer.partition("|")
         return Claim(Verdict(verdict), earlier)
 
@@ -197,6 +203,7 @@ class JobGuard:
         if answer.startswith("other|"):
             note_rerun(event.data, answer.partition("|")[2], alongside=True)
             self._end(job, event, _done_value(event, keep), let_go=let_go)   # the outcome now says so too
+        self.replicated()
 
     def _end(self, job: str, event: Event, done: str, check: bool = False, mark_ended: bool = True,
              let_go: str = "") -> str:

@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from ..core.errors import ServiceError
 from ..core.models import Event, JobRecord, JobSpec, JobStatus
 from ..history import HistoryStore
-from ..queue.broker import connect
+from ..queue.broker import ReplicaWait, connect
 from ..queue.celery_tasks import REDUCE_TASK, RUN_TASK, TRANSFER_TASK
 from ..transfer import staging
 
@@ -37,6 +37,7 @@ def send(app: Celery, store: HistoryStore, specs: list[JobSpec], reduce_spec: Jo
     index = {s.id: i for i, s in enumerate(specs)}
     tries = 0
     try:
+        replicated = _replica_wait(app)
         pin_inputs(app, specs)
         if reduce_spec is not None:
             chord = _chord(app, reduce_spec, len(specs))
@@ -53,6 +54,7 @@ def send(app: Celery, store: HistoryStore, specs: list[JobSpec], reduce_spec: Jo
                 pending = missing(app, chunk) + pending[len(chunk):]
                 continue
             pending = pending[len(chunk):]
+            replicated()
     except PUBLISH_ERRORS as e:
         unsent = pending + ([reduce_spec] if reduce_spec else [])
         lost = [Event(job=s.id, state=JobStatus.LOST, ts=time.time(),
@@ -85,6 +87,14 @@ def publish_chunk(app: Celery, chunk: list[JobSpec], chord: dict[str, Any], inde
                 task.apply_async(kwargs={"spec": spec.to_dict()}, task_id=spec.id, queue=spec.queue,
                                  routing_key=spec.queue, producer=producer, retry=False, declare=[],
                                  argsrepr="()", kwargsrepr=f"{spec.target} {spec.command[:80]!r}", **extra)
+
+
+def _replica_wait(app: Celery) -> Any:
+    """Waits until the broker's replicas have what was published (see ReplicaWait), so
+    that a failover right after ``cmq submit`` returned does not lose it."""
+    settings = app.cmq_settings
+    return ReplicaWait(connect(settings.require_broker(), socket_timeout=10), settings.get("replica_acks"),
+                       settings.get("replica_timeout"))
 
 
 def _broker_back(app: Celery, timeout: float) -> bool:
