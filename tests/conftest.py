@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from cmqueue.cli.demo_machines import LoopbackCluster, sshd_binary
+from tests.support.redis_group import RedisGroup
 from tests.support.redis_server import RedisServer
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -175,18 +176,21 @@ def make_env(tmp: Path, machines: int = 3, slots: int = 2, labels: dict | None =
              transport: str = "auto", fields: dict | None = None, history: str | None = None,
              prepare: Callable[[LoopbackCluster], None] | None = None,
              machine_fields: dict[str, dict] | None = None, redis_fsync: str = "everysec",
-             sections: dict | None = None, subnet: str | None = None) -> CmqEnv:
+             sections: dict | None = None, subnet: str | None = None, sentinel: bool = False) -> CmqEnv:
     """Start redis + sshd's, write the inventory, and run `cmq up`. ``prepare`` may change
     the cluster (add machines, mount work directories) before its daemons start;
     ``sections`` are more top-level sections of the inventory (``storage:``); ``subnet`` puts
-    the machines on SUBNET.X.Y (see :class:`LoopbackCluster`)."""
+    the machines on SUBNET.X.Y (see :class:`LoopbackCluster`); with ``sentinel`` the broker is
+    a Sentinel group (:class:`RedisGroup`), named in the inventory's mapping form."""
     need_services()
     cluster = LoopbackCluster(tmp / "cluster", n=machines, slots=slots, first=first, subnet=subnet)
     if prepare:
         prepare(cluster)
     cluster.start()
-    redis = RedisServer(tmp / "redis", aof=aof, fsync=redis_fsync)
+    redis = RedisGroup(tmp / "redis-group") if sentinel else RedisServer(tmp / "redis", aof=aof, fsync=redis_fsync)
     redis.start()
+    if sentinel:
+        sections = {**(sections or {}), "broker": redis.inventory_broker(tmp / "broker.password")}
     # Flower only where a test asks for it (settings: flower_port): it would enable task events.
     # Two worker processes (when there are two machines or more), whatever the CPUs: the
     # suite sees the same layout everywhere, and a process drives several machines.

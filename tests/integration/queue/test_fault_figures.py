@@ -18,11 +18,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-import redis
 
 from cmqueue.core import clock
+from cmqueue.queue.broker import connect
 from tests.conftest import CmqEnv, make_env, need, teardown, wait_for, worker_pid
 from tests.support import netns
+from tests.support.redis_group import RedisGroup
 from tests.support.tally import Tally, count, marked
 
 #: Each test breaks a part of a running cluster and waits for it to heal.
@@ -221,12 +222,18 @@ def test_redis_down_while_jobs_end(tmp_path):
 ROUNDS = 5
 
 
-def _crash_and_restart(cenv: CmqEnv) -> None:
+def crash_and_restart(cenv: CmqEnv) -> None:
+    if isinstance(cenv.redis, RedisGroup):
+        victim = cenv.redis.kill_primary()                    # SIGKILL of the primary
+        cenv.redis.wait_primary(not_=victim)                  # the sentinels promote the replica
+        cenv.redis.start()                                    # the old primary comes back as a replica
+        cenv.redis.wait_replica()                             # in sync: the next round can fail over
+        return
     cenv.redis.crash()                                        # SIGKILL: no shutdown, no last write
     cenv.redis.start()                                        # same port, password and AOF file
 
 
-def _check_crash_round(tally: Tally, records: list[dict]) -> None:
+def check_crash_round(tally: Tally, records: list[dict]) -> None:
     """Every job ended; the only ones lost are those `cmq submit` said it could not send."""
     unsent = [r for r in records if r["state"] == "lost" and r["reason"].startswith("not sent: broker")]
     assert all(r["state"] in ("succeeded", "lost") for r in records), tally
@@ -235,30 +242,30 @@ def _check_crash_round(tally: Tally, records: list[dict]) -> None:
     assert tally.never_ran == len(unsent), tally              # what was sent ran, what was not did not
 
 
-def _crash_round(cenv: CmqEnv, log: Path, moment: str) -> tuple[str, str | None]:
+def crash_round(cenv: CmqEnv, log: Path, moment: str) -> tuple[str, str | None]:
     """Start work, SIGKILL Redis at ``moment`` and start it again; (batch, reduce id)."""
     if moment == "during submit":
         proc = subprocess.Popen([sys.executable, "-m", "cmqueue", "submit", "--json",
                                  marked(log, "true") + " # {}", ":::", *map(str, range(300))],
                                 env=cenv.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        client = redis.Redis.from_url(cenv.redis.url)
+        client = connect(cenv.redis.url)
         try:
             wait_for(lambda: proc.poll() is not None or client.llen("cmq.any") >= 20, timeout=60,
                      what="the submit under way")
         finally:
             client.close()
-        _crash_and_restart(cenv)
+        crash_and_restart(cenv)
         proc.communicate(timeout=120)
         return cenv.run("jobs", "--json", "--last=1", check=True).json()[0]["batch"], None
     if moment == "mid-run":
         batch = submit(cenv, log, "sleep 0.3", 30)["batch"]
         wait_for(lambda: len(started(log)) >= 5, timeout=60, what="the run under way")
-        _crash_and_restart(cenv)
+        crash_and_restart(cenv)
         return batch, None
     r = cenv.run("map", "--reduce=sum", "--no-wait", "--json", marked(log, "echo {}"), ":::",
                  *map(str, range(1, 21)), check=True).json()
     wait_for(lambda: len(started(log)) >= 19, timeout=60, what="the map's last members")
-    _crash_and_restart(cenv)
+    crash_and_restart(cenv)
     return r["map"], r["reduce"]
 
 
@@ -272,14 +279,14 @@ def test_redis_killed(tmp_path, moment):
         for round_ in range(ROUNDS):
             log = tmp_path / f"runs-{round_}.log"
             t0 = time.monotonic()
-            batch, reduce_id = _crash_round(cenv, log, moment)
+            batch, reduce_id = crash_round(cenv, log, moment)
             cenv.run("wait", "--timeout=180", batch, timeout=240)
             records = [r for r in cenv.run("status", "--json", batch, check=True).json()
                        if r["id"] != reduce_id]                   # the reduce writes no run mark
             tally = count(f"Redis killed (SIGKILL) {moment}, round {round_ + 1}", records, log,
                           time.monotonic() - t0)
             tally.record()
-            _check_crash_round(tally, records)
+            check_crash_round(tally, records)
             if reduce_id:
                 (red,) = cenv.run("status", "--json", reduce_id, check=True).json()
                 assert red["state"] == "succeeded" and red["stdout"] == "210\n", red
