@@ -18,12 +18,17 @@ def cmd_up(args: Args) -> int:
     """Start what the inventory needs on this machine.
 
 Usage:
-  cmq up [options] [--ha]
+  cmq up [options] [--ha | --tls | --no-tls]
 
 Options:
-  --ha   the embedded Redis is a Sentinel group on 127.0.0.1, to try a failover on one
-         machine: a primary, a replica and three sentinels, with the generated password
-         and fsync always (kept so once made; `cmq down` stops them)
+  --ha       the embedded Redis is a Sentinel group on 127.0.0.1, to try a failover on one
+             machine: a primary, a replica and three sentinels, with the generated password
+             and fsync always (kept so once made; `cmq down` stops them)
+  --tls      the embedded Redis serves TLS only, with a private CA made in $CMQ_HOME/tls:
+             its certificate is checked, and so is each client's (this host's processes
+             and agents with broker_access: tls get one); kept so until --no-tls. It
+             listens on 127.0.0.1 and settings: broker_bind
+  --no-tls   the embedded Redis serves plain TCP on 127.0.0.1 again
 
 Starts Redis when the broker is local and nothing answers (or none is configured: then an
 embedded Redis with a generated password and AOF persistence), worker processes that
@@ -43,12 +48,19 @@ Example:
 
     settings = load_settings(args)
     services = Services(settings)
-    url, started = services.ensure_redis(ha=bool(args.get("--ha")))
+    tls = True if args.get("--tls") else False if args.get("--no-tls") else None
+    url, started = services.ensure_redis(ha=bool(args.get("--ha")), tls=tls)
+    from ..config.broker import parse
     from ..core.redact import redact_url
     from ..queue.broker import describe
 
-    output.err.print(f"broker {redact_url(url)} ({'started' if started else 'already running'}{describe(url)})",
-                     markup=False)
+    address, on_tls = parse(url), ""
+    if address.tls:          # the query names the CA and client files: said once, shorter
+        on_tls = f"; TLS, CA {address.tls_files.get('ssl_ca_certs') or 'of the system'}"
+        if tls is None and not services.named_broker():
+            on_tls += "; kept from `cmq up --tls`: `cmq down`, then `cmq up --no-tls` ends it"
+    output.err.print(f"broker {redact_url(url.split('?')[0] if address.tls else url)} "
+                     f"({'started' if started else 'already running'}{describe(url)}{on_tls})", markup=False)
     settings.broker = url
     for name, state in services.ensure_tunnels(url).items():
         output.err.print(f"agent {name}: {state}", markup=False)

@@ -1,10 +1,12 @@
 """The Redis that ``cmq up`` runs on this machine when no broker is named.
 
 One server by default: a generated password, AOF (settings: ``redis_fsync``), data under
-``$CMQ_HOME/redis``. With ``cmq up --ha``, a Sentinel group to try a failover on one
-machine: a primary, a replica and three sentinels, all on 127.0.0.1, all with the
-generated password (the sentinels too), AOF with fsync ``always``; the broker is then the
-group (``sentinel://...?master=cmq``), and every client follows its current primary.
+``$CMQ_HOME/redis``; with ``cmq up --tls`` on TLS only, certificates of a private CA checked
+both ways (see :mod:`cmqueue.fleet.broker_tls`), and so it stays once recorded until ``cmq
+up --no-tls``. With ``cmq up --ha``, a Sentinel group to try a failover on one machine: a
+primary, a replica and three sentinels, all on 127.0.0.1, all with the generated password
+(the sentinels too), AOF with fsync ``always``; the broker is then the group
+(``sentinel://...?master=cmq``), and every client follows its current primary.
 
 Each server's config is written 0600 (it holds the password). A group's configs are
 written once: Redis and the sentinels rewrite them as roles change after a failover, and a
@@ -24,9 +26,12 @@ from urllib.parse import urlsplit
 from ..config.broker import BrokerAddress, parse, render
 from ..config.settings import Settings
 from ..core import defaults
-from ..core.errors import ServiceError, UsageError
+from ..core.errors import ConfigError, ServiceError, UsageError
 from ..core.files import private_dir, write_private
+from ..core.redact import redact_url
+from .broker_tls import bind_address, bind_line, local_url, redis_tls_lines, tls_problem
 from .local_servers import free_port, ping, redis_binary
+from .private_ca import PrivateCA
 
 #: The name the sentinels of ``cmq up --ha`` monitor the group by.
 GROUP = "cmq"
@@ -79,32 +84,51 @@ class EmbeddedRedis:
         self.spawn, self.records, self.save, self.alive = spawn, records, save, alive
 
     # -- one server -----------------------------------------------------------------------
-    def config(self, configured: str | None) -> tuple[str, Path]:
+    def config(self, configured: str | None, tls: bool | None = None) -> tuple[str, Path]:
         """The URL and config file of the one server cmq runs: at the local URL the user
         named (it must have a password), else the embedded one (port and password made
-        once and recorded, so that every later command finds them)."""
+        once and recorded, so that every later command finds them). ``tls``: the embedded
+        one serves TLS only (None: as recorded)."""
+        rec = {} if configured else (self.records().get("redis") or {})
+        tls = bool(rec.get("tls")) if tls is None else tls
         if configured:
+            if parse(configured).tls:
+                raise ConfigError(f"broker {redact_url(configured)} does not answer, and cmq starts a local Redis "
+                                  "on TLS only as its own: start that one yourself, or name no broker and "
+                                  "run `cmq up --tls`")
             parts = urlsplit(configured)
             port, password, url = parts.port or 6379, parts.password or "", configured
         else:
-            rec = self.records().get("redis") or {}
             port = rec.get("port") or free_port(defaults.EMBEDDED_REDIS_PORT)
             password = rec.get("password") or secrets.token_urlsafe(32)
             url = f"redis://:{password}@127.0.0.1:{port}/0"
         data = private_dir(self.home / "redis")
-        conf = write_private(data / "redis.conf", "\n".join(
-            server_lines(port, password, data, str(self.settings.get("redis_fsync")))))
+        lines = server_lines(port, password, data, str(self.settings.get("redis_fsync")))
+        if tls:
+            problem = tls_problem(redis_binary())
+            if problem:
+                raise ServiceError(problem)
+            ca = PrivateCA(self.home)
+            lines = [*redis_tls_lines(ca, port, self.settings),
+                     *(ln for ln in lines if not ln.startswith(("port ", "bind ")))]
+            url = local_url(ca, password, port)
+        else:
+            lines = [bind_line(self.settings, tls=False) if ln.startswith("bind ") else ln for ln in lines]
+        conf = write_private(data / "redis.conf", "\n".join(lines))
         if not configured:
             state = self.records()
-            state["redis"] = {**(state.get("redis") or {}), "url": url, "port": port, "password": password}
+            state["redis"] = {**(state.get("redis") or {}), "url": url, "port": port, "password": password,
+                              "tls": tls, "bind": bind_address(self.settings)}
             self.save(state)
         return url, conf
 
-    def start_one(self, configured: str | None) -> str:
-        """Start the one server; its URL once it answers."""
-        url, conf = self.config(configured)
+    def start_one(self, configured: str | None, tls: bool | None = None) -> str:
+        """Start the one server (on TLS only with ``tls``; None: as recorded); its URL once
+        it answers."""
+        url, conf = self.config(configured, tls)
         rec = self.spawn([redis_binary(), str(conf)], self.settings.log_dir / "redis.out")
-        rec.update(url=url, port=urlsplit(url).port, password=urlsplit(url).password)
+        mode = {k: v for k, v in (self.records().get("redis") or {}).items() if k in ("tls", "bind")}
+        rec.update(url=url, port=urlsplit(url).port, password=urlsplit(url).password, **({} if configured else mode))
         self._wait(url, [rec], f"Redis did not start on port {urlsplit(url).port}; see {conf.parent / 'redis.log'}")
         state = self.records()
         state["redis"] = rec
@@ -174,7 +198,7 @@ class EmbeddedRedis:
     @staticmethod
     def kept(rec: dict[str, Any]) -> dict[str, Any]:
         """What stays recorded after ``cmq down``: where the data is found again."""
-        return {k: v for k, v in rec.items() if k in ("url", "port", "password", "ha", "ports")}
+        return {k: v for k, v in rec.items() if k in ("url", "port", "password", "ha", "ports", "tls", "bind")}
 
 
 def is_group(url: str) -> bool:

@@ -94,29 +94,40 @@ class Services:
             return self.records()["redis"]["url"], None
         return self.embedded.config(configured)
 
-    def ensure_redis(self, ha: bool = False) -> tuple[str, bool]:
+    def ensure_redis(self, ha: bool = False, tls: bool | None = None) -> tuple[str, bool]:
         """The broker URL, starting the embedded Redis if needed; (url, started_now). A broker
         the user named (``--broker``, ``CMQ_BROKER``, ``broker:``) is used when it answers,
         and recorded so that later commands (and the next ``cmq up``) find it too; cmq never
         starts a Sentinel group the user named. ``ha``: the embedded Redis is a group (see
-        :mod:`cmqueue.fleet.embedded_redis`); so it stays once recorded."""
+        :mod:`cmqueue.fleet.embedded_redis`); so it stays once recorded. ``tls``: the embedded
+        Redis serves TLS only, or (False) not; None keeps what is recorded (see
+        :mod:`cmqueue.fleet.broker_tls`). A running one is not switched."""
         configured = self.named_broker()
         if configured and ha:
             raise UsageError(f"cmq up --ha starts an embedded group, but a broker is named "
                              f"({self._broker_origin()}): give one or the other")
+        if configured and tls is not None:
+            raise UsageError(f"cmq up --{'' if tls else 'no-'}tls is about the embedded Redis, but a broker is named "
+                             f"({self._broker_origin()}); a rediss:// URL there is reached on TLS")
         if configured and not ping(configured):
             self._record_broker(configured)
             return configured, False
         if configured and (is_group(configured) or urlsplit(configured).hostname not in LOCAL_HOSTS):
             raise ServiceError(f"broker {redact_url(configured)} does not answer: {ping(configured)}")
         rec = self.records().get("redis") or {}
+        if (ha or rec.get("ha")) and tls:
+            raise UsageError("cmq up --tls serves one embedded Redis; the Sentinel group of --ha is on 127.0.0.1 "
+                             "without TLS")
         if ha or rec.get("ha"):
             self._record_broker(None)
             return self.embedded.start_group()
         if not configured and rec.get("url") and not ping(rec["url"]):
+            if tls is not None and tls != bool(rec.get("tls")):
+                raise ServiceError(f"the embedded Redis runs {'with' if rec.get('tls') else 'without'} TLS; stop it "
+                                   f"with `cmq down`, then `cmq up --{'' if tls else 'no-'}tls` (its data is kept)")
             return rec["url"], False
         self._record_broker(None)
-        return self.embedded.start_one(configured), True
+        return self.embedded.start_one(configured, None if configured else tls), True
 
     def named_broker(self) -> str | None:
         """The broker a user named: on this command (see :attr:`Settings.named_broker`), else
@@ -357,12 +368,16 @@ class Services:
         self._save(state)
 
     def ensure_tunnels(self, url: str) -> dict[str, str]:
-        """Reopen the tunnel of every joined agent (after `cmq down` or a reboot)."""
+        """Reopen the tunnel of every joined agent (after `cmq down` or a reboot); agents
+        on TLS need none."""
         result = {}
         for name, agent in (self.records().get("agents") or {}).items():
             machine = self.settings.inventory.machines.get(name)
             if machine is None:
                 result[name] = "not in the inventory any more; `cmq machines leave` it"
+                continue
+            if agent.get("access") == "tls":
+                result[name] = f"reaches the broker on TLS at {agent.get('address')}"
                 continue
             try:
                 port = self.start_tunnel(machine, url, port=int(agent["port"]))
@@ -372,7 +387,7 @@ class Services:
         return result
 
     def record_agent(self, name: str, info: dict[str, Any]) -> None:
-        """Remember that agent ``name`` joined (its tunnel port and supervisor)."""
+        """Remember that agent ``name`` joined (its tunnel port or TLS address, its supervisor)."""
         state = self.records()
         state.setdefault("agents", {})[name] = info
         self._save(state)
