@@ -3,15 +3,17 @@
 #   sh bootstrap.sh AGENT_DIR NAME
 # AGENT_DIR holds what the controller sent: wheelhouse/ (cmqueue and its dependencies,
 # built on the controller: machines need no internet), cmq.yaml (the worker's config,
-# with the broker password: kept 0600) and these scripts. Installs a venv in
-# AGENT_DIR/venv, then runs `cmq worker NAME` under a supervisor: a systemd unit where
-# systemd runs and we are root, else supervise.sh as a pidfile daemon. Prints one line
-# "supervisor: systemd" or "supervisor: pidfile PID".
+# with the broker password: kept 0600), tls/ when the broker is reached on TLS (the CA,
+# this machine's client certificate and key: 0600 in a 0700 folder) and these scripts.
+# Installs a venv in AGENT_DIR/venv, then runs `cmq worker NAME` under a supervisor: a
+# systemd unit where systemd runs and we are root, else supervise.sh as a pidfile daemon.
+# Prints one line "supervisor: systemd" or "supervisor: pidfile PID".
 set -eu
 dir=$1 name=$2
 cd "$dir"
 dir=$(pwd -P)
 chmod 600 cmq.yaml
+if [ -d tls ]; then chmod 700 tls && chmod 600 tls/*; fi
 command -v python3 >/dev/null 2>&1 || { echo "cmq-agent: python3 is missing on this machine" >&2; exit 3; }
 if [ ! -x venv/bin/python ] || [ "$(cat venv/.wheels 2>/dev/null)" != "$(ls wheelhouse | cksum)" ]; then
   rm -rf venv

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Stop this machine's cmq agent worker and remove its config (the broker password).
+# Stop this machine's cmq agent worker and remove its config (the broker password) and its
+# TLS client key.
 #   sh leave.sh AGENT_DIR NAME [--keep-config]
 # The venv and wheelhouse stay, so joining again is quick.
 dir=$1 name=$2
@@ -21,5 +22,5 @@ case "$(cat supervisor 2>/dev/null)" in
     rm -f supervise.pid worker.pid ;;
 esac
 rm -f supervisor
-[ "${3:-}" = --keep-config ] || rm -f cmq.yaml
+[ "${3:-}" = --keep-config ] || rm -rf cmq.yaml tls
 echo "left"

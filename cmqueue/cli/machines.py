@@ -45,8 +45,10 @@ does not answer gets a row that says so, and the exit code is 1.
 `join` makes a machine with `mode: agent` run its own worker: over ssh it installs
 cmqueue there from a wheelhouse built here, writes the worker's config (0600) and starts
 `cmq worker NAME` under systemd or a pidfile supervisor, in <workdir>/.cmq/agent/. The
-worker reaches the broker through an ssh tunnel from here, which `cmq up` reopens.
-`leave` stops that worker, removes its config and closes the tunnel.
+worker reaches the broker through an ssh tunnel from here, which `cmq up` reopens; or,
+with `broker_access: tls` in its entry and the broker started by `cmq up --tls`, on TLS
+at settings: broker_bind with the CA and a client certificate of its own (0600).
+`leave` stops that worker, removes its config (and key) and closes the tunnel.
 """
     if args["check"]:
         return _machines_check(args)
@@ -65,8 +67,10 @@ worker reaches the broker through an ssh tunnel from here, which `cmq up` reopen
                              markup=False)
             return 0
         info = agents.join(name)
-        output.err.print(f"machine {name}: joined; worker pid {info['pid']} under {info['supervisor']}, "
-                         f"broker through an ssh tunnel to its 127.0.0.1:{info['port']}", markup=False)
+        way = (f"broker on TLS at {info['address']}" if info.get("access") == "tls"
+               else f"broker through an ssh tunnel to its 127.0.0.1:{info['port']}")
+        output.err.print(f"machine {name}: joined; worker pid {info['pid']} under {info['supervisor']}, {way}",
+                         markup=False)
         return 0
     from ..fleet.snapshot import machine_rows
 

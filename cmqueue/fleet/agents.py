@@ -4,7 +4,10 @@
 cluster: it builds a wheelhouse of cmqueue and its dependencies here (machines need no
 internet), sends it with the scripts of ``workers/`` and a config of the machine's own
 (the broker URL with its password, 0600) to ``<workdir>/.cmq/agent/``, opens an ssh
-tunnel so the worker reaches the broker on its own loopback, and runs the bootstrap,
+tunnel so the worker reaches the broker on its own loopback (or, with ``broker_access:
+tls``, sends the CA and a client certificate of its own to ``tls/``, 0600 in a 0700
+folder, and the worker connects to the broker's address on TLS: see
+:mod:`cmqueue.fleet.broker_tls`), and runs the bootstrap,
 which installs a venv and starts ``cmq worker NAME`` under a supervisor. The worker
 consumes the machine's queue, its labels' queues and the shared queue with the machine's
 slots, runs jobs locally, and sends their events through the broker like any worker.
@@ -107,9 +110,9 @@ def missing_requirements(house: Path, python_version: str) -> list[str]:
     return sorted(missing.values())
 
 
-def agent_config(settings: Settings, machine: Machine, broker: str) -> str:
+def agent_config(settings: Settings, machine: Machine, broker: str | dict[str, Any]) -> str:
     """The inventory the agent's worker reads: itself as a local machine, the broker
-    (through the tunnel) and this cluster's settings."""
+    (a URL through the tunnel, or the mapping of a TLS broker) and this cluster's settings."""
     entry: dict[str, Any] = {"mode": "local", "workdir": machine.workdir, "slots": machine.slots}
     if machine.labels:
         entry["labels"] = list(machine.labels)
@@ -158,41 +161,86 @@ class Agents:
         return version
 
     def join(self, name: str, timeout: float = 180) -> dict[str, Any]:
-        """Make ``name`` an agent worker; returns what was done (port, supervisor, pid)."""
+        """Make ``name`` an agent worker; returns what was done (``access``: tunnel with its
+        ``port``, or tls with the broker's ``address``; supervisor, pid)."""
         machine = agent_machine(self.settings, name)
+        tls = machine.broker_access == "tls"
         with self._lock:
             url, _ = self.services.ensure_redis()
-            port = self.services.start_tunnel(machine, url)
+            if tls:
+                broker, files, where = self._tls_broker(machine, url)
+                info: dict[str, Any] = {"access": "tls", "address": where}
+            else:
+                port = self.services.start_tunnel(machine, url)
+                broker, files, info = _with_port(url, port), {}, {"access": "tunnel", "port": port}
         try:
-            return self._install(machine, url, port, timeout)
+            return self._install(machine, url, broker, files, info, timeout)
         except BaseException:
-            with self._lock:
-                self.services.stop_tunnel(name)      # a failed join leaves no tunnel behind
+            if not tls:
+                with self._lock:
+                    self.services.stop_tunnel(name)      # a failed join leaves no tunnel behind
             raise
 
-    def _install(self, machine: Machine, url: str, port: int, timeout: float) -> dict[str, Any]:
+    def _tls_broker(self, machine: Machine, url: str) -> tuple[dict[str, Any], dict[str, Path], str]:
+        """For an agent with ``broker_access: tls``: its ``broker:`` mapping, the files it
+        gets (name in ``tls/`` -> file here) and the broker's host:port as it connects."""
+        from ..config.broker import host_port, parse
+        from .broker_tls import agent_broker, agent_files, bind_address, check_reachable
+        from .private_ca import PrivateCA
+
+        rec = self.services.records().get("redis") or {}
+        address = parse(url)
+        if not rec.get("tls") or rec.get("url") != url:
+            now = ("the embedded one without TLS: `cmq down && cmq up --tls`" if rec.get("url") == url
+                   else "named, not embedded: use broker_access: tunnel")
+            raise ConfigError(f"machine {machine.name}: broker_access: tls needs the Redis that `cmq up --tls` runs "
+                              f"(cmq gives agents certificates of its own CA); the broker here is {now}")
+        host = check_reachable(self.settings, machine.host, machine.name)
+        if rec.get("bind", "127.0.0.1") != bind_address(self.settings):
+            raise ServiceError(f"machine {machine.name}: the broker listens on {rec.get('bind', '127.0.0.1')}, "
+                               f"settings.broker_bind says {host}: `cmq down && cmq up` to listen there")
+        port = address.hosts[0][1]
+        files = agent_files(PrivateCA(self.settings.home), machine.name)
+        return agent_broker(address.password or "", host, port), files, host_port(host, port)
+
+    def _install(self, machine: Machine, url: str, broker: str | dict[str, Any], files: dict[str, Path],
+                 info: dict[str, Any], timeout: float) -> dict[str, Any]:
         name = machine.name
         python_version = self._python_version(machine)
-        agent_url = _with_port(url, port)
         transfer = self._transfer(machine)
+        if files:
+            self._private_folder(machine, "tls")
         with self._lock, tempfile.TemporaryDirectory(prefix="cmq-agent-") as tmp:
             house = build_wheelhouse(self.settings.home, python_version)
             stage = Path(tmp)
-            write_private(stage / "cmq.yaml", agent_config(self.settings, machine, agent_url))
+            write_private(stage / "cmq.yaml", agent_config(self.settings, machine, broker))
             for script in ("bootstrap.sh", "supervise.sh", "leave.sh"):
                 (stage / script).write_bytes((SCRIPTS / script).read_bytes())
             transfer.put(house, f"{AGENT_DIR}/wheelhouse", recursive=True)
             for f in sorted(stage.iterdir()):
                 transfer.put(f, f"{AGENT_DIR}/{f.name}")
+            for there, here in sorted(files.items()):
+                transfer.put(here, f"{AGENT_DIR}/tls/{there}")
         since = time.time()
         said = self._run(machine, "bootstrap.sh", timeout=600)
         supervisor = next((ln.split(":", 1)[1].strip() for ln in said.splitlines()
                            if ln.startswith("supervisor:")), "?")
         state = self._wait_consuming(name, url, since, timeout)
-        info = {"port": port, "supervisor": supervisor, "pid": state.get("pid"), "joined": time.time()}
+        info = {**info, "supervisor": supervisor, "pid": state.get("pid"), "joined": time.time()}
         with self._lock:
             self.services.record_agent(name, info)
         return info
+
+    def _private_folder(self, machine: Machine, folder: str) -> None:
+        """Make ``folder`` of the agent directory on the machine, 0700 and empty, before
+        keys are sent into it."""
+        where = f"{remote_path(machine.workdir, AGENT_DIR)}/{folder}"
+        script = 'umask 077 && rm -rf "$1" && mkdir -p "$1" && chmod 700 "$1"'
+        r = subprocess.run(ssh.ssh_argv(machine.over_ssh(), ["sh", "-c", script, "sh", where]),
+                           capture_output=True, timeout=120)
+        if r.returncode != 0:
+            raise ServiceError(f"machine {machine.name}: cannot make {where}: "
+                               f"{error_line(r.stderr, f'exit code {r.returncode}')}")
 
     def _wait_consuming(self, name: str, url: str, since: float, timeout: float) -> dict[str, str]:
         client = connect(url)
