@@ -15,6 +15,13 @@ some ``grace`` seconds after the recorder sees a Redis that restarted (its run i
 changed, or the recorder itself started), every job queued since before then whose
 message is nowhere on the broker (not queued, not handed out, never claimed, started or
 done) is sent again.
+
+A Redis that restarted may also lack the end of a job the history recorded: replication to
+a replica promoted by Sentinel is asynchronous, and a job's done marker can be lost with
+the last writes of the old primary. Its message, handed out again, would run the job a
+second time. So the done markers of the jobs that ended within ``END_WINDOW`` seconds before
+the restart are put back from the history (with the outcome a map's reduce needs) before
+anything is resent.
 """
 
 from __future__ import annotations
@@ -71,6 +78,48 @@ def rescue(store: HistoryStore, client: Any, app: Any, grace: float) -> list[str
     return sent
 
 
+#: Seconds before a restart of Redis within which ended jobs get their done markers back.
+END_WINDOW = 600.0
+
+
+def outcome_of_record(rec: Any) -> dict[str, Any]:
+    """What a reduce needs of a job that ended, from its history record (as
+    :func:`cmqueue.queue.claims.outcome_of` gives it from the event)."""
+    res = rec.result
+    return {"job": rec.id, "state": rec.state.value, "machine": rec.machine, "exit_code": rec.exit_code,
+            "stdout": res.stdout if res else "", "stdout_truncated": bool(res and res.stdout_truncated),
+            "reason": rec.reason, "started": rec.started, "ended": rec.ended}
+
+
+def restore_ends(store: HistoryStore, client: Any, since: float, done_ttl: int = defaults.DONE_TTL) -> list[str]:
+    """Put back the done markers the broker lost of jobs that ended after ``since`` (see
+    the module); returns their ids."""
+    import json
+
+    recent = [r for state in JobStatus if state.final for r in store.jobs(state=state) if (r.ended or 0) >= since]
+    mapped = {r.spec.batch for r in [*recent, *store.jobs(state=JobStatus.QUEUED), *store.jobs(state=JobStatus.RUNNING)]
+              if r.spec.kind == "reduce"}
+    ended = [r for r in recent if r.spec.kind != "reduce"]
+    if not ended:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for rec in ended:
+        pipe.exists(done_key(rec.id))
+    have = pipe.execute()
+    lost = [r for r, n in zip(ended, have, strict=True) if not n]
+    if lost:
+        pipe = client.pipeline(transaction=False)
+        for rec in lost:
+            member = rec.spec.batch in mapped or "workflow" in rec.spec.params or bool(rec.spec.params.get("member"))
+            value = json.dumps(outcome_of_record(rec), separators=(",", ":")) if member else "1"
+            pipe.set(done_key(rec.id), value, ex=int(done_ttl), nx=True)
+        pipe.execute()
+        log.warning("the broker lost the end of %d job(s) (a failover to a replica that lacked the last "
+                    "writes?): their done markers are back, so they do not run again: %s", len(lost),
+                    ", ".join(r.id for r in lost[:20]))
+    return [r.id for r in lost]
+
+
 def resend_lost(store: HistoryStore, client: Any, app: Any, before: float) -> list[str]:
     """Send again the jobs queued before ``before`` whose message the broker lost. A lost
     member of a map goes without its chord (lost with the message): it is marked so that
@@ -110,6 +159,7 @@ class Rescuer:
         if run_id != self.run_id:
             self.run_id, self.restarted, self.check_at = run_id, now, now + self.grace
         if self.check_at is not None and now >= self.check_at:
+            restore_ends(self.store, self.client, self.restarted - END_WINDOW)
             resend_lost(self.store, self.client, self.app, self.restarted)
             self.check_at = None
         rescue(self.store, self.client, self.app, self.grace)
