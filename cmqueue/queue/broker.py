@@ -35,7 +35,12 @@ def _tls_kwargs(address: BrokerAddress) -> dict[str, Any]:
     """redis-py's TLS arguments: certificates are always checked."""
     if not address.tls:
         return {}
-    return {"ssl": True, "ssl_cert_reqs": "required", **address.tls_files}
+    return {"ssl": True, "ssl_cert_reqs": "required", "ssl_check_hostname": True, **address.tls_files}
+
+
+def _url_tls(address: BrokerAddress) -> dict[str, Any]:
+    """What a TLS URL does not say: the server's certificate and name are checked."""
+    return {"ssl_cert_reqs": "required", "ssl_check_hostname": True} if address.tls else {}
 
 
 def sentinel_of(address: BrokerAddress, **kwargs: Any) -> Sentinel:
@@ -53,7 +58,7 @@ def connect(url: str, **kwargs: Any) -> redis.Redis:
     address = parse(url)
     if address.is_sentinel:
         return sentinel_of(address, **kwargs).master_for(address.master)
-    return redis.Redis.from_url(address.redis_url(), **({"ssl_cert_reqs": "required"} if address.tls else {}), **kwargs)
+    return redis.Redis.from_url(address.redis_url(), **_url_tls(address), **kwargs)
 
 
 def connect_async(url: str, **kwargs: Any) -> Any:
@@ -69,7 +74,7 @@ def connect_async(url: str, **kwargs: Any) -> Any:
         group = AsyncSentinel(list(address.hosts), sentinel_kwargs=sentinel_kwargs, password=address.password,
                               username=address.username, db=address.db, **tls, **kwargs)
         return group.master_for(address.master)
-    return Redis.from_url(address.redis_url(), **({"ssl_cert_reqs": "required"} if address.tls else {}), **kwargs)
+    return Redis.from_url(address.redis_url(), **_url_tls(address), **kwargs)
 
 
 def primary(url: str, timeout: float = SENTINEL_TIMEOUT) -> str:
@@ -102,7 +107,7 @@ def celery_settings(url: str, results: bool = False, backend_class: str = "") ->
     address = parse(url)
     conf: dict[str, Any] = {}
     options: dict[str, Any] = {}
-    tls = {"ssl_cert_reqs": ssl.CERT_REQUIRED, **address.tls_files} if address.tls else None
+    tls = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_check_hostname": True, **address.tls_files} if address.tls else None
     if address.is_sentinel:
         auth = userinfo(address.username, address.password)
         broker = ";".join(f"sentinel://{auth}{host_port(h, p)}/{address.db}" for h, p in address.hosts)
