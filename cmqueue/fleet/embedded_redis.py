@@ -29,6 +29,7 @@ from ..core import defaults
 from ..core.errors import ConfigError, ServiceError, UsageError
 from ..core.files import private_dir, write_private
 from ..core.redact import redact_url
+from ..queue.broker import group_settled
 from .broker_tls import bind_address, bind_line, local_url, redis_tls_lines, tls_problem
 from .local_servers import free_port, ping, redis_binary
 from .private_ca import PrivateCA
@@ -47,7 +48,8 @@ START_TIMEOUT = 30
 #: The group's members in the order they start.
 MEMBERS = ("primary", "replica", *(f"sentinel-{i}" for i in range(1, SENTINELS + 1)))
 
-Spawn = Callable[[list[str], Path], dict[str, Any]]
+#: ``Services._spawn``: starts argv with its output to a log file (``private``: umask 077).
+Spawn = Callable[..., dict[str, Any]]
 
 
 def server_lines(port: int, password: str, data: Path, fsync: str, replica_of: int | None = None) -> list[str]:
@@ -67,6 +69,27 @@ def sentinel_lines(port: int, password: str, data: Path, primary_port: int) -> l
             f"logfile {data / 'sentinel.log'}", f"sentinel monitor {GROUP} 127.0.0.1 {primary_port} {QUORUM}",
             f"sentinel auth-pass {GROUP} {password}", f"sentinel down-after-milliseconds {GROUP} {DOWN_AFTER_MS}",
             f"sentinel failover-timeout {GROUP} {FAILOVER_TIMEOUT_MS}", f"sentinel parallel-syncs {GROUP} 1", ""]
+
+
+def last_primary(root: Path, ports: dict[str, int]) -> str:
+    """The member the sentinels last made primary, read from their configs under ``root``
+    (the one with the highest config epoch; ``primary`` when none says)."""
+    best, epoch = "primary", -1
+    for member in MEMBERS:
+        conf = root / member / "sentinel.conf"
+        if not member.startswith("sentinel") or not conf.exists():
+            continue
+        port, this = None, 0
+        for line in conf.read_text().splitlines():
+            words = line.split()
+            if words[:3] == ["sentinel", "monitor", GROUP] and len(words) >= 5:
+                port = int(words[4])
+            elif words[:3] == ["sentinel", "config-epoch", GROUP] and len(words) == 4:
+                this = int(words[3])
+        named = next((m for m, p in ports.items() if p == port and not m.startswith("sentinel")), None)
+        if named and this > epoch:
+            best, epoch = named, this
+    return best
 
 
 def group_url(password: str, ports: dict[str, int]) -> str:
@@ -126,7 +149,7 @@ class EmbeddedRedis:
         """Start the one server (on TLS only with ``tls``; None: as recorded); its URL once
         it answers."""
         url, conf = self.config(configured, tls)
-        rec = self.spawn([redis_binary(), str(conf)], self.settings.log_dir / "redis.out")
+        rec = self.spawn([redis_binary(), str(conf)], self.settings.log_dir / "redis.out", private=True)
         mode = {k: v for k, v in (self.records().get("redis") or {}).items() if k in ("tls", "bind")}
         rec.update(url=url, port=urlsplit(url).port, password=urlsplit(url).password, **({} if configured else mode))
         self._wait(url, [rec], f"Redis did not start on port {urlsplit(url).port}; see {conf.parent / 'redis.log'}")
@@ -155,6 +178,10 @@ class EmbeddedRedis:
         state["redis"] = {"ha": True, "url": url, "password": password, "ports": ports, "members": members}
         self.save(state)
         started = []
+        # A sentinel stopped before it heard of the last failover names the old primary
+        # when it starts again: the old primary starts as a replica of the last one, so
+        # that nothing is written to it meanwhile (it refuses writes; clients ask again).
+        head = last_primary(self.home / "redis-ha", ports)
         for member in MEMBERS:
             if self.alive(members.get(member)):
                 continue
@@ -166,22 +193,25 @@ class EmbeddedRedis:
                 replica_of = ports["primary"] if member == "replica" else None
                 conf, lines = data / "redis.conf", server_lines(ports[member], password, data, "always", replica_of)
                 argv = [redis_binary(), str(conf)]
+                if conf.exists() and member != head and not self.alive(members.get(head)):
+                    argv += ["--replicaof", "127.0.0.1", str(ports[head])]
             if not conf.exists():            # rewritten by Redis and the sentinels since: kept
                 write_private(conf, "\n".join(lines))
-            members[member] = {**self.spawn(argv, self.settings.log_dir / f"redis-{member}.out"),
+            members[member] = {**self.spawn(argv, self.settings.log_dir / f"redis-{member}.out", private=True),
                                "port": ports[member]}
             started.append(members[member])
             self.save(state)                 # recorded at once: `cmq down` finds it
         if started:
             self._wait(url, started, f"the Redis group did not name a primary within {START_TIMEOUT} s; "
-                                     f"see the logs in {self.home / 'redis-ha'}")
+                                     f"see the logs in {self.home / 'redis-ha'}", settled=True)
         return url, bool(started)
 
-    def _wait(self, url: str, recs: list[dict[str, Any]], message: str) -> None:
-        """Wait until ``url`` answers PING; ServiceError with ``message`` when it does not
+    def _wait(self, url: str, recs: list[dict[str, Any]], message: str, settled: bool = False) -> None:
+        """Wait until ``url`` answers PING (``settled``: and every sentinel names the same
+        primary, see :func:`group_settled`); ServiceError with ``message`` when it does not
         within the time, or a process of ``recs`` died."""
         deadline = time.monotonic() + START_TIMEOUT
-        while ping(url):
+        while ping(url) or (settled and group_settled(url)):
             if time.monotonic() > deadline or not all(self.alive(r) for r in recs):
                 raise ServiceError(message)
             time.sleep(0.1)

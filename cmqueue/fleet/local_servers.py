@@ -10,7 +10,7 @@ from pathlib import Path
 import redis
 
 from ..core.errors import ServiceError
-from ..queue.broker import connect
+from ..queue.broker import connect, error_line
 
 
 def redis_binary() -> str:
@@ -40,7 +40,7 @@ def ping(url: str, timeout: float = 1.0) -> str:
     except redis.ResponseError as e:
         return str(e)
     except (redis.ConnectionError, OSError) as e:
-        return str(e) or "connection refused"
+        return error_line(url, e) if str(e) else "connection refused"
 
 
 def port_free(host: str, port: int) -> bool:

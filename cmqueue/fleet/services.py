@@ -65,7 +65,9 @@ class Services:
     def _save(self, state: dict[str, Any]) -> None:
         write_json_private(self.state_file, state)
 
-    def _spawn(self, argv: list[str], log: Path, broker: str | None = None) -> dict[str, Any]:
+    def _spawn(self, argv: list[str], log: Path, broker: str | None = None, private: bool = False) -> dict[str, Any]:
+        """Start ``argv`` in its own session, output to ``log``; ``private``: every file it
+        makes is 0600 (Redis and the sentinels rewrite their configs, which hold the password)."""
         log.parent.mkdir(parents=True, exist_ok=True)
         # The children resolve the same settings as this command did, whatever layer they came from.
         env = {**os.environ, "CMQ_HOME": str(self.home), "CMQ_HISTORY": self.settings.history}
@@ -73,7 +75,7 @@ class Services:
             env["CMQ_BROKER"] = broker
         with log.open("ab") as out:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True, env=env)
+                                    start_new_session=True, env=env, umask=0o077 if private else -1)
         created = process_started(proc.pid) or time.time()
         return {"pid": proc.pid, "created": created, "log": str(log), "argv": argv[:4]}
 

@@ -18,7 +18,9 @@ import time
 from typing import Any
 
 import redis
-from redis.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from ..config.broker import BrokerAddress, host_port, parse, userinfo
 
@@ -46,7 +48,9 @@ def _url_tls(address: BrokerAddress) -> dict[str, Any]:
 def sentinel_of(address: BrokerAddress, **kwargs: Any) -> Sentinel:
     """A redis-py Sentinel for the group ``address`` names; ``kwargs`` go to the primary's connections."""
     tls = _tls_kwargs(address)
+    # No retries on a sentinel: the next one is asked instead (redis-py would back off on each).
     sentinel_kwargs = {"socket_timeout": SENTINEL_TIMEOUT, "socket_connect_timeout": SENTINEL_TIMEOUT,
+                       "retry": Retry(NoBackoff(), 0),
                        **({"password": address.sentinel_password} if address.sentinel_password else {}), **tls}
     return Sentinel(list(address.hosts), sentinel_kwargs=sentinel_kwargs, password=address.password,
                     username=address.username, db=address.db, **tls, **kwargs)
@@ -77,6 +81,16 @@ def connect_async(url: str, **kwargs: Any) -> Any:
     return Redis.from_url(address.redis_url(), **_url_tls(address), **kwargs)
 
 
+def error_line(url: str, error: Exception) -> str:
+    """One line for a broker that does not answer (redis-py's error about a group lists
+    every sentinel connection it tried)."""
+    if isinstance(error, MasterNotFoundError):
+        address = parse(url)
+        sentinels = ", ".join(f"{h}:{p}" for h, p in address.hosts)
+        return f"no sentinel answers, or none knows a primary of group {address.master!r} (sentinels: {sentinels})"
+    return str(error) or type(error).__name__
+
+
 def primary(url: str, timeout: float = SENTINEL_TIMEOUT) -> str:
     """``host:port`` of the Redis that serves ``url`` now: the group's primary as its
     sentinels say (a RedisError when none answers), or the one server named."""
@@ -97,7 +111,33 @@ def describe(url: str) -> str:
     try:
         return f"; primary {primary(url)}"
     except (redis.RedisError, OSError) as e:
-        return f"; no primary known ({e})"
+        return f"; no primary known ({error_line(url, e)})"
+
+
+def group_settled(url: str) -> str:
+    """'' when every sentinel of the group ``url`` names the same primary and that server
+    says it is one (after a start, a sentinel may still name the primary it last knew);
+    else what is not so yet."""
+    address = parse(url)
+    named = set()
+    for host, port in address.hosts:
+        client = redis.Redis(host=host, port=port, password=address.sentinel_password, socket_timeout=SENTINEL_TIMEOUT,
+                             socket_connect_timeout=SENTINEL_TIMEOUT, **_tls_kwargs(address))
+        try:
+            named.add(tuple(client.sentinel_get_master_addr_by_name(address.master) or ()))
+        except (redis.RedisError, OSError) as e:
+            return f"sentinel {host}:{port}: {e}"
+        finally:
+            client.close()
+    if len(named) != 1 or not next(iter(named)):
+        return f"the sentinels name {len(named)} primaries"
+    try:
+        client = connect(url, socket_timeout=SENTINEL_TIMEOUT, socket_connect_timeout=SENTINEL_TIMEOUT)
+        role = client.info("replication").get("role")
+        client.close()
+    except (redis.RedisError, OSError) as e:
+        return error_line(url, e)
+    return "" if role == "master" else f"the primary the sentinels name is a {role}"
 
 
 def celery_settings(url: str, results: bool = False, backend_class: str = "") -> dict[str, Any]:
