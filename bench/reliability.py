@@ -41,7 +41,8 @@ def run_faults() -> list[dict]:
         out = Path(f.name)
     env = {**os.environ, "CMQ_FAULT_FIGURES": str(out)}
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=0",
-                        "tests/integration/queue/test_fault_figures.py", "tests/integration/queue/test_failover.py"], cwd=ROOT, env=env)
+                        "tests/integration/queue/test_fault_figures.py", "tests/integration/queue/test_failover.py"],
+                       cwd=ROOT, env=env)
     tallies = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     out.unlink()
     if r.returncode != 0:

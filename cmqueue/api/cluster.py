@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ..config.settings import Settings, resolve
+from ..core import defaults
 from ..core.errors import CmqError, ServiceError, UsageError
 from ..core.models import Event, JobRecord, JobResult, JobSpec, JobStatus
 from ..core.redact import redact_url
@@ -172,14 +173,20 @@ class Cluster:
             url = self.settings.require_broker()
             import redis
 
-            from ..queue.broker import connect
+            from ..queue.broker import connect, error_line, is_group
 
             client = connect(url, socket_connect_timeout=5)
-            try:
-                client.ping()
-            except (redis.RedisError, OSError) as e:
-                raise ServiceError(f"cannot reach the broker at {redact_url(url)}: {e} "
-                                   "(is `cmq up` running?)") from None
+            # A Sentinel group names a new primary some seconds after its primary died.
+            deadline = time.monotonic() + (defaults.FAILOVER_WAIT if is_group(url) else 0)
+            while True:
+                try:
+                    client.ping()
+                    break
+                except (redis.RedisError, OSError) as e:
+                    if time.monotonic() >= deadline:
+                        raise ServiceError(f"cannot reach the broker at {redact_url(url)}: {error_line(url, e)} "
+                                           "(is `cmq up` running?)") from None
+                    time.sleep(0.5)
             self._redis = client
         return self._redis
 

@@ -55,6 +55,9 @@ REDIS_FSYNC = "always"
 #: seconds to wait for them: replication is asynchronous, and a failover to a replica
 #: that lacks them would lose them (see cmqueue.queue.broker).
 REPLICA_ACKS = 1
+#: Seconds a command waits for a Sentinel group to name a new primary (a failover takes
+#: the sentinels' down-after time and an election) before it says the broker is away.
+FAILOVER_WAIT = 60
 REPLICA_TIMEOUT = 1.0
 #: Seconds a worker waits for the broker to come back before it gives up reporting a
 #: job's outcome (the job is then handed out again after the visibility timeout).

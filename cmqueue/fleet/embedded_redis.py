@@ -178,9 +178,9 @@ class EmbeddedRedis:
         state["redis"] = {"ha": True, "url": url, "password": password, "ports": ports, "members": members}
         self.save(state)
         started = []
-        # A sentinel stopped before it heard of the last failover names the old primary
-        # when it starts again: the old primary starts as a replica of the last one, so
-        # that nothing is written to it meanwhile (it refuses writes; clients ask again).
+        # A server that was primary before the last failover starts as a replica of the
+        # last primary: a sentinel that did not hear of the failover may name it for a
+        # moment, and it must refuse writes then (clients ask the sentinels again).
         head = last_primary(self.home / "redis-ha", ports)
         for member in MEMBERS:
             if self.alive(members.get(member)):
@@ -193,7 +193,7 @@ class EmbeddedRedis:
                 replica_of = ports["primary"] if member == "replica" else None
                 conf, lines = data / "redis.conf", server_lines(ports[member], password, data, "always", replica_of)
                 argv = [redis_binary(), str(conf)]
-                if conf.exists() and member != head and not self.alive(members.get(head)):
+                if conf.exists() and member != head:
                     argv += ["--replicaof", "127.0.0.1", str(ports[head])]
             if not conf.exists():            # rewritten by Redis and the sentinels since: kept
                 write_private(conf, "\n".join(lines))
@@ -230,7 +230,3 @@ class EmbeddedRedis:
         """What stays recorded after ``cmq down``: where the data is found again."""
         return {k: v for k, v in rec.items() if k in ("url", "port", "password", "ha", "ports", "tls", "bind")}
 
-
-def is_group(url: str) -> bool:
-    """Whether ``url`` names a Sentinel group."""
-    return parse(url).is_sentinel

@@ -32,9 +32,9 @@ from ..core.errors import CmqError, ConfigError, ServiceError, UsageError
 from ..core.files import private_dir, read_json, write_json_private
 from ..core.redact import redact_url
 from ..machine import ssh
-from ..queue.broker import connect
+from ..queue.broker import connect, is_group
 from ..queue.lease import group_lease, holder, is_running, process_started, recorder_lease, worker_lease
-from .embedded_redis import EmbeddedRedis, is_group
+from .embedded_redis import EmbeddedRedis
 from .local_servers import ping, port_free, redis_binary
 from .machine_state import machine_key
 

@@ -6,6 +6,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from ..core.models import JobRecord, stream_id_key
 from ..queue import events
 from . import HistoryStore, readers
@@ -20,6 +23,9 @@ TICK = 0.25
 READ_BATCH = 2000
 #: Least seconds between two trims of the stream by the recorder.
 TRIM_EVERY = 1.0
+#: Seconds a wait goes on reading a broker that went away (a Sentinel failover, a
+#: restart) before the error is raised.
+AWAY_LIMIT = 60.0
 #: Seconds between two marks of how far a long wait has read (well within READER_TTL).
 MARK_EVERY = 60.0
 
@@ -32,6 +38,7 @@ class Waiter:
         self.client = client
         self.stream = stream
         self._marked = time.monotonic()
+        self._away: float | None = None         # since when reads fail (the broker is away)
 
     def refresh(self) -> list:
         """Apply new events to the store; returns them."""
@@ -41,7 +48,16 @@ class Waiter:
         """Wait up to ``ms`` for entries after stream id ``after`` and apply those that came
         (the store skips what another process applied first); returns the id to read after
         next time. One round trip: the blocking read returns the entries themselves."""
-        found = self.client.xread({self.stream: after or "0-0"}, block=ms, count=READ_BATCH)
+        try:
+            found = self.client.xread({self.stream: after or "0-0"}, block=ms, count=READ_BATCH)
+            self._away = None
+        except (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
+            # The broker went away (a failover, a restart): read again once it is back.
+            self._away = self._away or time.monotonic()
+            if time.monotonic() - self._away > AWAY_LIMIT:
+                raise
+            time.sleep(0.5)
+            return after
         if not found:
             return after
         evs = [events.decode(eid, fields) for eid, fields in found[0][1]]

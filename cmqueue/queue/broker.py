@@ -91,6 +91,11 @@ def error_line(url: str, error: Exception) -> str:
     return str(error) or type(error).__name__
 
 
+def is_group(url: str) -> bool:
+    """Whether ``url`` names a Sentinel group."""
+    return parse(url).is_sentinel
+
+
 def primary(url: str, timeout: float = SENTINEL_TIMEOUT) -> str:
     """``host:port`` of the Redis that serves ``url`` now: the group's primary as its
     sentinels say (a RedisError when none answers), or the one server named."""
@@ -115,9 +120,9 @@ def describe(url: str) -> str:
 
 
 def group_settled(url: str) -> str:
-    """'' when every sentinel of the group ``url`` names the same primary and that server
-    says it is one (after a start, a sentinel may still name the primary it last knew);
-    else what is not so yet."""
+    """'' when every sentinel of the group ``url`` names the same primary, that server says
+    it is one (after a start, a sentinel may still name the primary it last knew), and a
+    replica is in sync with it; else what is not so yet."""
     address = parse(url)
     named = set()
     for host, port in address.hosts:
@@ -131,13 +136,16 @@ def group_settled(url: str) -> str:
             client.close()
     if len(named) != 1 or not next(iter(named)):
         return f"the sentinels name {len(named)} primaries"
+    client = connect(url, socket_timeout=SENTINEL_TIMEOUT, socket_connect_timeout=SENTINEL_TIMEOUT)
     try:
-        client = connect(url, socket_timeout=SENTINEL_TIMEOUT, socket_connect_timeout=SENTINEL_TIMEOUT)
         role = client.info("replication").get("role")
-        client.close()
+        if role != "master":
+            return f"the primary the sentinels name is a {role}"
+        return "" if online_replicas(client) else "no replica is in sync yet"
     except (redis.RedisError, OSError) as e:
         return error_line(url, e)
-    return "" if role == "master" else f"the primary the sentinels name is a {role}"
+    finally:
+        client.close()
 
 
 def celery_settings(url: str, results: bool = False, backend_class: str = "") -> dict[str, Any]:
@@ -176,6 +184,14 @@ def kombu_connection(url: str) -> Any:
                             ssl=conf.get("broker_use_ssl") or False)
 
 
+def online_replicas(client: redis.Redis) -> int:
+    """How many replicas of the broker are connected and in sync (a replica still loading
+    the primary's data would only make a WAIT time out)."""
+    info = client.info("replication")
+    return sum(1 for k, v in info.items()
+               if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online")
+
+
 class ReplicaWait:
     """After a write that must survive a failover: wait until ``wanted`` replicas have it,
     or as many as are connected (read every ``recheck`` seconds), at most ``timeout``
@@ -192,7 +208,7 @@ class ReplicaWait:
             return 0
         now = time.monotonic()
         if now - self.checked >= self.recheck:
-            self.connected = int(self.client.info("replication").get("connected_slaves", 0) or 0)
+            self.connected = online_replicas(self.client)
             self.checked = now
         wanted = min(self.wanted, self.connected)
         return replicated(self.client, wanted, self.timeout) if wanted else 0
