@@ -35,14 +35,13 @@ from tests.support.redis_server import RedisServer  # noqa: E402
 DOC = ROOT / "docs" / "reliability.md"
 
 
-def run_faults() -> list[dict]:
-    """Run the fault tests with figures on; returns their tallies."""
+def run_faults(module: str = "tests/integration/queue/test_fault_figures.py") -> list[dict]:
+    """Run the fault tests of ``module`` with figures on; returns their tallies."""
     with tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False) as f:
         out = Path(f.name)
     env = {**os.environ, "CMQ_FAULT_FIGURES": str(out)}
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=0",
-                        "tests/integration/queue/test_fault_figures.py", "tests/integration/queue/test_failover.py"],
-                       cwd=ROOT, env=env)
+                        module], cwd=ROOT, env=env)
     tallies = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     out.unlink()
     if r.returncode != 0:
