@@ -38,8 +38,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_jobs import versions  # noqa: E402
-from bench.reliability import DOC, faults_table, replace_section, run_faults  # noqa: E402
+from bench.reliability import DOC, faults_table, measured, replace_section, run_faults  # noqa: E402
 from cmqueue.cli.demo_machines import LoopbackCluster  # noqa: E402
 
 #: Loopback addresses of the machines (127.0.0.FIRST...): not used by the test suite.
@@ -170,9 +169,7 @@ def main() -> None:
     ap.add_argument("--no-tallies", action="store_true", help="skip the failover tests' tallies")
     ap.add_argument("--write", action="store_true", help="rewrite the section in docs/reliability.md")
     opts = ap.parse_args()
-    v = versions()
-    stamp = f"Measured {time.strftime('%Y-%m-%d')} with " + ", ".join(
-        f"{k} {v[k]}" for k in ("python", "celery", "kombu", "redis-server", "cpus"))
+    stamp = measured(("python", "celery", "kombu", "redis-server", "cpus"))
     tallies = [] if opts.no_tallies else faults_table(run_faults("tests/integration/queue/test_failover.py"))
     with tempfile.TemporaryDirectory(prefix="cmq-failover-") as tmp:
         root = Path(tmp)

@@ -164,6 +164,12 @@ def replace_section(text: str, name: str, body: list[str]) -> str:
     return head + start + "\n" + "\n".join(body) + "\n" + end + tail
 
 
+def measured(keys: tuple[str, ...]) -> str:
+    """``Measured DATE with python X, ...``: the date and the versions named by ``keys``."""
+    v = versions()
+    return f"Measured {time.strftime('%Y-%m-%d')} with " + ", ".join(f"{k} {v[k]}" for k in keys)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--soak", type=int, default=20000, help="jobs in the soak (0: none)")
@@ -172,9 +178,7 @@ def main() -> None:
     ap.add_argument("--no-faults", action="store_true", help="skip the fault tests")
     ap.add_argument("--write", action="store_true", help="rewrite the tables in docs/reliability.md")
     opts = ap.parse_args()
-    v = versions()
-    stamp = f"Measured {time.strftime('%Y-%m-%d')} with " + ", ".join(
-        f"{k} {v[k]}" for k in ("python", "celery", "kombu", "redis-server", "openssh", "cpus"))
+    stamp = measured(("python", "celery", "kombu", "redis-server", "openssh", "cpus"))
     text = DOC.read_text()
     if not opts.no_faults:
         table = faults_table(run_faults())

@@ -17,6 +17,7 @@ from cmqueue.cli.demo_machines import random_free_port, wait_port
 from cmqueue.core.files import write_private
 from cmqueue.fleet.embedded_redis import GROUP, MEMBERS, group_url, sentinel_lines, server_lines
 from cmqueue.fleet.local_servers import redis_binary
+from tests.support.redis_server import stop_process
 
 
 @dataclass
@@ -133,11 +134,7 @@ class RedisGroup:
         """Stop every member (SIGTERM, then SIGKILL after 10 s)."""
         for proc in self.procs.values():
             if proc.poll() is None:
-                proc.terminate()
+                proc.terminate()                               # all at once, then each waited for
         for proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
+            stop_process(proc)
         self.procs.clear()

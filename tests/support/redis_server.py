@@ -53,11 +53,17 @@ class RedisServer:
 
     def stop(self) -> None:
         """Kill the server (SIGTERM: it writes its AOF and exits)."""
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-            self.proc = None
+        stop_process(self.proc)
+        self.proc = None
+
+
+def stop_process(proc: subprocess.Popen | None, grace: float = 10) -> None:
+    """SIGTERM ``proc`` (a server writes what it must and exits), SIGKILL after ``grace`` s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)

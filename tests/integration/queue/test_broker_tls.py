@@ -30,6 +30,7 @@ from cmqueue.fleet.local_servers import ping
 from cmqueue.fleet.private_ca import Issued, PrivateCA
 from cmqueue.queue.broker import celery_settings, connect, connect_async, kombu_connection
 from tests.conftest import CmqEnv, need, need_services, teardown, wait_for
+from tests.support.redis_server import stop_process
 
 
 def have_tls_redis() -> bool:
@@ -68,13 +69,7 @@ class TlsRedis:
         return url_of(self.password, self.port, (ca or self.ca).ca_cert, issued)
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
 
 
 @pytest.fixture(scope="module")

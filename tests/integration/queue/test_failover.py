@@ -16,8 +16,7 @@ from tests.conftest import make_env, teardown, wait_for
 from tests.integration.queue.test_fault_figures import (
     FIGURES,
     ROUNDS,
-    check_crash_round,
-    crash_round,
+    crash_rounds,
     started,
     submit,
 )
@@ -66,18 +65,6 @@ def test_sentinel_primary_killed(tmp_path, moment):
     # Replication is asynchronous: what the new primary lacks is put back, from the history.
     cenv = make_env(tmp_path, machines=2, slots=2, first=205, sentinel=True)
     try:
-        for round_ in range(FAILOVER_ROUNDS):
-            log = tmp_path / f"runs-{round_}.log"
-            t0 = time.monotonic()
-            batch, reduce_id = crash_round(cenv, log, moment)
-            cenv.run("wait", "--timeout=180", batch, timeout=240)
-            records = [r for r in cenv.run("status", "--json", batch, check=True).json() if r["id"] != reduce_id]
-            tally = count(f"Sentinel primary killed (SIGKILL) {moment}, round {round_ + 1}", records, log,
-                          time.monotonic() - t0)
-            tally.record()
-            check_crash_round(tally, records)
-            if reduce_id:
-                (red,) = cenv.run("status", "--json", reduce_id, check=True).json()
-                assert red["state"] == "succeeded" and red["stdout"] == "210\n", red
+        crash_rounds(cenv, tmp_path, moment, FAILOVER_ROUNDS, "Sentinel primary killed (SIGKILL)")
     finally:
         teardown(cenv)

@@ -276,22 +276,27 @@ def test_redis_killed(tmp_path, moment):
     # so a SIGKILL loses nothing that cmq was told had happened. Timing matters: 5 rounds.
     cenv = make_env(tmp_path, machines=2, slots=2, first=147, redis_fsync="always")
     try:
-        for round_ in range(ROUNDS):
-            log = tmp_path / f"runs-{round_}.log"
-            t0 = time.monotonic()
-            batch, reduce_id = crash_round(cenv, log, moment)
-            cenv.run("wait", "--timeout=180", batch, timeout=240)
-            records = [r for r in cenv.run("status", "--json", batch, check=True).json()
-                       if r["id"] != reduce_id]                   # the reduce writes no run mark
-            tally = count(f"Redis killed (SIGKILL) {moment}, round {round_ + 1}", records, log,
-                          time.monotonic() - t0)
-            tally.record()
-            check_crash_round(tally, records)
-            if reduce_id:
-                (red,) = cenv.run("status", "--json", reduce_id, check=True).json()
-                assert red["state"] == "succeeded" and red["stdout"] == "210\n", red
+        crash_rounds(cenv, tmp_path, moment, ROUNDS, "Redis killed (SIGKILL)")
     finally:
         teardown(cenv)
+
+
+def crash_rounds(cenv: CmqEnv, root: Path, moment: str, rounds: int, fault: str) -> None:
+    """``rounds`` times: start work, crash the broker at ``moment`` (see :func:`crash_round`),
+    wait for the work to end, then tally, record and check it (a reduce sums to 210)."""
+    for round_ in range(rounds):
+        log = root / f"runs-{round_}.log"
+        t0 = time.monotonic()
+        batch, reduce_id = crash_round(cenv, log, moment)
+        cenv.run("wait", "--timeout=180", batch, timeout=240)
+        records = [r for r in cenv.run("status", "--json", batch, check=True).json()
+                   if r["id"] != reduce_id]                       # the reduce writes no run mark
+        tally = count(f"{fault} {moment}, round {round_ + 1}", records, log, time.monotonic() - t0)
+        tally.record()
+        check_crash_round(tally, records)
+        if reduce_id:
+            (red,) = cenv.run("status", "--json", reduce_id, check=True).json()
+            assert red["state"] == "succeeded" and red["stdout"] == "210\n", red
 
 
 def test_cmq_up_killed_while_starting_workers(tmp_path):
