@@ -9,7 +9,6 @@ from typing import Any
 from ..core.defaults import HOST_QUEUE, SHARED_QUEUE
 from ..core.models import JobStatus
 from ..queue import routing
-from ..queue.broker import connect
 from .machine_state import machine_key, read_states
 from .services import Services
 
@@ -85,6 +84,8 @@ def _worker_states(settings: Any) -> dict[str, dict[str, str]]:
     import redis
 
     try:
+        from ..queue.broker import connect
+
         client = connect(settings.broker, socket_connect_timeout=1, socket_timeout=1)
         return read_states(client, settings.inventory.machines)
     except (redis.RedisError, OSError):

@@ -6,9 +6,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from ..core.models import JobRecord, stream_id_key
 from ..queue import events
 from . import HistoryStore, readers
@@ -28,6 +25,17 @@ TRIM_EVERY = 1.0
 AWAY_LIMIT = 60.0
 #: Seconds between two marks of how far a long wait has read (well within READER_TTL).
 MARK_EVERY = 60.0
+
+
+def _broker_away(error: Exception) -> bool:
+    """Whether ``error`` says the broker is away (redis-py is imported only then: listings
+    that read the history never load it)."""
+    if isinstance(error, (ConnectionError, TimeoutError)):
+        return True
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return isinstance(error, (RedisConnectionError, RedisTimeoutError))
 
 
 class Waiter:
@@ -51,7 +59,9 @@ class Waiter:
         try:
             found = self.client.xread({self.stream: after or "0-0"}, block=ms, count=READ_BATCH)
             self._away = None
-        except (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
+        except Exception as e:
+            if not _broker_away(e):
+                raise
             # The broker went away (a failover, a restart): read again once it is back.
             self._away = self._away or time.monotonic()
             if time.monotonic() - self._away > AWAY_LIMIT:

@@ -192,10 +192,17 @@ def online_replicas(client: redis.Redis) -> int:
                if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online")
 
 
+class ReplicaLagError(redis.ConnectionError):
+    """The broker's replicas did not confirm the last writes in time: a failover now could
+    lose them. A broker error like any other: the step that wrote runs again (its writes
+    are safe to repeat) once the broker answers, on whichever primary it is then."""
+
+
 class ReplicaWait:
     """After a write that must survive a failover: wait until ``wanted`` replicas have it,
-    or as many as are connected (read every ``recheck`` seconds), at most ``timeout``
-    seconds. A broker with no replica costs nothing but one INFO now and then."""
+    or as many as are in sync (read every ``recheck`` seconds), at most ``timeout`` seconds;
+    :class:`ReplicaLagError` when they do not. A broker with no replica costs nothing but
+    one INFO now and then."""
 
     def __init__(self, client: redis.Redis, wanted: int, timeout: float, recheck: float = 10.0) -> None:
         self.client, self.wanted, self.timeout, self.recheck = client, int(wanted), float(timeout), recheck
@@ -211,7 +218,12 @@ class ReplicaWait:
             self.connected = online_replicas(self.client)
             self.checked = now
         wanted = min(self.wanted, self.connected)
-        return replicated(self.client, wanted, self.timeout) if wanted else 0
+        acked = replicated(self.client, wanted, self.timeout) if wanted else 0
+        if acked < wanted:
+            self.checked = -self.recheck             # look again: the replica may be gone
+            raise ReplicaLagError(f"{acked} of {wanted} replica(s) confirmed the last writes within "
+                                  f"{self.timeout:g} s")
+        return acked
 
 
 def replicated(client: redis.Redis, replicas: int, timeout: float) -> int:
@@ -220,13 +232,7 @@ def replicated(client: redis.Redis, replicas: int, timeout: float) -> int:
     0 ``replicas``: returns at once."""
     if replicas <= 0:
         return 0
-    started = time.monotonic()
     pipe = client.pipeline(transaction=False)
     pipe.set(MARK, repr(time.time()))
     pipe.execute_command("WAIT", replicas, max(1, int(timeout * 1000)))
-    acked = int(pipe.execute()[1])
-    if acked < replicas:
-        log.warning("only %d of %d replica(s) acknowledged within %.1f s: a failover now could lose "
-                    "the last writes (they are put back from the history)", acked, replicas,
-                    time.monotonic() - started)
-    return acked
+    return int(pipe.execute()[1])

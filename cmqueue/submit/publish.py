@@ -45,16 +45,17 @@ def send(app: Celery, store: HistoryStore, specs: list[JobSpec], reduce_spec: Jo
             chunk = pending[:PUBLISH_BATCH]
             try:
                 publish_chunk(app, chunk, chord, index)
+                replicated()
             except PUBLISH_ERRORS:
-                # The broker went away while the chunk went out: some of it may have
-                # arrived. Once it is back, send again only what is not there.
+                # The broker went away while the chunk went out (or its replica did not
+                # confirm it: a failover may follow): some of it may have arrived. Once it
+                # is back, send again only what is not there.
                 tries += 1
                 if tries > SEND_TRIES or not _broker_back(app, SEND_WAIT):
                     raise
                 pending = missing(app, chunk) + pending[len(chunk):]
                 continue
             pending = pending[len(chunk):]
-            replicated()
     except PUBLISH_ERRORS as e:
         unsent = pending + ([reduce_spec] if reduce_spec else [])
         lost = [Event(job=s.id, state=JobStatus.LOST, ts=time.time(),

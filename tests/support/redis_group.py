@@ -65,6 +65,7 @@ class RedisGroup:
                                                   stderr=subprocess.DEVNULL, start_new_session=True)
             wait_port("127.0.0.1", self.ports[member], proc=self.procs[member])
         self.wait_primary()
+        self.wait_replica()
 
     def primary(self) -> str:
         """The member that is primary now, as the sentinels say ('' when none is known)."""
