@@ -101,6 +101,8 @@ def stop_demo(root: Path | None = None) -> list[str]:
 
 #: The bucket (container) the demo's object stores hold.
 DEMO_BUCKET = "data"
+#: Seconds the demo tries to make a bucket on a storage server it just started.
+BUCKET_WAIT = 60
 
 
 def demo_storage(root: Path) -> dict[str, dict[str, Any]]:
@@ -171,10 +173,20 @@ def _make_buckets(settings: Settings, names: list[str]) -> None:
 
     for name in names:
         driver = make_driver(settings.inventory.storage[name])
-        try:
-            driver.get_container(DEMO_BUCKET)
-        except Exception:   # noqa: BLE001 - libcloud's drivers differ in what "no such container" raises
-            driver.create_container(DEMO_BUCKET)
+        # A server that just started may accept on its port before it serves (SeaweedFS's
+        # S3 gateway waits for its filer): tried again for a while.
+        deadline = time.monotonic() + BUCKET_WAIT
+        while True:
+            try:
+                try:
+                    driver.get_container(DEMO_BUCKET)
+                except Exception:   # noqa: BLE001 - libcloud's drivers differ in what "no such container" raises
+                    driver.create_container(DEMO_BUCKET)
+                break
+            except Exception as e:  # noqa: BLE001 - connection errors of requests, libcloud's own
+                if time.monotonic() > deadline:
+                    raise ServiceError(f"demo: storage {name} did not make bucket {DEMO_BUCKET}: {e}") from None
+                time.sleep(0.5)
 
 
 @contextmanager
