@@ -145,14 +145,12 @@ def _wait_in_sync(setup: Setup, timeout: float = 120) -> None:
     """Until the primary has a replica in sync (so that the next round can fail over)."""
     import redis
 
-    from cmqueue.queue.broker import connect
+    from cmqueue.queue.broker import connect, online_replicas
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            info = connect(setup.redis()["url"], socket_timeout=2).info("replication")
-            if any(isinstance(v, dict) and v.get("state") == "online" for k, v in info.items()
-                   if k.startswith("slave")):
+            if online_replicas(connect(setup.redis()["url"], socket_timeout=2)):
                 return
         except redis.RedisError:
             pass

@@ -12,7 +12,6 @@ new one. :func:`replicated` waits (``WAIT``) until the writes made so far reache
 
 from __future__ import annotations
 
-import logging
 import ssl
 import time
 from typing import Any
@@ -23,8 +22,6 @@ from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel
 
 from ..config.broker import BrokerAddress, host_port, parse, userinfo
-
-log = logging.getLogger("cmq.broker")
 
 #: Key written before a WAIT: WAIT counts the replicas that have the writes of its own
 #: connection, so the waiting connection writes once (after the writes it vouches for).
