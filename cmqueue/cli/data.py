@@ -17,7 +17,8 @@ def _transfer(args: Args, kind: str, machines: str, source: str, dest: str) -> i
     with open_cluster(args) as c:
         retries = number_option(args, "--retries", int)
         _, specs = build_transfers(c.settings.inventory, kind, machines, source, dest,
-                                   recursive=args["--recursive"], retries=retries)
+                                   recursive=args["--recursive"], retries=retries,
+                                   relay=args.get("--relay") or "auto")
         c.send_specs(specs)
         view = output.TransferView(specs, c.redis, enabled=not args["--json"])
         with view:
@@ -40,21 +41,32 @@ def cmd_put(args: Args) -> int:
     """Copy a local file or tree to machines, in parallel, verified by checksum.
 
 Usage:
-  cmq put [options] [--recursive] [--retries=N] [--json] SRC MACHINES:DST
+  cmq put [options] [--recursive] [--retries=N] [--relay=MODE] [--json] SRC MACHINES:DST
 
 MACHINES is a hostlist (node[1-4],gpu1). A relative DST is under each machine's workdir
 (where jobs run); a DST ending in / (or empty) receives SRC under its own name. A
 directory needs --recursive; its contents become DST. rsync is used where both ends have
 it, else a tar stream; each transfer is a job of its own on the machine's queue, shown
-with bytes and rate while it runs, and kept in the history.
+with bytes and rate (and the machine that feeds it) while it runs, and kept in the
+history.
+
+One file to several machines is relayed: it crosses this host's link once per zone
+(the inventory's zone:), and the machines pass it on to each other while it arrives,
+over connections that each take a one-time token given through this host's ssh session.
+Every copy counts only once its SHA-256 matches; a machine whose relay fails or stalls
+is fed by another one, or by this host, from the byte it has.
 
 Options:
   -r --recursive   copy a directory tree
   --retries=N      attempts after a failed transfer [default: 2]
+  --relay=MODE     auto, off (a direct copy each), chain, or tree:K (each machine feeds
+                   up to K others); auto is a chain for a file of 4 MiB or more
+                   [default: auto]
   --json           print the transfers' records as JSON
 
 Examples:
   cmq put corpus.txt 'node[1-4]:'
+  cmq put --relay=tree:2 image.qcow2 'node[1-32]:images/'
   cmq put -r inputs/ node1:data/inputs
 """
     from ..submit.specs import split_remote

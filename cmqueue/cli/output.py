@@ -306,7 +306,8 @@ class ProgressView:
 
 
 class TransferView:
-    """Live view of transfers: a bar per machine with bytes, rate and state."""
+    """Live view of transfers: a bar per machine with bytes, rate and state (and, for a
+    relayed copy, the machine that feeds it)."""
 
     def __init__(self, specs: Sequence[Any], client: Any, enabled: bool = True) -> None:
         from rich.progress import (
@@ -326,10 +327,10 @@ class TransferView:
             TextColumn("{task.fields[state]}"), TimeElapsedColumn(), console=err, transient=False,
             disable=not enabled,
         )
-        self.tasks = {s.id: self.progress.add_task(s.command if s.kind == "storage"
-                                                   else f"{s.kind} {s.target.partition(':')[2]}",
-                                                   total=s.params.get("total") or None, state="queued",
-                                                   start=False)
+        self.names = {s.id: s.command if s.kind == "storage" else f"{s.kind} {s.target.partition(':')[2]}"
+                      for s in specs}
+        self.tasks = {s.id: self.progress.add_task(self.names[s.id], total=s.params.get("total") or None,
+                                                   state="queued", start=False)
                       for s in specs}
 
     def __enter__(self) -> TransferView:
@@ -364,8 +365,9 @@ class TransferView:
             found = read_progress(self.client, list(self.tasks))
         except Exception:  # noqa: BLE001 - a view never fails the command
             return
-        for job, (moved, total) in found.items():
-            self.progress.update(self.tasks[job], completed=moved, total=total or None)
+        for job, (moved, total, via) in found.items():
+            fields: dict[str, Any] = {"description": f"{self.names[job]} from {via}"} if via else {}
+            self.progress.update(self.tasks[job], completed=moved, total=total or None, **fields)
 
 
 #: Past this many machines, `cmq machines` and `cmq top` fold alike rows into one.

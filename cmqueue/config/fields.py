@@ -21,7 +21,7 @@ HOST_KEY_POLICIES = ("strict", "ask", "accept-new")
 MACHINE_FIELDS = {
     "host", "port", "user", "identity", "ssh_options", "slots", "labels", "workdir",
     "env", "mode", "enabled", "host_key_policy", "max_sessions", "transport", "transfer", "cache",
-    "host_jobs", "facts", "broker_access",
+    "host_jobs", "facts", "broker_access", "zone",
 }
 #: How an agent's worker reaches the broker: an ssh tunnel from the controller, or TLS to
 #: the broker's address with a client certificate (``cmq up --tls``).
@@ -189,6 +189,12 @@ def machine_fields(path: Path, where: str, raw: dict, base: dict) -> dict[str, A
         raise fail(path, f"{where}.broker_access", f"only an agent (mode: agent) reaches the broker itself; "
                                                    f"this machine's worker runs here ({mode})")
     out["broker_access"] = access
+    if merged.get("zone") is not None:
+        zone = merged["zone"]
+        if not isinstance(zone, str | int) or isinstance(zone, bool) or not str(zone).strip():
+            raise fail(path, f"{where}.zone", f"must be a name (machines of one zone relay to each other), "
+                                              f"got {zone!r}")
+        out["zone"] = str(zone)
     if "cache" in merged:
         out["cache"] = parse_size(merged["cache"], path, f"{where}.cache")
     if merged.get("facts") is not None:

@@ -29,6 +29,7 @@ SETTINGS_FIELDS = {
     "kill_grace", "probe_interval", "max_reroutes", "control_persist", "flower_port", "broker_wait",
     "redis_fsync", "start_parallel", "worker_processes", "rescue_interval", "rescue_grace",
     "facts_max_age", "facts_timeout", "facts_probe_timeout", "replica_acks", "replica_timeout", "broker_bind",
+    "relay_stall",
 }
 REDIS_FSYNC = ("always", "everysec")
 _SECRET_KEYS = re.compile(r"password|secret|token", re.I)
@@ -60,6 +61,7 @@ class Machine:
     host_jobs: bool = True               #: its slots also take host jobs (storage, cloud actions)
     facts: tuple[tuple[str, str], ...] = ()   #: its own facts: (name, shell command)
     broker_access: str = "tunnel"        #: an agent's way to the broker: ssh tunnel or tls
+    zone: str = ""                       #: machines of one zone relay data to each other
 
     @property
     def masters(self) -> int:
@@ -80,7 +82,7 @@ class Machine:
             "env": dict(self.env), "mode": self.mode, "enabled": self.enabled,
             "host_key_policy": self.host_key_policy, "transport": self.transport,
             "transfer": self.transfer, "cache": self.cache, "host_jobs": self.host_jobs,
-            "facts": dict(self.facts), "broker_access": self.broker_access,
+            "facts": dict(self.facts), "broker_access": self.broker_access, "zone": self.zone,
         }
 
 

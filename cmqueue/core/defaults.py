@@ -59,6 +59,9 @@ REPLICA_ACKS = 1
 #: the sentinels' down-after time and an election) before it says the broker is away.
 FAILOVER_WAIT = 60
 REPLICA_TIMEOUT = 1.0
+#: Seconds a machine of a relayed put waits for a byte from its feeder before it is fed
+#: by another machine, or by the controller (see cmqueue.transfer.relay).
+RELAY_STALL = 15.0
 #: Seconds a worker waits for the broker to come back before it gives up reporting a
 #: job's outcome (the job is then handed out again after the visibility timeout).
 BROKER_WAIT = 600

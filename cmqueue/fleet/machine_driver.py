@@ -33,7 +33,7 @@ from ..queue.lease import Lease, holder
 from ..queue.progress import ProgressReporter
 from ..queue.receipts import TAG_HEADER
 from ..submit import reducers
-from ..transfer import shared_paths, staging
+from ..transfer import relay_batch, shared_paths, staging
 from ..transfer.machine_copy import SourceMissingError, Transfer, TransferError, describe
 from ..transfer.staging import Stager
 from . import step_checks
@@ -432,7 +432,12 @@ class MachineDriver:
         progress = ProgressReporter(self.redis, spec.id, int(p.get("total") or 0))
         try:
             t = self.transfer(master)
-            if spec.kind == "put" and int(p.get("fanout") or 1) > 1:   # machines may share the target
+            if spec.kind == "put" and p.get("relay"):                  # one relay for the batch's machines
+                moved = relay_batch.put(t, self.redis, spec.batch, p["relay"], self.settings.inventory.machines,
+                                        Path(p["source"]), p["dest"], progress,
+                                        connect_timeout=int(self.settings.get("connect_timeout")),
+                                        stall=float(self.settings.get("relay_stall")))
+            elif spec.kind == "put" and int(p.get("fanout") or 1) > 1:   # machines may share the target
                 moved = shared_paths.put(t, self.redis, spec.batch, Path(p["source"]), p["dest"],
                                          recursive=bool(p.get("recursive")), progress=progress)
             elif spec.kind == "put":

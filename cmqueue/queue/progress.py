@@ -26,6 +26,8 @@ class ProgressReporter:
         self.key = progress_key(job)
         self.total = total
         self.moved = 0
+        #: Who feeds this copy (a relay's machine, or "controller"); empty when not relayed.
+        self.via = ""
         self._last = time.monotonic()        # a first count after INTERVAL: a short transfer writes none
         self._written = False
 
@@ -39,7 +41,10 @@ class ProgressReporter:
     def _write(self) -> None:
         try:
             pipe = self.client.pipeline(transaction=False)
-            pipe.hset(self.key, mapping={"bytes": self.moved, "total": self.total})
+            fields: dict[str, Any] = {"bytes": self.moved, "total": self.total}
+            if self.via:
+                fields["via"] = self.via
+            pipe.hset(self.key, mapping=fields)
             pipe.expire(self.key, TTL)
             pipe.execute()
             self._written = True
@@ -52,10 +57,11 @@ class ProgressReporter:
             self._write()
 
 
-def read_progress(client: Any, jobs: list[str]) -> dict[str, tuple[int, int]]:
-    """{job: (bytes, total)} for the jobs that reported progress."""
+def read_progress(client: Any, jobs: list[str]) -> dict[str, tuple[int, int, str]]:
+    """{job: (bytes, total, feeder)} for the jobs that reported progress (the feeder is
+    empty unless the copy is relayed)."""
     out = {}
     for job, h in zip(jobs, hgetall_many(client, [progress_key(j) for j in jobs]), strict=True):
         if h:
-            out[job] = (int(h.get(b"bytes", 0)), int(h.get(b"total", 0)))
+            out[job] = (int(h.get(b"bytes", 0)), int(h.get(b"total", 0)), h.get(b"via", b"").decode())
     return out

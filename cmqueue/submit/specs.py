@@ -124,13 +124,19 @@ def split_remote(spec: str, what: str) -> tuple[str, str]:
 
 
 def build_transfers(inventory: Inventory, kind: str, machines: str, source: str, dest: str,
-                    recursive: bool = False, retries: int = TRANSFER_RETRIES) -> tuple[str, list[JobSpec]]:
+                    recursive: bool = False, retries: int = TRANSFER_RETRIES,
+                    relay: str = "auto") -> tuple[str, list[JobSpec]]:
     """One put or get spec per machine of the hostlist ``machines``.
 
-    put: ``source`` is local (it must exist), ``dest`` the remote path. get: ``source`` is
-    remote and ``dest`` local; from several machines each lands in ``dest/<machine>/``.
+    put: ``source`` is local (it must exist), ``dest`` the remote path; ``relay`` (a mode of
+    :mod:`cmqueue.transfer.relay_plan`) lets the machines reached over ssh pass one file
+    on to each other. get: ``source`` is remote and ``dest`` local; from several machines
+    each lands in ``dest/<machine>/``.
     """
+    from ..transfer import relay_plan
     from ..transfer.machine_copy import local_size
+
+    relay_plan.check_mode(relay)
 
     chosen = placement(inventory, on=machines).machines
     batch = new_id("b")
@@ -158,7 +164,28 @@ def build_transfers(inventory: Inventory, kind: str, machines: str, source: str,
     specs = [JobSpec(id=new_id(), command=w, target=f"machine:{m}", queue=routing.machine_queue(m), batch=batch,
                      retries=retries, submitted=now, kind=kind, params=p)
              for m, w, p in zip(chosen, words, params, strict=True)]
+    if kind == "put":
+        _plan_relay(inventory, specs, chosen, relay, total, local.is_file())
     return batch, specs
+
+
+def _plan_relay(inventory: Inventory, specs: list[JobSpec], chosen: list[str], mode: str, size: int,
+                is_file: bool) -> None:
+    """Give the puts to machines reached over ssh the batch's relay plan (when ``mode``,
+    resolved for this payload, relays at all)."""
+    from ..transfer import relay_plan
+
+    remote = [m for m in chosen if inventory.machines[m].mode == "ssh"]
+    mode = relay_plan.choose(mode, len(remote), size, is_file)
+    if mode == "off":
+        return
+    zones = {m: inventory.machines[m].zone for m in remote}
+    feeders = relay_plan.plan(remote, mode, zones)
+    jobs = {s.target.partition(":")[2]: s.id for s in specs}
+    plan = {"mode": mode, "feeders": feeders, "jobs": {m: jobs[m] for m in remote}}
+    for s in specs:
+        if s.target.partition(":")[2] in feeders:
+            s.params["relay"] = plan
 
 
 def build_reduce(members: list[JobSpec], reducer: str, allow_failures: bool = False,

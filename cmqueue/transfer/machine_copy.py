@@ -97,6 +97,10 @@ class TransferResult(PlainData):
     seconds: float = 0.0
     method: str = ""
     verified: str = ""
+    #: Who sent the bytes of a relayed put: another machine, or "controller" (this host).
+    fed_by: str = ""
+    #: Why a put meant to be relayed was copied directly.
+    note: str = ""
 
 
 def human_bytes(n: float) -> str:
@@ -112,8 +116,10 @@ def describe(r: TransferResult) -> str:
     """One line: what moved, how fast, and how it was checked."""
     rate = r.bytes / r.seconds if r.seconds > 0 else 0
     arrow = f"{r.source} -> {r.machine}:{r.dest}" if r.direction == "put" else f"{r.machine}:{r.source} -> {r.dest}"
+    fed = f" from {r.fed_by}" if r.fed_by else ""
+    note = f" ({r.note})" if r.note else ""
     return (f"{r.direction} {arrow}: {r.files} file(s), {human_bytes(r.bytes)} in {r.seconds:.2f}s "
-            f"({human_bytes(rate)}/s) by {r.method}, verified by {r.verified}")
+            f"({human_bytes(rate)}/s) by {r.method}{fed}, verified by {r.verified}{note}")
 
 
 def sha256_file(path: Path) -> str:

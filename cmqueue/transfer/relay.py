@@ -1,0 +1,398 @@
+"""Send one file to many machines through relays: the controller's side.
+
+The controller starts :mod:`cmqueue.transfer.relay_node` on every machine over its own
+ssh session, sends each byte over its own link once per zone (more only when a relay
+fails), and tells each machine, over that machine's ssh session, whom to feed and which
+one-time token to present; each receiver accepts one connection carrying its token. The
+plan (:mod:`cmqueue.transfer.relay_plan`) says who feeds whom; this module runs it,
+reports each machine's bytes and feeder, and routes around a relay that dies or stalls:
+the machines it fed are fed by its nearest live ancestor, or by the controller, from
+the byte they have. A machine that ends without a verified copy is reported failed, and
+its job copies it directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import secrets
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config.inventory import Machine
+from ..core import defaults
+from ..core.models import PlainData
+from ..machine import ssh
+from ..machine.session_client import BOOTSTRAP
+from . import relay_plan
+from .machine_copy import CHUNK, sha256_file
+from .relay_plan import CONTROLLER
+
+log = logging.getLogger("cmq.transfer")
+
+NODE_SOURCE = (Path(__file__).with_name("relay_node.py")).read_text()
+#: Seconds a machine's relay node may take to start and listen.
+START_TIMEOUT = 30.0
+#: Times a machine is given a new machine feeder before the controller feeds it.
+MAX_REROUTES = 3
+
+#: Called with (machine, bytes there, feeder) as copies progress.
+OnProgress = Callable[[str, int, str], None]
+
+
+@dataclass
+class CopyOutcome(PlainData):
+    """How one machine's copy ended: verified or not, and who fed it."""
+
+    machine: str
+    ok: bool = False
+    fed_by: str = ""
+    feeders: list[str] = field(default_factory=list)   #: every feeder, in order (reroutes)
+    bytes: int = 0
+    seconds: float = 0.0
+    error: str = ""
+
+
+_SHAS: dict[tuple[str, int, int], str] = {}
+_SHAS_LOCK = threading.Lock()
+
+
+def source_sha256(path: Path) -> str:
+    """SHA-256 of a local file, computed once while it is unchanged."""
+    st = path.stat()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    with _SHAS_LOCK:
+        if key in _SHAS:
+            return _SHAS[key]
+    digest = sha256_file(path)
+    with _SHAS_LOCK:
+        _SHAS[key] = digest
+    return digest
+
+
+class NodeSession:
+    """The controller's end of one machine's relay node (its ssh session). Writes go
+    through a thread of their own, so a machine that stops reading never blocks the
+    relay's loop."""
+
+    #: Frames of the controller's feed queued for a machine before the feed waits.
+    WINDOW = 8
+
+    def __init__(self, machine: Machine, events: queue.Queue, connect_timeout: int) -> None:
+        self.machine = machine
+        self.name = machine.name
+        self.address = ""
+        self.port = 0
+        self.pid = 0                         #: the node's pid on its machine
+        self.proc = subprocess.Popen(
+            ssh.ssh_argv(machine, ["python3", "-c", BOOTSTRAP], None, connect_timeout=connect_timeout),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        self._events = events
+        self._out: queue.Queue = queue.Queue()
+        self.window = threading.Semaphore(self.WINDOW)
+        self.broken = threading.Event()
+        self.send_line(json.dumps(NODE_SOURCE))
+        threading.Thread(target=self._write, name=f"cmq-relay-out-{self.name}", daemon=True).start()
+        threading.Thread(target=self._read, name=f"cmq-relay-in-{self.name}", daemon=True).start()
+
+    def send_line(self, line: str, data: bytes = b"") -> bool:
+        """Queue one line (and raw bytes after it); False once the session is gone."""
+        if self.broken.is_set():
+            return False
+        self._out.put((line.encode() + b"\n" + data, bool(data)))
+        return True
+
+    def send(self, op: str, **fields: Any) -> bool:
+        """Send one message to the node."""
+        return self.send_line(json.dumps({"op": op, **fields}, separators=(",", ":")))
+
+    def _write(self) -> None:
+        stdin = self.proc.stdin
+        assert stdin is not None
+        while True:
+            item = self._out.get()
+            if item is None:
+                break
+            data, frame = item
+            try:
+                stdin.write(data)
+                stdin.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                self.broken.set()
+            finally:
+                if frame:
+                    self.window.release()
+            if self.broken.is_set():
+                break
+        try:
+            stdin.close()
+        except OSError:
+            pass
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            self._events.put((self.name, msg))
+        err = b""
+        try:
+            err = self.proc.stderr.read() if self.proc.stderr else b""
+        except (OSError, ValueError):
+            pass
+        lines = [ln for ln in err.decode("utf-8", "replace").splitlines() if ln.strip()]
+        code = self.proc.wait()
+        self.broken.set()
+        self._events.put((self.name, {"ev": "exit", "error": ssh.explain_failure("\n".join(lines), self.machine)
+                                      or f"the relay ended with exit code {code}"}))
+
+    def close(self, timeout: float = 10) -> None:
+        """Ask the node to stop, then make sure it has."""
+        self.send("close")
+        self._out.put(None)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout)
+
+
+class _Feed(threading.Thread):
+    """The controller feeding one machine from a byte on, through its ssh session."""
+
+    def __init__(self, node: NodeSession, source: Path, offset: int, size: int) -> None:
+        super().__init__(name=f"cmq-feed-{node.name}", daemon=True)
+        self.node, self.source, self.offset, self.size = node, source, offset, size
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        with open(self.source, "rb") as f:
+            f.seek(self.offset)
+            pos = self.offset
+            while pos < self.size and not self.stopped.is_set():
+                data = f.read(CHUNK)
+                if not data:
+                    break
+                while not self.node.window.acquire(timeout=1):
+                    if self.stopped.is_set() or self.node.broken.is_set():
+                        return
+                header = json.dumps({"op": "feed", "offset": pos, "length": len(data)}, separators=(",", ":"))
+                if not self.node.send_line(header, data):
+                    return
+                pos += len(data)
+
+
+@dataclass
+class _Copy:
+    """The controller's view of one machine during the relay."""
+
+    machine: Machine
+    target: str
+    feeder: str = CONTROLLER
+    feeders: list[str] = field(default_factory=list)
+    have: int = 0
+    reroutes: int = 0
+    started: float = field(default_factory=time.monotonic)
+    changed: float = field(default_factory=time.monotonic)   #: when ``have`` last grew
+    outcome: CopyOutcome | None = None
+
+
+class Relay:
+    """One relayed copy of ``source`` to ``targets`` ({machine name: (machine, path there)})
+    along ``feeders`` (a plan of :mod:`relay_plan`)."""
+
+    def __init__(self, source: Path, targets: dict[str, tuple[Machine, str]], feeders: dict[str, str], *,
+                 on_progress: OnProgress | None = None, stall: float = defaults.RELAY_STALL,
+                 connect_timeout: int = defaults.CONNECT_TIMEOUT) -> None:
+        self.source = Path(source)
+        self.size = self.source.stat().st_size
+        self.plan = dict(feeders)
+        self.copies = {name: _Copy(machine=m, target=t) for name, (m, t) in targets.items()}
+        self.on_progress = on_progress
+        self.stall = stall
+        self.connect_timeout = connect_timeout
+        self.events: queue.Queue = queue.Queue()
+        self.nodes: dict[str, NodeSession] = {}
+        self.feeds: dict[str, _Feed] = {}
+        self.gone: set[str] = set()          #: machines that feed no one any more
+        #: machine -> (ref, feeder, token) of an attachment whose receiver has not answered
+        self.waiting: dict[str, tuple[int, str, str]] = {}
+        self._refs = 0
+
+    # -- the run -----------------------------------------------------------------------
+    def run(self) -> dict[str, CopyOutcome]:
+        """Copy to every machine; {machine: outcome}. Never raises for one machine's fault."""
+        sha = source_sha256(self.source)
+        try:
+            self._start(sha)
+            for name in self._order():
+                if self.copies[name].outcome is None:
+                    self._attach(name, self._feeder_of(name))
+            self._loop()
+        finally:
+            for f in self.feeds.values():
+                f.stopped.set()
+            threads = [threading.Thread(target=n.close, daemon=True) for n in self.nodes.values()]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(15)
+        return {name: c.outcome or CopyOutcome(machine=name, error="the relay ended before this copy")
+                for name, c in self.copies.items()}
+
+    def _order(self) -> list[str]:
+        """Machines, feeders before the machines they feed."""
+        done: list[str] = []
+        pending = list(self.copies)
+        while pending:
+            ready = [m for m in pending if self.plan.get(m, CONTROLLER) in (CONTROLLER, *done)
+                     or self.plan.get(m) not in self.copies]
+            ready = ready or pending[:1]
+            done += ready
+            pending = [m for m in pending if m not in ready]
+        return done
+
+    def _start(self, sha: str) -> None:
+        for name, c in self.copies.items():
+            self.nodes[name] = NodeSession(c.machine, self.events, self.connect_timeout)
+            self.nodes[name].send("start", path=c.target, size=self.size, sha256=sha, stall=self.stall,
+                                  part=f".cmq-part-{secrets.token_hex(4)}")
+        waiting = set(self.copies)
+        deadline = time.monotonic() + START_TIMEOUT + self.connect_timeout
+        while waiting and time.monotonic() < deadline:
+            try:
+                name, msg = self.events.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if msg.get("ev") == "ready":
+                node = self.nodes[name]
+                node.address, node.port, node.pid = msg["address"], int(msg["port"]), int(msg.get("pid") or 0)
+                waiting.discard(name)
+            elif msg.get("ev") == "done" and msg.get("ok"):      # an empty file is done at once
+                self._finish(name, True, "")
+                waiting.discard(name)
+            elif msg.get("ev") in ("exit", "error"):
+                self._fail(name, f"relay did not start: {msg.get('error')}")
+                waiting.discard(name)
+        for name in waiting:
+            self._fail(name, f"relay did not start within {START_TIMEOUT + self.connect_timeout:.0f}s")
+
+    def _loop(self) -> None:
+        """Handle the nodes' events until every copy has ended; a copy that gains no byte
+        for four stall periods (its machine stopped, or every feeder it gets does) fails."""
+        while any(c.outcome is None for c in self.copies.values()):
+            try:
+                name, msg = self.events.get(timeout=1)
+                self._handle(name, msg)
+            except queue.Empty:
+                pass
+            now = time.monotonic()
+            for n, c in self.copies.items():
+                if c.outcome is None and now - c.changed > 4 * self.stall:
+                    self._fail(n, f"no byte arrived for {4 * self.stall:.0f}s")
+
+    def _handle(self, name: str, msg: dict[str, Any]) -> None:
+        ev = msg.get("ev")
+        c = self.copies.get(name)
+        if c is None:
+            return
+        if ev == "progress":
+            have = int(msg.get("have", 0))
+            if have > c.have:
+                c.have, c.changed = have, time.monotonic()
+            if self.on_progress:
+                self.on_progress(name, c.have, c.feeder)
+        elif ev == "done":
+            c.have = self.size if msg.get("ok") else c.have
+            self._finish(name, bool(msg.get("ok")), msg.get("error", ""))
+        elif ev == "lost":
+            c.have = max(c.have, int(msg.get("have", 0)))
+            if c.outcome is None:
+                log.warning("relay: %s lost its feed from %s at %d bytes (%s)", name, c.feeder, c.have,
+                            msg.get("error"))
+                if c.feeder != CONTROLLER:
+                    self.gone.add(c.feeder)     # dead or stalled: it feeds no one any more
+                self._attach(name, self._feeder_of(name))
+        elif ev == "expecting":
+            ref, feeder, token = self.waiting.get(name, (None, "", ""))
+            if ref is not None and msg.get("ref") == ref and c.outcome is None:
+                del self.waiting[name]
+                if not self.nodes[feeder].send("serve", to=name, address=self.nodes[name].address,
+                                               port=self.nodes[name].port, token=token):
+                    self.gone.add(feeder)
+                    self._attach(name, self._feeder_of(name))
+        elif ev == "unserved":
+            to = msg.get("to", "")
+            if to in self.copies and self.copies[to].outcome is None and self.copies[to].feeder == name:
+                log.warning("relay: %s cannot feed %s (%s): the controller does", name, to, msg.get("error"))
+                self._attach(to, CONTROLLER)
+        elif ev == "refused":
+            log.warning("relay: %s refused a connection without its token from %s", name, msg.get("peer"))
+        elif ev in ("exit", "error"):
+            if c.outcome is None:
+                self._fail(name, str(msg.get("error") or "the relay ended"))
+
+    def _feeder_of(self, name: str) -> str:
+        c = self.copies[name]
+        if c.reroutes >= MAX_REROUTES:
+            return CONTROLLER
+        up = relay_plan.reroute(self.plan, name, self.gone | {n for n in self.copies if n not in self.nodes})
+        return up if up == CONTROLLER or up in self.nodes else CONTROLLER
+
+    def _attach(self, name: str, feeder: str) -> None:
+        """Have ``feeder`` feed ``name`` from the bytes ``name`` has."""
+        c = self.copies[name]
+        if c.feeders:
+            c.reroutes += 1
+        c.feeder = feeder
+        c.feeders.append(feeder)
+        old = self.feeds.pop(name, None)
+        if old is not None:
+            old.stopped.set()
+        self.waiting.pop(name, None)
+        node = self.nodes[name]
+        if feeder == CONTROLLER:
+            node.send("expect", token=secrets.token_urlsafe(32))     # no one holds it: any old one is void
+            feed = self.feeds[name] = _Feed(node, self.source, c.have, self.size)
+            feed.start()
+        else:       # the feeder is told once the receiver answers that it expects the token
+            self._refs += 1
+            self.waiting[name] = (self._refs, feeder, secrets.token_urlsafe(32))
+            node.send("expect", token=self.waiting[name][2], ref=self._refs)
+        if self.on_progress:
+            self.on_progress(name, c.have, feeder)
+
+    def _finish(self, name: str, ok: bool, error: str) -> None:
+        c = self.copies[name]
+        if c.outcome is not None:
+            return
+        c.outcome = CopyOutcome(machine=name, ok=ok, fed_by=c.feeder, feeders=list(c.feeders),
+                                bytes=self.size if ok else c.have, seconds=time.monotonic() - c.started,
+                                error=error)
+        if not ok:
+            self._lose(name)
+        feed = self.feeds.pop(name, None)
+        if feed is not None:
+            feed.stopped.set()
+
+    def _fail(self, name: str, error: str) -> None:
+        if self.copies[name].outcome is None:
+            self._finish(name, False, error)
+        self._lose(name)
+
+    def _lose(self, name: str) -> None:
+        """``name`` feeds no one any more: its machines get a new feeder."""
+        if name in self.gone:
+            return
+        self.gone.add(name)
+        for child, c in self.copies.items():
+            if c.feeder == name and c.outcome is None and child in self.nodes:
+                self._attach(child, self._feeder_of(child))

@@ -1,0 +1,147 @@
+"""Relayed puts on loopback sshd machines: `cmq put` of one file to several machines goes
+through one relay (a chain or a tree), every copy verified, each record naming its feeder;
+the relay's own code run directly against real relay nodes: tokens, an empty file, a
+machine that cannot start its node."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cmqueue.config.inventory import load
+from cmqueue.transfer import relay_plan
+from cmqueue.transfer.relay import Relay
+from tests.conftest import make_env, teardown
+
+FIRST = 46     # loopback addresses 127.0.0.46-49
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    cenv = make_env(tmp_path_factory.mktemp("relay"), machines=4, slots=2, first=FIRST,
+                    machine_fields={"m4": {"zone": "b"}})
+    yield cenv
+    teardown(cenv)
+
+
+def _payload(path: Path, size: int) -> str:
+    data = os.urandom(size)
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def _listeners(addresses: list[str]) -> list[str]:
+    """Listening TCP sockets on ``addresses`` (the sshd's excepted by the caller)."""
+    out = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True, check=True).stdout
+    return [ln.split()[3] for ln in out.splitlines() if any(ln.split()[3].startswith(a + ":") for a in addresses)]
+
+
+def test_put_relayed_along_a_chain_per_zone(env, tmp_path):
+    """m1-m3 share a zone and m4 has its own: m1 is fed by the controller, m2 by m1, m3 by
+    m2; m4, alone in its zone, by the controller. Every copy is whole, no part file is
+    left, and nothing listens on the machines' addresses once the put is over."""
+    src = tmp_path / "payload.bin"
+    want = _payload(src, 6 << 20)
+    r = env.run("put", "--relay=chain", "--json", str(src), "m[1-4]:in/")
+    assert r.code == 0, r.err
+    records = {rec["machine"]: rec["transfer"] for rec in json.loads(r.out)}
+    assert {m: t["fed_by"] for m, t in records.items()} == {"m1": "controller", "m2": "m1", "m3": "m2",
+                                                            "m4": "controller"}
+    assert all(t["method"] == "relay" and t["verified"] == "sha256 on the machine" for t in records.values())
+    for m in ("m1", "m2", "m3", "m4"):
+        folder = env.workdir(m) / "in"
+        assert _digest(folder / "payload.bin") == want, m
+        assert [p.name for p in folder.iterdir()] == ["payload.bin"], m
+    sshd_port = env.cluster.machines[0].port
+    left = [a for a in _listeners([m.address for m in env.cluster.machines]) if not a.endswith(f":{sshd_port}")]
+    assert left == []
+    m2 = next(rec for rec in json.loads(r.out) if rec["machine"] == "m2")
+    shown = env.run("logs", m2["id"])
+    assert shown.code == 0 and "by relay from m1" in shown.out, shown.out
+
+
+def test_auto_sends_a_small_file_directly_and_tree_feeds_two(env, tmp_path):
+    """auto relays nothing under RELAY_MIN_BYTES; tree:2 gives m1 two machines to feed."""
+    small = tmp_path / "small.txt"
+    small.write_text("hello\n")
+    r = env.run("put", "--json", str(small), "m[1-3]:in/")
+    assert r.code == 0, r.err
+    assert all(rec["transfer"]["fed_by"] == "" for rec in json.loads(r.out))
+    big = tmp_path / "tree.bin"
+    want = _payload(big, 5 << 20)
+    r = env.run("put", "--relay=tree:2", "--json", str(big), "m[1-3]:in/")
+    assert r.code == 0, r.err
+    assert {rec["machine"]: rec["transfer"]["fed_by"] for rec in json.loads(r.out)} == {
+        "m1": "controller", "m2": "m1", "m3": "m1"}
+    assert all(_digest(env.workdir(m) / "in" / "tree.bin") == want for m in ("m1", "m2", "m3"))
+
+
+def test_a_bad_relay_mode_is_a_usage_error(env, tmp_path):
+    src = tmp_path / "x"
+    src.write_text("x")
+    r = env.run("put", "--relay=tree:0", str(src), "m1:")
+    assert r.code == 2
+    assert "--relay: 'tree:0' is not a relay mode" in r.err
+    assert "Traceback" not in r.err
+
+
+def test_a_connection_without_the_token_is_refused_and_counts_nothing(env, tmp_path):
+    """A stranger who connects to a node's port first gets nothing in, and the copy still
+    arrives from its feeder, whole."""
+    inv = load(env.config)
+    src = tmp_path / "tokens.bin"
+    want = _payload(src, 8 << 20)
+    names = ["m1", "m2"]
+    targets = {m: (inv.machines[m], f"{inv.machines[m].workdir}/tok/tokens.bin") for m in names}
+    relay = Relay(src, targets, relay_plan.plan(names, "chain"))
+    strangers: list[str] = []
+
+    def knock(machine: str, have: int, feeder: str) -> None:
+        node = relay.nodes[machine]
+        if machine == "m2" and not strangers and node.port:
+            with socket.create_connection((node.address, node.port), timeout=5) as s:
+                s.sendall(b"not-the-token\n")
+                strangers.append(s.recv(16).decode())
+
+    relay.on_progress = knock
+    out = relay.run()
+    assert all(o.ok for o in out.values()), out
+    assert strangers == [""]            # closed without a word: no offset, no data
+    assert all(_digest(Path(t)) == want for _, t in targets.values())
+
+
+def test_a_machine_without_its_node_is_reported_and_the_chain_goes_around_it(env, tmp_path):
+    """m2's target cannot be written (a file where its folder should be): m2 fails at once
+    with the reason, and m3, planned behind m2, is fed by m1."""
+    inv = load(env.config)
+    src = tmp_path / "around.bin"
+    want = _payload(src, 5 << 20)
+    blocker = env.workdir("m2") / "blocked"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("a file, not a folder")
+    targets = {m: (inv.machines[m], f"{inv.machines[m].workdir}/{'blocked' if m == 'm2' else 'ok'}/a.bin")
+               for m in ("m1", "m2", "m3")}
+    out = Relay(src, targets, relay_plan.plan(["m1", "m2", "m3"], "chain")).run()
+    assert not out["m2"].ok and "Error" in out["m2"].error
+    assert out["m3"].ok and out["m3"].fed_by == "m1"
+    assert _digest(Path(targets["m3"][1])) == want
+
+
+def test_an_empty_file_is_relayed(env, tmp_path):
+    inv = load(env.config)
+    src = tmp_path / "empty"
+    src.write_bytes(b"")
+    targets = {m: (inv.machines[m], f"{inv.machines[m].workdir}/empty/e") for m in ("m1", "m2")}
+    out = Relay(src, targets, relay_plan.plan(["m1", "m2"], "chain")).run()
+    assert all(o.ok for o in out.values()), out
+    assert all(Path(t).read_bytes() == b"" for _, t in targets.values())
