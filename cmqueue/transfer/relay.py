@@ -31,7 +31,7 @@ from ..core.models import PlainData
 from ..machine import ssh
 from ..machine.session_client import BOOTSTRAP
 from . import relay_plan
-from .machine_copy import CHUNK, sha256_file
+from .machine_copy import CHUNK, Transfer, sha256_file
 from .relay_plan import CONTROLLER
 
 log = logging.getLogger("cmq.transfer")
@@ -168,9 +168,9 @@ class NodeSession:
 class _Feed(threading.Thread):
     """The controller feeding one machine from a byte on, through its ssh session."""
 
-    def __init__(self, node: NodeSession, source: Path, offset: int, size: int) -> None:
+    def __init__(self, node: NodeSession, source: Path, offset: int, size: int, ref: int) -> None:
         super().__init__(name=f"cmq-feed-{node.name}", daemon=True)
-        self.node, self.source, self.offset, self.size = node, source, offset, size
+        self.node, self.source, self.offset, self.size, self.ref = node, source, offset, size, ref
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -184,7 +184,8 @@ class _Feed(threading.Thread):
                 while not self.node.window.acquire(timeout=1):
                     if self.stopped.is_set() or self.node.broken.is_set():
                         return
-                header = json.dumps({"op": "feed", "offset": pos, "length": len(data)}, separators=(",", ":"))
+                header = json.dumps({"op": "feed", "offset": pos, "length": len(data), "ref": self.ref},
+                                    separators=(",", ":"))
                 if not self.node.send_line(header, data):
                     return
                 pos += len(data)
@@ -200,6 +201,8 @@ class _Copy:
     feeders: list[str] = field(default_factory=list)
     have: int = 0
     reroutes: int = 0
+    ref: int = 0                                             #: the current attachment
+    part: str = field(default_factory=lambda: f".cmq-part-{secrets.token_hex(4)}")   #: suffix of the partial file
     started: float = field(default_factory=time.monotonic)
     changed: float = field(default_factory=time.monotonic)   #: when ``have`` last grew
     outcome: CopyOutcome | None = None
@@ -240,13 +243,25 @@ class Relay:
         finally:
             for f in self.feeds.values():
                 f.stopped.set()
-            threads = [threading.Thread(target=n.close, daemon=True) for n in self.nodes.values()]
+            threads = [threading.Thread(target=self._close, args=(name,), daemon=True) for name in self.nodes]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join(15)
         return {name: c.outcome or CopyOutcome(machine=name, error="the relay ended before this copy")
                 for name, c in self.copies.items()}
+
+    def _close(self, name: str) -> None:
+        """End ``name``'s node; where its copy failed, take away what it left (a node
+        killed on its machine could not)."""
+        c = self.copies[name]
+        ok = c.outcome is not None and c.outcome.ok
+        self.nodes[name].close(timeout=10 if ok else 1)
+        if not ok:
+            try:
+                Transfer(c.machine).run('rm -f -- "$1"', c.target + c.part, timeout=self.connect_timeout + 10)
+            except (OSError, subprocess.SubprocessError) as e:
+                log.warning("relay: cannot remove %s%s on %s: %s", c.target, c.part, name, e)
 
     def _order(self) -> list[str]:
         """Machines, feeders before the machines they feed."""
@@ -264,7 +279,7 @@ class Relay:
         for name, c in self.copies.items():
             self.nodes[name] = NodeSession(c.machine, self.events, self.connect_timeout)
             self.nodes[name].send("start", path=c.target, size=self.size, sha256=sha, stall=self.stall,
-                                  part=f".cmq-part-{secrets.token_hex(4)}")
+                                  part=c.part)
         waiting = set(self.copies)
         deadline = time.monotonic() + START_TIMEOUT + self.connect_timeout
         while waiting and time.monotonic() < deadline:
@@ -315,7 +330,7 @@ class Relay:
             self._finish(name, bool(msg.get("ok")), msg.get("error", ""))
         elif ev == "lost":
             c.have = max(c.have, int(msg.get("have", 0)))
-            if c.outcome is None:
+            if c.outcome is None and msg.get("ref") == c.ref:     # not a feed replaced already
                 log.warning("relay: %s lost its feed from %s at %d bytes (%s)", name, c.feeder, c.have,
                             msg.get("error"))
                 if c.feeder != CONTROLLER:
@@ -359,14 +374,15 @@ class Relay:
             old.stopped.set()
         self.waiting.pop(name, None)
         node = self.nodes[name]
-        if feeder == CONTROLLER:
-            node.send("expect", token=secrets.token_urlsafe(32))     # no one holds it: any old one is void
-            feed = self.feeds[name] = _Feed(node, self.source, c.have, self.size)
+        self._refs += 1
+        c.ref = self._refs
+        if feeder == CONTROLLER:       # no one holds the token: any earlier one is void
+            node.send("expect", token=secrets.token_urlsafe(32), ref=c.ref)
+            feed = self.feeds[name] = _Feed(node, self.source, c.have, self.size, c.ref)
             feed.start()
         else:       # the feeder is told once the receiver answers that it expects the token
-            self._refs += 1
-            self.waiting[name] = (self._refs, feeder, secrets.token_urlsafe(32))
-            node.send("expect", token=self.waiting[name][2], ref=self._refs)
+            self.waiting[name] = (c.ref, feeder, secrets.token_urlsafe(32))
+            node.send("expect", token=self.waiting[name][2], ref=c.ref)
         if self.on_progress:
             self.on_progress(name, c.have, feeder)
 

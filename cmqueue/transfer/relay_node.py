@@ -9,15 +9,15 @@ In (stdin):
   ``start`` {path, size, sha256, stall, part}: open ``path`` + ``part`` (a name of this
       copy's own: machines that share a disk never write one file), listen on the address
       the controller's ssh reached (port chosen by the kernel); answers ``ready``.
-  ``feed`` {offset, length} followed by ``length`` raw bytes: data from the controller.
+  ``feed`` {offset, length, ref} followed by ``length`` raw bytes: data from the controller.
   ``expect`` {token, ref}: accept ONE inbound connection that presents ``token`` (any
       earlier token is forgotten); answers ``expecting`` {ref}. The sender is told how many
       bytes are here and sends the rest.
   ``serve`` {to, address, port, token}: connect to machine ``to`` and send it the file
       from the offset it asks for, as this machine receives it.
   ``close``: stop listening and exit (stdin's end does the same).
-Out (stdout): ``ready`` {address, port, pid}, ``expecting`` {ref}, ``progress`` {have}, ``lost`` {have, error}: the
-  inbound stream broke or stalled; ``done`` {ok, sha256, error}; ``served`` {to, bytes} /
+Out (stdout): ``ready`` {address, port, pid}, ``expecting`` {ref}, ``progress`` {have}, ``lost`` {have, ref, error}:
+  the inbound stream of attachment ``ref`` broke or stalled; ``done`` {ok, sha256, error}; ``served`` {to, bytes} /
   ``unserved`` {to, error}; ``refused`` {peer}: a connection without the token; ``error``
   {error}: this machine cannot take part (it exits).
 The file counts (is renamed from ``.cmq-part`` to its name) only when every byte arrived
@@ -63,6 +63,7 @@ class Node:
         self.finished = False
         self.failed = False
         self.token = None
+        self.ref = None
         self.inbound = None
         self.listener = socket.socket(socket.AF_INET6 if ":" in _address() else socket.AF_INET)
         self.listener.bind((_address(), 0))
@@ -121,7 +122,7 @@ class Node:
             conn.settimeout(10)
             line = _readline(conn, 256)
             with self.cond:
-                token, ok = self.token, False
+                token, ok, ref = self.token, False, self.ref
                 if token is not None and hmac.compare_digest(line.strip(), token.encode()):
                     ok, self.token = True, None
                     old, self.inbound = self.inbound, conn
@@ -134,12 +135,12 @@ class Node:
                 _close(old)
             conn.sendall(b"%d\n" % offset)
         except OSError as e:
-            send({"ev": "lost", "have": self.have, "error": f"handshake: {e}"})
+            send({"ev": "lost", "have": self.have, "ref": ref, "error": f"handshake: {e}"})
             _close(conn)
             return
-        self._receive(conn, offset)
+        self._receive(conn, offset, ref)
 
-    def _receive(self, conn, offset):
+    def _receive(self, conn, offset, ref):
         conn.settimeout(self.stall)
         buf = bytearray(CHUNK)
         view = memoryview(buf)
@@ -163,7 +164,7 @@ class Node:
                 self.inbound = None
         _close(conn)
         if current and not (self.finished or self.failed):
-            send({"ev": "lost", "have": self.have, "error": error})
+            send({"ev": "lost", "have": self.have, "ref": ref, "error": error})
 
     # -- sending -----------------------------------------------------------------------
     def serve(self, to, address, port, token):
@@ -250,10 +251,11 @@ def main():
             elif op == "feed":
                 data = stdin.read(int(msg["length"]))
                 if node is not None and not node.absorb(int(msg["offset"]), data):
-                    send({"ev": "lost", "have": node.have, "error": "the controller's feed skipped bytes"})
+                    send({"ev": "lost", "have": node.have, "ref": msg.get("ref"),
+                          "error": "the controller's feed skipped bytes"})
             elif op == "expect" and node is not None:
                 with node.cond:
-                    node.token = msg["token"]
+                    node.token, node.ref = msg["token"], msg.get("ref")
                 send({"ev": "expecting", "ref": msg.get("ref")})
             elif op == "serve" and node is not None:
                 threading.Thread(target=node.serve, daemon=True,
