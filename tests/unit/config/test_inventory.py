@@ -139,7 +139,20 @@ machines:
     assert (inv.machine("a").transfer, inv.machine("b").transfer) == ("auto", "tar")
 
 
+def test_a_zone_groups_machines_for_relays():
+    inv = parse("""
+defaults: {zone: rack1}
+machines:
+  a: {}
+  b: {zone: rack2}
+  c: {zone: 7}
+""", P)
+    assert [inv.machine(n).zone for n in "abc"] == ["rack1", "rack2", "7"]
+
+
 @pytest.mark.parametrize("text, message", [
+    ("machines: {n1: {zone: ''}}", "machines.n1.zone: must be a name"),
+    ("machines: {n1: {zone: [a]}}", "machines.n1.zone: must be a name"),
     ("machines: {n1: {cache: lots}}", "machines.n1.cache: must be a size such as 10GiB"),
     ("machines: {n1: {cache: true}}", "machines.n1.cache: must be a size such as 10GiB"),
     ("machines: {n1: {transfer: ftp}}", "machines.n1.transfer: must be one of auto, rsync, tar"),
