@@ -388,10 +388,14 @@ class MachineDriver:
         master = self.runner.take_master()
         name = self.machine.name
         try:
-            stager = Stager(self.transfer(master), self.redis, self.machine.cache)
+            t = self.transfer(master)
+            stager = Stager(t, self.redis, self.machine.cache)
             started = clock.now()
+            shared: dict[str, int] = p.get("shared") or {}
+            relay = self._input_relay(t, spec.batch, shared) if shared and self.machine.mode == "ssh" else None
             try:
-                report = staging.retrying(lambda: stager.stage_in(spec.id, p["inputs"]), "staging inputs in")
+                report = staging.retrying(lambda: stager.stage_in(spec.id, p["inputs"], relay, shared),
+                                          "staging inputs in")
             except TransferError as e:
                 ok, _, why = self.runner.probe()
                 if not ok:
@@ -406,7 +410,7 @@ class MachineDriver:
         finally:
             self.runner.release_master(master)
         result.data.update(staged={"bytes": report.moved, "files": report.files_sent, "hits": len(report.hits),
-                                   "seconds": round(report.seconds, 3)},
+                                   "seconds": round(report.seconds, 3), "relayed": report.relayed},
                            cache=report.cache_event(name), fetched=fetched)
         if report.warning and not result.reason:
             result.reason = report.warning
@@ -414,6 +418,15 @@ class MachineDriver:
             result.data["transfer_failed"] = True
             result.reason = f"transfer failed: job {spec.id}: {error}"
         return result
+
+    def _input_relay(self, t: Transfer, batch: str, shared: dict[str, int]) -> staging.RelayInput:
+        """How this machine's stager joins the relay of an input the batch's jobs share."""
+        def relay(sha: str, local: Path, cached: str) -> Any:
+            return relay_batch.stage_input(t, self.redis, batch, sha, local, cached, int(shared.get(sha) or 2),
+                                           self.settings.inventory.machines,
+                                           connect_timeout=int(self.settings.get("connect_timeout")),
+                                           stall=float(self.settings.get("relay_stall")))
+        return relay
 
     def _unpin(self, spec: JobSpec) -> None:
         """The job ended (or was dropped): its cached inputs may be evicted again."""

@@ -108,7 +108,24 @@ def build_specs(command: str, where: Placement, args: Sequence[str] | None = Non
                 spec.params = staging.plan(spec.id, arg, seq, list(puts), list(gets), keep, results_dir,
                                            hasher, many).params()
             specs.append(spec)
+    if staged:
+        _mark_shared_inputs(specs)
     return batch, specs
+
+
+def _mark_shared_inputs(specs: list[JobSpec]) -> None:
+    """Tell each job which of its inputs other jobs of the batch use too, and how many
+    jobs do (``params["shared"]``): inputs large enough to relay between machines."""
+    from ..transfer.relay_plan import RELAY_MIN_BYTES
+
+    users: dict[str, int] = {}
+    for spec in specs:
+        for sha in {sha for _, sha, size, _ in spec.params.get("inputs", []) if int(size) >= RELAY_MIN_BYTES}:
+            users[sha] = users.get(sha, 0) + 1
+    for spec in specs:
+        shared = {sha: users[sha] for _, sha, _, _ in spec.params.get("inputs", []) if users.get(sha, 0) > 1}
+        if shared:
+            spec.params["shared"] = shared
 
 
 #: Extra attempts a transfer gets before it counts as failed.

@@ -1,4 +1,5 @@
-"""A relayed put: the machines' jobs of one batch share one relay.
+"""Relays run by jobs: the machines' jobs of one batch share one relay (for a put, and
+for a job input that several machines need at once).
 
 `cmq put --relay=chain FILE 'm[1-8]:in/'` sends one transfer job per machine, as without
 relays, so that each copy has its record, its progress and its retries. The first of the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import posixpath
 import threading
 import time
 from pathlib import Path
@@ -21,8 +23,10 @@ from typing import Any
 
 from ..config.inventory import Machine
 from ..queue.progress import ProgressReporter
+from . import relay_plan
 from .machine_copy import Transfer, TransferResult
 from .relay import CopyOutcome, Relay
+from .staging import cache_dir
 
 log = logging.getLogger("cmq.transfer")
 
@@ -43,8 +47,8 @@ return 0
 """
 
 
-def _key(batch: str, what: str) -> str:
-    return f"cmq:relay:{batch}:{what}"
+def _key(base: str, what: str) -> str:
+    return f"{base}:{what}"
 
 
 def put(transfer: Transfer, client: Any, batch: str, relay: dict[str, Any], machines: dict[str, Machine],
@@ -55,11 +59,14 @@ def put(transfer: Transfer, client: Any, batch: str, relay: dict[str, Any], mach
     src = Path(src)
     target = transfer.target_of(src, dst)
     t0 = time.monotonic()
-    leader = bool(client.eval(_LEAD, 2, _key(batch, "lead"), _key(batch, "alive"), name, ALIVE_TTL, KEYS_TTL))
-    if leader:
-        outcome = _lead(client, batch, relay, machines, src, dst, connect_timeout, stall).get(name)
+    base = f"cmq:relay:{batch}"
+    if _elect(client, base, name):
+        feeders: dict[str, str] = relay["feeders"]
+        targets = {m: (machines[m], Transfer(machines[m]).target_of(src, dst)) for m in feeders if m in machines}
+        outcome = lead(client, base, feeders, targets, src, connect_timeout=connect_timeout, stall=stall,
+                       jobs=relay.get("jobs", {})).get(name)
     else:
-        outcome = _wait(client, batch, name)
+        outcome = wait(client, base, name)
     if outcome is not None and outcome.ok:
         progress.via = outcome.fed_by
         progress(outcome.bytes)
@@ -74,14 +81,19 @@ def put(transfer: Transfer, client: Any, batch: str, relay: dict[str, Any], mach
     return moved
 
 
-def _lead(client: Any, batch: str, relay: dict[str, Any], machines: dict[str, Machine], src: Path,
-          dst: str, connect_timeout: int, stall: float) -> dict[str, CopyOutcome]:
-    """Run the batch's relay and publish every machine's outcome."""
-    feeders: dict[str, str] = relay["feeders"]
-    jobs: dict[str, str] = relay.get("jobs", {})
+def _elect(client: Any, base: str, name: str) -> bool:
+    """Whether ``name`` is the first to lead ``base`` (then its key is alive)."""
+    return bool(client.eval(_LEAD, 2, _key(base, "lead"), _key(base, "alive"), name, ALIVE_TTL, KEYS_TTL))
+
+
+def lead(client: Any, base: str, feeders: dict[str, str], targets: dict[str, tuple[Machine, str]], src: Path, *,
+         connect_timeout: int, stall: float, jobs: dict[str, str] | None = None,
+         readonly: bool = False) -> dict[str, CopyOutcome]:
+    """Run the relay of ``src`` to ``targets`` ({machine: (machine, path there)}) along
+    ``feeders`` and publish every machine's outcome under ``base``; ``jobs`` ({machine: job
+    id}) get the machines' progress."""
     size = src.stat().st_size
-    targets = {m: (machines[m], Transfer(machines[m]).target_of(src, dst)) for m in feeders if m in machines}
-    reporters = {m: ProgressReporter(client, job, size) for m, job in jobs.items()}
+    reporters = {m: ProgressReporter(client, job, size) for m, job in (jobs or {}).items()}
 
     def on_progress(machine: str, have: int, feeder: str) -> None:
         r = reporters.get(machine)
@@ -90,22 +102,16 @@ def _lead(client: Any, batch: str, relay: dict[str, Any], machines: dict[str, Ma
             r(have)
 
     stop = threading.Event()
-    keeper = threading.Thread(target=_keep_alive, args=(client, batch, stop), name="cmq-relay-lead", daemon=True)
+    keeper = threading.Thread(target=_keep_alive, args=(client, base, stop), name="cmq-relay-lead", daemon=True)
     keeper.start()
     outcomes: dict[str, CopyOutcome] = {}
     try:
         outcomes = Relay(src, targets, feeders, on_progress=on_progress, connect_timeout=connect_timeout,
-                         stall=stall).run()
+                         stall=stall, readonly=readonly).run()
     finally:
-        missing = {m: CopyOutcome(machine=m, error="not in this worker's inventory") for m in feeders
-                   if m not in outcomes}
-        outcomes.update(missing)
-        pipe = client.pipeline(transaction=False)
-        for m, o in outcomes.items():
-            pipe.rpush(_key(batch, f"out:{m}"), json.dumps(o.to_dict()))
-            pipe.expire(_key(batch, f"out:{m}"), KEYS_TTL)
-        pipe.delete(_key(batch, "alive"))
-        pipe.execute()
+        outcomes.update({m: CopyOutcome(machine=m, error="not in this worker's inventory") for m in feeders
+                         if m not in outcomes})
+        publish(client, base, outcomes)
         stop.set()
         keeper.join(ALIVE_TTL)
         for r in reporters.values():
@@ -113,24 +119,89 @@ def _lead(client: Any, batch: str, relay: dict[str, Any], machines: dict[str, Ma
     return outcomes
 
 
-def _keep_alive(client: Any, batch: str, stop: threading.Event) -> None:
+def publish(client: Any, base: str, outcomes: dict[str, CopyOutcome]) -> None:
+    """Write each machine's outcome for the jobs that wait for it; the lead is over."""
+    pipe = client.pipeline(transaction=False)
+    for m, o in outcomes.items():
+        pipe.rpush(_key(base, f"out:{m}"), json.dumps(o.to_dict()))
+        pipe.expire(_key(base, f"out:{m}"), KEYS_TTL)
+    pipe.delete(_key(base, "alive"))
+    pipe.execute()
+
+
+def _keep_alive(client: Any, base: str, stop: threading.Event) -> None:
     while not stop.wait(ALIVE_TTL / 3):
         try:
-            client.expire(_key(batch, "alive"), ALIVE_TTL)
+            client.expire(_key(base, "alive"), ALIVE_TTL)
         except Exception as e:  # noqa: BLE001 - the broker may be away a moment; the next renewal may reach it
             log.warning("relay: cannot renew the leader's key: %s", e)
 
 
-def _wait(client: Any, batch: str, name: str) -> CopyOutcome | None:
-    """This machine's outcome, once the leader writes it; None when the leader is gone
+def wait(client: Any, base: str, name: str) -> CopyOutcome | None:
+    """Machine ``name``'s outcome, once the leader writes it; None when the leader is gone
     without writing it."""
-    key = _key(batch, f"out:{name}")
+    key = _key(base, f"out:{name}")
     while True:
         got = client.blmove(key, key, LOOK_EVERY, "LEFT", "RIGHT")   # read, and leave it for a retry
-        if got is None and not client.exists(_key(batch, "alive")):
+        if got is None and not client.exists(_key(base, "alive")):
             got = client.lindex(key, 0)       # it may have come just before the key went
             if got is None:
                 return None
         if got is not None:
             return CopyOutcome.from_dict(json.loads(got))
+
+
+#: Seconds the first job that needs a shared input waits for the batch's other machines
+#: that need it too, before their relay starts (the late ones copy it directly).
+GATHER = 1.0
+
+# Join the relay of one input (KEYS: closed, members, bell) as machine ARGV[1]: -1 when
+# it is over, 0 when this machine is in it already (another job of it joined), else 1.
+_JOIN = """
+if redis.call('exists', KEYS[1]) == 1 then return -1 end
+if redis.call('sismember', KEYS[2], ARGV[1]) == 1 then return 0 end
+redis.call('sadd', KEYS[2], ARGV[1])
+redis.call('expire', KEYS[2], ARGV[2])
+redis.call('rpush', KEYS[3], ARGV[1])
+redis.call('expire', KEYS[3], ARGV[2])
+return 1
+"""
+# Close the relay of one input to more machines (KEYS: closed, members): its members.
+_CLOSE = """
+redis.call('set', KEYS[1], '1', 'EX', ARGV[1])
+return redis.call('smembers', KEYS[2])
+"""
+
+
+def stage_input(transfer: Transfer, client: Any, batch: str, sha: str, local: Path, cached: str, sharing: int,
+                machines: dict[str, Machine], *, connect_timeout: int, stall: float) -> CopyOutcome | None:
+    """Relay input ``sha`` (the local file ``local``) into the input caches of the
+    machines whose jobs of ``batch`` need it now: this machine's copy lands at ``cached``.
+    ``sharing`` jobs of the batch use the input. The first machine to ask leads: it waits
+    up to :data:`GATHER` seconds for the others (no longer once as many machines as could
+    need it asked), then relays to them. None when this machine missed the relay (it
+    copies the input as before)."""
+    name = transfer.machine.name
+    base = f"cmq:relay:{batch}:{sha[:16]}"
+    keys = (_key(base, "closed"), _key(base, "members"), _key(base, "bell"))
+    joined = int(client.eval(_JOIN, 3, *keys, name, KEYS_TTL))
+    if joined == -1:
+        return None
+    if joined == 0 or not _elect(client, base, name):
+        return wait(client, base, name)
+    reachable = [m for m in machines.values() if m.enabled and m.mode == "ssh"]
+    expected = min(sharing, len(reachable))
+    deadline = time.monotonic() + GATHER
+    while int(client.scard(keys[1])) < expected and (left := deadline - time.monotonic()) > 0:
+        client.blpop(keys[2], timeout=left)
+    members = {m.decode() if isinstance(m, bytes) else m for m in client.eval(_CLOSE, 2, *keys[:2], KEYS_TTL)}
+    order = [m for m in machines if m in members]
+    if len(order) < 2:                    # no one else needs it now: no relay to run
+        publish(client, base, {m: CopyOutcome(machine=m, error="no other machine needed it") for m in order})
+        return None
+    feeders = relay_plan.plan(order, "chain", {m: machines[m].zone for m in order})
+    targets = {m: (machines[m], cached if m == name else posixpath.join(cache_dir(machines[m]), sha))
+               for m in order}
+    return lead(client, base, feeders, targets, local, connect_timeout=connect_timeout, stall=stall,
+                readonly=True).get(name)
 

@@ -6,7 +6,7 @@ source as the first line of an ssh session (as the session transport does), then
 JSON lines. Nothing secret is ever in its arguments: tokens come on stdin.
 
 In (stdin):
-  ``start`` {path, size, sha256, stall, part}: open ``path`` + ``part`` (a name of this
+  ``start`` {path, size, sha256, stall, part, readonly}: open ``path`` + ``part`` (a name of this
       copy's own: machines that share a disk never write one file), listen on the address
       the controller's ssh reached (port chosen by the kernel); answers ``ready``.
   ``feed`` {offset, length, ref} followed by ``length`` raw bytes: data from the controller.
@@ -50,8 +50,9 @@ def _address():
 
 
 class Node:
-    def __init__(self, path, size, sha256, stall, part):
+    def __init__(self, path, size, sha256, stall, part, readonly):
         self.path, self.size, self.sha256, self.stall = path, size, sha256, stall
+        self.readonly = readonly
         self.part = path + part
         folder = os.path.dirname(path)
         if folder:
@@ -95,6 +96,8 @@ class Node:
         digest = self.hash.hexdigest()
         ok = digest == self.sha256
         if ok:
+            if self.readonly:
+                os.chmod(self.part, 0o444)
             os.replace(self.part, self.path)
             self.part = self.path
         self.finished, self.failed = ok, not ok
@@ -240,7 +243,7 @@ def main():
             op = msg.get("op")
             if op == "start":
                 node = Node(msg["path"], int(msg["size"]), msg["sha256"], float(msg.get("stall") or 15),
-                            msg.get("part") or ".cmq-part")
+                            msg.get("part") or ".cmq-part", bool(msg.get("readonly")))
                 address, port = node.listener.getsockname()[:2]
                 send({"ev": "ready", "address": address, "port": port, "pid": os.getpid()})
                 threading.Thread(target=node.accept_loop, daemon=True).start()

@@ -18,19 +18,28 @@ import posixpath
 import shlex
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config.inventory import Machine
 from ..core.errors import MissingError, UsageError
 from ..submit import placeholders
-from .machine_copy import Transfer, TransferError, error_line, sha256_file, walk_files
+from .machine_copy import Transfer, TransferError, error_line, remote_path, sha256_file, walk_files
 
+#: Relays one input into this machine's cache (sha256, local file, path there): its outcome
+#: (:class:`cmqueue.transfer.relay.CopyOutcome`), or None when this machine missed it.
+RelayInput = Callable[[str, Path, str], Any]
 #: Attempts of one staging step (in or out) before the job fails as a transfer failure.
 TRANSFER_ATTEMPTS = 3
 #: Entries per remote command line (keeps each ssh command far below the protocol's limits).
 CHUNK = 500
+
+
+def cache_dir(machine: Machine) -> str:
+    """The machine's input cache folder, as its remote shell sees it."""
+    return remote_path(machine.workdir, "cache")
 
 
 def pin_key(sha: str) -> str:
@@ -155,6 +164,8 @@ class StageReport:
     evicted: list[str] = field(default_factory=list)
     warning: str = ""
     seconds: float = 0.0
+    #: Inputs that came by a relay: sha256 -> the machine (or "controller") that fed them.
+    relayed: dict[str, str] = field(default_factory=dict)
 
     def cache_event(self, machine: str) -> dict[str, Any]:
         """The ``cache`` part of the job's final event (what the history store records)."""
@@ -185,11 +196,8 @@ class Stager:
         self.t = transfer
         self.redis = redis
         self.capacity = capacity
-        workdir = transfer.machine.workdir
-        from .machine_copy import remote_path
-
-        self.cache = remote_path(workdir, "cache")
-        self.jobs = remote_path(workdir, "jobs")
+        self.cache = cache_dir(transfer.machine)
+        self.jobs = remote_path(transfer.machine.workdir, "jobs")
 
     def job_dir(self, job: str) -> str:
         """The job's directory on the machine (as the remote shell sees it)."""
@@ -202,9 +210,11 @@ class Stager:
             raise TransferError(f"{self.t.machine.name}: {what}: {detail}")
         return proc.stdout.decode("utf-8", "replace")
 
-    def stage_in(self, job: str, inputs: list[list[Any]]) -> StageReport:
+    def stage_in(self, job: str, inputs: list[list[Any]], relay: RelayInput | None = None,
+                 shared: Collection[str] = ()) -> StageReport:
         """Make every input (path in job dir, sha256, size, local file) present in the
-        job's directory; returns what it took."""
+        job's directory; returns what it took. Missing inputs among ``shared`` (inputs
+        other machines of the batch need too) go through ``relay`` first."""
         t0 = time.monotonic()
         report = StageReport()
         size_of = {sha: int(size) for _, sha, size, _ in inputs}
@@ -230,7 +240,18 @@ class Stager:
             if uncached:
                 report.warning = (f"input cache on {self.t.machine.name} is full (capacity {self.capacity} bytes, "
                                   "the rest pinned by queued or running jobs): inputs staged without caching")
-            self._send(job, missing, evict, local_of, need)
+            rest = missing
+            if relay is not None and not uncached and any(s in shared for s in missing):
+                if evict:
+                    self._run(_FORGET, self.cache, *evict, what="making room in the input cache")
+                    evict = []
+                for sha in [s for s in missing if s in shared]:
+                    got = relay(sha, Path(local_of[sha]), posixpath.join(self.cache, sha))
+                    if got is not None and got.ok:
+                        report.relayed[sha] = got.fed_by
+                rest = [s for s in missing if s not in report.relayed]
+            if rest:
+                self._send(job, rest, evict, local_of, sum(size_of[s] for s in rest))
             report.moved = need
             report.files_sent = len(missing)
             report.added = [] if uncached else [[s, size_of[s]] for s in missing]

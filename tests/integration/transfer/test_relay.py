@@ -40,6 +40,16 @@ def _digest(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
 
 
+def _staged(env, job: str) -> dict:
+    """What staging did for ``job``, as the history recorded it."""
+    c = env.cluster_api()
+    try:
+        (record,) = c.status([job])
+        return record.result.data["staged"]
+    finally:
+        c.close()
+
+
 def _listeners(addresses: list[str]) -> list[str]:
     """Listening TCP sockets on ``addresses`` (the sshd's excepted by the caller)."""
     out = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True, check=True).stdout
@@ -145,3 +155,26 @@ def test_an_empty_file_is_relayed(env, tmp_path):
     out = Relay(src, targets, relay_plan.plan(["m1", "m2"], "chain")).run()
     assert all(o.ok for o in out.values()), out
     assert all(Path(t).read_bytes() == b"" for _, t in targets.values())
+
+
+def test_an_input_several_machines_need_is_relayed_into_their_caches(env, tmp_path):
+    """`submit --on='m[1-3]' --put=big.bin`: the three jobs' machines get the input into
+    their caches through one relay (m1 fed by the controller, each next by the one
+    before); each job reads it whole; a second submit finds it cached everywhere."""
+    big = tmp_path / "big.bin"
+    want = _payload(big, 6 << 20)
+    r = env.run("submit", "--on=m[1-3]", f"--put={big}", "--wait", "--json", "sha256sum big.bin", timeout=180)
+    assert r.code == 0, r.err
+    records = json.loads(r.out)
+    assert sorted(rec["stdout"].split()[0] for rec in records) == [want] * 3
+    fed = {rec["machine"]: _staged(env, rec["id"])["relayed"] for rec in records}
+    assert fed == {"m1": {want: "controller"}, "m2": {want: "m1"}, "m3": {want: "m2"}}
+    for m in ("m1", "m2", "m3"):
+        cached = env.workdir(m) / "cache" / want
+        assert _digest(cached) == want
+        assert oct(cached.stat().st_mode & 0o777) == "0o444"      # hard-linked into jobs: read-only
+    again = env.run("submit", "--on=m[1-3]", f"--put={big}", "--wait", "--json", "true", timeout=120)
+    assert again.code == 0, again.err
+    for rec in json.loads(again.out):
+        staged = _staged(env, rec["id"])
+        assert staged["hits"] == 1 and staged["relayed"] == {}, staged
