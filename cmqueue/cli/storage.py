@@ -17,7 +17,7 @@ def cmd_storage(args: Args) -> int:
 
 Usage:
   cmq storage [options] [--storage=SERVICE] [--parallel=N] create dir DIRECTORY
-  cmq storage [options] [--storage=SERVICE] [--parallel=N] put SOURCE DESTINATION [--recursive]
+  cmq storage [options] [--storage=SERVICE] [--parallel=N] put SOURCE DESTINATION [--recursive] [--relay=MODE]
   cmq storage [options] [--storage=SERVICE] [--parallel=N] get SOURCE DESTINATION [--recursive]
   cmq storage [options] [--storage=SERVICE] [--parallel=N] list [SOURCE] [--recursive] [--output=OUTPUT]
   cmq storage [options] [--storage=SERVICE] [--parallel=N] delete SOURCE
@@ -25,7 +25,7 @@ Usage:
   cmq storage [options] [--storage=SERVICE] [--parallel=N] sync SOURCE DESTINATION [--name=NAME] [--async]
   cmq storage [options] [--storage=SERVICE] sync status [--name=NAME] [--output=OUTPUT]
   cmq storage [options] config list [--output=OUTPUT]
-  cmq storage [options] [--parallel=N] copy SOURCE DESTINATION [--recursive]
+  cmq storage [options] [--parallel=N] copy SOURCE DESTINATION [--recursive] [--relay=MODE]
 
 Options:
   --storage=SERVICE  the service of paths given without SERVICE: (default: the only one)
@@ -34,6 +34,7 @@ Options:
   --output=OUTPUT    table, json or csv [default: table]
   --name=NAME        the name of a sync, to follow it by (default: sync)
   --async            send the sync's jobs to the queue, print their batch id, return
+  --relay=MODE       to several machine services: auto, off, chain or tree:K [default: auto]
 
 Services are named in the inventory's storage: section:
   storage:
@@ -62,6 +63,11 @@ or --async, the files go as N jobs of about equal bytes to the queue of host job
 Files that go between this host and a folder service (type local) go as one job per
 CPU of this host at most: nothing travels, and more jobs only share the same CPUs.
 A TBD secret cannot be asked for in a worker: give those services a secret_file.
+
+put and copy may name several machine services (type ssh) as DESTINATION, by a hostlist
+(`'node[1-8]:images/'`): each file of 4 MiB or more then crosses this host's link once per
+zone, and the machines relay it to each other (see `cmq put`); a line per destination
+says who fed its copy.
 On object stores a directory is the prefix of the names under it: `create dir` keeps
 nothing there.
 
@@ -69,6 +75,7 @@ Examples:
   cmq storage --storage=box put -r results/ runs/2026-11
   cmq storage list box:runs --recursive --output=json
   cmq storage copy box:runs/a.csv s3:archive/
+  cmq storage put image.qcow2 'node[1-8]:images/'
   cmq storage search s3:archive '*.csv' --recursive
 """
     from ..storage.ops import Providers
@@ -169,10 +176,14 @@ def _delete(providers: Any, text: str, default: str | None) -> int:
 
 
 def _copy(providers: Any, args: Args, default: str | None, parallel: int, settings: Any) -> int:
+    from ..storage import fanout
     from ..storage.ops import place, plan, run_steps, to_sync, verified_counts, verified_summary
     from ..transfer.machine_copy import human_bytes
 
     sync = bool(args["sync"])
+    several = fanout.services(args["DESTINATION"], settings.inventory) if args["put"] or args["copy"] else None
+    if several is not None:
+        return _fan_out(providers, args, default, parallel, settings, *several)
     source = place(args["SOURCE"], default, local=bool(args["put"] or sync))
     dest = place(args["DESTINATION"], default, local=bool(args["get"] or sync))
     if args["put"] and source.service is not None:
@@ -217,6 +228,42 @@ def _copy(providers: Any, args: Args, default: str | None, parallel: int, settin
     checked = verified_summary(verified)
     output.err.print(f"{files} file{'s' if files != 1 else ''}, {human_bytes(moved)} in {took:.1f}s{rate}{there}"
                      f" ({source} -> {dest}{', ' + checked if checked else ''})", markup=False, highlight=False)
+    return 0
+
+
+def _fan_out(providers: Any, args: Args, default: str | None, parallel: int, settings: Any,
+             services: list[str], path: str) -> int:
+    """put or copy to several machine services, relayed (see :mod:`cmqueue.storage.fanout`)."""
+    from ..storage import fanout
+    from ..storage.ops import Place, place, plan, verified_counts, verified_summary
+    from ..transfer.machine_copy import human_bytes
+
+    if parallel > 1:
+        raise UsageError(f"--parallel: not with several destinations ({args['DESTINATION']})")
+    source = place(args["SOURCE"], default, local=bool(args["put"]))
+    if args["put"] and source.service is not None:
+        raise UsageError(f"put: {args['SOURCE']} must be a local path (copy goes between services)")
+    if args["copy"] and source.service is None:
+        raise UsageError("copy: both sides are SERVICE:PATH (put and get move local files)")
+    first = place(f"{services[0]}:{path}", None)
+    steps = plan(providers, source, first, recursive=bool(args["--recursive"]))
+    t0 = time.monotonic()
+
+    def said(dest: str, r: dict[str, Any]) -> None:
+        fed = f" from {r['fed_by']}" if r.get("fed_by") else ""
+        note = f" ({r['note']})" if r.get("note") else ""
+        output.err.print(f"{r['step']}: {human_bytes(r['bytes'])} by {r['how']}{fed}{note}", markup=False,
+                         highlight=False)
+
+    results = fanout.run(providers, steps, services, args["--relay"] or "auto", on_copy=said,
+                         stall=float(settings.get("relay_stall")))
+    took = time.monotonic() - t0
+    moved = sum(r["bytes"] for r in results)
+    files = sum(1 for r in results if r.get("how") != "mkdir")
+    checked = verified_summary(verified_counts(results))
+    dest = Place(",".join(services), path)
+    output.err.print(f"{files} file{'s' if files != 1 else ''}, {human_bytes(moved)} in {took:.1f}s "
+                     f"({source} -> {dest}{', ' + checked if checked else ''})", markup=False, highlight=False)
     return 0
 
 

@@ -211,13 +211,16 @@ class _Copy:
 class Relay:
     """One relayed copy of ``source`` to ``targets`` ({machine name: (machine, path there)})
     along ``feeders`` (a plan of :mod:`relay_plan`); ``readonly`` copies lose their write
-    permission (the input cache's files are hard-linked into jobs)."""
+    permission (the input cache's files are hard-linked into jobs); ``mtime`` is given to
+    every copy (a storage service keeps the source's time)."""
 
     def __init__(self, source: Path, targets: dict[str, tuple[Machine, str]], feeders: dict[str, str], *,
                  on_progress: OnProgress | None = None, stall: float = defaults.RELAY_STALL,
-                 connect_timeout: int = defaults.CONNECT_TIMEOUT, readonly: bool = False) -> None:
+                 connect_timeout: int = defaults.CONNECT_TIMEOUT, readonly: bool = False,
+                 mtime: float | None = None) -> None:
         self.source = Path(source)
         self.readonly = readonly
+        self.mtime = mtime
         self.size = self.source.stat().st_size
         self.plan = dict(feeders)
         self.copies = {name: _Copy(machine=m, target=t) for name, (m, t) in targets.items()}
@@ -281,7 +284,7 @@ class Relay:
         for name, c in self.copies.items():
             self.nodes[name] = NodeSession(c.machine, self.events, self.connect_timeout)
             self.nodes[name].send("start", path=c.target, size=self.size, sha256=sha, stall=self.stall,
-                                  part=c.part, readonly=self.readonly)
+                                  part=c.part, readonly=self.readonly, mtime=self.mtime)
         waiting = set(self.copies)
         deadline = time.monotonic() + START_TIMEOUT + self.connect_timeout
         while waiting and time.monotonic() < deadline:

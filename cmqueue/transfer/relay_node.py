@@ -6,9 +6,11 @@ source as the first line of an ssh session (as the session transport does), then
 JSON lines. Nothing secret is ever in its arguments: tokens come on stdin.
 
 In (stdin):
-  ``start`` {path, size, sha256, stall, part, readonly}: open ``path`` + ``part`` (a name of this
-      copy's own: machines that share a disk never write one file), listen on the address
-      the controller's ssh reached (port chosen by the kernel); answers ``ready``.
+  ``start`` {path, size, sha256, stall, part, readonly, mtime}: open ``path`` + ``part``
+      (a name of this copy's own: machines that share a disk never write one file),
+      listen on the address the controller's ssh reached (port chosen by the kernel);
+      answers ``ready``. The finished file gets time ``mtime`` (if given) and, with
+      ``readonly``, loses its write permission.
   ``feed`` {offset, length, ref} followed by ``length`` raw bytes: data from the controller.
   ``expect`` {token, ref}: accept ONE inbound connection that presents ``token`` (any
       earlier token is forgotten); answers ``expecting`` {ref}. The sender is told how many
@@ -50,9 +52,9 @@ def _address():
 
 
 class Node:
-    def __init__(self, path, size, sha256, stall, part, readonly):
+    def __init__(self, path, size, sha256, stall, part, readonly, mtime):
         self.path, self.size, self.sha256, self.stall = path, size, sha256, stall
-        self.readonly = readonly
+        self.readonly, self.mtime = readonly, mtime
         self.part = path + part
         folder = os.path.dirname(path)
         if folder:
@@ -96,6 +98,8 @@ class Node:
         digest = self.hash.hexdigest()
         ok = digest == self.sha256
         if ok:
+            if self.mtime is not None:
+                os.utime(self.part, (self.mtime, self.mtime))
             if self.readonly:
                 os.chmod(self.part, 0o444)
             os.replace(self.part, self.path)
@@ -243,7 +247,7 @@ def main():
             op = msg.get("op")
             if op == "start":
                 node = Node(msg["path"], int(msg["size"]), msg["sha256"], float(msg.get("stall") or 15),
-                            msg.get("part") or ".cmq-part", bool(msg.get("readonly")))
+                            msg.get("part") or ".cmq-part", bool(msg.get("readonly")), msg.get("mtime"))
                 address, port = node.listener.getsockname()[:2]
                 send({"ev": "ready", "address": address, "port": port, "pid": os.getpid()})
                 threading.Thread(target=node.accept_loop, daemon=True).start()

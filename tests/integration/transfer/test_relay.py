@@ -24,8 +24,13 @@ FIRST = 46     # loopback addresses 127.0.0.46-49
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    cenv = make_env(tmp_path_factory.mktemp("relay"), machines=4, slots=2, first=FIRST,
-                    machine_fields={"m4": {"zone": "b"}})
+    root = tmp_path_factory.mktemp("relay")
+    box = root / "box"
+    box.mkdir()
+    storage = {f"n{i}": {"type": "ssh", "machine": f"m{i}", "directory": "store"} for i in (1, 2, 3)}
+    cenv = make_env(root, machines=4, slots=2, first=FIRST, machine_fields={"m4": {"zone": "b"}},
+                    sections={"storage": {**storage, "box": {"type": "local", "directory": str(box)}}})
+    cenv.box = box
     yield cenv
     teardown(cenv)
 
@@ -178,3 +183,27 @@ def test_an_input_several_machines_need_is_relayed_into_their_caches(env, tmp_pa
     for rec in json.loads(again.out):
         staged = _staged(env, rec["id"])
         assert staged["hits"] == 1 and staged["relayed"] == {}, staged
+
+
+def test_storage_put_and_copy_to_several_machine_services_are_relayed(env, tmp_path):
+    """`storage put FILE 'n[1-3]:images/'` (three machine services) and `storage copy
+    box:FILE 'n[1-3]:again/'`: one relay each, a line per destination naming its feeder,
+    every copy whole with the source's time."""
+    src = tmp_path / "image.bin"
+    want = _payload(src, 5 << 20)
+    os.utime(src, (1_700_000_000, 1_700_000_000))
+    r = env.run("storage", "put", str(src), "n[1-3]:images/")
+    assert r.code == 0, r.err
+    assert "-> n2:images/image.bin: 5.2 MB by relay from m1" in r.err, r.err
+    assert "-> n3:images/image.bin: 5.2 MB by relay from m2" in r.err, r.err
+    (env.box / "image.bin").write_bytes(src.read_bytes())
+    r = env.run("storage", "copy", "--relay=tree:2", "box:image.bin", "n[1-3]:again/")
+    assert r.code == 0, r.err
+    assert r.err.count("from m1") == 2, r.err
+    for i in (1, 2, 3):
+        for folder in ("images", "again"):
+            copy = env.workdir(f"m{i}") / "store" / folder / "image.bin"
+            assert _digest(copy) == want
+        assert int((env.workdir(f"m{i}") / "store" / "images" / "image.bin").stat().st_mtime) == 1_700_000_000
+    bad = env.run("storage", "put", str(src), "n1,box:x/")
+    assert bad.code == 2 and "box is a local service; several destinations are machine directories" in bad.err
