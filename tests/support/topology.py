@@ -40,10 +40,14 @@ In a test's cmq environment (``make_env`` starts the sshd's; see :meth:`Topology
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -83,6 +87,17 @@ def unused_subnet() -> int:
     return secrets.choice(free)
 
 
+@contextmanager
+def _claiming() -> Iterator[None]:
+    """Hold this host's lock on choosing a subnet and adding its address."""
+    with open(Path(tempfile.gettempdir()) / "cmq-topology.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _run(*argv: str) -> str:
     r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     if r.returncode != 0:
@@ -101,21 +116,16 @@ class Topology:
                  machine_rate_mbit: float | None = None, slots: int = 2) -> None:
         if not 1 <= machines <= MAX_MACHINES:
             raise ValueError(f"machines: 1 to {MAX_MACHINES}, not {machines}")
-        if subnet is None:
-            subnet = unused_subnet()
-        if not 0 <= subnet <= 255:
+        if subnet is not None and not 0 <= subnet <= 255:
             raise ValueError(f"subnet: 0 to 255, not {subnet}")
+        self._auto = subnet is None
         self.root = Path(root)
         self.machines = machines
         self.rate_mbit = rate_mbit
         self.machine_rate_mbit = machine_rate_mbit
         self.slots = slots
         self.tag = secrets.token_hex(3)
-        self.net = f"{SUBNET}.{subnet}"
-        #: The controller's address on the shaped link (this host, root namespace).
-        self.controller_address = f"{self.net}.{CONTROLLER_HOST}"
-        #: Machine name (m1...) -> its address.
-        self.machine_addresses = {f"m{i}": f"{self.net}.{FIRST_HOST + i}" for i in range(1, machines + 1)}
+        self._address(unused_subnet() if subnet is None else subnet)
         #: Machine name -> its namespace.
         self.namespaces = {name: f"cmqr-{self.tag}-{name}" for name in self.machine_addresses}
         #: The namespace holding the bridge.
@@ -126,6 +136,13 @@ class Topology:
         self.cluster: LoopbackCluster | None = None
         self._made: list[str] = []                       # namespaces made, in order
         self._owns_cluster = False
+
+    def _address(self, subnet: int) -> None:
+        self.net = f"{SUBNET}.{subnet}"
+        #: The controller's address on the shaped link (this host, root namespace).
+        self.controller_address = f"{self.net}.{CONTROLLER_HOST}"
+        #: Machine name (m1...) -> its address.
+        self.machine_addresses = {f"m{i}": f"{self.net}.{FIRST_HOST + i}" for i in range(1, self.machines + 1)}
 
     # -- building ---------------------------------------------------------------------------
 
@@ -153,7 +170,10 @@ class Topology:
         # The controller's veth: one end here in the root namespace, one on the bridge.
         _run("ip", "link", "add", self.controller_if, "type", "veth", "peer", "name", self.switch_if,
              "netns", sw)
-        _run("ip", "addr", "add", f"{self.controller_address}/{PREFIX}", "dev", self.controller_if)
+        with _claiming():                               # two builders never take one subnet
+            if self._auto and f" {self.net}." in _run("ip", "-o", "-4", "addr", "show"):
+                self._address(unused_subnet())
+            _run("ip", "addr", "add", f"{self.controller_address}/{PREFIX}", "dev", self.controller_if)
         _run("ip", "link", "set", self.controller_if, "up")
         _run("ip", "-n", sw, "link", "set", self.switch_if, "master", "br0", "up")
         if self.rate_mbit:
