@@ -100,6 +100,14 @@ def sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def revision() -> str:
+    """The commit cmq's code is at (``+changes`` when cmqueue/ differs from it)."""
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "cmqueue"],
+                           capture_output=True, text=True).stdout.strip()
+    return (head.stdout.strip() or "an unknown commit") + ("+changes" if dirty else "")
+
+
 @dataclass
 class Case:
     """One file size and machine count: every contender's times, and its failures."""
@@ -281,7 +289,7 @@ def main() -> int:
     head_relays = [r.strip() for r in opts.headline_relays.split(",") if r.strip()]
     headline = Case(opts.headline_size, opts.headline_machines) if opts.headline_size else None
     most = max([*counts, *([headline.machines] if headline else [])])
-    stamp = measured(("python", "celery", "redis-server", "openssh", "cpus"))
+    stamp = measured(("python", "celery", "redis-server", "openssh", "cpus")) + f", cmq at {revision()}"
     with tempfile.TemporaryDirectory(prefix="cmq-relay-") as tmp:
         root = Path(tmp)
         curve_src, head_src = root / "curve.bin", root / "headline.bin"
