@@ -410,9 +410,8 @@ class Relay:
         self._lose(name)
 
     def _lose(self, name: str) -> None:
-        """``name`` feeds no one any more: its machines get a new feeder."""
-        if name in self.gone:
-            return
+        """``name`` feeds no one any more: its machines get a new feeder (it may be gone
+        already, for one of them that lost its feed: the others still need one)."""
         self.gone.add(name)
         for child, c in self.copies.items():
             if c.feeder == name and c.outcome is None and child in self.nodes:
