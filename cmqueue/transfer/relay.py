@@ -27,8 +27,10 @@ from typing import Any
 
 from ..config.inventory import Machine
 from ..core import defaults
+from ..core.files import private_dir
 from ..core.models import PlainData
 from ..machine import ssh
+from ..machine.runner import control_dir
 from ..machine.session_client import BOOTSTRAP
 from . import relay_plan
 from .machine_copy import CHUNK, Transfer, sha256_file
@@ -90,8 +92,11 @@ class NodeSession:
         self.address = ""
         self.port = 0
         self.pid = 0                         #: the node's pid on its machine
+        # Through a master of the relays' own, which stays for the next relay (as a job's
+        # session goes through the machine's masters): no new ssh handshake per relay.
+        control = ssh.control_path(private_dir(control_dir()), machine, "relay")
         self.proc = subprocess.Popen(
-            ssh.ssh_argv(machine, ["python3", "-c", BOOTSTRAP], None, connect_timeout=connect_timeout),
+            ssh.ssh_argv(machine, ["python3", "-c", BOOTSTRAP], control, connect_timeout=connect_timeout),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         self._events = events
         self._out: queue.Queue = queue.Queue()
@@ -238,13 +243,19 @@ class Relay:
     # -- the run -----------------------------------------------------------------------
     def run(self) -> dict[str, CopyOutcome]:
         """Copy to every machine; {machine: outcome}. Never raises for one machine's fault."""
+        t0 = time.monotonic()
         sha = source_sha256(self.source)
+        t1 = time.monotonic()
         try:
             self._start(sha)
+            t2 = time.monotonic()
             for name in self._order():
                 if self.copies[name].outcome is None:
                     self._attach(name, self._feeder_of(name))
             self._loop()
+            t3 = time.monotonic()
+            log.info("relay of %s to %d machine(s): sha256 %.2fs, nodes ready %.2fs, copies %.2fs", self.source,
+                     len(self.copies), t1 - t0, t2 - t1, t3 - t2)
         finally:
             for f in self.feeds.values():
                 f.stopped.set()
