@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.reliability import DOC, faults_table, measured, replace_section, run_faults  # noqa: E402
+from bench.reliability import DOC, faults_table, measured, replace_section, run_cmq, run_faults  # noqa: E402
 from cmqueue.cli.demo_machines import LoopbackCluster  # noqa: E402
 
 #: Loopback addresses of the machines (127.0.0.FIRST...): not used by the test suite.
@@ -59,11 +59,7 @@ class Setup:
 
     def cmq(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         """Run ``cmq ARGS``; SystemExit with its output when it fails."""
-        r = subprocess.run([sys.executable, "-m", "cmqueue", *args], capture_output=True, text=True,
-                           env=self.env, timeout=timeout)
-        if r.returncode != 0:
-            raise SystemExit(f"cmq {' '.join(args)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}")
-        return r
+        return run_cmq(self.env, *args, timeout=timeout)
 
     def redis(self) -> dict:
         """The recorded embedded Redis (``members`` and ``ports`` of a group)."""

@@ -54,7 +54,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_jobs import report, ssh_config, versions  # noqa: E402
-from bench.reliability import measured, replace_section  # noqa: E402
+from bench.reliability import measured, replace_section, run_cmq  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
 from tests.support.topology import Topology, available  # noqa: E402
 
@@ -161,11 +161,7 @@ class Fleet:
 
     def cmq(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         """Run ``cmq ARGS``; SystemExit with its output when it fails."""
-        r = subprocess.run([sys.executable, "-m", "cmqueue", *args], capture_output=True, text=True,
-                           env=self.env, timeout=timeout)
-        if r.returncode != 0:
-            raise SystemExit(f"cmq {' '.join(args)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}")
-        return r
+        return run_cmq(self.env, *args, timeout=timeout)
 
     def names(self, n: int) -> list[str]:
         """The first ``n`` machines."""

@@ -164,6 +164,15 @@ def replace_section(text: str, name: str, body: list[str]) -> str:
     return head + start + "\n" + "\n".join(body) + "\n" + end + tail
 
 
+def run_cmq(env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``cmq ARGS`` with ``env``; SystemExit with its output when it fails."""
+    r = subprocess.run([sys.executable, "-m", "cmqueue", *args], capture_output=True, text=True, env=env,
+                       timeout=timeout)
+    if r.returncode != 0:
+        raise SystemExit(f"cmq {' '.join(args)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}")
+    return r
+
+
 def measured(keys: tuple[str, ...]) -> str:
     """``Measured DATE with python X, ...``: the date and the versions named by ``keys``."""
     v = versions()

@@ -11,7 +11,7 @@ import base64
 import json
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -20,6 +20,18 @@ from ..core import clock
 
 BOOTSTRAP = "import sys,json;exec(json.loads(sys.stdin.buffer.readline()))"
 SERVER_SOURCE = (Path(__file__).with_name("session_server.py")).read_text()
+
+
+def json_lines(stream: IO[bytes]) -> Iterator[dict[str, Any]]:
+    """The JSON objects a remote program writes, one a line, until its output ends
+    (a line that is not JSON, say a login banner, is skipped)."""
+    for line in stream:
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(msg, dict):
+            yield msg
 
 
 class SessionDead(Exception):
@@ -76,11 +88,7 @@ class RemoteSession:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
+        for msg in json_lines(self.proc.stdout):
             op = msg.get("op")
             if op == "hello":
                 if "t" in msg:

@@ -31,7 +31,7 @@ from ..core.files import private_dir
 from ..core.models import PlainData
 from ..machine import ssh
 from ..machine.runner import control_dir
-from ..machine.session_client import BOOTSTRAP
+from ..machine.session_client import BOOTSTRAP, json_lines
 from . import relay_plan
 from .machine_copy import CHUNK, Transfer, sha256_file
 from .relay_plan import CONTROLLER
@@ -142,11 +142,7 @@ class NodeSession:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
+        for msg in json_lines(self.proc.stdout):
             self._events.put((self.name, msg))
         err = b""
         try:
