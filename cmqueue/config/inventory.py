@@ -29,7 +29,7 @@ SETTINGS_FIELDS = {
     "kill_grace", "probe_interval", "max_reroutes", "control_persist", "flower_port", "broker_wait",
     "redis_fsync", "start_parallel", "worker_processes", "rescue_interval", "rescue_grace",
     "facts_max_age", "facts_timeout", "facts_probe_timeout", "replica_acks", "replica_timeout", "broker_bind",
-    "relay_stall",
+    "relay_stall", "relay_gather",
 }
 REDIS_FSYNC = ("always", "everysec")
 _SECRET_KEYS = re.compile(r"password|secret|token", re.I)

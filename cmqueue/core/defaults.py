@@ -62,6 +62,10 @@ REPLICA_TIMEOUT = 1.0
 #: Seconds a machine of a relayed put waits for a byte from its feeder before it is fed
 #: by another machine, or by the controller (see cmqueue.transfer.relay).
 RELAY_STALL = 15.0
+#: Seconds the first job that needs a shared input (one that several jobs of a batch
+#: stage) waits for the batch's other machines that need it, before their relay starts;
+#: a machine that asks later copies it directly.
+RELAY_GATHER = 1.0
 #: Seconds a worker waits for the broker to come back before it gives up reporting a
 #: job's outcome (the job is then handed out again after the visibility timeout).
 BROKER_WAIT = 600

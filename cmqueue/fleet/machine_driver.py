@@ -425,7 +425,8 @@ class MachineDriver:
             return relay_batch.stage_input(t, self.redis, batch, sha, local, cached, int(shared.get(sha) or 2),
                                            self.settings.inventory.machines,
                                            connect_timeout=int(self.settings.get("connect_timeout")),
-                                           stall=float(self.settings.get("relay_stall")))
+                                           stall=float(self.settings.get("relay_stall")),
+                                           gather=float(self.settings.get("relay_gather")))
         return relay
 
     def _unpin(self, spec: JobSpec) -> None:

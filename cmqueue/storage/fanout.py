@@ -68,7 +68,8 @@ def run(providers: Providers, steps: list[Step], destinations: list[str], mode: 
             for d in destinations:
                 got = relayed.get(d)
                 if got is not None and got.ok:
-                    result = {"bytes": got.bytes, "sha256": source_sha256(local), "how": "relay", "fed_by": got.fed_by,
+                    how = f"shared with {got.shared_with}" if got.shared_with else "relay"
+                    result = {"bytes": got.bytes, "sha256": source_sha256(local), "how": how, "fed_by": got.fed_by,
                               "verified": "sha256", "step": dataclasses.replace(step, dest=d).describe()}
                 else:
                     direct = dataclasses.replace(step, source="", source_path=str(local), dest=d)
@@ -94,6 +95,8 @@ def _relay(providers: Providers, step: Step, destinations: list[str], local: Pat
     by_machine = {}
     for d in destinations:
         p = providers(d)
+        if p.machine.mode != "ssh":        # run from this host: it reads the file here already
+            return {}
         targets[p.machine.name] = (p.machine, p.path(step.dest_path))
         by_machine[p.machine.name] = d
     if len(targets) < len(destinations):     # two services on one machine: each writes its own

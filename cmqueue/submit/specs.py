@@ -114,14 +114,16 @@ def build_specs(command: str, where: Placement, args: Sequence[str] | None = Non
 
 
 def _mark_shared_inputs(specs: list[JobSpec]) -> None:
-    """Tell each job which of its inputs other jobs of the batch use too, and how many
-    jobs do (``params["shared"]``): inputs large enough to relay between machines."""
+    """Tell each job which of its inputs other machines of the batch need too, and how
+    many machines may (``params["shared"]``): inputs large enough to relay between
+    machines. Jobs pinned to machines count once a machine; others, once a job."""
     from ..transfer.relay_plan import RELAY_MIN_BYTES
 
-    users: dict[str, int] = {}
+    where: dict[str, set[str]] = {}
     for spec in specs:
         for sha in {sha for _, sha, size, _ in spec.params.get("inputs", []) if int(size) >= RELAY_MIN_BYTES}:
-            users[sha] = users.get(sha, 0) + 1
+            where.setdefault(sha, set()).add(spec.target if spec.target.startswith("machine:") else spec.id)
+    users = {sha: len(places) for sha, places in where.items()}
     for spec in specs:
         shared = {sha: users[sha] for _, sha, _, _ in spec.params.get("inputs", []) if users.get(sha, 0) > 1}
         if shared:

@@ -13,8 +13,10 @@ its job copies it directly.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import queue
 import secrets
 import subprocess
@@ -43,6 +45,10 @@ NODE_SOURCE = (Path(__file__).with_name("relay_node.py")).read_text()
 START_TIMEOUT = 30.0
 #: Times a machine is given a new machine feeder before the controller feeds it.
 MAX_REROUTES = 3
+#: ssh masters per machine that relays go through (several relays at once stay under
+#: sshd's MaxSessions).
+RELAY_MASTERS = 4
+_SPREAD = itertools.count(os.getpid())
 
 #: Called with (machine, bytes there, feeder) as copies progress.
 OnProgress = Callable[[str, int, str], None]
@@ -59,21 +65,24 @@ class CopyOutcome(PlainData):
     bytes: int = 0
     seconds: float = 0.0
     error: str = ""
+    shared_with: str = ""     #: its disk is the one another machine of the relay wrote
 
 
-_SHAS: dict[tuple[str, int, int], str] = {}
+_SHAS: dict[tuple[str, int, int, int], str] = {}
 _SHAS_LOCK = threading.Lock()
 
 
 def source_sha256(path: Path) -> str:
     """SHA-256 of a local file, computed once while it is unchanged."""
     st = path.stat()
-    key = (str(path), st.st_mtime_ns, st.st_size)
+    key = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
     with _SHAS_LOCK:
         if key in _SHAS:
             return _SHAS[key]
     digest = sha256_file(path)
     with _SHAS_LOCK:
+        if len(_SHAS) >= 256:            # a worker lives long: keep the last files only
+            _SHAS.clear()
         _SHAS[key] = digest
     return digest
 
@@ -94,7 +103,7 @@ class NodeSession:
         self.pid = 0                         #: the node's pid on its machine
         # Through a master of the relays' own, which stays for the next relay (as a job's
         # session goes through the machine's masters): no new ssh handshake per relay.
-        control = ssh.control_path(private_dir(control_dir()), machine, "relay")
+        control = ssh.control_path(private_dir(control_dir()), machine, f"relay-{next(_SPREAD) % RELAY_MASTERS}")
         self.proc = subprocess.Popen(
             ssh.ssh_argv(machine, ["python3", "-c", BOOTSTRAP], control, connect_timeout=connect_timeout),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
@@ -206,6 +215,8 @@ class _Copy:
     part: str = field(default_factory=lambda: f".cmq-part-{secrets.token_hex(4)}")   #: suffix of the partial file
     started: float = field(default_factory=time.monotonic)
     changed: float = field(default_factory=time.monotonic)   #: when ``have`` last grew
+    heard: float = field(default_factory=time.monotonic)     #: when its node last spoke
+    shares_with: str = ""                                    #: the machine that writes its disk's copy
     outcome: CopyOutcome | None = None
 
 
@@ -213,13 +224,17 @@ class Relay:
     """One relayed copy of ``source`` to ``targets`` ({machine name: (machine, path there)})
     along ``feeders`` (a plan of :mod:`relay_plan`); ``readonly`` copies lose their write
     permission (the input cache's files are hard-linked into jobs); ``mtime`` is given to
-    every copy (a storage service keeps the source's time)."""
+    every copy (a storage service keeps the source's time). Each copy is checked against
+    ``sha256`` when given (what the file was when a job was submitted), else the source's
+    SHA-256 now."""
 
     def __init__(self, source: Path, targets: dict[str, tuple[Machine, str]], feeders: dict[str, str], *,
                  on_progress: OnProgress | None = None, stall: float = defaults.RELAY_STALL,
                  connect_timeout: int = defaults.CONNECT_TIMEOUT, readonly: bool = False,
-                 mtime: float | None = None) -> None:
+                 mtime: float | None = None, sha256: str | None = None) -> None:
         self.source = Path(source)
+        self.sha256 = sha256
+        self.tag = secrets.token_hex(6)
         self.readonly = readonly
         self.mtime = mtime
         self.size = self.source.stat().st_size
@@ -240,13 +255,16 @@ class Relay:
     def run(self) -> dict[str, CopyOutcome]:
         """Copy to every machine; {machine: outcome}. Never raises for one machine's fault."""
         t0 = time.monotonic()
-        sha = source_sha256(self.source)
+        sha = self.sha256 or source_sha256(self.source)
         t1 = time.monotonic()
         try:
             self._start(sha)
+            self._look()
             t2 = time.monotonic()
+            for c in self.copies.values():     # the stall clocks start with the copies
+                c.started = c.changed = c.heard = t2
             for name in self._order():
-                if self.copies[name].outcome is None:
+                if self.copies[name].outcome is None and not self.copies[name].shares_with:
                     self._attach(name, self._feeder_of(name))
             self._loop()
             t3 = time.monotonic()
@@ -259,7 +277,7 @@ class Relay:
             for t in threads:
                 t.start()
             for t in threads:
-                t.join(15)
+                t.join(self.connect_timeout + 25)
         return {name: c.outcome or CopyOutcome(machine=name, error="the relay ended before this copy")
                 for name, c in self.copies.items()}
 
@@ -291,7 +309,8 @@ class Relay:
         for name, c in self.copies.items():
             self.nodes[name] = NodeSession(c.machine, self.events, self.connect_timeout)
             self.nodes[name].send("start", path=c.target, size=self.size, sha256=sha, stall=self.stall,
-                                  part=c.part, readonly=self.readonly, mtime=self.mtime)
+                                  part=c.part, readonly=self.readonly, mtime=self.mtime,
+                                  marker=f"{self.tag}-{name}")
         waiting = set(self.copies)
         deadline = time.monotonic() + START_TIMEOUT + self.connect_timeout
         while waiting and time.monotonic() < deadline:
@@ -312,9 +331,45 @@ class Relay:
         for name in waiting:
             self._fail(name, f"relay did not start within {START_TIMEOUT + self.connect_timeout:.0f}s")
 
+    def _look(self) -> None:
+        """Machines that share a disk with one before them in the plan (each sees the
+        other's marker beside the target) get no copy of their own: the first writes,
+        and the others' copies are its copy."""
+        live = [n for n in self._order() if self.copies[n].outcome is None]
+        if len(live) < 2:
+            return
+        marker = {n: f"{self.tag}-{n}" for n in live}
+        owner = {m: n for n, m in marker.items()}
+        for n in live:
+            self.nodes[n].send("look", markers=[marker[o] for o in live if o != n])
+        seen: dict[str, set[str]] = {}
+        deadline = time.monotonic() + START_TIMEOUT
+        while len(seen) < len(live) and time.monotonic() < deadline:
+            try:
+                name, msg = self.events.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if msg.get("ev") == "seen":
+                seen[name] = {owner[m] for m in msg.get("markers", []) if m in owner}
+            else:
+                self._handle(name, msg)
+                if self.copies[name].outcome is not None:
+                    seen.setdefault(name, set())
+        writers: list[str] = []
+        for n in live:
+            w = next((w for w in writers if w in seen.get(n, set()) or n in seen.get(w, set())), None)
+            if w is None or self.copies[n].outcome is not None:
+                writers.append(n)
+                continue
+            log.info("relay: %s shares the disk of %s's copy: it gets no copy of its own", n, w)
+            self.copies[n].shares_with = w
+            self.gone.add(n)
+
     def _loop(self) -> None:
-        """Handle the nodes' events until every copy has ended; a copy that gains no byte
-        for four stall periods (its machine stopped, or every feeder it gets does) fails."""
+        """Handle the nodes' events until every copy has ended. A node not heard for
+        :meth:`_deaf_after` seconds feeds no one any more (its machines get another
+        feeder); a copy that gains no byte for four stall periods (its machine stopped,
+        or every feeder it gets does) fails."""
         while any(c.outcome is None for c in self.copies.values()):
             try:
                 name, msg = self.events.get(timeout=1)
@@ -323,14 +378,22 @@ class Relay:
                 pass
             now = time.monotonic()
             for n, c in self.copies.items():
-                if c.outcome is None and now - c.changed > 4 * self.stall:
+                if n not in self.gone and now - c.heard > self._deaf_after():
+                    log.warning("relay: nothing from %s for %.0fs: it feeds no one any more", n, now - c.heard)
+                    self._lose(n)
+                if c.outcome is None and not c.shares_with and now - c.changed > 4 * self.stall:
                     self._fail(n, f"no byte arrived for {4 * self.stall:.0f}s")
+
+    def _deaf_after(self) -> float:
+        """Seconds of silence after which a node counts as stuck (it speaks every second)."""
+        return max(3.0, self.stall / 2)
 
     def _handle(self, name: str, msg: dict[str, Any]) -> None:
         ev = msg.get("ev")
         c = self.copies.get(name)
         if c is None:
             return
+        c.heard = time.monotonic()
         if ev == "progress":
             have = int(msg.get("have", 0))
             if have > c.have:
@@ -345,20 +408,26 @@ class Relay:
             if c.outcome is None and msg.get("ref") == c.ref:     # not a feed replaced already
                 log.warning("relay: %s lost its feed from %s at %d bytes (%s)", name, c.feeder, c.have,
                             msg.get("error"))
-                if c.feeder != CONTROLLER:
-                    self.gone.add(c.feeder)     # dead or stalled: it feeds no one any more
+                if c.feeder != CONTROLLER and c.feeder not in self.gone:
+                    up = self.copies[c.feeder]
+                    if (time.monotonic() - up.heard < self._deaf_after() and up.outcome is None
+                            and up.have <= c.have):      # alive, and waiting for data itself: keep it
+                        self._attach(name, c.feeder, reroute=False)
+                        return
+                    self.gone.add(c.feeder)     # dead or stuck: it feeds no one any more
                 self._attach(name, self._feeder_of(name))
         elif ev == "expecting":
             ref, feeder, token = self.waiting.get(name, (None, "", ""))
             if ref is not None and msg.get("ref") == ref and c.outcome is None:
                 del self.waiting[name]
                 if not self.nodes[feeder].send("serve", to=name, address=self.nodes[name].address,
-                                               port=self.nodes[name].port, token=token):
+                                               port=self.nodes[name].port, token=token, ref=ref):
                     self.gone.add(feeder)
                     self._attach(name, self._feeder_of(name))
         elif ev == "unserved":
             to = msg.get("to", "")
-            if to in self.copies and self.copies[to].outcome is None and self.copies[to].feeder == name:
+            d = self.copies.get(to)
+            if d is not None and d.outcome is None and d.feeder == name and msg.get("ref") == d.ref:
                 log.warning("relay: %s cannot feed %s (%s): the controller does", name, to, msg.get("error"))
                 self._attach(to, CONTROLLER)
         elif ev == "refused":
@@ -374,13 +443,15 @@ class Relay:
         up = relay_plan.reroute(self.plan, name, self.gone | {n for n in self.copies if n not in self.nodes})
         return up if up == CONTROLLER or up in self.nodes else CONTROLLER
 
-    def _attach(self, name: str, feeder: str) -> None:
-        """Have ``feeder`` feed ``name`` from the bytes ``name`` has."""
+    def _attach(self, name: str, feeder: str, reroute: bool = True) -> None:
+        """Have ``feeder`` feed ``name`` from the bytes ``name`` has (``reroute``: a new
+        feeder, counted against :data:`MAX_REROUTES`)."""
         c = self.copies[name]
-        if c.feeders:
-            c.reroutes += 1
+        if reroute:
+            if c.feeders:
+                c.reroutes += 1
+            c.feeders.append(feeder)
         c.feeder = feeder
-        c.feeders.append(feeder)
         old = self.feeds.pop(name, None)
         if old is not None:
             old.stopped.set()
@@ -410,6 +481,11 @@ class Relay:
         feed = self.feeds.pop(name, None)
         if feed is not None:
             feed.stopped.set()
+        for other, o in self.copies.items():        # the machines that share its disk have it too
+            if o.shares_with == name and o.outcome is None:
+                o.outcome = CopyOutcome(machine=other, ok=ok, shared_with=name, feeders=[], bytes=c.outcome.bytes,
+                                        seconds=time.monotonic() - o.started,
+                                        error="" if ok else f"the copy on the disk it shares with {name} failed")
 
     def _fail(self, name: str, error: str) -> None:
         if self.copies[name].outcome is None:

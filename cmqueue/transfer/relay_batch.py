@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config.inventory import Machine
+from ..core import defaults
 from ..queue.progress import ProgressReporter
 from . import relay_plan
 from .machine_copy import Transfer, TransferResult
@@ -60,13 +61,22 @@ def put(transfer: Transfer, client: Any, batch: str, relay: dict[str, Any], mach
     target = transfer.target_of(src, dst)
     t0 = time.monotonic()
     base = f"cmq:relay:{batch}"
-    if _elect(client, base, name):
-        feeders: dict[str, str] = relay["feeders"]
-        targets = {m: (machines[m], Transfer(machines[m]).target_of(src, dst)) for m in feeders if m in machines}
-        outcome = lead(client, base, feeders, targets, src, connect_timeout=connect_timeout, stall=stall,
-                       jobs=relay.get("jobs", {})).get(name)
-    else:
-        outcome = wait(client, base, name)
+    try:
+        if _elect(client, base, name):
+            feeders: dict[str, str] = relay["feeders"]
+            targets = {m: (machines[m], Transfer(machines[m]).target_of(src, dst)) for m in feeders if m in machines}
+            outcome = lead(client, base, feeders, targets, src, connect_timeout=connect_timeout, stall=stall,
+                           jobs=relay.get("jobs", {})).get(name)
+        else:
+            outcome = wait(client, base, name)
+    except Exception as e:  # noqa: BLE001 - the broker away, a bug: the copy goes directly all the same
+        log.warning("%s: the relay of %s failed: %s", name, src, e)
+        outcome = CopyOutcome(machine=name, error=f"{type(e).__name__}: {e}")
+    if outcome is not None and outcome.ok and outcome.shared_with:
+        progress(outcome.bytes)
+        return TransferResult(machine=name, direction="put", source=str(src), dest=target, bytes=outcome.bytes,
+                              files=1, seconds=time.monotonic() - t0, method=f"shared with {outcome.shared_with}",
+                              verified=f"sha256 on {outcome.shared_with} (the same disk)")
     if outcome is not None and outcome.ok:
         progress.via = outcome.fed_by
         progress(outcome.bytes)
@@ -88,10 +98,11 @@ def _elect(client: Any, base: str, name: str) -> bool:
 
 def lead(client: Any, base: str, feeders: dict[str, str], targets: dict[str, tuple[Machine, str]], src: Path, *,
          connect_timeout: int, stall: float, jobs: dict[str, str] | None = None,
-         readonly: bool = False) -> dict[str, CopyOutcome]:
+         readonly: bool = False, sha256: str | None = None) -> dict[str, CopyOutcome]:
     """Run the relay of ``src`` to ``targets`` ({machine: (machine, path there)}) along
     ``feeders`` and publish every machine's outcome under ``base``; ``jobs`` ({machine: job
-    id}) get the machines' progress."""
+    id}) get the machines' progress; ``sha256`` is what every copy must be (default: the
+    source's now)."""
     size = src.stat().st_size
     reporters = {m: ProgressReporter(client, job, size) for m, job in (jobs or {}).items()}
 
@@ -107,13 +118,19 @@ def lead(client: Any, base: str, feeders: dict[str, str], targets: dict[str, tup
     outcomes: dict[str, CopyOutcome] = {}
     try:
         outcomes = Relay(src, targets, feeders, on_progress=on_progress, connect_timeout=connect_timeout,
-                         stall=stall, readonly=readonly).run()
+                         stall=stall, readonly=readonly, sha256=sha256).run()
+    except Exception as e:  # noqa: BLE001 - every machine hears why, and copies directly
+        log.exception("relay of %s failed", src)
+        outcomes = {m: CopyOutcome(machine=m, error=f"the relay failed: {type(e).__name__}: {e}") for m in feeders}
     finally:
+        stop.set()                       # first: a publish that fails must not keep the lead alive
+        keeper.join(ALIVE_TTL)
         outcomes.update({m: CopyOutcome(machine=m, error="not in this worker's inventory") for m in feeders
                          if m not in outcomes})
-        publish(client, base, outcomes)
-        stop.set()
-        keeper.join(ALIVE_TTL)
+        try:
+            publish(client, base, outcomes)
+        except Exception as e:  # noqa: BLE001 - the waiting jobs see the lead gone and copy directly
+            log.warning("relay: cannot publish the outcomes of %s: %s", src, e)
         for r in reporters.values():
             r.close()
     return outcomes
@@ -151,10 +168,6 @@ def wait(client: Any, base: str, name: str) -> CopyOutcome | None:
             return CopyOutcome.from_dict(json.loads(got))
 
 
-#: Seconds the first job that needs a shared input waits for the batch's other machines
-#: that need it too, before their relay starts (the late ones copy it directly).
-GATHER = 1.0
-
 # Join the relay of one input (KEYS: closed, members, bell) as machine ARGV[1]: -1 when
 # it is over, 0 when this machine is in it already (another job of it joined), else 1.
 _JOIN = """
@@ -174,13 +187,26 @@ return redis.call('smembers', KEYS[2])
 
 
 def stage_input(transfer: Transfer, client: Any, batch: str, sha: str, local: Path, cached: str, sharing: int,
-                machines: dict[str, Machine], *, connect_timeout: int, stall: float) -> CopyOutcome | None:
+                machines: dict[str, Machine], *, connect_timeout: int, stall: float,
+                gather: float = defaults.RELAY_GATHER) -> CopyOutcome | None:
     """Relay input ``sha`` (the local file ``local``) into the input caches of the
     machines whose jobs of ``batch`` need it now: this machine's copy lands at ``cached``.
-    ``sharing`` jobs of the batch use the input. The first machine to ask leads: it waits
-    up to :data:`GATHER` seconds for the others (no longer once as many machines as could
-    need it asked), then relays to them. None when this machine missed the relay (it
-    copies the input as before)."""
+    ``sharing`` machines (jobs, where the batch's jobs are not pinned) use the input. The
+    first machine to ask leads: it waits up to ``gather`` seconds for the others (no
+    longer once as many machines as could need it asked), then relays to them. Every copy
+    must have the SHA-256 ``sha`` (what the file was at submit). None when this machine
+    missed the relay or it failed (the input is copied as before)."""
+    try:
+        return _stage_input(transfer, client, batch, sha, local, cached, sharing, machines,
+                            connect_timeout=connect_timeout, stall=stall, gather=gather)
+    except Exception as e:  # noqa: BLE001 - the broker away, a bug: the input is copied directly all the same
+        log.warning("%s: the relay of input %s failed: %s", transfer.machine.name, local, e)
+        return None
+
+
+def _stage_input(transfer: Transfer, client: Any, batch: str, sha: str, local: Path, cached: str, sharing: int,
+                 machines: dict[str, Machine], *, connect_timeout: int, stall: float,
+                 gather: float) -> CopyOutcome | None:
     name = transfer.machine.name
     base = f"cmq:relay:{batch}:{sha[:16]}"
     keys = (_key(base, "closed"), _key(base, "members"), _key(base, "bell"))
@@ -191,7 +217,7 @@ def stage_input(transfer: Transfer, client: Any, batch: str, sha: str, local: Pa
         return wait(client, base, name)
     reachable = [m for m in machines.values() if m.enabled and m.mode == "ssh"]
     expected = min(sharing, len(reachable))
-    deadline = time.monotonic() + GATHER
+    deadline = time.monotonic() + gather
     while int(client.scard(keys[1])) < expected and (left := deadline - time.monotonic()) > 0:
         client.blpop(keys[2], timeout=left)
     members = {m.decode() if isinstance(m, bytes) else m for m in client.eval(_CLOSE, 2, *keys[:2], KEYS_TTL)}
@@ -203,5 +229,5 @@ def stage_input(transfer: Transfer, client: Any, batch: str, sha: str, local: Pa
     targets = {m: (machines[m], cached if m == name else posixpath.join(cache_dir(machines[m]), sha))
                for m in order}
     return lead(client, base, feeders, targets, local, connect_timeout=connect_timeout, stall=stall,
-                readonly=True).get(name)
+                readonly=True, sha256=sha).get(name)
 

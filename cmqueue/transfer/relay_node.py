@@ -6,7 +6,8 @@ source as the first line of an ssh session (as the session transport does), then
 JSON lines. Nothing secret is ever in its arguments: tokens come on stdin.
 
 In (stdin):
-  ``start`` {path, size, sha256, stall, part, readonly, mtime}: open ``path`` + ``part``
+  ``start`` {path, size, sha256, stall, part, readonly, mtime, marker}: leave the file
+      ``.cmq-relay-MARKER`` beside ``path`` (taken away at exit); open ``path`` + ``part``
       (a name of this copy's own: machines that share a disk never write one file),
       listen on the address the controller's ssh reached (port chosen by the kernel);
       answers ``ready``. The finished file gets time ``mtime`` (if given) and, with
@@ -15,12 +16,16 @@ In (stdin):
   ``expect`` {token, ref}: accept ONE inbound connection that presents ``token`` (any
       earlier token is forgotten); answers ``expecting`` {ref}. The sender is told how many
       bytes are here and sends the rest.
-  ``serve`` {to, address, port, token}: connect to machine ``to`` and send it the file
-      from the offset it asks for, as this machine receives it.
+  ``serve`` {to, address, port, token, ref}: connect to machine ``to`` and send it the
+      file from the offset it asks for, as this machine receives it.
+  ``look`` {markers}: which of these markers (of other machines of the relay) are in the
+      target's folder: machines that share this disk; answers ``seen`` {markers}.
   ``close``: stop listening and exit (stdin's end does the same).
-Out (stdout): ``ready`` {address, port, pid}, ``expecting`` {ref}, ``progress`` {have}, ``lost`` {have, ref, error}:
-  the inbound stream of attachment ``ref`` broke or stalled; ``done`` {ok, sha256, error}; ``served`` {to, bytes} /
-  ``unserved`` {to, error}; ``refused`` {peer}: a connection without the token; ``error``
+Out (stdout):
+  ``ready`` {address, port, pid}; ``expecting`` {ref}; ``progress`` {have}, at least once
+  a second; ``lost`` {have, ref, error}: the inbound stream of attachment ``ref`` broke or
+  stalled; ``done`` {ok, sha256, error}; ``served`` / ``unserved`` {to, ref, bytes, error};
+  ``refused`` {peer}: a connection without the token; ``seen`` {markers}; ``error``
   {error}: this machine cannot take part (it exits).
 The file counts (is renamed from ``.cmq-part`` to its name) only when every byte arrived
 and its SHA-256 is the one ``start`` named.
@@ -36,6 +41,10 @@ import threading
 import time
 
 CHUNK = 1 << 20
+#: Seconds a connection has to present its token.
+GREET_TIMEOUT = 5
+#: Connections that may be presenting a token at once.
+GREETERS = 16
 _out_lock = threading.Lock()
 
 
@@ -52,7 +61,7 @@ def _address():
 
 
 class Node:
-    def __init__(self, path, size, sha256, stall, part, readonly, mtime):
+    def __init__(self, path, size, sha256, stall, part, readonly, mtime, marker):
         self.path, self.size, self.sha256, self.stall = path, size, sha256, stall
         self.readonly, self.mtime = readonly, mtime
         self.part = path + part
@@ -60,6 +69,11 @@ class Node:
         if folder:
             os.makedirs(folder, exist_ok=True)
         self.out = open(self.part, "wb")
+        self.reader = os.open(self.part, os.O_RDONLY)     # served from, whatever renames follow
+        self.greeters = threading.BoundedSemaphore(GREETERS)
+        self.marker = os.path.join(folder or ".", f".cmq-relay-{marker}") if marker else None
+        if self.marker:
+            open(self.marker, "w").close()
         self.have = 0
         self.hash = hashlib.sha256()
         self.cond = threading.Condition()
@@ -112,6 +126,10 @@ class Node:
 
     def _stop_listening(self):
         try:
+            self.listener.shutdown(socket.SHUT_RDWR)      # wakes the accept() blocked on it
+        except OSError:
+            pass
+        try:
             self.listener.close()
         except OSError:
             pass
@@ -122,11 +140,15 @@ class Node:
                 conn, peer = self.listener.accept()
             except OSError:
                 return
+            if not self.greeters.acquire(blocking=False):     # a crowd at the door: not the feeder
+                _close(conn)
+                continue
             threading.Thread(target=self._greet, args=(conn, peer), daemon=True).start()
 
     def _greet(self, conn, peer):
+        ref = None
         try:
-            conn.settimeout(10)
+            conn.settimeout(GREET_TIMEOUT)
             line = _readline(conn, 256)
             with self.cond:
                 token, ok, ref = self.token, False, self.ref
@@ -136,15 +158,18 @@ class Node:
                     offset = self.have
             if not ok:
                 send({"ev": "refused", "peer": "{}:{}".format(*peer[:2])})
-                conn.close()
+                _close(conn)
                 return
             if old is not None:
                 _close(old)
             conn.sendall(b"%d\n" % offset)
         except OSError as e:
-            send({"ev": "lost", "have": self.have, "ref": ref, "error": f"handshake: {e}"})
+            if ref is not None:
+                send({"ev": "lost", "have": self.have, "ref": ref, "error": f"handshake: {e}"})
             _close(conn)
             return
+        finally:
+            self.greeters.release()
         self._receive(conn, offset, ref)
 
     def _receive(self, conn, offset, ref):
@@ -174,7 +199,7 @@ class Node:
             send({"ev": "lost", "have": self.have, "ref": ref, "error": error})
 
     # -- sending -----------------------------------------------------------------------
-    def serve(self, to, address, port, token):
+    def serve(self, to, address, port, token, ref):
         sent = 0
         try:
             conn = socket.create_connection((address, port), timeout=10)
@@ -184,12 +209,13 @@ class Node:
                 if pos < 0:
                     raise OSError(f"refused by {to}")
                 conn.settimeout(self.stall)
-                with open(self.part, "rb") as f:
+                # Waits as long as this machine waits for data itself: whether its own
+                # feeder is dead or starved is the controller's to tell (it hears both).
+                with os.fdopen(os.dup(self.reader), "rb") as f:
                     while pos < self.size:
                         with self.cond:
                             while self.have <= pos and not self.failed:
-                                if not self.cond.wait(self.stall):
-                                    raise OSError(f"no data here for {self.stall}s")
+                                self.cond.wait(1)
                             if self.failed:
                                 raise OSError("this machine's copy failed")
                             end = self.have
@@ -204,9 +230,9 @@ class Node:
             finally:
                 _close(conn)
         except (OSError, ValueError) as e:
-            send({"ev": "unserved", "to": to, "bytes": sent, "error": str(e) or type(e).__name__})
+            send({"ev": "unserved", "to": to, "ref": ref, "bytes": sent, "error": str(e) or type(e).__name__})
             return
-        send({"ev": "served", "to": to, "bytes": sent})
+        send({"ev": "served", "to": to, "ref": ref, "bytes": sent})
 
 
 def _readline(conn, limit):
@@ -227,11 +253,14 @@ def _close(conn):
 
 
 def _progress(node):
-    last = -1
-    while not (node.finished or node.failed):
-        if node.have != last:
-            last = node.have
+    """The bytes here as they grow, and at least once a second (the controller hears that
+    this machine is alive even while it waits for data)."""
+    last, quiet = -1, 0
+    while not node.failed:
+        if node.have != last or quiet >= 4:
+            last, quiet = node.have, 0
             send({"ev": "progress", "have": last})
+        quiet += 1
         time.sleep(0.25)
 
 
@@ -247,7 +276,8 @@ def main():
             op = msg.get("op")
             if op == "start":
                 node = Node(msg["path"], int(msg["size"]), msg["sha256"], float(msg.get("stall") or 15),
-                            msg.get("part") or ".cmq-part", bool(msg.get("readonly")), msg.get("mtime"))
+                            msg.get("part") or ".cmq-part", bool(msg.get("readonly")), msg.get("mtime"),
+                            msg.get("marker"))
                 address, port = node.listener.getsockname()[:2]
                 send({"ev": "ready", "address": address, "port": port, "pid": os.getpid()})
                 threading.Thread(target=node.accept_loop, daemon=True).start()
@@ -266,7 +296,12 @@ def main():
                 send({"ev": "expecting", "ref": msg.get("ref")})
             elif op == "serve" and node is not None:
                 threading.Thread(target=node.serve, daemon=True,
-                                 args=(msg["to"], msg["address"], int(msg["port"]), msg["token"])).start()
+                                 args=(msg["to"], msg["address"], int(msg["port"]), msg["token"],
+                                       msg.get("ref"))).start()
+            elif op == "look" and node is not None:
+                folder = os.path.dirname(node.marker or "") or "."
+                seen = [m for m in msg.get("markers", []) if os.path.exists(os.path.join(folder, f".cmq-relay-{m}"))]
+                send({"ev": "seen", "markers": seen})
             elif op == "close":
                 break
     except Exception as e:  # noqa: BLE001 - whatever it is, the controller hears it in one line
@@ -276,6 +311,11 @@ def main():
         code = 0
     if node is not None:
         node._stop_listening()
+        if node.marker:
+            try:
+                os.unlink(node.marker)
+            except OSError:
+                pass
         if not node.finished:
             try:
                 os.unlink(node.part)

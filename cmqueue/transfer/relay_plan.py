@@ -12,9 +12,10 @@ Modes (``--relay``):
             time is about one copy plus a little per hop.
   tree:K    per zone, a tree in which every machine feeds up to K others: fewer hops
             (log_K of the machines) for K times the sending on each relay's link.
-  auto      chain, where relaying can pay: off for one machine a zone, for a payload
-            under :data:`RELAY_MIN_BYTES`, for directories, and for machines run from
-            this host (``mode: local``), which already read the controller's disk.
+  auto      chain, where relaying can pay: off for one machine, for a payload under
+            :data:`RELAY_MIN_BYTES` and for directories. (A zone of one machine is fed
+            by the controller; machines run from this host, ``mode: local``, are left
+            out of relays by their callers: they read the controller's disk already.)
 """
 
 from __future__ import annotations

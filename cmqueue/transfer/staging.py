@@ -248,7 +248,7 @@ class Stager:
                 for sha in [s for s in missing if s in shared]:
                     got = relay(sha, Path(local_of[sha]), posixpath.join(self.cache, sha))
                     if got is not None and got.ok:
-                        report.relayed[sha] = got.fed_by
+                        report.relayed[sha] = got.fed_by or f"shared with {got.shared_with}"
                 rest = [s for s in missing if s not in report.relayed]
             if rest:
                 self._send(job, rest, evict, local_of, sum(size_of[s] for s in rest))

@@ -29,7 +29,8 @@ def env(tmp_path_factory):
     box.mkdir()
     storage = {f"n{i}": {"type": "ssh", "machine": f"m{i}", "directory": "store"} for i in (1, 2, 3)}
     cenv = make_env(root, machines=4, slots=2, first=FIRST, machine_fields={"m4": {"zone": "b"}},
-                    sections={"storage": {**storage, "box": {"type": "local", "directory": str(box)}}})
+                    sections={"storage": {**storage, "box": {"type": "local", "directory": str(box)}}},
+                    settings={"relay_gather": 30})     # the batch's three jobs always meet
     cenv.box = box
     yield cenv
     teardown(cenv)
@@ -110,29 +111,65 @@ def test_a_bad_relay_mode_is_a_usage_error(env, tmp_path):
     assert "Traceback" not in r.err
 
 
-def test_a_connection_without_the_token_is_refused_and_counts_nothing(env, tmp_path):
-    """A stranger who connects to a node's port first gets nothing in, and the copy still
-    arrives from its feeder, whole."""
+def test_a_connection_without_the_token_is_refused_and_counts_nothing(env, tmp_path, caplog):
+    """A stranger who connects to a node's port while it receives, with a wrong token and
+    bytes after it, is closed without a word; the copy arrives from its feeder, whole."""
     inv = load(env.config)
     src = tmp_path / "tokens.bin"
-    want = _payload(src, 8 << 20)
+    want = _payload(src, 32 << 20)
     names = ["m1", "m2"]
     targets = {m: (inv.machines[m], f"{inv.machines[m].workdir}/tok/tokens.bin") for m in names}
     relay = Relay(src, targets, relay_plan.plan(names, "chain"))
-    strangers: list[str] = []
+    strangers: list[bytes] = []
 
     def knock(machine: str, have: int, feeder: str) -> None:
         node = relay.nodes[machine]
-        if machine == "m2" and not strangers and node.port:
+        if machine == "m2" and feeder == "m1" and have > 0 and not strangers:
             with socket.create_connection((node.address, node.port), timeout=5) as s:
-                s.sendall(b"not-the-token\n")
-                strangers.append(s.recv(16).decode())
+                s.sendall(b"not-the-token\n" + b"\0" * 65536)
+                s.settimeout(10)
+                try:
+                    strangers.append(s.recv(16))
+                except ConnectionResetError:        # closed with our bytes unread: a reset
+                    strangers.append(b"")
 
     relay.on_progress = knock
-    out = relay.run()
+    with caplog.at_level("WARNING", logger="cmq.transfer"):
+        out = relay.run()
     assert all(o.ok for o in out.values()), out
-    assert strangers == [""]            # closed without a word: no offset, no data
+    assert strangers == [b""]            # closed without a word: no offset, no data
+    assert "m2 refused a connection without its token" in caplog.text
     assert all(_digest(Path(t)) == want for _, t in targets.values())
+
+
+def test_a_copy_that_is_not_the_expected_file_is_not_kept(env, tmp_path):
+    """A relay told the SHA-256 a job was submitted with, of a file changed since: every
+    machine refuses it, and nothing is left where it would have gone."""
+    inv = load(env.config)
+    src = tmp_path / "changed.bin"
+    _payload(src, 5 << 20)
+    targets = {m: (inv.machines[m], f"{inv.machines[m].workdir}/changed/c.bin") for m in ("m1", "m2")}
+    out = Relay(src, targets, relay_plan.plan(["m1", "m2"], "chain"), sha256="0" * 64).run()
+    assert not any(o.ok for o in out.values())
+    assert all("checksum mismatch" in o.error for o in out.values()), out
+    for m in ("m1", "m2"):
+        assert list((env.workdir(m) / "changed").iterdir()) == []
+
+
+def test_machines_that_share_a_disk_get_one_copy(env, tmp_path):
+    """m1 and m2 write the same path on one disk (as an NFS home would be): m1 writes, m2's
+    copy is m1's (no second writer), and m3, planned behind m2, is fed by m1."""
+    inv = load(env.config)
+    src = tmp_path / "shared.bin"
+    want = _payload(src, 5 << 20)
+    same = tmp_path / "nfs" / "shared.bin"
+    targets = {"m1": (inv.machines["m1"], str(same)), "m2": (inv.machines["m2"], str(same)),
+               "m3": (inv.machines["m3"], f"{inv.machines['m3'].workdir}/own/shared.bin")}
+    out = Relay(src, targets, relay_plan.plan(["m1", "m2", "m3"], "chain")).run()
+    assert out["m1"].ok and out["m1"].fed_by == "controller"
+    assert out["m2"].ok and out["m2"].shared_with == "m1" and out["m2"].feeders == []
+    assert out["m3"].ok and out["m3"].fed_by == "m1"
+    assert _digest(same) == want and [p.name for p in same.parent.iterdir()] == ["shared.bin"]
 
 
 def test_a_machine_without_its_node_is_reported_and_the_chain_goes_around_it(env, tmp_path):

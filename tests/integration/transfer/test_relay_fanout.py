@@ -127,14 +127,19 @@ def test_a_relay_killed_mid_stream_is_routed_around(fleet, payload):
 
 
 def test_a_stalled_relay_is_routed_around(fleet, payload):
-    """m3's node is stopped (SIGSTOP) a quarter in: after relay_stall (3 s) without a byte,
-    m4 is fed by another; m3 gains nothing for four stall periods, fails, and its job
-    copies directly. Every copy is whole."""
+    """m3's node is stopped (SIGSTOP) a quarter in: once it is silent for 3 s, m4 is fed by
+    m2 (and the machines behind m4 stay with their feeders, which wait for data
+    themselves); m3 gains nothing for four stall periods, fails, and its job copies
+    directly. Every copy is whole, and the controller's link carried two copies, not six."""
     cenv, topo = fleet
     src, want = payload
+    before = _sent(topo)
     r, pid = _put_and_hit(cenv, topo, src, "stalled", "m3", signal.SIGSTOP)
+    sent = _sent(topo) - before
     try:
         assert r.returncode == 0, r.stderr
+        # One copy for the chain and one for m3's own job; not one for each machine behind m3.
+        assert sent < 2.5 * SIZE, f"{sent / SIZE:.2f} copies crossed the controller's link"
         assert _copies(cenv, "stalled", src.name) == {f"m{i}": want for i in range(1, MACHINES + 1)}
         records = {rec["machine"]: rec["transfer"] for rec in json.loads(r.stdout)}
         assert records["m3"]["note"].startswith("relay failed"), records["m3"]
