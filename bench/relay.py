@@ -213,10 +213,11 @@ class Fleet:
         return took
 
 
-def contenders(fleet: Fleet, relays: list[str], baselines: bool) -> list[str]:
-    """The contenders' names for a case, in the order they take turns."""
+def contenders(fleet: Fleet, relays: list[str], baselines: bool, which: tuple[str, ...] = ("all", "off")) -> list[str]:
+    """The contenders' names for a case, in the order they take turns (``which`` of the
+    controller-bound baselines: scp to all, cmq put --relay=off)."""
     off = OFF if fleet.relay_option else "cmq put (no --relay yet)"
-    names = [ONE, *([ALL, off] if baselines else [])]
+    names = [ONE, *([x for k, x in (("all", ALL), ("off", off)) if k in which] if baselines else [])]
     return names + ([f"cmq put --relay={r}" for r in relays] if fleet.relay_option else [])
 
 
@@ -274,6 +275,9 @@ def main() -> int:
     ap.add_argument("--relays", default=",".join(RELAYS), help="relay modes after off (comma-separated)")
     ap.add_argument("--headline-relays", default="auto", help="relay modes of the headline")
     ap.add_argument("--repeats", type=int, default=3, help="rounds; each contender runs once a round")
+    ap.add_argument("--baselines", default="all,off",
+                    help="the curve's controller-bound contenders: all (scp to all at once), off (cmq put "
+                         "--relay=off); comma-separated, empty for none")
     ap.add_argument("--rate", type=float, default=100, help="the controller link's rate, Mbit/s")
     ap.add_argument("--write", action="store_true", help="append to bench/RESULTS.md and rewrite the section "
                     "of docs/transfers.md")
@@ -298,7 +302,8 @@ def main() -> int:
             print(f"{most} machines up in {time.monotonic() - t0:.0f} s; cmq put --relay: "
                   f"{'yes' if fleet.relay_option else 'not yet'}", file=sys.stderr)
             curve = [Case(opts.size, n) for n in counts]
-            curve_names = contenders(fleet, relays, baselines=True)
+            curve_names = contenders(fleet, relays, baselines=True,
+                                     which=tuple(b.strip() for b in opts.baselines.split(",") if b.strip()))
             head_names = contenders(fleet, head_relays, baselines=opts.headline_baselines)
             for rep in range(opts.repeats):
                 print(f"round {rep + 1} of {opts.repeats}", file=sys.stderr)
