@@ -49,6 +49,8 @@ FILES = {
     "count.py": "import json, sys\nprint(json.dumps({'words': len(open(sys.argv[1]).read().split())}))\n",
     "mymod.py": "def merge(outputs):\n    return sum(int(o) for o in outputs)\n",
     "score.sh": '[ "$1" != 2 ] || exit 1\necho $(( $1 * 10 ))\n',
+    "image.qcow2": "image\n" * (1 << 20),          # 6 MiB: large enough to be relayed
+    "model.bin": "model\n" * (1 << 20),
 }
 
 

@@ -38,8 +38,12 @@ def test_a_longer_transfer_is_counted_every_interval_and_at_its_end(client, cloc
     assert read_progress(client, ["job-long"]) == {}
     clock[0] += INTERVAL
     reporter(200)
-    assert read_progress(client, ["job-long"]) == {"job-long": (200, 300)}
+    assert read_progress(client, ["job-long"]) == {"job-long": (200, 300, "")}
     reporter(250)                                      # within the interval: not yet
-    assert read_progress(client, ["job-long"]) == {"job-long": (200, 300)}
+    assert read_progress(client, ["job-long"]) == {"job-long": (200, 300, "")}
     reporter.close()
-    assert read_progress(client, ["job-long"]) == {"job-long": (250, 300)}
+    assert read_progress(client, ["job-long"]) == {"job-long": (250, 300, "")}
+    reporter.via = "m3"                                # a relayed copy names its feeder
+    clock[0] += INTERVAL
+    reporter(300)
+    assert read_progress(client, ["job-long"]) == {"job-long": (300, 300, "m3")}
