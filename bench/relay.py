@@ -279,6 +279,8 @@ def main() -> int:
                     help="the curve's controller-bound contenders: all (scp to all at once), off (cmq put "
                          "--relay=off); comma-separated, empty for none")
     ap.add_argument("--rate", type=float, default=100, help="the controller link's rate, Mbit/s")
+    ap.add_argument("--record", action="store_true", help="append to bench/RESULTS.md only (a run beside the "
+                    "docs' figures, such as the 64-machine one)")
     ap.add_argument("--write", action="store_true", help="append to bench/RESULTS.md and rewrite the section "
                     "of docs/transfers.md")
     opts = ap.parse_args()
@@ -330,8 +332,8 @@ def main() -> int:
         print("\n".join(lines))
         print("FAILED:\n  " + "\n  ".join(failed), file=sys.stderr)
         return 1
-    args = " ".join(a for a in sys.argv[1:] if a != "--write")
-    report(f"relay.py{' ' + args if args else ''}", lines, versions(), record=opts.write)
+    args = " ".join(a for a in sys.argv[1:] if a not in ("--write", "--record"))
+    report(f"relay.py{' ' + args if args else ''}", lines, versions(), record=opts.write or opts.record)
     if opts.write:
         text = DOC.read_text() if DOC.exists() else ""
         if "<!-- relay -->" in text and "<!-- /relay -->" in text:
