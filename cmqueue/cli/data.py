@@ -60,8 +60,8 @@ Options:
   -r --recursive   copy a directory tree
   --retries=N      attempts after a failed transfer [default: 2]
   --relay=MODE     auto, off (a direct copy each), chain, or tree:K (each machine feeds
-                   up to K others); auto is a chain for a file of 4 MiB or more
-                   [default: auto]
+                   up to K others); auto: for a file of 4 MiB or more, a chain
+                   (tree:2 past 32 machines) [default: auto]
   --json           print the transfers' records as JSON
 
 Examples:

@@ -32,6 +32,7 @@ def test_off_feeds_everyone_from_the_controller():
 
 def test_auto_relays_a_large_file_to_several_machines_only():
     assert relay_plan.choose("auto", 8, RELAY_MIN_BYTES, True) == "chain"
+    assert relay_plan.choose("auto", relay_plan.AUTO_CHAIN_MAX + 1, RELAY_MIN_BYTES, True) == "tree:2"
     assert relay_plan.choose("auto", 8, RELAY_MIN_BYTES - 1, True) == "off"
     assert relay_plan.choose("auto", 1, 1 << 30, True) == "off"
     assert relay_plan.choose("tree:3", 8, 10, True) == "tree:3"
