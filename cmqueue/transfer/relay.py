@@ -30,7 +30,7 @@ from ..core.models import PlainData
 from . import relay_plan
 from .machine_copy import Transfer, sha256_file
 from .relay_plan import CONTROLLER
-from .relay_session import Feed, NodeSession
+from .relay_session import Feed, NodeSession, release_master, take_master
 
 log = logging.getLogger("cmq.transfer")
 
@@ -131,6 +131,7 @@ class Relay:
         t0 = time.monotonic()
         sha = self.sha256 or source_sha256(self.source)
         t1 = time.monotonic()
+        self.master = take_master()
         try:
             self._start(sha)
             self._look()
@@ -152,6 +153,7 @@ class Relay:
                 t.start()
             for t in threads:
                 t.join(self.connect_timeout + 25)
+            release_master(self.master)
         return {name: c.outcome or CopyOutcome(machine=name, error="the relay ended before this copy")
                 for name, c in self.copies.items()}
 
@@ -181,7 +183,7 @@ class Relay:
 
     def _start(self, sha: str) -> None:
         for name, c in self.copies.items():
-            self.nodes[name] = NodeSession(c.machine, self.events, self.connect_timeout)
+            self.nodes[name] = NodeSession(c.machine, self.events, self.connect_timeout, self.master)
             self.nodes[name].send("start", path=c.target, size=self.size, sha256=sha, stall=self.stall,
                                   part=c.part, readonly=self.readonly, mtime=self.mtime,
                                   marker=f"{self.tag}-{name}")

@@ -3,9 +3,7 @@ of the relays' own), the messages to it, and the controller's own feed of the fi
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
 import queue
 import subprocess
 import threading
@@ -23,7 +21,23 @@ NODE_SOURCE = (Path(__file__).with_name("relay_node.py")).read_text()
 #: ssh masters per machine that relays go through (several relays at once stay under
 #: sshd's MaxSessions).
 RELAY_MASTERS = 4
-_SPREAD = itertools.count(os.getpid())
+_IN_USE: set[int] = set()
+_IN_USE_LOCK = threading.Lock()
+
+
+def take_master() -> int:
+    """The lowest relay master free in this process (relays one after another all use
+    the first, which stays up between them; relays at once use others)."""
+    with _IN_USE_LOCK:
+        index = next((i for i in range(RELAY_MASTERS) if i not in _IN_USE), len(_IN_USE) % RELAY_MASTERS)
+        _IN_USE.add(index)
+        return index
+
+
+def release_master(index: int) -> None:
+    """The relay that took master ``index`` is over."""
+    with _IN_USE_LOCK:
+        _IN_USE.discard(index)
 
 
 class NodeSession:
@@ -34,7 +48,7 @@ class NodeSession:
     #: Frames of the controller's feed queued for a machine before the feed waits.
     WINDOW = 8
 
-    def __init__(self, machine: Machine, events: queue.Queue, connect_timeout: int) -> None:
+    def __init__(self, machine: Machine, events: queue.Queue, connect_timeout: int, master: int = 0) -> None:
         self.machine = machine
         self.name = machine.name
         self.address = ""
@@ -42,7 +56,7 @@ class NodeSession:
         self.pid = 0                         #: the node's pid on its machine
         # Through a master of the relays' own, which stays for the next relay (as a job's
         # session goes through the machine's masters): no new ssh handshake per relay.
-        control = ssh.control_path(private_dir(control_dir()), machine, f"relay-{next(_SPREAD) % RELAY_MASTERS}")
+        control = ssh.control_path(private_dir(control_dir()), machine, f"relay-{master}")
         self.proc = subprocess.Popen(
             ssh.ssh_argv(machine, ["python3", "-c", BOOTSTRAP], control, connect_timeout=connect_timeout),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
