@@ -32,8 +32,8 @@ CONTROLLER = "controller"
 #: a listening port per machine) costs more than it saves.
 RELAY_MIN_BYTES = 4 << 20
 #: Machines up to which auto chooses a chain; beyond, a tree in which each machine feeds
-#: two (fewer hops: bench/relay.py measured 40 MB to 64 machines in 2.2x one copy's time
-#: by a chain and 1.9x by tree:2; to 32, 1.6x by a chain).
+#: two (fewer hops: bench/relay.py measured 40 MB to 64 machines in 2.1-2.2x one copy's
+#: time by a chain and 1.9x by tree:2, in two runs; to 32, 1.6x by a chain).
 AUTO_CHAIN_MAX = 32
 #: What ``--relay`` accepts.
 MODES = "auto, off, chain or tree:K (K a whole number from 1 to 64)"
