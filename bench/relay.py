@@ -278,7 +278,7 @@ def main() -> int:
     ap.add_argument("--baselines", default="all,off",
                     help="the curve's controller-bound contenders: all (scp to all at once), off (cmq put "
                          "--relay=off); comma-separated, empty for none")
-    ap.add_argument("--rate", type=float, default=100, help="the controller link's rate, Mbit/s")
+    ap.add_argument("--rate", type=float, default=100, help="the controller link's rate, Mbit/s (0: unshaped)")
     ap.add_argument("--record", action="store_true", help="append to bench/RESULTS.md only (a run beside the "
                     "docs' figures, such as the 64-machine one)")
     ap.add_argument("--write", action="store_true", help="append to bench/RESULTS.md and rewrite the section "
@@ -317,7 +317,8 @@ def main() -> int:
                         measure(fleet, headline, head_src, head_digest, name, opts.rate)
         finally:
             fleet.stop()
-    link = f"machines in network namespaces behind one {opts.rate:g} Mbit/s controller link (tc tbf)"
+    link = (f"machines in network namespaces behind one {opts.rate:g} Mbit/s controller link (tc tbf)" if opts.rate
+            else "machines in network namespaces behind one unshaped controller link (veth)")
     lines = table(curve, curve_names, f"A {human(opts.size)} file to N {link}: seconds, median of "
                   f"{opts.repeats} rounds taking turns (min-max), and the ratio to one scp.")
     if headline:
