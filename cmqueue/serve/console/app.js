@@ -416,7 +416,11 @@ function soon() {
 }
 
 // An event that came while the page was reading may not be in what it shows: read again.
-function afterLoad() { if (lastEvent >= loadStarted) soon(); }
+// So may one that came just before: the history records a job a moment after its event
+// (and a workflow's state after its last step's), so the page reads again while events
+// are recent, and the last of a burst is never missed.
+const SETTLE_MS = 3000;
+function afterLoad() { if (lastEvent >= loadStarted || Date.now() - lastEvent < SETTLE_MS) soon(); }
 
 function listen() {
   if (events) return;
